@@ -1,0 +1,127 @@
+//! What a network is made with ([`Config`]) and how a port joins it
+//! ([`JoinOptions`]).
+
+use crate::error::{describe_geometry, OpenError};
+use crate::shm::layout::{Geometry, FLAG_LOSSLESS};
+
+/// How frames are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Every frame reaches every other reading port, like an Ethernet hub.
+    #[default]
+    Hub,
+}
+
+impl Protocol {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Protocol::Hub => 0,
+        }
+    }
+
+    pub(crate) fn from_code(code: u32) -> Option<Protocol> {
+        match code {
+            0 => Some(Protocol::Hub),
+            _ => None,
+        }
+    }
+
+    /// The name used on command lines and in status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Hub => "hub",
+        }
+    }
+}
+
+/// Parameters of a new network. `Config::default()` is a 64-port lossy hub
+/// with a 1514-byte MTU (an Ethernet frame without FCS), 256 frames of
+/// buffering per sender, mode 0770.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub protocol: Protocol,
+    /// Most ports that can be joined at once (1..=4096).
+    pub max_ports: u32,
+    /// Largest frame, in bytes (64..=65535).
+    pub mtu: u32,
+    /// Frames buffered per sender; a power of two (2..=65536).
+    pub ring_slots: u32,
+    /// Senders wait for the slowest live reader instead of overwriting.
+    pub lossless: bool,
+    /// Permission bits of the network directory; its files get the same
+    /// read/write bits.
+    pub mode: u32,
+    /// Group owning the network (a gid), if not the creator's.
+    pub group: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            protocol: Protocol::Hub,
+            max_ports: 64,
+            mtu: 1514,
+            ring_slots: 256,
+            lossless: false,
+            mode: 0o770,
+            group: None,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn geometry(&self) -> Result<Geometry, OpenError> {
+        if self.mode & !0o7777 != 0 {
+            return Err(OpenError::InvalidConfig(format!(
+                "mode {:o} is not a permission mode",
+                self.mode
+            )));
+        }
+        if self.mode & 0o700 != 0o700 {
+            return Err(OpenError::InvalidConfig(format!(
+                "mode {:04o} would lock the owner out; give the owner rwx (0700)",
+                self.mode
+            )));
+        }
+        let flags = if self.lossless { FLAG_LOSSLESS } else { 0 };
+        Geometry::compute(
+            self.protocol.code(),
+            self.max_ports,
+            self.mtu,
+            self.ring_slots,
+            flags,
+        )
+        .map_err(|e| OpenError::InvalidConfig(describe_geometry(&e)))
+    }
+}
+
+/// How a port joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// Shown by `ipn status` (at most 64 bytes are kept).
+    pub description: String,
+    /// Receive frames (false: a write-only port, never waited for).
+    pub read: bool,
+    /// Send frames.
+    pub write: bool,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        JoinOptions {
+            description: String::new(),
+            read: true,
+            write: true,
+        }
+    }
+}
+
+impl JoinOptions {
+    /// Read-write port with a description.
+    pub fn described(description: impl Into<String>) -> Self {
+        JoinOptions {
+            description: description.into(),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Error types, one per kind of operation, each saying what went wrong,
+//! with which path, and what to do about it.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::shm::layout::GeometryError;
+use crate::shm::Invalid;
+
+/// Why a network could not be created, joined or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Nothing at the path.
+    #[error("{path}: no such network; create it with `ipn create {path}`", path = .path.display())]
+    NotFound { path: PathBuf },
+    /// Something is at the path, but it is not a usable ipn network.
+    #[error("{path}: not a usable ipn network: {reason}", path = .path.display())]
+    NotANetwork { path: PathBuf, reason: String },
+    /// `create` on a path that already holds a network (or other files).
+    #[error("{path}: already exists; join it, or remove it with `ipn rm {path}`", path = .path.display())]
+    AlreadyExists { path: PathBuf },
+    /// The kernel refused access; `hint` says which mode/group would let one in.
+    #[error("{path}: permission denied ({hint})", path = .path.display())]
+    PermissionDenied { path: PathBuf, hint: String },
+    /// Every port slot is taken by a live port.
+    #[error("{path}: network full: all {max_ports} ports are in use; create it with more `--ports`", path = .path.display())]
+    Full { path: PathBuf, max_ports: u32 },
+    /// `rm` of a network with live ports, without force.
+    #[error("{path}: {live} port(s) still joined; stop them first or use --force", path = .path.display())]
+    Busy { path: PathBuf, live: usize },
+    /// The requested configuration is impossible.
+    #[error("invalid network configuration: {0}")]
+    InvalidConfig(String),
+    /// Any other system error, with the file it concerned.
+    #[error("{path}: {source}", path = .path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Why a frame was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The frame is larger than the network's MTU; it was not sent.
+    #[error("frame of {len} bytes exceeds the network MTU of {mtu} bytes")]
+    TooBig { len: usize, mtu: u32 },
+    /// The frame is empty; Ethernet has no empty frames.
+    #[error("empty frame")]
+    Empty,
+    /// Lossless network, non-blocking send: a live reader has no room yet.
+    #[error("a reader has no room yet (lossless network); try again")]
+    WouldBlock,
+    /// Lossless network, send with a timeout that expired.
+    #[error("timed out waiting for a reader to make room")]
+    TimedOut,
+    /// This port was shut down for writing or joined read-only.
+    #[error("this port does not write (shut down or joined read-only)")]
+    NotWriting,
+}
+
+/// Why no frame was received.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    /// Non-blocking receive and nothing is waiting.
+    #[error("no frame waiting")]
+    WouldBlock,
+    /// Receive with a timeout that expired.
+    #[error("timed out waiting for a frame")]
+    TimedOut,
+    /// This port was shut down for reading or joined write-only.
+    #[error("this port does not read (shut down or joined write-only)")]
+    NotReading,
+    /// Waiting on the doorbell failed.
+    #[error("waiting for frames: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub(crate) fn describe_invalid(invalid: &Invalid) -> String {
+    match invalid {
+        Invalid::Truncated { size, needed } => format!(
+            "shared file truncated ({size} bytes, needs {needed}); remove it with `ipn rm --force` and create it again"
+        ),
+        Invalid::NotAnIpnFile => "the shared file has no ipn header (not an ipn network, or corrupted)".into(),
+        Invalid::Version(v) => format!(
+            "made by an ipn with layout version {v}, this one reads version {}; use the matching ipn or recreate the network",
+            crate::shm::layout::LAYOUT_VERSION
+        ),
+        Invalid::Parameters(e) => format!("header parameters out of range ({})", describe_geometry(e)),
+        Invalid::Inconsistent(field) => format!("header is inconsistent ({field}); the file is corrupted"),
+    }
+}
+
+pub(crate) fn describe_geometry(e: &GeometryError) -> String {
+    use crate::shm::layout::*;
+    match e {
+        GeometryError::Ports(n) => format!("ports {n} not in 1..={MAX_PORTS}"),
+        GeometryError::Mtu(n) => format!("mtu {n} not in {MIN_MTU}..={MAX_MTU}"),
+        GeometryError::RingSlots(n) => format!(
+            "ring depth {n} is not a power of two in {MIN_RING_SLOTS}..={MAX_RING_SLOTS}"
+        ),
+        GeometryError::TooLarge(size) => format!(
+            "shared file would be {size} bytes, over the {MAX_TOTAL_SIZE} limit; lower ports, mtu or ring depth"
+        ),
+    }
+}

@@ -1,0 +1,71 @@
+//! # ipn: Inter Process Networking
+//!
+//! A network is a path in the filesystem. Processes join it as *ports*, and
+//! every frame one port sends reaches every other reading port, as on an
+//! Ethernet hub. There is no server: the sender writes the frame into
+//! shared memory (`PATH/shm`) and the readers read it from there; a reader
+//! that sleeps is woken by one datagram on its doorbell socket
+//! (`PATH/bell.N`), which is also the fd it can `poll`.
+//!
+//! ```no_run
+//! use ipn::{Config, JoinOptions, Network, Port};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! Network::create("/tmp/net", &Config::default())?;
+//! let mut a = Port::join("/tmp/net", &JoinOptions::described("a"))?;
+//! let mut b = Port::join("/tmp/net", &JoinOptions::described("b"))?;
+//! a.send(b"hello")?;
+//! let mut buf = [0u8; 1514];
+//! let n = b.recv(&mut buf)?;
+//! assert_eq!(&buf[..n], b"hello");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layers
+//!
+//! - [`shm`](crate) (private): the mapped file, its layout and validation;
+//!   the only module with `unsafe` code.
+//! - `ring`: the per-sender seqlock ring that carries frames.
+//! - `membership`, `liveness`, `doorbell`: who is joined, who died (an OFD
+//!   lock per port), how sleepers are woken.
+//! - [`Port`], [`Network`]: the public API.
+//!
+//! ## Semantics
+//!
+//! - Frames from one sender arrive in order; a port never receives its own.
+//! - Lossy networks (default): a slow reader loses the oldest frames; the
+//!   loss is counted in its `rx_dropped`. The sender never waits.
+//! - Lossless networks: the sender waits until every live reading port has
+//!   room. Ports that died or shut down reading are not waited for; a dead
+//!   reader is noticed within about 100 ms.
+//! - A process may die at any point; its slot is reclaimed by the next
+//!   joiner, and nobody else stalls.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![allow(missing_docs)] // internal modules; the public items are documented.
+
+mod config;
+mod doorbell;
+mod error;
+mod files;
+mod liveness;
+mod membership;
+mod network;
+mod port;
+mod ring;
+mod shm;
+
+pub use config::{Config, JoinOptions, Protocol};
+pub use error::{OpenError, RecvError, SendError};
+pub use membership::Membership;
+pub use network::{Network, PortState, PortStatus, Status};
+pub use port::{Message, Port, Shutdown};
+
+/// Looks a group up by name or number (for [`Config::group`]).
+pub fn group_id(name: &str) -> Option<u32> {
+    files::group_id(name)
+}
+
+/// The layout version this build reads and writes.
+pub const LAYOUT_VERSION: u32 = shm::layout::LAYOUT_VERSION;

@@ -1,0 +1,129 @@
+//! The port table: who is joined, reading, writing, dead.
+//!
+//! A slot's `state` word is `generation << 8 | state`. Ownership of a slot
+//! is decided by its lock (see `liveness`); the state word only tells the
+//! other ports what the owner is doing, so they can skip free slots without
+//! a system call. The only writes to another port's state word are the
+//! compare-and-swap `ACTIVE -> DEAD` of a port whose lock was found free;
+//! the generation in the compared word makes that swap fail if the slot was
+//! meanwhile reclaimed. Every change bumps `Header::membership_epoch`.
+
+use std::sync::atomic::{fence, Ordering};
+
+use crate::doorbell::Doorbell;
+use crate::liveness;
+use crate::shm::layout::*;
+use crate::shm::SharedFile;
+
+/// Reader and writer counts: the AF_IPN "numreaders/numwriters" event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Membership {
+    /// Live ports that read.
+    pub readers: u32,
+    /// Live ports that write.
+    pub writers: u32,
+}
+
+pub fn state(word: u64) -> u64 {
+    word & 0xff
+}
+
+pub fn generation(word: u64) -> u64 {
+    word >> 8
+}
+
+pub fn word(generation: u64, state: u64) -> u64 {
+    generation << 8 | state
+}
+
+/// Whether the slot's owner claims to be alive (joining or active).
+pub fn claims_alive(word: u64) -> bool {
+    matches!(state(word), STATE_JOINING | STATE_ACTIVE)
+}
+
+pub fn counts(shm: &SharedFile) -> Membership {
+    let mut counts = Membership::default();
+    for index in 0..shm.geometry().max_ports {
+        let entry = shm.port(index);
+        if state(entry.state.load(Ordering::Acquire)) == STATE_ACTIVE {
+            let caps = entry.caps.load(Ordering::Acquire);
+            counts.readers += u32::from(caps & CAP_READ != 0);
+            counts.writers += u32::from(caps & CAP_WRITE != 0);
+        }
+    }
+    counts
+}
+
+/// Marks as dead every port (other than `me`) that claims to be alive but
+/// whose lock is free. Returns how many were found. Needs a writable map.
+pub fn sweep_dead(shm: &SharedFile, me: Option<u32>) -> usize {
+    if !shm.writable() {
+        return 0;
+    }
+    let mut found = 0;
+    for index in 0..shm.geometry().max_ports {
+        if Some(index) == me {
+            continue;
+        }
+        let entry = shm.port(index);
+        let old = entry.state.load(Ordering::Acquire);
+        if !claims_alive(old) || liveness::is_held(shm.file(), index).unwrap_or(true) {
+            continue;
+        }
+        let dead = word(generation(old), STATE_DEAD);
+        if entry
+            .state
+            .compare_exchange(old, dead, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            found += 1;
+        }
+    }
+    if found > 0 {
+        shm.header().membership_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+    found
+}
+
+/// Wakes every sleeping port (other than `me`), after a membership change.
+pub fn wake_all(shm: &SharedFile, bell: &mut Doorbell, me: u32) {
+    fence(Ordering::SeqCst);
+    for index in 0..shm.geometry().max_ports {
+        if index != me {
+            wake(shm, bell, index);
+        }
+    }
+}
+
+/// Rings port `index` if it sleeps. Exactly one waker wins the swap of
+/// `armed`, so a sleeping port gets one doorbell per sleep.
+pub fn wake(shm: &SharedFile, bell: &mut Doorbell, index: u32) {
+    let entry = shm.port(index);
+    if entry.armed.load(Ordering::Relaxed) == 1 && entry.armed.swap(0, Ordering::AcqRel) == 1 {
+        bell.ring(index);
+        entry.rings.fetch_add(1, Ordering::Release);
+    }
+}
+
+pub fn write_description(entry: &PortEntry, text: &str) {
+    let mut bytes = [0u8; DESCRIPTION_LEN];
+    let mut len = text.len().min(DESCRIPTION_LEN);
+    while !text.is_char_boundary(len) {
+        len -= 1;
+    }
+    bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+    for (word, chunk) in entry.description.iter().zip(bytes.chunks_exact(8)) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+    }
+}
+
+pub fn read_description(entry: &PortEntry) -> String {
+    let mut bytes = Vec::with_capacity(DESCRIPTION_LEN);
+    for word in &entry.description {
+        bytes.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}

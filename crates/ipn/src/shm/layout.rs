@@ -1,0 +1,279 @@
+//! The bytes of `PATH/shm`: every structure another process can see.
+//!
+//! The file is, in order:
+//!
+//! ```text
+//! Header                      one page, written once by the creator
+//! PortEntry  x max_ports      one per port slot (state, pid, counters, ...)
+//! cursor     x max_ports^2    lossless only: cursor[reader][sender], u64
+//! ring       x max_ports      one transmit ring per port slot:
+//!   Slot     x ring_slots       SlotHeader + mtu bytes, rounded to 64
+//! ```
+//!
+//! Invariants:
+//! - Every field is an atomic, because any field may be read by one process
+//!   while another writes it; plain loads of racing memory would be undefined
+//!   behaviour even when the value is later discarded.
+//! - Every structure is `#[repr(C)]` with its size asserted at compile time:
+//!   the layout is an on-disk format shared by every build of ipn that
+//!   reports the same [`LAYOUT_VERSION`].
+//! - Offsets and sizes are *computed* from the validated header parameters
+//!   (see [`Geometry`]); offsets stored in the header are only compared
+//!   against the computed ones, never trusted.
+//! - Each word has one writer (the port that owns the slot), except the
+//!   `state` word (compare-and-swap with a generation number), `armed`
+//!   (the owner sets it, senders swap it off) and `rings` (senders add).
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// First eight bytes of every ipn shared file.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"IPNnet\0\x01");
+/// Bumped on every incompatible change of this file's layout.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Size of the header region; the port table starts here.
+pub const HEADER_SIZE: u64 = 4096;
+/// Bytes before the data of a frame slot.
+pub const SLOT_HEADER_SIZE: u64 = 16;
+/// Alignment of every ring slot (one cache line).
+pub const SLOT_ALIGN: u64 = 64;
+
+/// Header flag: the sender waits for the slowest live reader.
+pub const FLAG_LOSSLESS: u32 = 1;
+
+/// Smallest and largest accepted parameters. They bound every computation
+/// on header values, so that a scribbled header cannot overflow the size
+/// arithmetic.
+pub const MIN_MTU: u32 = 64;
+pub const MAX_MTU: u32 = 65535;
+pub const MAX_PORTS: u32 = 4096;
+pub const MIN_RING_SLOTS: u32 = 2;
+pub const MAX_RING_SLOTS: u32 = 1 << 16;
+/// Upper bound of the whole file: 64 GiB (sparse, but mapped at once).
+pub const MAX_TOTAL_SIZE: u64 = 64 << 30;
+
+/// The creator's parameters, at the start of the file.
+#[repr(C)]
+pub struct Header {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub protocol: AtomicU32,
+    pub max_ports: AtomicU32,
+    pub mtu: AtomicU32,
+    pub ring_slots: AtomicU32,
+    pub flags: AtomicU32,
+    pub slot_size: AtomicU32,
+    pub port_entry_size: AtomicU32,
+    pub port_table_offset: AtomicU64,
+    pub cursor_table_offset: AtomicU64,
+    pub rings_offset: AtomicU64,
+    pub total_size: AtomicU64,
+    _pad0: [u64; 7],
+    /// Bumped by every join, leave, shutdown and detected death, so that a
+    /// port re-reads the port table only when membership changed.
+    pub membership_epoch: AtomicU64,
+    _pad1: [u64; 7],
+}
+const _: () = assert!(std::mem::size_of::<Header>() == 192);
+
+/// Port slot states (low byte of [`PortEntry::state`]).
+pub const STATE_FREE: u64 = 0;
+pub const STATE_JOINING: u64 = 1;
+pub const STATE_ACTIVE: u64 = 2;
+/// Found dead (its lock was free) by another port; reclaimable.
+pub const STATE_DEAD: u64 = 3;
+
+/// `caps` bits: what a port still does.
+pub const CAP_READ: u32 = 1;
+pub const CAP_WRITE: u32 = 2;
+
+/// Length of a port description, in bytes (UTF-8, NUL padded).
+pub const DESCRIPTION_LEN: usize = 64;
+
+/// One port slot of the port table. Four cache lines, so that the words
+/// written per frame (`head`, counters) never share a line with the words
+/// other ports poll (`state`, `armed`).
+#[repr(C)]
+pub struct PortEntry {
+    // Line 0: identity, written at join/leave/shutdown.
+    /// `generation << 8 | state`.
+    pub state: AtomicU64,
+    pub pid: AtomicU32,
+    pub caps: AtomicU32,
+    /// Value of `head` when this port became active: where a reader that
+    /// discovers the port later starts reading its ring.
+    pub join_head: AtomicU64,
+    _pad0: [u64; 5],
+    // Line 1
+    pub description: [AtomicU64; DESCRIPTION_LEN / 8],
+    // Line 2: written by the owner for every frame it sends.
+    /// Sequence number of the next frame this port will send.
+    pub head: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    _pad2: [u64; 5],
+    // Line 3: receive side.
+    /// 1 while the owner sleeps and wants a doorbell; a sender that swaps
+    /// it to 0 must ring.
+    pub armed: AtomicU32,
+    _pad3: u32,
+    /// Number of doorbells rung, added by senders after each ring.
+    pub rings: AtomicU64,
+    pub rx_frames: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub rx_dropped: AtomicU64,
+    _pad4: [u64; 3],
+}
+const _: () = assert!(std::mem::size_of::<PortEntry>() == 256);
+
+/// The fixed part of a ring slot; `mtu` bytes of frame data follow,
+/// stored as `u64` words.
+#[repr(C)]
+pub struct SlotHeader {
+    /// 0: never written; `2n + 1`: frame `n` being written; `2n + 2`:
+    /// frame `n` complete.
+    pub seq: AtomicU64,
+    pub len: AtomicU32,
+    /// Destination port in switch mode; [`DST_ALL`] floods.
+    pub dst: AtomicU32,
+}
+const _: () = assert!(std::mem::size_of::<SlotHeader>() as u64 == SLOT_HEADER_SIZE);
+
+pub const DST_ALL: u32 = u32::MAX;
+
+/// Sequence word of a slot while frame `n` is being written.
+pub const fn seq_writing(n: u64) -> u64 {
+    n.wrapping_mul(2).wrapping_add(1)
+}
+
+/// Sequence word of a slot once frame `n` is complete.
+pub const fn seq_done(n: u64) -> u64 {
+    n.wrapping_mul(2).wrapping_add(2)
+}
+
+/// Where everything is, computed from the (validated) parameters. Every
+/// process computes the same values from the same parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub protocol: u32,
+    pub max_ports: u32,
+    pub mtu: u32,
+    pub ring_slots: u32,
+    pub flags: u32,
+    pub slot_size: u64,
+    pub port_table_offset: u64,
+    pub cursor_table_offset: u64,
+    pub rings_offset: u64,
+    pub ring_size: u64,
+    pub total_size: u64,
+}
+
+/// Why a set of parameters cannot describe a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeometryError {
+    Ports(u32),
+    Mtu(u32),
+    RingSlots(u32),
+    TooLarge(u64),
+}
+
+impl Geometry {
+    pub fn compute(
+        protocol: u32,
+        max_ports: u32,
+        mtu: u32,
+        ring_slots: u32,
+        flags: u32,
+    ) -> Result<Geometry, GeometryError> {
+        if max_ports == 0 || max_ports > MAX_PORTS {
+            return Err(GeometryError::Ports(max_ports));
+        }
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(GeometryError::Mtu(mtu));
+        }
+        if !(MIN_RING_SLOTS..=MAX_RING_SLOTS).contains(&ring_slots) || !ring_slots.is_power_of_two()
+        {
+            return Err(GeometryError::RingSlots(ring_slots));
+        }
+        // All products below are of values bounded above, so they fit in
+        // u64 by a wide margin (4096 * 65536 * 65600 < 2^64).
+        let slot_size = round_up(SLOT_HEADER_SIZE + u64::from(mtu), SLOT_ALIGN);
+        let ports = u64::from(max_ports);
+        let port_table_offset = HEADER_SIZE;
+        let cursor_table_offset =
+            port_table_offset + ports * std::mem::size_of::<PortEntry>() as u64;
+        let cursor_table_size = if flags & FLAG_LOSSLESS != 0 {
+            round_up(ports * ports * 8, 4096)
+        } else {
+            0
+        };
+        let rings_offset = round_up(cursor_table_offset + cursor_table_size, 4096);
+        let ring_size = slot_size * u64::from(ring_slots);
+        let total_size = rings_offset + ports * ring_size;
+        if total_size > MAX_TOTAL_SIZE {
+            return Err(GeometryError::TooLarge(total_size));
+        }
+        Ok(Geometry {
+            protocol,
+            max_ports,
+            mtu,
+            ring_slots,
+            flags,
+            slot_size,
+            port_table_offset,
+            cursor_table_offset,
+            rings_offset,
+            ring_size,
+            total_size,
+        })
+    }
+
+    pub fn lossless(&self) -> bool {
+        self.flags & FLAG_LOSSLESS != 0
+    }
+
+    /// Number of `u64` data words in a slot.
+    pub fn slot_words(&self) -> usize {
+        ((self.slot_size - SLOT_HEADER_SIZE) / 8) as usize
+    }
+}
+
+fn round_up(value: u64, to: u64) -> u64 {
+    value.div_ceil(to) * to
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_rejects_out_of_range_parameters() {
+        assert_eq!(
+            Geometry::compute(0, 0, 1514, 256, 0),
+            Err(GeometryError::Ports(0))
+        );
+        assert_eq!(
+            Geometry::compute(0, 8, 63, 256, 0),
+            Err(GeometryError::Mtu(63))
+        );
+        assert_eq!(
+            Geometry::compute(0, 8, 1514, 100, 0),
+            Err(GeometryError::RingSlots(100))
+        );
+        assert!(matches!(
+            Geometry::compute(0, 4096, 65535, 65536, 0),
+            Err(GeometryError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn geometry_places_regions_in_order_and_aligned() {
+        let g = Geometry::compute(0, 64, 1514, 256, FLAG_LOSSLESS).unwrap();
+        assert_eq!(g.slot_size % SLOT_ALIGN, 0);
+        assert!(g.slot_size >= SLOT_HEADER_SIZE + 1514);
+        assert!(g.cursor_table_offset >= g.port_table_offset + 64 * 256);
+        assert!(g.rings_offset >= g.cursor_table_offset + 64 * 64 * 8);
+        assert_eq!(g.rings_offset % 4096, 0);
+        assert_eq!(g.total_size, g.rings_offset + 64 * g.ring_size);
+    }
+}

@@ -1,0 +1,299 @@
+//! The mapped shared file: the only module of ipn with `unsafe` code.
+//!
+//! [`SharedFile`] owns one `MAP_SHARED` mapping of `PATH/shm` and hands out
+//! shared references to the atomics inside it ([`layout`]). It guarantees:
+//!
+//! - the mapping covers [`Geometry::total_size`] bytes, and the geometry was
+//!   computed by this process from header values that passed [`validate`];
+//!   it is never re-read from the file, so a peer scribbling on the header
+//!   later cannot move any offset;
+//! - every reference it returns lies inside the mapping, is aligned for its
+//!   type, and refers only to atomics, so concurrent access from other
+//!   processes is never a data race in the Rust memory model;
+//! - the mapping outlives every reference (they borrow `&self`).
+//!
+//! What it cannot guarantee: a member with write access truncating the file
+//! after it was mapped makes later accesses fault (`SIGBUS`). Members are
+//! trusted not to do that, as hosts on one Ethernet segment are trusted not
+//! to cut the cable (see DESIGN.md, trust model); a file that is already
+//! truncated when it is opened is refused.
+
+#![allow(unsafe_code)]
+
+pub mod layout;
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use layout::*;
+
+/// Why a file is not a usable ipn network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    /// Shorter than the header, or than the size its header announces.
+    Truncated { size: u64, needed: u64 },
+    /// The first bytes are not ipn's magic number.
+    NotAnIpnFile,
+    /// Made by a build of ipn with another layout.
+    Version(u32),
+    /// Header parameters out of range.
+    Parameters(GeometryError),
+    /// Header offsets disagree with those its parameters imply.
+    Inconsistent(&'static str),
+}
+
+/// A mapped, validated network file.
+pub struct SharedFile {
+    file: File,
+    base: NonNull<u8>,
+    geometry: Geometry,
+    writable: bool,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics
+// (see module docs); the pointer is not tied to the creating thread.
+unsafe impl Send for SharedFile {}
+// SAFETY: as above; `&SharedFile` only ever yields `&Atomic*`, which are Sync.
+unsafe impl Sync for SharedFile {}
+
+impl std::fmt::Debug for SharedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedFile")
+            .field("geometry", &self.geometry)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl SharedFile {
+    /// Sizes `file` for `geometry`, maps it and writes the header. The file
+    /// must be new and not yet visible to other processes.
+    pub fn initialize(file: File, geometry: Geometry) -> std::io::Result<SharedFile> {
+        file.set_len(geometry.total_size)?;
+        let shared = Self::map(file, geometry, true)?;
+        let h = shared.header();
+        let r = Ordering::Relaxed;
+        h.version.store(LAYOUT_VERSION, r);
+        h.protocol.store(geometry.protocol, r);
+        h.max_ports.store(geometry.max_ports, r);
+        h.mtu.store(geometry.mtu, r);
+        h.ring_slots.store(geometry.ring_slots, r);
+        h.flags.store(geometry.flags, r);
+        h.slot_size.store(geometry.slot_size as u32, r);
+        h.port_entry_size
+            .store(std::mem::size_of::<PortEntry>() as u32, r);
+        h.port_table_offset.store(geometry.port_table_offset, r);
+        h.cursor_table_offset.store(geometry.cursor_table_offset, r);
+        h.rings_offset.store(geometry.rings_offset, r);
+        h.total_size.store(geometry.total_size, r);
+        // Magic last: a reader of a half-written file sees "not ipn".
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(shared)
+    }
+
+    /// Maps an existing network file after validating its header.
+    /// `Err(Ok(invalid))` is a file that is not a good network,
+    /// `Err(Err(io))` a failure of the system.
+    pub fn open(file: File, writable: bool) -> Result<SharedFile, Result<Invalid, std::io::Error>> {
+        let size = file.metadata().map_err(Err)?.len();
+        if size < HEADER_SIZE {
+            return Err(Ok(Invalid::Truncated {
+                size,
+                needed: HEADER_SIZE,
+            }));
+        }
+        let header_geometry = Geometry {
+            total_size: HEADER_SIZE,
+            ..Geometry::compute(0, 1, MIN_MTU, MIN_RING_SLOTS, 0).expect("minimal geometry")
+        };
+        let header_only = Self::map(file, header_geometry, false).map_err(Err)?;
+        let geometry = validate(header_only.header(), size).map_err(Ok)?;
+        let file = header_only.into_file();
+        Self::map(file, geometry, writable).map_err(Err)
+    }
+
+    fn map(file: File, geometry: Geometry, writable: bool) -> std::io::Result<SharedFile> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let len = std::num::NonZeroUsize::new(geometry.total_size as usize)
+            .ok_or(std::io::ErrorKind::InvalidInput)?;
+        let prot = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint), so
+        // it aliases no Rust object; it is unmapped only in Drop. Its content
+        // is only ever accessed through atomics (module invariants).
+        let base = unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, file.as_fd(), 0) }
+            .map_err(std::io::Error::from)?;
+        Ok(SharedFile {
+            file,
+            base: base.cast(),
+            geometry,
+            writable,
+        })
+    }
+
+    fn into_file(self) -> File {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.unmap();
+        // SAFETY: `this` is never used or dropped again, so moving the file
+        // out of it leaves no double drop.
+        unsafe { std::ptr::read(&this.file) }
+    }
+
+    fn unmap(&self) {
+        // SAFETY: `base`/`total_size` are exactly the mapping made in `map`;
+        // called once, from Drop or `into_file`, when no reference into the
+        // mapping can exist any more (they all borrow `self`).
+        let _ =
+            unsafe { nix::sys::mman::munmap(self.base.cast(), self.geometry.total_size as usize) };
+    }
+
+    /// The parameters and offsets, as validated when opened.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Whether the mapping may be written (read-only opens serve `status`).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The underlying file (for the per-port locks).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// # Panics
+    /// Never for an offset computed from the geometry; it is checked anyway.
+    fn at<T>(&self, offset: u64) -> &T {
+        let size = std::mem::size_of::<T>() as u64;
+        assert!(
+            offset
+                .checked_add(size)
+                .is_some_and(|end| end <= self.geometry.total_size)
+                && offset % std::mem::align_of::<T>() as u64 == 0,
+            "shared memory access out of bounds"
+        );
+        // SAFETY: in bounds and aligned (asserted above; the mapping is
+        // page aligned), the memory is mapped for the lifetime of `&self`,
+        // and every `T` used here is made only of atomics, which are valid
+        // for any bit pattern and may be shared between threads/processes.
+        unsafe { &*self.base.as_ptr().add(offset as usize).cast::<T>() }
+    }
+
+    pub fn header(&self) -> &Header {
+        self.at(0)
+    }
+
+    /// The port table entry of slot `index` (`index < max_ports`).
+    pub fn port(&self, index: u32) -> &PortEntry {
+        assert!(index < self.geometry.max_ports, "port index out of range");
+        let g = &self.geometry;
+        self.at(g.port_table_offset + u64::from(index) * std::mem::size_of::<PortEntry>() as u64)
+    }
+
+    /// Lossless networks: how far `reader` has read `sender`'s ring.
+    pub fn cursor(&self, reader: u32, sender: u32) -> &AtomicU64 {
+        let g = &self.geometry;
+        assert!(g.lossless() && reader < g.max_ports && sender < g.max_ports);
+        let index = u64::from(reader) * u64::from(g.max_ports) + u64::from(sender);
+        self.at(g.cursor_table_offset + index * 8)
+    }
+
+    /// The slot of `sender`'s ring that holds frame number `seq`.
+    pub fn slot(&self, sender: u32, seq: u64) -> Slot<'_> {
+        let g = &self.geometry;
+        assert!(sender < g.max_ports, "sender index out of range");
+        let index = seq & u64::from(g.ring_slots - 1);
+        let offset = g.rings_offset + u64::from(sender) * g.ring_size + index * g.slot_size;
+        let header: &SlotHeader = self.at(offset);
+        let data_offset = offset + SLOT_HEADER_SIZE;
+        let words = g.slot_words();
+        let end = data_offset + words as u64 * 8;
+        assert!(end <= g.total_size, "slot out of bounds");
+        // SAFETY: `data_offset..end` lies inside the mapping (asserted) and
+        // inside this slot (slot_size = header + words * 8), is 8-aligned
+        // (slots are 64-aligned, the header is 16 bytes), and AtomicU64 is
+        // valid for any bit pattern. Lifetime bound to `&self`.
+        let data = unsafe {
+            std::slice::from_raw_parts(
+                self.base
+                    .as_ptr()
+                    .add(data_offset as usize)
+                    .cast::<AtomicU64>(),
+                words,
+            )
+        };
+        Slot { header, data }
+    }
+}
+
+impl Drop for SharedFile {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+/// One frame slot of a ring: its header and its data words.
+#[derive(Clone, Copy)]
+pub struct Slot<'a> {
+    pub header: &'a SlotHeader,
+    pub data: &'a [AtomicU64],
+}
+
+/// Checks a header read from a file of `file_size` bytes and computes the
+/// geometry it describes.
+pub fn validate(h: &Header, file_size: u64) -> Result<Geometry, Invalid> {
+    let r = Ordering::Acquire;
+    if h.magic.load(r) != MAGIC {
+        return Err(Invalid::NotAnIpnFile);
+    }
+    let version = h.version.load(r);
+    if version != LAYOUT_VERSION {
+        return Err(Invalid::Version(version));
+    }
+    let g = Geometry::compute(
+        h.protocol.load(r),
+        h.max_ports.load(r),
+        h.mtu.load(r),
+        h.ring_slots.load(r),
+        h.flags.load(r),
+    )
+    .map_err(Invalid::Parameters)?;
+    let checks: [(&'static str, u64, u64); 6] = [
+        ("slot size", u64::from(h.slot_size.load(r)), g.slot_size),
+        (
+            "port entry size",
+            u64::from(h.port_entry_size.load(r)),
+            std::mem::size_of::<PortEntry>() as u64,
+        ),
+        (
+            "port table offset",
+            h.port_table_offset.load(r),
+            g.port_table_offset,
+        ),
+        (
+            "cursor table offset",
+            h.cursor_table_offset.load(r),
+            g.cursor_table_offset,
+        ),
+        ("rings offset", h.rings_offset.load(r), g.rings_offset),
+        ("total size", h.total_size.load(r), g.total_size),
+    ];
+    for (what, found, expected) in checks {
+        if found != expected {
+            return Err(Invalid::Inconsistent(what));
+        }
+    }
+    if file_size < g.total_size {
+        return Err(Invalid::Truncated {
+            size: file_size,
+            needed: g.total_size,
+        });
+    }
+    Ok(g)
+}
