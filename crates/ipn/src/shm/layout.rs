@@ -90,7 +90,7 @@ pub const CAP_WRITE: u32 = 2;
 /// Length of a port description, in bytes (UTF-8, NUL padded).
 pub const DESCRIPTION_LEN: usize = 64;
 
-/// One port slot of the port table. Four cache lines, so that the words
+/// One port slot of the port table. Five cache lines, so that the words
 /// written per frame (`head`, counters) never share a line with the words
 /// other ports poll (`state`, `armed`).
 #[repr(C)]
@@ -112,19 +112,22 @@ pub struct PortEntry {
     pub tx_frames: AtomicU64,
     pub tx_bytes: AtomicU64,
     _pad2: [u64; 5],
-    // Line 3: receive side.
+    // Line 3: the sleep handshake, read by every sender after every frame.
     /// 1 while the owner sleeps and wants a doorbell; a sender that swaps
     /// it to 0 must ring.
     pub armed: AtomicU32,
     _pad3: u32,
     /// Number of doorbells rung, added by senders after each ring.
     pub rings: AtomicU64,
+    _pad4: [u64; 6],
+    // Line 4: receive counters, written by the owner for every frame (kept
+    // off line 3 so senders polling `armed` do not miss in cache).
     pub rx_frames: AtomicU64,
     pub rx_bytes: AtomicU64,
     pub rx_dropped: AtomicU64,
-    _pad4: [u64; 3],
+    _pad5: [u64; 5],
 }
-const _: () = assert!(std::mem::size_of::<PortEntry>() == 256);
+const _: () = assert!(std::mem::size_of::<PortEntry>() == 320);
 
 /// The fixed part of a ring slot; `mtu` bytes of frame data follow,
 /// stored as `u64` words.

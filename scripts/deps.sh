@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that ipn's tests and demo use, when missing.
+# Usage: scripts/deps.sh            (needs root, or sudo, to install)
+set -euo pipefail
+
+packages=(
+  qemu-system-x86   # VMs on an ipn network (-netdev vde,sock=ipn://...)
+  vde2              # vde_switch, the peer we bridge to and measure against
+  vdeplug           # vdeplug4's vde_plug and its plugins
+  libvdeplug-dev    # the plugin header and -lvdeplug for the C tests
+  iproute2          # ip: TAP interfaces, namespaces
+  iperf3 tcpdump    # traffic and captures in system tests
+  busybox-static cpio xz-utils kmod  # the tiny VM images
+  util-linux passwd # setpriv/runuser/useradd for the permission tests
+  gcc libc6-dev     # C clients of libvdeplug
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "[deps] all Debian packages present"
+  exit 0
+fi
+
+echo "[deps] installing: ${missing[*]}"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "[deps] need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs every test of ipn: installs what the tests need (Debian packages),
+# checks formatting and lints, runs the Rust test suites (unit, multi-process,
+# CLI, vdeplug plugin with vde_plug / vde_switch / C clients), then the
+# system tests that boot QEMU virtual machines on an ipn network.
+#
+# Usage: scripts/test.sh        (as root: the tests create users, TAPs, VMs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the system tests need root (users, namespaces, TAP, QEMU); run it as root" >&2
+  exit 1
+fi
+
+step "Debian packages"
+scripts/deps.sh
+
+step "formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "lints (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets -q
+cargo build --release -q -p ipn-cli -p vdeplug-ipn
+
+step "Rust tests (unit, multi-process, CLI, plugin)"
+cargo test --workspace -q 2>&1 | tee target/cargo-test.log
+if grep -q "test result: FAILED" target/cargo-test.log; then exit 1; fi
+
+step "system tests"
+system_passed=0
+system_failed=0
+run_system() {
+  local name=$1; shift
+  echo "--- $name"
+  if "$@"; then
+    system_passed=$((system_passed + 1)); echo "--- $name: ok"
+  else
+    system_failed=$((system_failed + 1)); echo "--- $name: FAILED"
+  fi
+}
+for t in scripts/system/*.sh; do
+  [ -e "$t" ] || continue
+  run_system "$(basename "$t" .sh)" bash "$t"
+done
+echo
+echo "system: $system_passed passed, $system_failed failed"
+[ "$system_failed" -eq 0 ]
