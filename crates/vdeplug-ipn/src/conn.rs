@@ -1,0 +1,270 @@
+//! One vdeplug connection: a joined [`ipn::Port`] with the semantics
+//! libvdeplug's callers expect, in safe Rust. The C ABI in `ffi` is only
+//! a thin shell around [`Conn`].
+//!
+//! Contract with the callers (QEMU's `net/vde.c`, `vde_plug`, plain C):
+//!
+//! - `recv` never blocks. It returns one frame, or `Ok(0)` when nothing
+//!   is waiting (a spurious readiness). Not an error: `vde_plug` quits on
+//!   a negative `vde_recv` and ignores anything shorter than an Ethernet
+//!   header, QEMU ignores `<= 0`, and vdeplug4's own `hub://` also returns
+//!   a non-frame length (1) for a wake-up that carried no frame.
+//! - The data fd is the port's doorbell: readable while frames wait, and
+//!   at most once more after the last one (the empty `recv` drains it).
+//! - `send` never blocks on a lossy network. On a lossless one it waits
+//!   for the slowest live reader unless `MSG_DONTWAIT` is given (then
+//!   `EAGAIN`). A frame over the MTU is `EMSGSIZE`, never a silent drop.
+//! - Errors are errno values; nothing on the data path prints.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+
+use ipn::{JoinOptions, OpenError, Port, RecvError, SendError};
+
+use crate::url;
+
+/// Why opening failed: the errno for `vde_open` and the message printed
+/// to stderr once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFailure {
+    pub errno: i32,
+    pub message: String,
+}
+
+/// A joined port.
+#[derive(Debug)]
+pub struct Conn {
+    port: Port,
+}
+
+/// What the caller of `vde_open` may pass in `struct vde_open_args`.
+#[derive(Debug, Clone, Default)]
+pub struct OpenArgs {
+    /// Requested port number (0: any).
+    pub port: i32,
+}
+
+impl Conn {
+    /// Joins (creating if needed) the network named by `args`, the text
+    /// after `ipn://`. `descr` becomes the port's description.
+    pub fn open(args: &[u8], descr: &str, open_args: &OpenArgs) -> Result<Conn, OpenFailure> {
+        let shown = format!("ipn://{}", String::from_utf8_lossy(args));
+        let fail = |errno: i32, what: &dyn std::fmt::Display| OpenFailure {
+            errno,
+            message: format!("{shown}: {what}"),
+        };
+        let parsed = url::parse(args).map_err(|e| {
+            let errno = match e {
+                url::UrlError::NotSupportedYet(..) => libc::EOPNOTSUPP,
+                _ => libc::EINVAL,
+            };
+            fail(errno, &e)
+        })?;
+        if open_args.port != 0 {
+            return Err(fail(
+                libc::EOPNOTSUPP,
+                &format!(
+                    "port {} requested: choosing a port number is not supported yet; \
+                     ipn gives each opener a free port (leave port unset)",
+                    open_args.port
+                ),
+            ));
+        }
+        let config = parsed
+            .options
+            .config()
+            .map_err(|e| fail(libc::EINVAL, &e))?;
+        let join = JoinOptions::described(descr);
+        let port = Port::join_or_create(&parsed.path, &config, &join)
+            .map_err(|e| fail(open_errno(&e), &e))?;
+        let mismatches = parsed.options.mismatches(&port.status());
+        if !mismatches.is_empty() {
+            let list: Vec<String> = mismatches
+                .iter()
+                .map(|(name, asked, actual)| format!("{name}: asked {asked}, network has {actual}"))
+                .collect();
+            return Err(fail(
+                libc::EINVAL,
+                &format!(
+                    "the network exists with other settings ({}); options only apply when \
+                     creating it: drop them, or remove the network (`ipn rm`) first",
+                    list.join("; ")
+                ),
+            ));
+        }
+        Ok(Conn { port })
+    }
+
+    /// Receives one frame into `buf` without waiting; `Ok(0)` if none
+    /// waits. A frame longer than `buf` is truncated to it.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, i32> {
+        match self.port.try_recv(buf) {
+            Ok(n) => Ok(n),
+            Err(RecvError::WouldBlock) => Ok(0),
+            Err(RecvError::TimedOut) => Ok(0),
+            Err(RecvError::NotReading) => Err(libc::EBADF),
+            Err(RecvError::Io(e)) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+
+    /// Sends one frame; returns its length.
+    pub fn send(&mut self, frame: &[u8], dont_wait: bool) -> Result<usize, i32> {
+        let result = if dont_wait || !self.port.lossless() {
+            self.port.try_send(frame)
+        } else {
+            self.port.send(frame)
+        };
+        match result {
+            Ok(()) => Ok(frame.len()),
+            Err(SendError::TooBig { .. }) => Err(libc::EMSGSIZE),
+            Err(SendError::Empty) => Err(libc::EINVAL),
+            Err(SendError::WouldBlock) | Err(SendError::TimedOut) => Err(libc::EAGAIN),
+            Err(SendError::NotWriting) => Err(libc::EBADF),
+        }
+    }
+
+    /// The fd to poll for incoming frames.
+    pub fn datafd(&self) -> RawFd {
+        self.port.as_raw_fd()
+    }
+
+    /// The network's MTU.
+    pub fn mtu(&self) -> u32 {
+        self.port.mtu()
+    }
+}
+
+/// The errno that best says why a network could not be joined.
+/// Never `EPROTONOSUPPORT`: libvdeplug reads that as "no such plugin here"
+/// and would go on looking for another `libvdeplug_ipn.so`.
+pub fn open_errno(e: &OpenError) -> i32 {
+    let errno = match e {
+        OpenError::NotFound { .. } => libc::ENOENT,
+        OpenError::NotANetwork { .. } => libc::EINVAL,
+        OpenError::AlreadyExists { .. } => libc::EEXIST,
+        OpenError::PermissionDenied { .. } => libc::EACCES,
+        OpenError::Full { .. } => libc::EUSERS,
+        OpenError::Busy { .. } => libc::EBUSY,
+        OpenError::InvalidConfig(_) => libc::EINVAL,
+        OpenError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+    };
+    if errno == libc::EPROTONOSUPPORT {
+        libc::EIO
+    } else {
+        errno
+    }
+}
+
+/// Prints an open failure to stderr (never panics, even without stderr).
+pub fn report(failure: &OpenFailure) {
+    let _ = writeln!(std::io::stderr(), "libvdeplug_ipn: {}", failure.message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("vdeplug-ipn-{name}-{}", std::process::id()));
+        let _ = ipn::Network::remove(&p, true);
+        p
+    }
+
+    fn open(url: &str) -> Result<Conn, OpenFailure> {
+        Conn::open(url.as_bytes(), "test", &OpenArgs::default())
+    }
+
+    #[test]
+    fn open_creates_and_frames_flow_both_ways() {
+        let path = tmp("flow");
+        let url = format!("{}[mtu=2000]", path.display());
+        let mut a = open(&url).unwrap();
+        let mut b = open(&url).unwrap();
+        assert_eq!(a.mtu(), 2000);
+        let mut buf = [0u8; 4096];
+        assert_eq!(b.recv(&mut buf), Ok(0), "nothing waits yet");
+        assert_eq!(a.send(&[7u8; 60], false), Ok(60));
+        assert_eq!(b.recv(&mut buf), Ok(60));
+        assert_eq!(&buf[..60], &[7u8; 60]);
+        assert_eq!(b.send(&[9u8; 1999], false), Ok(1999));
+        assert_eq!(a.recv(&mut buf), Ok(1999));
+        drop((a, b));
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn oversize_frame_is_emsgsize() {
+        let path = tmp("big");
+        let mut a = open(&path.display().to_string()).unwrap();
+        assert_eq!(a.send(&[0u8; 1515], false), Err(libc::EMSGSIZE));
+        assert_eq!(a.send(&[], false), Err(libc::EINVAL));
+        drop(a);
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn lossless_full_reader_gives_eagain_with_dontwait() {
+        let path = tmp("lossless");
+        let url = format!("{}[lossless/ring=2]", path.display());
+        let mut a = open(&url).unwrap();
+        let _b = open(&url).unwrap();
+        assert_eq!(a.send(&[1u8; 60], true), Ok(60));
+        assert_eq!(a.send(&[1u8; 60], true), Ok(60));
+        assert_eq!(a.send(&[1u8; 60], true), Err(libc::EAGAIN));
+        drop((a, _b));
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn unknown_option_fails_with_einval_and_says_why() {
+        let e = open("/tmp/whatever[bogus]").unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL);
+        assert!(
+            e.message.contains("unknown option 'bogus'"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.starts_with("ipn:///tmp/whatever[bogus]"));
+    }
+
+    #[test]
+    fn switch_is_eopnotsupp() {
+        let e = open("/tmp/whatever[switch]").unwrap_err();
+        assert_eq!(e.errno, libc::EOPNOTSUPP);
+    }
+
+    #[test]
+    fn requested_port_number_is_refused() {
+        let path = tmp("portnum");
+        let e = Conn::open(
+            path.display().to_string().as_bytes(),
+            "t",
+            &OpenArgs { port: 3 },
+        )
+        .unwrap_err();
+        assert_eq!(e.errno, libc::EOPNOTSUPP);
+        assert!(!path.exists(), "nothing created on a refused open");
+    }
+
+    #[test]
+    fn options_contradicting_an_existing_network_fail() {
+        let path = tmp("mismatch");
+        let a = open(&path.display().to_string()).unwrap();
+        let e = open(&format!("{}[mtu=9000]", path.display())).unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL);
+        assert!(
+            e.message.contains("mtu: asked 9000, network has 1514"),
+            "{}",
+            e.message
+        );
+        drop(a);
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn impossible_config_is_einval() {
+        let e = open("/tmp/vdeplug-ipn-never[mtu=10]").unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL);
+        assert!(e.message.contains("mtu"), "{}", e.message);
+    }
+}

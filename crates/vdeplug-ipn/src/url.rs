@@ -1,0 +1,640 @@
+//! Parsing the part of an `ipn://` URL that follows the scheme:
+//! `PATH[OPTION/OPTION=VALUE/...]`.
+//!
+//! The syntax is vdeplug4's `vde_parsepathparms` (libvdeplug_mod), so an
+//! `ipn://` URL is written like a `vde://` or `hub://` one:
+//!
+//! - the path ends at the first unquoted `[`; the options end at the last
+//!   unquoted `]` (anything after it is ignored, as vdeplug4 does);
+//! - options are separated by unquoted `/`; `KEY` or `KEY=VALUE`; empty
+//!   options are skipped;
+//! - `'...'` and `"..."` quote, `\` escapes one character, `%XX` is a byte
+//!   in hex, in the path and in the options alike;
+//! - a key may be abbreviated to any prefix of its name (`lossl`, `mt`),
+//!   as vdeplug4 allows. Unlike vdeplug4, which takes the first name in
+//!   its table, an ambiguous prefix (`m`: `mode` or `mtu`) is an error.
+//!
+//! What differs on purpose: unknown keys, malformed values and keys of
+//! features that do not exist yet (`switch`, `vlan`) are errors with a
+//! message saying what to write instead, never silently ignored.
+//!
+//! This module only parses; it touches no file. [`Options::config`] turns
+//! the options into the [`ipn::Config`] a missing network is created with.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+/// A parsed `ipn://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// The network's path.
+    pub path: PathBuf,
+    /// The options, as given.
+    pub options: Options,
+}
+
+/// Options of an `ipn://` URL. `None`: not given (the default applies when
+/// creating, and nothing is checked when joining).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `ports=N`: most ports on a new network.
+    pub ports: Option<u32>,
+    /// `mtu=N`: largest frame on a new network.
+    pub mtu: Option<u32>,
+    /// `ring=N`: frames buffered per sender on a new network.
+    pub ring: Option<u32>,
+    /// `lossless` / `lossy`.
+    pub lossless: Option<bool>,
+    /// `mode=OCTAL`: permissions of a new network.
+    pub mode: Option<u32>,
+    /// `group=NAME|GID`: group of a new network, as given.
+    pub group: Option<String>,
+}
+
+/// Why a URL was refused. `Display` is the message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// `ipn://` with no path.
+    NoPath,
+    /// A key that is no option of ours.
+    UnknownOption(String),
+    /// A prefix that abbreviates more than one key.
+    Ambiguous(String, Vec<&'static str>),
+    /// A key given without the value it needs, or a flag given a value.
+    BadValue {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// A key of a feature ipn does not have yet.
+    NotSupportedYet(&'static str, &'static str),
+    /// Both `lossless` and `lossy`.
+    Conflict(&'static str, &'static str),
+}
+
+/// Every key, with what its value looks like (for the "unknown" message).
+const KEYS: &[(&str, &str)] = &[
+    ("ports", "ports=N"),
+    ("mtu", "mtu=N"),
+    ("ring", "ring=N"),
+    ("lossless", "lossless"),
+    ("lossy", "lossy"),
+    ("mode", "mode=OCTAL"),
+    ("group", "group=NAME"),
+    ("grp", "grp=NAME"),
+    ("hub", "hub"),
+    // Recognised so that they get a precise error.
+    ("switch", ""),
+    ("vlan", ""),
+    ("port", ""),
+];
+
+fn known_list() -> String {
+    KEYS.iter()
+        .filter(|(_, shown)| !shown.is_empty())
+        .map(|(_, shown)| *shown)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::NoPath => write!(
+                f,
+                "no network path; write ipn:///path/to/net (three slashes for an absolute path)"
+            ),
+            UrlError::UnknownOption(key) => write!(
+                f,
+                "unknown option '{key}'; the options are {}",
+                known_list()
+            ),
+            UrlError::Ambiguous(key, candidates) => write!(
+                f,
+                "option '{key}' is ambiguous: it could be {}",
+                candidates.join(" or ")
+            ),
+            UrlError::BadValue {
+                key,
+                value,
+                expected,
+            } => write!(f, "option {key}: bad value '{value}': {expected}"),
+            UrlError::NotSupportedYet(key, what) => write!(
+                f,
+                "option '{key}' is not supported yet: {what}; ipn networks are hubs for now"
+            ),
+            UrlError::Conflict(a, b) => write!(f, "options '{a}' and '{b}' contradict each other"),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+/// Reads the next token of `input` from `start` up to an unquoted,
+/// unescaped `delim`, decoding quotes, escapes and `%XX`. Returns the
+/// token and where the next one starts (`None`: the input ended).
+fn next_token(input: &[u8], start: usize, delim: u8) -> (Vec<u8>, Option<usize>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum St {
+        Plain,
+        Single,
+        Double,
+        Escape,
+    }
+    let mut out = Vec::new();
+    let mut state = St::Plain;
+    let mut i = start;
+    while let Some(&c) = input.get(i) {
+        match state {
+            St::Plain => match c {
+                b'\'' => state = St::Single,
+                b'"' => state = St::Double,
+                b'\\' => state = St::Escape,
+                _ if c == delim => return (out, Some(i + 1)),
+                b'%' => match (hex(input.get(i + 1)), hex(input.get(i + 2))) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => out.push(c),
+                },
+                _ => out.push(c),
+            },
+            St::Single if c == b'\'' => state = St::Plain,
+            St::Double if c == b'"' => state = St::Plain,
+            St::Single | St::Double => out.push(c),
+            St::Escape => {
+                out.push(c);
+                state = St::Plain;
+            }
+        }
+        i += 1;
+    }
+    (out, None)
+}
+
+fn hex(c: Option<&u8>) -> Option<u8> {
+    match c? {
+        c @ b'0'..=b'9' => Some(c - b'0'),
+        c @ b'a'..=b'f' => Some(c - b'a' + 10),
+        c @ b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Index of the last unquoted, unescaped `delim` in `input`.
+fn last_unquoted(input: &[u8], delim: u8) -> Option<usize> {
+    let (mut single, mut double, mut escape) = (false, false, false);
+    let mut last = None;
+    for (i, &c) in input.iter().enumerate() {
+        if escape {
+            escape = false;
+        } else if single {
+            single = c != b'\'';
+        } else if double {
+            double = c != b'"';
+        } else {
+            match c {
+                b'\'' => single = true,
+                b'"' => double = true,
+                b'\\' => escape = true,
+                _ if c == delim => last = Some(i),
+                _ => {}
+            }
+        }
+    }
+    last
+}
+
+/// Splits `PATH[A/B=C]` into the decoded path and the decoded options.
+fn split(args: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (path, rest) = next_token(args, 0, b'[');
+    let mut options = Vec::new();
+    if let Some(start) = rest {
+        let inner = &args[start..];
+        let inner = match last_unquoted(inner, b']') {
+            Some(end) => &inner[..end],
+            None => inner,
+        };
+        let mut pos = Some(0);
+        while let Some(p) = pos {
+            let (token, next) = next_token(inner, p, b'/');
+            if !token.is_empty() {
+                options.push(token);
+            }
+            pos = next;
+        }
+    }
+    (path, options)
+}
+
+/// Finds the key `given` abbreviates: an exact name, else the only name it
+/// is a prefix of.
+fn resolve_key(given: &str) -> Result<&'static str, UrlError> {
+    if let Some((name, _)) = KEYS.iter().find(|(name, _)| *name == given) {
+        return Ok(name);
+    }
+    let candidates: Vec<&'static str> = KEYS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| name.starts_with(given))
+        .collect();
+    match candidates.as_slice() {
+        [] => Err(UrlError::UnknownOption(given.to_owned())),
+        [one] => Ok(one),
+        _ => Err(UrlError::Ambiguous(given.to_owned(), candidates)),
+    }
+}
+
+/// A count: decimal or `0x` hex, optionally with `k` (×1024) or `m`
+/// (×1024²), as vdeplug4's `strtoullm` reads sizes, but strict.
+fn parse_count(key: &'static str, value: Option<&str>) -> Result<u32, UrlError> {
+    let bad = |value: &str| UrlError::BadValue {
+        key,
+        value: value.to_owned(),
+        expected: "expected a number such as 1500, 0x800 or 9k",
+    };
+    let value = value.ok_or_else(|| bad(""))?;
+    let (digits, multiplier) = match value.as_bytes().last() {
+        Some(b'k' | b'K') => (&value[..value.len() - 1], 1024u64),
+        Some(b'm' | b'M') => (&value[..value.len() - 1], 1024 * 1024),
+        _ => (value, 1),
+    };
+    let number = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(hex, 16)
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse::<u64>()
+    } else {
+        return Err(bad(value));
+    }
+    .map_err(|_| bad(value))?;
+    number
+        .checked_mul(multiplier)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| bad(value))
+}
+
+fn parse_mode(value: Option<&str>) -> Result<u32, UrlError> {
+    let value = value.unwrap_or("");
+    let bad = || UrlError::BadValue {
+        key: "mode",
+        value: value.to_owned(),
+        expected: "expected octal permissions such as 0770 or 660",
+    };
+    if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(bad());
+    }
+    let mode = u32::from_str_radix(value, 8).map_err(|_| bad())?;
+    if mode > 0o7777 {
+        return Err(bad());
+    }
+    Ok(mode)
+}
+
+fn parse_flag(key: &'static str, value: Option<&str>) -> Result<bool, UrlError> {
+    match value {
+        None | Some("1" | "yes" | "true" | "on") => Ok(true),
+        Some("0" | "no" | "false" | "off") => Ok(false),
+        Some(other) => Err(UrlError::BadValue {
+            key,
+            value: other.to_owned(),
+            expected: "a flag: give it alone, or =yes / =no",
+        }),
+    }
+}
+
+/// Parses what follows `ipn://`.
+pub fn parse(args: &[u8]) -> Result<Url, UrlError> {
+    let (path, raw_options) = split(args);
+    if path.is_empty() {
+        return Err(UrlError::NoPath);
+    }
+    let mut options = Options::default();
+    let mut lossy_seen = false;
+    let mut lossless_seen = false;
+    for raw in raw_options {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (key, value) = match text.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (text.as_str(), None),
+        };
+        if key.is_empty() {
+            return Err(UrlError::UnknownOption(text.clone()));
+        }
+        match resolve_key(key)? {
+            "ports" => options.ports = Some(parse_count("ports", value)?),
+            "mtu" => options.mtu = Some(parse_count("mtu", value)?),
+            "ring" => options.ring = Some(parse_count("ring", value)?),
+            "lossless" => {
+                lossless_seen = true;
+                options.lossless = Some(parse_flag("lossless", value)?);
+            }
+            "lossy" => {
+                lossy_seen = true;
+                options.lossless = Some(!parse_flag("lossy", value)?);
+            }
+            "mode" => options.mode = Some(parse_mode(value)?),
+            "group" | "grp" => match value {
+                Some(v) if !v.is_empty() => options.group = Some(v.to_owned()),
+                _ => {
+                    return Err(UrlError::BadValue {
+                        key: "group",
+                        value: String::new(),
+                        expected: "expected a group name or number, e.g. group=kvm",
+                    })
+                }
+            },
+            "hub" => {
+                if value.is_some() {
+                    return Err(UrlError::BadValue {
+                        key: "hub",
+                        value: value.unwrap_or_default().to_owned(),
+                        expected: "a flag: give it alone",
+                    });
+                }
+            }
+            "switch" => {
+                return Err(UrlError::NotSupportedYet(
+                    "switch",
+                    "switch mode (learning MAC table) is not implemented",
+                ))
+            }
+            "vlan" => {
+                return Err(UrlError::NotSupportedYet(
+                    "vlan",
+                    "VLANs belong to switch mode, which is not implemented",
+                ))
+            }
+            "port" => {
+                return Err(UrlError::NotSupportedYet(
+                    "port",
+                    "choosing a port number; ipn gives each opener a free port",
+                ))
+            }
+            _ => unreachable!("every key in KEYS is handled"),
+        }
+    }
+    if lossy_seen && lossless_seen {
+        return Err(UrlError::Conflict("lossless", "lossy"));
+    }
+    Ok(Url {
+        path: PathBuf::from(OsString::from_vec(path)),
+        options,
+    })
+}
+
+/// A group name or number that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownGroup(pub String);
+
+impl fmt::Display for UnknownGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "option group: no group named '{}'", self.0)
+    }
+}
+
+impl Options {
+    /// The configuration a missing network is created with: the defaults
+    /// of [`ipn::Config`], overridden by the options given.
+    pub fn config(&self) -> Result<ipn::Config, UnknownGroup> {
+        let mut config = ipn::Config::default();
+        if let Some(ports) = self.ports {
+            config.max_ports = ports;
+        }
+        if let Some(mtu) = self.mtu {
+            config.mtu = mtu;
+        }
+        if let Some(ring) = self.ring {
+            config.ring_slots = ring;
+        }
+        if let Some(lossless) = self.lossless {
+            config.lossless = lossless;
+        }
+        if let Some(mode) = self.mode {
+            config.mode = mode;
+        }
+        if let Some(group) = &self.group {
+            config.group = Some(ipn::group_id(group).ok_or_else(|| UnknownGroup(group.clone()))?);
+        }
+        Ok(config)
+    }
+
+    /// The given options an existing network contradicts, as
+    /// `(option, asked, actual)`. Mode and group are not compared: they
+    /// are the directory's, and an administrator may change them.
+    pub fn mismatches(&self, status: &ipn::Status) -> Vec<(&'static str, String, String)> {
+        let mut out = Vec::new();
+        let mut check = |name, asked: Option<String>, actual: String| {
+            if let Some(asked) = asked {
+                if asked != actual {
+                    out.push((name, asked, actual));
+                }
+            }
+        };
+        check(
+            "ports",
+            self.ports.map(|v| v.to_string()),
+            status.max_ports.to_string(),
+        );
+        check(
+            "mtu",
+            self.mtu.map(|v| v.to_string()),
+            status.mtu.to_string(),
+        );
+        check(
+            "ring",
+            self.ring.map(|v| v.to_string()),
+            status.ring_slots.to_string(),
+        );
+        let mode = |lossless: bool| if lossless { "lossless" } else { "lossy" }.to_owned();
+        check("lossless", self.lossless.map(mode), mode(status.lossless));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Url {
+        parse(s.as_bytes()).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn err(s: &str) -> UrlError {
+        parse(s.as_bytes()).expect_err(s)
+    }
+
+    #[test]
+    fn plain_path_has_default_options() {
+        let url = ok("/tmp/net");
+        assert_eq!(url.path, PathBuf::from("/tmp/net"));
+        assert_eq!(url.options, Options::default());
+        assert_eq!(url.options.config().unwrap(), ipn::Config::default());
+    }
+
+    #[test]
+    fn relative_path_is_kept_relative() {
+        assert_eq!(ok("net[]").path, PathBuf::from("net"));
+    }
+
+    #[test]
+    fn all_options_parse() {
+        let url = ok("/tmp/net[ports=32/lossless/mode=0750/mtu=9000/ring=1k/group=0/hub]");
+        assert_eq!(url.path, PathBuf::from("/tmp/net"));
+        let o = url.options;
+        assert_eq!(o.ports, Some(32));
+        assert_eq!(o.mtu, Some(9000));
+        assert_eq!(o.ring, Some(1024));
+        assert_eq!(o.lossless, Some(true));
+        assert_eq!(o.mode, Some(0o750));
+        assert_eq!(o.group.as_deref(), Some("0"));
+        let c = o.config().unwrap();
+        assert_eq!(
+            (
+                c.max_ports,
+                c.mtu,
+                c.ring_slots,
+                c.lossless,
+                c.mode,
+                c.group
+            ),
+            (32, 9000, 1024, true, 0o750, Some(0))
+        );
+    }
+
+    #[test]
+    fn empty_options_and_trailing_text_are_ignored_like_vdeplug() {
+        let url = ok("/tmp/net[/ports=8//]junk");
+        assert_eq!(url.options.ports, Some(8));
+    }
+
+    #[test]
+    fn missing_closing_bracket_takes_the_rest() {
+        assert_eq!(ok("/tmp/net[mtu=2000").options.mtu, Some(2000));
+    }
+
+    #[test]
+    fn quotes_escapes_and_percent_decode_in_path() {
+        assert_eq!(ok("/tmp/'a[b'").path, PathBuf::from("/tmp/a[b"));
+        assert_eq!(ok("/tmp/a\\[b").path, PathBuf::from("/tmp/a[b"));
+        assert_eq!(ok("/tmp/a%20b").path, PathBuf::from("/tmp/a b"));
+        assert_eq!(ok("/tmp/%zz").path, PathBuf::from("/tmp/%zz"));
+        assert_eq!(ok("\"/tmp/x]y\"[mtu=1600]").path, PathBuf::from("/tmp/x]y"));
+    }
+
+    #[test]
+    fn quoted_slash_stays_in_a_value() {
+        let url = ok("/n[group='a/b']");
+        assert_eq!(url.options.group.as_deref(), Some("a/b"));
+    }
+
+    #[test]
+    fn unique_prefixes_abbreviate_keys() {
+        let o = ok("/n[lossl/ri=4/mt=2000]").options;
+        assert_eq!(
+            (o.lossless, o.ring, o.mtu),
+            (Some(true), Some(4), Some(2000))
+        );
+    }
+
+    #[test]
+    fn ambiguous_prefix_is_an_error() {
+        assert!(matches!(err("/n[m=5]"), UrlError::Ambiguous(k, _) if k == "m"));
+    }
+
+    #[test]
+    fn unknown_option_is_an_error_naming_it() {
+        let e = err("/n[colour=blue]");
+        assert_eq!(e, UrlError::UnknownOption("colour".into()));
+        assert!(e.to_string().contains("unknown option 'colour'"));
+        assert!(e.to_string().contains("ports=N"));
+    }
+
+    #[test]
+    fn bare_value_is_an_unknown_option() {
+        // vde:// takes `[3]` as a port number; ipn has no such default.
+        assert!(matches!(err("/n[3]"), UrlError::UnknownOption(_)));
+    }
+
+    #[test]
+    fn switch_vlan_and_port_are_not_supported_yet() {
+        for url in ["/n[switch]", "/n[vlan=3]", "/n[port=2]"] {
+            let e = err(url);
+            assert!(matches!(e, UrlError::NotSupportedYet(..)), "{url}");
+            assert!(e.to_string().contains("not supported yet"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn malformed_numbers_are_errors() {
+        for url in [
+            "/n[ports=]",
+            "/n[ports]",
+            "/n[mtu=12a]",
+            "/n[mtu=-1]",
+            "/n[mtu=99999999999]",
+            "/n[ring=0xZZ]",
+            "/n[mode=0980]",
+            "/n[mode=77777]",
+            "/n[mode]",
+            "/n[lossless=maybe]",
+            "/n[group=]",
+            "/n[hub=1]",
+        ] {
+            assert!(matches!(err(url), UrlError::BadValue { .. }), "{url}");
+        }
+    }
+
+    #[test]
+    fn numbers_take_hex_and_suffixes() {
+        let o = ok("/n[mtu=9k/ring=0x100/ports=1]").options;
+        assert_eq!((o.mtu, o.ring, o.ports), (Some(9216), Some(256), Some(1)));
+    }
+
+    #[test]
+    fn lossy_and_lossless_conflict() {
+        assert!(matches!(err("/n[lossy/lossless]"), UrlError::Conflict(..)));
+        assert_eq!(ok("/n[lossy]").options.lossless, Some(false));
+        assert_eq!(ok("/n[lossless=no]").options.lossless, Some(false));
+    }
+
+    #[test]
+    fn empty_path_is_an_error() {
+        assert_eq!(err(""), UrlError::NoPath);
+        assert_eq!(err("[mtu=2000]"), UrlError::NoPath);
+    }
+
+    #[test]
+    fn unknown_group_is_reported() {
+        let o = ok("/n[group=no-such-group-ipn-test]").options;
+        assert!(o.config().is_err());
+    }
+
+    #[test]
+    fn mismatches_name_the_given_options_only() {
+        let status_of = |mtu, lossless| ipn::Status {
+            path: "/n".into(),
+            protocol: ipn::Protocol::Hub,
+            max_ports: 64,
+            mtu,
+            ring_slots: 256,
+            lossless,
+            membership: Default::default(),
+            ports: Vec::new(),
+        };
+        let o = ok("/n[mtu=9000/lossless]").options;
+        assert!(o.mismatches(&status_of(9000, true)).is_empty());
+        let m = o.mismatches(&status_of(1514, false));
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0], ("mtu", "9000".into(), "1514".into()));
+        assert!(ok("/n")
+            .options
+            .mismatches(&status_of(1514, true))
+            .is_empty());
+    }
+}
