@@ -1,0 +1,155 @@
+//! Helpers shared by the integration tests.
+//!
+//! - [`TestNet`]: a network at a unique temporary path (test name + pid),
+//!   removed when the guard drops.
+//! - [`peer`]: other processes. A test spawns its own test binary again
+//!   with `IPN_TEST_PEER` set; that process runs only the test
+//!   `peer_process_entry`, which every test file defines and which calls
+//!   [`peer::run_if_peer`]. No extra build step, and the peer runs exactly
+//!   the library code under test.
+//! - [`frame`]: frames that carry a sender tag and a sequence number, so
+//!   that receivers can check order, loss and integrity.
+//! - [`Watchdog`]: aborts the test binary if a test hangs, so that a hang
+//!   is a failure with a message instead of a stuck CI run.
+
+#![allow(dead_code)] // each test file uses a part of this module
+
+pub mod frame;
+pub mod peer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipn::{Config, Network};
+
+/// A unique path under the temp directory for test `name`.
+pub fn unique_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ipn-test-{}-{name}", std::process::id()))
+}
+
+/// A network (or, for the bad-input tests, whatever the test puts there)
+/// at a unique path, removed when this guard drops.
+#[derive(Debug)]
+pub struct TestNet {
+    pub path: PathBuf,
+}
+
+impl TestNet {
+    /// Creates a network at a fresh unique path for test `name`.
+    pub fn create(name: &str, config: &Config) -> TestNet {
+        let net = TestNet::empty(name);
+        Network::create(&net.path, config)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", net.path.display()));
+        net
+    }
+
+    /// A unique path with nothing at it yet.
+    pub fn empty(name: &str) -> TestNet {
+        let path = unique_path(name);
+        remove_anything(&path);
+        TestNet { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path as a string, for peer arguments.
+    pub fn arg(&self) -> String {
+        self.path.to_str().expect("utf-8 temp path").to_owned()
+    }
+
+    /// `PATH/shm`.
+    pub fn shm(&self) -> PathBuf {
+        self.path.join("shm")
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        if Network::remove(&self.path, true).is_err() {
+            remove_anything(&self.path);
+        }
+    }
+}
+
+fn remove_anything(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Aborts the whole test process if it is not dropped within `limit`: a
+/// hang becomes a loud failure naming what hung.
+#[derive(Debug)]
+pub struct Watchdog {
+    done: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    pub fn new(what: &str, limit: Duration) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let what = what.to_owned();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if flag.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !flag.load(Ordering::Acquire) {
+                eprintln!("watchdog: {what} did not finish within {limit:?}: it hangs; aborting");
+                std::process::abort();
+            }
+        });
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+    }
+}
+
+/// Runs `f` on another thread and returns its result, failing the test if
+/// it takes longer than `limit` (the thread is left behind).
+pub fn within<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not return within {limit:?}: it hangs"),
+    }
+}
+
+/// Polls `cond` every millisecond until it holds or `limit` passes;
+/// returns how long it took, or `None` on timeout.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
