@@ -1,0 +1,529 @@
+//! System tests: the plugin loaded by the real libvdeplug programs —
+//! `vde_plug` (vdeplug4), `vde_switch` (vde2), a C client built with `cc
+//! -lvdeplug`, and QEMU — with an ipn [`Port`] on the other side where
+//! the test needs to see the frames.
+//!
+//! Nothing is skipped: a missing tool or plugin fails the test with a
+//! message saying what to install or build. The plugin is the
+//! `libvdeplug_ipn.so` cargo built next to this test's `deps/` directory
+//! (`cargo test -p vdeplug-ipn` builds it first), found by libvdeplug
+//! through `LD_LIBRARY_PATH`, or `VDEPLUGIN_PATH` in one test.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use ipn::{Config, JoinOptions, Network, Port};
+
+// ----- environment ----------------------------------------------------
+
+/// The directory holding `libvdeplug_ipn.so` (target/<profile>/).
+fn plugin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let lib = dir.join("libvdeplug_ipn.so");
+    assert!(
+        lib.exists(),
+        "{} is missing: build it with `cargo build -p vdeplug-ipn`",
+        lib.display()
+    );
+    dir
+}
+
+/// Fails loudly if a program the test needs is not installed.
+fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{program}` is not installed; install the Debian package `{package}`"
+    );
+}
+
+/// A command with the plugin on libvdeplug's search path, the way a user
+/// tries it without installing: `LD_LIBRARY_PATH=DIR` (libvdeplug's last
+/// resort is a plain `dlopen("libvdeplug_ipn.so")`). Unlike
+/// `VDEPLUGIN_PATH=DIR`, this keeps the system plugins (`vde://`) found.
+fn command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    let mut dirs = vec![plugin_dir()];
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+        dirs.extend(std::env::split_paths(&old));
+    }
+    cmd.env("LD_LIBRARY_PATH", std::env::join_paths(dirs).unwrap());
+    cmd.env_remove("VDEPLUGIN_PATH");
+    cmd
+}
+
+/// A fresh path for a test's network or switch.
+fn scratch(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("vdeplug-sys-{name}-{}", std::process::id()));
+    let _ = Network::remove(&path, true);
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+fn url(path: &Path) -> String {
+    format!("ipn://{}", path.display())
+}
+
+/// Waits up to `timeout` for `cond`; panics with `what` if it never holds.
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Number of live reading ports on the network at `path` (0 if absent).
+fn readers(path: &Path) -> u32 {
+    Network::open(path)
+        .map(|n| n.status().membership.readers)
+        .unwrap_or(0)
+}
+
+/// Kills the child when dropped, so a failing test leaves no process.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An Ethernet frame: broadcast, source MAC 02:00:00:00:00:`src`,
+/// ethertype 0x88b5, then `len - 14` bytes derived from `seq`.
+fn frame(src: u8, seq: u8, len: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, src, 0x88, 0xb5]);
+    f.extend((14..len).map(|i| (i as u8).wrapping_add(seq)));
+    f
+}
+
+// ----- vde_plug stream ends -------------------------------------------
+
+/// A `vde_plug URL...` process: frames written to `stdin` in vdeplug's
+/// stream format (2-byte big-endian length, then the frame) enter the
+/// network; frames from the network come out on its stdout, collected by
+/// a thread into `frames`.
+struct StreamPlug {
+    guard: Guard,
+    stdin: ChildStdin,
+    frames: Receiver<Vec<u8>>,
+}
+
+impl StreamPlug {
+    fn spawn(urls: &[&str]) -> StreamPlug {
+        require("vde_plug", "vdeplug");
+        let mut child = command("vde_plug")
+            .args(urls)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn vde_plug");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, frames) = channel();
+        std::thread::spawn(move || loop {
+            let mut header = [0u8; 2];
+            if stdout.read_exact(&mut header).is_err() {
+                return;
+            }
+            let mut f = vec![0u8; u16::from_be_bytes(header) as usize];
+            if stdout.read_exact(&mut f).is_err() || tx.send(f).is_err() {
+                return;
+            }
+        });
+        StreamPlug {
+            guard: Guard(child),
+            stdin,
+            frames,
+        }
+    }
+
+    fn write(&mut self, frame: &[u8]) {
+        let mut msg = (frame.len() as u16).to_be_bytes().to_vec();
+        msg.extend_from_slice(frame);
+        self.stdin.write_all(&msg).expect("write to vde_plug");
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next frame from `src` (others, e.g. a switch's own, skipped).
+    fn expect_from(&self, src: u8, timeout: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.frames.recv_timeout(left) {
+                Ok(f) if f.len() >= 12 && f[6..12] == [0x02, 0, 0, 0, 0, src] => return f,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no frame from source {src:#x} within {timeout:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!("vde_plug exited"),
+            }
+        }
+    }
+}
+
+/// The next frame on `port` from `src`, within `timeout`.
+fn port_expect_from(port: &mut Port, src: u8, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match port.recv_timeout(&mut buf, left) {
+            Ok(n) if n >= 12 && buf[6..12] == [0x02, 0, 0, 0, 0, src] => return buf[..n].to_vec(),
+            Ok(_) => {}
+            Err(e) => panic!("no frame from source {src:#x} within {timeout:?}: {e}"),
+        }
+    }
+}
+
+// ----- tests ----------------------------------------------------------
+
+#[test]
+fn vde_plug_to_vde_plug_frames_arrive_intact() {
+    let net = scratch("plugs");
+    let u = url(&net);
+    let mut a = StreamPlug::spawn(&[&u]);
+    wait_for("first vde_plug to join", Duration::from_secs(5), || {
+        readers(&net) == 1
+    });
+    let mut b = StreamPlug::spawn(&[&u]);
+    wait_for("second vde_plug to join", Duration::from_secs(5), || {
+        readers(&net) == 2
+    });
+
+    for seq in 0..5 {
+        let f = frame(0xa, seq, 60 + seq as usize * 300);
+        a.write(&f);
+        assert_eq!(b.expect_from(0xa, Duration::from_secs(5)), f);
+    }
+    let f = frame(0xb, 9, 1514);
+    b.write(&f);
+    assert_eq!(a.expect_from(0xb, Duration::from_secs(5)), f);
+
+    // The description libvdeplug built from vde_plug's is the port's.
+    let status = Network::open(&net).unwrap().status();
+    assert!(
+        status
+            .ports
+            .iter()
+            .filter(|p| p.description.starts_with("vdeplug:"))
+            .count()
+            == 2,
+        "descriptions: {:?}",
+        status.ports
+    );
+    drop((a, b));
+    wait_for("both plugs to leave", Duration::from_secs(5), || {
+        readers(&net) == 0
+    });
+    Network::remove(&net, false).unwrap();
+}
+
+#[test]
+fn vde_switch_bridged_to_ipn_passes_frames_both_ways() {
+    require("vde_switch", "vde-switch");
+    let net = scratch("bridge-net");
+    let sw = scratch("bridge-sw");
+    let pidfile = sw.with_extension("pid");
+    let status = Command::new("vde_switch")
+        .args(["-d", "-s"])
+        .arg(&sw)
+        .arg("-p")
+        .arg(&pidfile)
+        .status()
+        .expect("run vde_switch");
+    assert!(status.success(), "vde_switch failed to start");
+    // The switch daemonized: kill it by pid at the end, whatever happens.
+    struct KillSwitch(PathBuf, PathBuf);
+    impl Drop for KillSwitch {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(&self.0) {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = Command::new("kill").arg(pid.to_string()).status();
+                }
+            }
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _kill = KillSwitch(pidfile.clone(), sw.clone());
+    wait_for(
+        "the switch's control socket",
+        Duration::from_secs(5),
+        || sw.join("ctl").exists() && pidfile.exists(),
+    );
+
+    let vde_url = format!("vde://{}", sw.display());
+    let _bridge = StreamPlug::spawn(&[&vde_url, &url(&net)]);
+    wait_for(
+        "the bridge to join the ipn network",
+        Duration::from_secs(5),
+        || readers(&net) == 1,
+    );
+    let mut port = Port::join(&net, &JoinOptions::described("test")).unwrap();
+    let mut end = StreamPlug::spawn(&[&vde_url]);
+
+    // ipn -> switch. The switch end may connect after our first sends:
+    // repeat until one arrives.
+    let f = frame(0xc, 1, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        port.send(&f).unwrap();
+        match end.frames.recv_timeout(Duration::from_millis(200)) {
+            Ok(got) if got[6..12] == f[6..12] => break got,
+            _ => assert!(
+                Instant::now() < deadline,
+                "ipn -> vde_switch: nothing arrived"
+            ),
+        }
+    };
+    assert_eq!(got, f);
+
+    // switch -> ipn.
+    for seq in 0..3 {
+        let f = frame(0xd, seq, 1000);
+        end.write(&f);
+        assert_eq!(port_expect_from(&mut port, 0xd, Duration::from_secs(5)), f);
+    }
+    drop(port);
+    drop(end);
+}
+
+/// Builds tests/c/vdeclient.c once per test run (tests run in parallel).
+fn vdeclient() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            require("cc", "gcc");
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vdeclient");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/vdeclient.c");
+            let status = Command::new("cc")
+                .args(["-O2", "-Wall", "-Werror", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .arg("-lvdeplug")
+                .status()
+                .expect("run cc");
+            assert!(
+                status.success(),
+                "compiling {} failed (is libvdeplug-dev installed?)",
+                src.display()
+            );
+            out
+        })
+        .clone()
+}
+
+#[test]
+fn c_client_sees_the_vdeplug_contract() {
+    let client = vdeclient();
+    let net = scratch("cclient");
+    // This one finds the plugin through VDEPLUGIN_PATH alone.
+    let out = Command::new(&client)
+        .env("VDEPLUGIN_PATH", plugin_dir())
+        .env_remove("LD_LIBRARY_PATH")
+        .arg("check")
+        .arg(url(&net))
+        .output()
+        .expect("run vdeclient");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all passed"),
+        "vdeclient check failed:\n{stdout}\n{stderr}"
+    );
+    // The errors for bad options went to stderr, saying what was wrong.
+    assert!(stderr.contains("unknown option 'bogus'"), "{stderr}");
+    assert!(stderr.contains("'switch' is not supported yet"), "{stderr}");
+    // Both connections left.
+    assert_eq!(readers(&net), 0);
+    Network::remove(&net, false).unwrap();
+}
+
+#[test]
+fn c_client_and_rust_port_exchange_frames_across_processes() {
+    let client = vdeclient();
+    let net = scratch("ccross");
+    let mut port =
+        Port::join_or_create(&net, &Config::default(), &JoinOptions::described("rust")).unwrap();
+    let mut child = command(client.to_str().unwrap())
+        .args(["recv", &url(&net), "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let sent: Vec<Vec<u8>> = (0..3)
+        .map(|i| frame(0xe, i, 64 + 700 * i as usize))
+        .collect();
+    for f in &sent {
+        port.send(f).unwrap();
+    }
+    for f in &sent {
+        let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(lines.next().unwrap().unwrap(), hex);
+    }
+    assert!(child.wait().unwrap().success());
+
+    let f = frame(0xf, 7, 333);
+    let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
+    let status = command(client.to_str().unwrap())
+        .args(["send", &url(&net), &hex])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(port_expect_from(&mut port, 0xf, Duration::from_secs(5)), f);
+    drop(port);
+    Network::remove(&net, false).unwrap();
+}
+
+#[test]
+fn killed_member_leaves_the_network_working() {
+    let net = scratch("kill");
+    let u = url(&net);
+    let mut victim = StreamPlug::spawn(&[&u]);
+    wait_for("the victim to join", Duration::from_secs(5), || {
+        readers(&net) == 1
+    });
+    let mut a = Port::join(&net, &JoinOptions::described("a")).unwrap();
+    let mut b = Port::join(&net, &JoinOptions::described("b")).unwrap();
+    let f = frame(1, 0, 60);
+    a.send(&f).unwrap();
+    assert_eq!(victim.expect_from(1, Duration::from_secs(5)), f);
+    assert_eq!(port_expect_from(&mut b, 1, Duration::from_secs(5)), f);
+
+    victim.guard.0.kill().unwrap(); // SIGKILL
+    victim.guard.0.wait().unwrap();
+
+    // The others go on, and a newcomer joins and hears them.
+    let f = frame(1, 1, 100);
+    a.send(&f).unwrap();
+    assert_eq!(port_expect_from(&mut b, 1, Duration::from_secs(5)), f);
+    let newcomer = StreamPlug::spawn(&[&u]);
+    wait_for("the newcomer to join", Duration::from_secs(5), || {
+        readers(&net) == 3
+    });
+    let f = frame(1, 2, 100);
+    a.send(&f).unwrap();
+    assert_eq!(newcomer.expect_from(1, Duration::from_secs(5)), f);
+    assert_eq!(port_expect_from(&mut b, 1, Duration::from_secs(5)), f);
+    drop((newcomer, a, b));
+    Network::remove(&net, true).unwrap();
+}
+
+#[test]
+fn lossless_sender_is_freed_when_a_stuck_vm_is_killed() {
+    require("vde_plug", "vdeplug");
+    let net = scratch("lossless-kill");
+    let u = format!("{}[lossless/ring=4]", url(&net));
+    // A vde_plug whose stdout nobody reads: once the pipe is full it stops
+    // reading the network, like a VM that hangs.
+    let mut child = command("vde_plug")
+        .arg(&u)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn vde_plug");
+    let _unread_stdout = child.stdout.take();
+    let _stdin = child.stdin.take();
+    let mut stuck = Guard(child);
+    wait_for("the stuck plug to join", Duration::from_secs(5), || {
+        readers(&net) == 1
+    });
+    let mut sender = Port::join(&net, &JoinOptions::described("sender")).unwrap();
+    assert!(sender.lossless());
+    let mut sent = 0;
+    let stalled = loop {
+        match sender.send_timeout(&frame(2, sent as u8, 1500), Duration::from_millis(500)) {
+            Ok(()) => sent += 1,
+            Err(ipn::SendError::TimedOut) => break true,
+            Err(e) => panic!("send: {e}"),
+        }
+        if sent > 10_000 {
+            break false;
+        }
+    };
+    assert!(
+        stalled,
+        "the stuck reader never held the lossless sender back"
+    );
+    // The pipe (64 KiB) and the ring (4 frames) hold about 48 frames.
+    assert!(sent < 100, "sent {sent} frames past a stuck reader");
+
+    stuck.0.kill().unwrap(); // SIGKILL
+    stuck.0.wait().unwrap();
+    sender
+        .send_timeout(&frame(2, 0, 1500), Duration::from_secs(3))
+        .expect("lossless sender still blocked after its reader was killed");
+    drop(sender);
+    Network::remove(&net, true).unwrap();
+}
+
+#[test]
+fn qemu_nic_on_an_ipn_url_sends_its_dhcp_discover() {
+    require("qemu-system-x86_64", "qemu-system-x86");
+    let net = scratch("qemu");
+    let mut port =
+        Port::join_or_create(&net, &Config::default(), &JoinOptions::described("watch")).unwrap();
+    // No disk: the BIOS boots the e1000's iPXE ROM, which asks for DHCP.
+    let mut qemu = command("qemu-system-x86_64");
+    qemu.args([
+        "-display",
+        "none",
+        "-serial",
+        "none",
+        "-monitor",
+        "none",
+        "-nodefaults",
+        "-m",
+        "128",
+        "-boot",
+        "n",
+        "-device",
+        "e1000,netdev=n0,mac=52:54:00:12:34:99",
+        "-netdev",
+    ])
+    .arg(format!("vde,id=n0,sock={}", url(&net)))
+    .stdin(Stdio::null());
+    let _qemu = Guard(qemu.spawn().expect("spawn qemu"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = port
+            .recv_timeout(&mut buf, left)
+            .expect("no DHCP discover from the QEMU guest within 60 s");
+        let f = &buf[..n];
+        // IPv4, UDP, from port 68 to port 67, from the NIC's MAC.
+        if n > 42
+            && f[6..12] == [0x52, 0x54, 0, 0x12, 0x34, 0x99]
+            && f[12..14] == [0x08, 0x00]
+            && f[23] == 17
+            && f[34..38] == [0, 68, 0, 67]
+        {
+            break;
+        }
+    }
+    let status = port.status();
+    assert!(
+        status
+            .ports
+            .iter()
+            .any(|p| p.description.starts_with("QEMU")),
+        "descriptions: {:?}",
+        status.ports
+    );
+    drop(port);
+}
