@@ -5,7 +5,7 @@
 //!
 //! Nothing is skipped: a missing tool or plugin fails the test with a
 //! message saying what to install or build. The plugin is the
-//! `libvdeplug_ipn.so` cargo built next to this test's `deps/` directory
+//! `libvdeplug_ipn.so` cargo built in this test's `deps/` directory
 //! (`cargo test -p vdeplug-ipn` builds it first), found by libvdeplug
 //! through `LD_LIBRARY_PATH`, or `VDEPLUGIN_PATH` in one test.
 
@@ -19,21 +19,32 @@ use ipn::{Config, JoinOptions, Network, Port};
 
 // ----- environment ----------------------------------------------------
 
-/// The directory holding `libvdeplug_ipn.so` (target/<profile>/).
+/// A directory holding only `libvdeplug_ipn.so`: a copy of the one cargo
+/// built for this test run (in `deps/`, next to the test binary; the
+/// crate is also an rlib so that `cargo test` rebuilds it first).
 fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
-    let lib = dir.join("libvdeplug_ipn.so");
-    assert!(
-        lib.exists(),
-        "{} is missing: build it with `cargo build -p vdeplug-ipn`",
-        lib.display()
-    );
-    dir
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let deps = exe
+            .parent()
+            .expect("test binary lives in target/<profile>/deps");
+        let lib = deps.join("libvdeplug_ipn.so");
+        assert!(
+            lib.exists(),
+            "{} is missing: build it with `cargo build -p vdeplug-ipn`",
+            lib.display()
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vdeplug-plugin");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Copy to a temporary name and rename, so no process ever maps a
+        // half-written file.
+        let tmp = dir.join(format!("libvdeplug_ipn.so.{}", std::process::id()));
+        std::fs::copy(&lib, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("libvdeplug_ipn.so")).unwrap();
+        dir
+    })
+    .clone()
 }
 
 /// Fails loudly if a program the test needs is not installed.
