@@ -57,12 +57,6 @@ pub enum Shutdown {
 /// How often a waiting port checks for dead peers.
 const DEATH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
-#[derive(Debug)]
-struct SenderCursor {
-    index: u32,
-    cursor: u64,
-}
-
 /// A joined port. Dropping it leaves the network.
 #[derive(Debug)]
 pub struct Port {
@@ -83,7 +77,12 @@ pub struct Port {
     /// Lossless: we may send while `head < space_limit` without looking.
     space_limit: u64,
     // Receive side.
-    senders: Vec<SenderCursor>,
+    /// Next frame wanted from each slot's ring, for every slot: rings are
+    /// continuous across the slot's occupants, so `cursor..head` is exactly
+    /// what was sent there since we joined, even by a port that has left.
+    cursors: Vec<u64>,
+    /// Slots worth scanning: live writers, and rings with frames unread.
+    senders: Vec<u32>,
     next_sender: usize,
     armed: bool,
     seen_rings: u64,
@@ -182,6 +181,7 @@ impl Port {
             join_head: head,
             readers: Vec::new(),
             space_limit: 0,
+            cursors: Vec::new(),
             senders: Vec::new(),
             next_sender: 0,
             armed: true,
@@ -204,23 +204,27 @@ impl Port {
         Ok(port)
     }
 
-    /// A new reader starts at every sender's current head: it receives what
+    /// A new reader starts at every ring's current head: it receives what
     /// is sent from now on.
     fn start_cursors(&mut self) {
-        let lossless = self.shm.geometry().lossless();
-        for index in 0..self.shm.geometry().max_ports {
-            if index == self.index {
-                continue;
-            }
-            let entry = self.shm.port(index);
-            let cursor = entry.head.load(Ordering::Acquire);
-            if lossless {
-                self.shm
-                    .cursor(self.index, index)
-                    .store(cursor, Ordering::Release);
-            }
-            if membership::claims_alive(entry.state.load(Ordering::Acquire)) {
-                self.senders.push(SenderCursor { index, cursor });
+        self.cursors = (0..self.shm.geometry().max_ports)
+            .map(|index| self.shm.port(index).head.load(Ordering::Acquire))
+            .collect();
+        self.publish_cursors();
+    }
+
+    /// Lossless: tells the senders how far we have read. Normally done per
+    /// frame; done for every ring when joining and before sleeping, so that a
+    /// cursor word scribbled on by a peer heals instead of blocking a sender.
+    fn publish_cursors(&self) {
+        if !self.shm.geometry().lossless() {
+            return;
+        }
+        for (index, &cursor) in self.cursors.iter().enumerate() {
+            let index = index as u32;
+            let published = self.shm.cursor(self.index, index);
+            if index != self.index && published.load(Ordering::Relaxed) != cursor {
+                published.store(cursor, Ordering::Release);
             }
         }
     }
@@ -313,21 +317,10 @@ impl Port {
             if active && caps & CAP_READ != 0 {
                 readers.push(index);
             }
-            let known = self
-                .senders
-                .iter()
-                .find(|s| s.index == index)
-                .map(|s| s.cursor);
-            let head = entry.head.load(Ordering::Acquire);
-            let cursor = match known {
-                Some(cursor) => cursor,
-                None if membership::state(word) == STATE_JOINING => head,
-                None if active => entry.join_head.load(Ordering::Acquire),
-                None => continue,
-            };
             let alive_writer = membership::claims_alive(word) && caps & CAP_WRITE != 0;
-            if alive_writer || cursor != head {
-                senders.push(SenderCursor { index, cursor });
+            let unread = entry.head.load(Ordering::Acquire) != self.cursors[index as usize];
+            if alive_writer || unread {
+                senders.push(index);
             }
         }
         self.readers = readers;
@@ -385,8 +378,8 @@ impl Port {
         }
         ring::write_frame(&self.shm, self.index, self.head, frame, DST_ALL);
         self.head = self.head.wrapping_add(1);
-        self.counters.tx_frames += 1;
-        self.counters.tx_bytes += frame.len() as u64;
+        self.counters.tx_frames = self.counters.tx_frames.wrapping_add(1);
+        self.counters.tx_bytes = self.counters.tx_bytes.wrapping_add(frame.len() as u64);
         let entry = self.shm.port(self.index);
         entry
             .tx_frames
@@ -531,6 +524,7 @@ impl Port {
             if self.events {
                 wait = Some(wait.map_or(DEATH_CHECK_INTERVAL, |w| w.min(DEATH_CHECK_INTERVAL)));
             }
+            self.publish_cursors();
             if self.wait_readable(wait)? {
                 // Readable: the next empty receive must drain, even if the
                 // doorbell came from a ringer that died before counting it.
@@ -576,13 +570,14 @@ impl Port {
         let lossless = self.shm.geometry().lossless();
         for k in 0..count {
             let i = (self.next_sender + k) % count;
-            let sender = &mut self.senders[i];
+            let sender = self.senders[i];
+            let cursor = &mut self.cursors[sender as usize];
             loop {
-                let read = ring::read_frame(&self.shm, sender.index, &mut sender.cursor, buf);
+                let read = ring::read_frame(&self.shm, sender, cursor, buf);
                 if lossless && read != Read::Empty {
                     self.shm
-                        .cursor(self.index, sender.index)
-                        .store(sender.cursor, Ordering::Release);
+                        .cursor(self.index, sender)
+                        .store(*cursor, Ordering::Release);
                 }
                 match read {
                     Read::Frame { len, .. } => {
@@ -591,7 +586,8 @@ impl Port {
                         return Some(len.min(buf.len()));
                     }
                     Read::Lapped { skipped } => {
-                        self.counters.rx_dropped += skipped;
+                        // Saturating: a scribbled head can claim any loss.
+                        self.counters.rx_dropped = self.counters.rx_dropped.saturating_add(skipped);
                         self.shm
                             .port(self.index)
                             .rx_dropped
@@ -605,8 +601,8 @@ impl Port {
     }
 
     fn count_received(&mut self, len: usize) {
-        self.counters.rx_frames += 1;
-        self.counters.rx_bytes += len as u64;
+        self.counters.rx_frames = self.counters.rx_frames.wrapping_add(1);
+        self.counters.rx_bytes = self.counters.rx_bytes.wrapping_add(len as u64);
         let entry = self.shm.port(self.index);
         entry
             .rx_frames
@@ -626,6 +622,7 @@ impl Port {
         }
         self.seen_rings = rings;
         self.bell.drain();
+        self.publish_cursors();
         entry.armed.store(1, Ordering::SeqCst);
         self.armed = true;
         fence(Ordering::SeqCst);
