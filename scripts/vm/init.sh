@@ -71,11 +71,15 @@ done
 [ -n "$ip_addr" ] || fail "no ipn.ip= on the kernel command line"
 [ -n "$peer" ] || fail "no ipn.peer= on the kernel command line"
 
-# Modules are named NN-name.ko in load order (dependencies first).
-for m in /lib/ipn-modules/*.ko; do
-    [ -e "$m" ] || continue
-    insmod "$m" || echo "ipn-init: insmod $m failed"
-done
+# Modules are named NN-name.ko in load order (dependencies first). Skip them
+# when the interface already exists (built-in driver, e.g. User-Mode Linux,
+# whose kernel could not load these modules anyway).
+if [ ! -e "/sys/class/net/$dev" ]; then
+    for m in /lib/ipn-modules/*.ko; do
+        [ -e "$m" ] || continue
+        insmod "$m" || echo "ipn-init: insmod $m failed"
+    done
+fi
 
 # Wait for the NIC to appear (PCI probe is asynchronous).
 n=0

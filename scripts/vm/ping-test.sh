@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Boot two tiny Linux VMs with QEMU, each NIC attached through libvdeplug
-# (-netdev vde,sock=URL), and check that they ping each other.
+# Boot two tiny Linux VMs, each NIC attached through libvdeplug, and check
+# that they ping each other. By default both are QEMU VMs
+# (-netdev vde,sock=URL); either can be a User-Mode Linux instance instead
+# (eth0=vde,URL), see IPN_VM_A_KIND / IPN_VM_B_KIND and uml-ping-test.sh.
 #
 # Usage: ping-test.sh URL_A URL_B [IMAGEDIR]
 #   URL_A, URL_B  libvdeplug URLs for VM A and VM B (usually the same), e.g.
@@ -22,6 +24,12 @@
 #   IPN_VM_LOGDIR    keep the logs there (default: a temp dir, removed on
 #                    success, kept and printed on failure)
 #   IPN_VM_QEMU      QEMU binary (default qemu-system-x86_64)
+#   IPN_VM_A_KIND, IPN_VM_B_KIND
+#                    qemu (default) or uml: how to run VM A / VM B
+#   IPN_UML          User-Mode Linux binary (default linux.uml, from the
+#                    Debian package user-mode-linux). UML's vde transport
+#                    runs the vde_plug helper (package vdeplug) from PATH,
+#                    which opens URL with the shared libvdeplug + plugins.
 #   LD_LIBRARY_PATH / VDEPLUGIN_PATH are passed to QEMU unchanged (this is
 #                    how a not-installed libvdeplug_ipn.so is found).
 set -euo pipefail
@@ -40,7 +48,28 @@ timeout_s=${IPN_VM_TIMEOUT:-150}
 tries=${IPN_VM_TRIES:-60}
 mem=${IPN_VM_MEM:-128}
 qemu=${IPN_VM_QEMU:-qemu-system-x86_64}
-command -v "$qemu" >/dev/null || die "$qemu not found (apt-get install qemu-system-x86)"
+uml=${IPN_UML:-linux.uml}
+declare -A kind=([A]=${IPN_VM_A_KIND:-qemu} [B]=${IPN_VM_B_KIND:-qemu})
+declare -A url=([A]=$url_a [B]=$url_b)
+need_qemu=0
+for name in A B; do
+    case "${kind[$name]}" in
+        qemu) need_qemu=1 ;;
+        uml)
+            command -v "$uml" >/dev/null || die "$uml not found (apt-get install user-mode-linux)"
+            command -v vde_plug >/dev/null \
+                || die "vde_plug not found in PATH; UML's vde transport needs it (apt-get install vdeplug)"
+            # UML splits eth0=... on commas and has no escape for them.
+            case "${url[$name]}" in
+                *,*) die "VM $name: UML cannot take a URL containing ',' (${url[$name]})" ;;
+            esac
+            ;;
+        *) die "IPN_VM_${name}_KIND must be qemu or uml (got '${kind[$name]}')" ;;
+    esac
+done
+if [ "$need_qemu" = 1 ]; then
+    command -v "$qemu" >/dev/null || die "$qemu not found (apt-get install qemu-system-x86)"
+fi
 
 if [ $# -eq 3 ]; then
     imagedir=$3
@@ -71,7 +100,9 @@ kvm_probe() {
     return 1
 }
 accel=${IPN_VM_ACCEL:-auto}
-if [ "$accel" = auto ]; then
+if [ "$need_qemu" = 0 ]; then
+    accel=none
+elif [ "$accel" = auto ]; then
     accel=tcg
     if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
         log "probing KVM..."
@@ -86,6 +117,7 @@ fi
 case "$accel" in
     kvm) accel_args=(-accel kvm -cpu host) ;;
     tcg) accel_args=(-accel tcg -cpu max) ;;
+    none) accel_args=() ;;
     *) die "IPN_VM_ACCEL must be auto, kvm or tcg (got '$accel')" ;;
 esac
 case "${IPN_VM_NIC:-virtio}" in
@@ -108,11 +140,14 @@ declare -A pid=()
 # shellcheck disable=SC2317  # invoked via trap
 cleanup() {
     local p
+    # Each VM runs in its own process group (setsid): UML is several
+    # processes plus its vde_plug helper.
     for p in "${pid[@]}"; do
-        kill "$p" 2>/dev/null || true
+        kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
     done
     for p in "${pid[@]}"; do
         wait "$p" 2>/dev/null || true
+        kill -KILL -- "-$p" 2>/dev/null || true
     done
     if [ "$keep_logs" = 0 ]; then rm -rf "$logdir"; fi
 }
@@ -120,45 +155,63 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # --- start the VMs ---------------------------------------------------------------------
-# VM spec: name url ip/cidr peer mac
-start_vm() {
-    local name=$1 url=$2 ip=$3 peer=$4 mac=$5
-    # QEMU's option parser treats ',' as a separator: double it in the URL.
-    local sock=${url//,/,,}
-    local serial="$logdir/$name.serial.log"
+start_vm() { # name ip/cidr peer mac
+    local name=$1 ip=$2 peer=$3 mac=$4
+    local u=${url[$name]}
+    local serial="$logdir/$name.serial.log" hostlog="$logdir/$name.host.log"
+    local -a params=(quiet loglevel=3 "ipn.ip=$ip" "ipn.peer=$peer" "ipn.tries=$tries")
     : >"$serial"
-    "$qemu" -nodefaults -no-user-config -display none -no-reboot \
-        "${accel_args[@]}" -smp 1 -m "$mem" \
-        -kernel "$imagedir/vmlinuz" -initrd "$imagedir/initramfs.cpio.gz" \
-        -append "console=ttyS0 quiet loglevel=3 panic=-1 ipn.ip=$ip ipn.peer=$peer ipn.tries=$tries" \
-        -serial "file:$serial" -monitor none \
-        -netdev "vde,id=n0,sock=$sock" \
-        -device "$nic_model,netdev=n0,mac=$mac,romfile=" \
-        </dev/null >"$logdir/$name.qemu.log" 2>&1 &
+    case "${kind[$name]}" in
+        qemu)
+            # QEMU's option parser treats ',' as a separator: double it.
+            local sock=${u//,/,,}
+            setsid "$qemu" -nodefaults -no-user-config -display none -no-reboot \
+                "${accel_args[@]}" -smp 1 -m "$mem" \
+                -kernel "$imagedir/vmlinuz" -initrd "$imagedir/initramfs.cpio.gz" \
+                -append "console=ttyS0 panic=-1 ${params[*]}" \
+                -serial "file:$serial" -monitor none \
+                -netdev "vde,id=n0,sock=$sock" \
+                -device "$nic_model,netdev=n0,mac=$mac,romfile=" \
+                </dev/null >"$hostlog" 2>&1 &
+            ;;
+        uml)
+            # UML backs guest memory with a file in TMPDIR: prefer tmpfs.
+            local umltmp=$logdir
+            if [ -d /dev/shm ] && [ -w /dev/shm ]; then umltmp=/dev/shm; fi
+            TMPDIR=$umltmp setsid "$uml" umid="ipn-$name-$$" uml_dir="$logdir" \
+                mem="${mem}M" initrd="$imagedir/initramfs.cpio.gz" \
+                "eth0=vde,$u,$mac" con0=fd:0,fd:1 con=null "${params[@]}" \
+                </dev/null >"$serial" 2>"$hostlog" &
+            ;;
+    esac
     pid[$name]=$!
-    log "VM $name: pid ${pid[$name]}, $ip -> $peer, mac $mac, sock $url"
+    log "VM $name (${kind[$name]}): pid ${pid[$name]}, $ip -> $peer, mac $mac, url $u"
 }
 
-log "booting 2 VMs (accel=$accel, nic=$nic_model, timeout ${timeout_s}s, logs in $logdir)..."
+log "booting 2 VMs (A=${kind[A]}, B=${kind[B]}, accel=$accel, nic=$nic_model, timeout ${timeout_s}s, logs in $logdir)..."
 start=$SECONDS
-start_vm A "$url_a" 10.0.0.1/24 10.0.0.2 52:54:00:49:50:0a
-start_vm B "$url_b" 10.0.0.2/24 10.0.0.1 52:54:00:49:50:0b
+start_vm A 10.0.0.1/24 10.0.0.2 52:54:00:49:50:0a
+start_vm B 10.0.0.2/24 10.0.0.1 52:54:00:49:50:0b
 
 # --- wait ---------------------------------------------------------------------------------
 declare -A state=() took=()
-vm_state() { # prints: OK FAIL DEAD pinging booting starting
-    local name=$1 serial="$logdir/$1.serial.log"
+vm_state() { # prints: OK FAIL DEAD NOLINK pinging init booting
+    local name=$1 serial="$logdir/$1.serial.log" hostlog="$logdir/$1.host.log"
     if grep -q 'IPN-PING-OK' "$serial"; then echo OK
     elif grep -q 'IPN-PING-FAIL' "$serial"; then echo FAIL
     elif ! kill -0 "${pid[$name]}" 2>/dev/null; then echo DEAD
+    # UML does not fail when its vde_plug helper cannot open the URL; the
+    # helper's error ("vde_open URL: reason") only shows up on stderr.
+    elif [ "${kind[$name]}" = uml ] && grep -q '^vde_open ' "$hostlog"; then echo NOLINK
     elif grep -q 'IPN-NET-UP' "$serial"; then echo pinging
     elif grep -q 'IPN-INIT-START' "$serial"; then echo init
     else echo booting
     fi
 }
-final() { case "$1" in OK | FAIL | DEAD) return 0 ;; *) return 1 ;; esac; }
+final() { case "$1" in OK | FAIL | DEAD | NOLINK) return 0 ;; *) return 1 ;; esac; }
 
 last_report=$SECONDS
+aborted=0
 while :; do
     done_all=1
     for name in A B; do
@@ -173,6 +226,14 @@ while :; do
         fi
     done
     [ "$done_all" = 1 ] && break
+    # A VM that died or has no link makes the other one's result moot.
+    case " ${state[A]} ${state[B]} " in
+        *" DEAD "* | *" NOLINK "*)
+            log "a VM cannot take part any more; not waiting for the other"
+            aborted=1
+            break
+            ;;
+    esac
     elapsed=$((SECONDS - start))
     if [ "$elapsed" -ge "$timeout_s" ]; then
         log "timeout after ${elapsed}s"
@@ -200,11 +261,20 @@ for name in A B; do
             rc=1
             ;;
         DEAD)
-            log "RESULT VM $name: FAIL qemu exited before a result (see qemu log below) [${took[$name]}s]"
+            log "RESULT VM $name: FAIL ${kind[$name]} exited before a result (see its output below) [${took[$name]}s]"
+            rc=1
+            ;;
+        NOLINK)
+            detail=$(grep -m1 '^vde_open ' "$logdir/$name.host.log")
+            log "RESULT VM $name: FAIL vde_plug helper could not connect: $detail [${took[$name]}s]"
             rc=1
             ;;
         *)
-            log "RESULT VM $name: FAIL no result within ${timeout_s}s (last state: ${state[$name]})"
+            if [ "$aborted" = 1 ]; then
+                log "RESULT VM $name: FAIL aborted after $((SECONDS - start))s because the other VM failed (last state: ${state[$name]})"
+            else
+                log "RESULT VM $name: FAIL no result within ${timeout_s}s (last state: ${state[$name]})"
+            fi
             rc=1
             ;;
     esac
@@ -213,13 +283,13 @@ done
 if [ "$rc" -ne 0 ]; then
     keep_logs=1
     for name in A B; do
-        echo "----- VM $name: qemu output ($logdir/$name.qemu.log) -----" >&2
-        tail -n 20 "$logdir/$name.qemu.log" >&2 || true
+        echo "----- VM $name: ${kind[$name]} output ($logdir/$name.host.log) -----" >&2
+        tail -n 20 "$logdir/$name.host.log" >&2 || true
         echo "----- VM $name: serial console, last 40 lines ($logdir/$name.serial.log) -----" >&2
         tail -n 40 "$logdir/$name.serial.log" | tr -d '\r' >&2 || true
     done
-    log "PING TEST FAILED (A: $url_a, B: $url_b); logs kept in $logdir"
+    log "PING TEST FAILED (A: ${kind[A]} $url_a, B: ${kind[B]} $url_b); logs kept in $logdir"
 else
-    log "PING TEST PASSED in $((SECONDS - start))s (A: $url_a, B: $url_b)"
+    log "PING TEST PASSED in $((SECONDS - start))s (A: ${kind[A]} $url_a, B: ${kind[B]} $url_b)"
 fi
 exit "$rc"

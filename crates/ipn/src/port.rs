@@ -149,7 +149,7 @@ impl Port {
                 return Err(files::io_error(&path.join(files::bell_name(index)), e));
             }
         };
-        let caps = u32::from(options.read) * CAP_READ | u32::from(options.write) * CAP_WRITE;
+        let caps = (u32::from(options.read) * CAP_READ) | (u32::from(options.write) * CAP_WRITE);
         let r = Ordering::Relaxed;
         entry.pid.store(std::process::id(), r);
         entry.caps.store(caps, r);

@@ -175,7 +175,7 @@ impl SharedFile {
             offset
                 .checked_add(size)
                 .is_some_and(|end| end <= self.geometry.total_size)
-                && offset % std::mem::align_of::<T>() as u64 == 0,
+                && offset.is_multiple_of(std::mem::align_of::<T>() as u64),
             "shared memory access out of bounds"
         );
         // SAFETY: in bounds and aligned (asserted above; the mapping is
