@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   qemu-system-x86   # VMs on an ipn network (-netdev vde,sock=ipn://...)
+  user-mode-linux   # UML on an ipn network (through vde_plug)
   vde2              # vde_switch, the peer we bridge to and measure against
   vdeplug           # vdeplug4's vde_plug and its plugins
   libvdeplug-dev    # the plugin header and -lvdeplug for the C tests
