@@ -1,11 +1,45 @@
 //! `ipn`: create, inspect and use ipn networks from the shell.
+//!
+//! Modules: `admin` (create, status, rm), `pubsub` (pub, sub), `stream`
+//! (frames on stdin/stdout), `signals` (leaving cleanly on SIGINT/SIGTERM),
+//! `bench` (measurements).
 
+mod admin;
 mod bench;
+mod pubsub;
+mod signals;
+mod stream;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+const EXAMPLES: &str = "\
+Examples:
+  ipn create /tmp/net                      a 64-port lossy hub, MTU 1514
+  ipn create /tmp/net --mtu 9000 --lossless --mode 0750 --group vm
+  ipn sub /tmp/net &                       print every frame as a line
+  seq 10 | ipn pub /tmp/net                publish ten frames: 1, 2, ... 10
+  ipn status /tmp/net                      who is joined, counters, drops
+  ipn status /tmp/net --json | jq .ports
+  vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net
+  ipn rm /tmp/net
+
+A network is a directory; its mode and group say who may join.
+Exit status: 0 success, 1 error, 130 after SIGINT, 143 after SIGTERM.
+See ipn(1) for the details.";
+
 #[derive(Parser, Debug)]
-#[command(name = "ipn", version, about = "Inter Process Networking: serverless shared-memory Ethernet networks joined by path")]
+#[command(
+    name = "ipn",
+    version,
+    about = "Inter Process Networking: serverless shared-memory Ethernet networks joined by path",
+    long_about = "Inter Process Networking: serverless shared-memory Ethernet networks joined by path.\n\n\
+        A network is a directory in the file system. Any process allowed to open it joins \
+        as a port, and every frame one port sends reaches every other reading port, as on \
+        an Ethernet hub. There is no daemon: the network stays when its last member leaves.",
+    after_help = EXAMPLES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,17 +47,86 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create a network at PATH (a new directory)
+    #[command(
+        long_about = "Create a network at PATH (a new directory, or an existing empty one). \
+            The options fix its size and behaviour for its whole life; unset ones take the \
+            defaults shown. Prints one line describing what was created.",
+        after_help = "Examples:\n  ipn create /tmp/net\n  ipn create /srv/lan --ports 16 --mtu 9000 --mode 0770 --group kvm\n  ipn create /tmp/bus --lossless --ring 1024"
+    )]
+    Create(admin::CreateArgs),
+    /// Show a network's parameters and every port with its counters
+    #[command(
+        long_about = "Show a network's parameters, its reader and writer counts, and one row \
+            per port: number, process id, state (joining, active, dead), whether it reads \
+            and writes, its counters (frames and bytes sent and received, frames dropped \
+            because it read too slowly) and its description. Ports whose process died are \
+            shown as dead until the next joiner reuses their slot.",
+        after_long_help = admin::JSON_HELP
+    )]
+    Status(admin::StatusArgs),
+    /// Remove a network (refuses while ports are joined, unless --force)
+    #[command(
+        long_about = "Remove the network at PATH: its shared file, doorbell sockets and \
+            directory. Refuses while live ports are joined, unless --force; ports still \
+            joined then keep working on the unlinked file, alone.",
+        after_help = "Example:\n  ipn rm /tmp/net && ipn create /tmp/net --lossless"
+    )]
+    Rm(admin::RmArgs),
+    /// Publish: send each line (or --raw record) of standard input as a frame
+    #[command(
+        name = "pub",
+        long_about = "Join PATH as a write-only port and send one frame per line of standard \
+            input (the line without its newline; empty lines are skipped, since there are \
+            no empty frames). With --raw, standard input is the vde_plug stream format \
+            instead: each frame a 2-byte big-endian length, then that many bytes. On a \
+            lossless network a send waits until every live reader has room. A line or \
+            record longer than the network's MTU stops with an error naming it.",
+        after_help = "Examples:\n  seq 1000 | ipn pub /tmp/net\n  tail -f /var/log/syslog | ipn pub --create /tmp/log\n  vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net"
+    )]
+    Pub(pubsub::PubArgs),
+    /// Subscribe: print every frame received, one line each (or --hex, --raw)
+    #[command(
+        long_about = "Join PATH as a read-only port and write every frame it receives to \
+            standard output: by default as a line of text (invalid UTF-8 replaced by \
+            U+FFFD), with --hex as a line of hexadecimal bytes, with --raw in the vde_plug \
+            stream format (2-byte big-endian length, then the frame). Output is flushed \
+            after every frame. A port receives what is sent after it joined. Stops after \
+            --count frames, after --timeout seconds, at SIGINT/SIGTERM, or when standard \
+            output is closed (e.g. `| head`).",
+        after_help = "Examples:\n  ipn sub /tmp/net\n  ipn sub /tmp/net --count 1 --timeout 5\n  ipn sub /tmp/net --events --hex\n  ipn sub --raw /tmp/net | vde_plug vde:///tmp/sw"
+    )]
+    Sub(pubsub::SubArgs),
     /// Measure ipn against AF_UNIX fan-out (frames/s, latency)
     Bench(bench::BenchArgs),
 }
 
-fn main() {
+/// How a command ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished its work (or its reader went away).
+    Done,
+    /// Stopped by this signal.
+    Signal(i32),
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(args) => bench::run(&args),
+        Command::Create(args) => admin::create(&args).map(|()| Outcome::Done),
+        Command::Status(args) => admin::status(&args).map(|()| Outcome::Done),
+        Command::Rm(args) => admin::rm(&args).map(|()| Outcome::Done),
+        Command::Pub(args) => pubsub::publish(&args),
+        Command::Sub(args) => pubsub::subscribe(&args),
+        Command::Bench(args) => bench::run(&args).map(|()| Outcome::Done),
     };
-    if let Err(e) = result {
-        eprintln!("ipn: {e:#}");
-        std::process::exit(1);
+    // Every Port has been dropped by now: the commands own theirs.
+    match result {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Signal(signal)) => ExitCode::from(128 + signal.clamp(0, 127) as u8),
+        Err(e) => {
+            eprintln!("ipn: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,322 @@
+//! `ipn create`, `ipn status`, `ipn rm`: managing networks.
+
+#![deny(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ipn::{Config, Network, PortState, PortStatus, Status};
+
+/// Help for `ipn status --json`; the same text is in ipn(1).
+pub const JSON_HELP: &str = "\
+JSON output (--json), format_version 1. Fields are only ever added:
+  format_version  1
+  path            the network path (string)
+  protocol        \"hub\"
+  lossless        true if senders wait for slow readers
+  mtu             largest frame, bytes
+  max_ports       port slots
+  ring_slots      frames buffered per sender
+  readers         live ports that read
+  writers         live ports that write
+  ports           array, one object per joining, active or dead port:
+    port          port number (its slot)
+    pid           process id of its owner
+    state         \"joining\", \"active\" or \"dead\"
+    reading       receives frames (bool)
+    writing       sends frames (bool)
+    description   text given when joining
+    tx_frames, tx_bytes   sent
+    rx_frames, rx_bytes   received
+    rx_dropped    frames lost because this port read too slowly (lossy)
+
+Examples:
+  ipn status /tmp/net
+  ipn status /tmp/net --json | jq '.ports[] | select(.rx_dropped > 0)'";
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Where to create the network (a directory)
+    pub path: PathBuf,
+    /// Most ports joined at once (1..=4096)
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_ports)]
+    pub ports: u32,
+    /// Largest frame in bytes (64..=65535)
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().mtu)]
+    pub mtu: u32,
+    /// Frames buffered per sender, a power of two (2..=65536)
+    #[arg(long, value_name = "FRAMES", default_value_t = Config::default().ring_slots)]
+    pub ring: u32,
+    /// Senders wait for the slowest live reader instead of dropping its frames
+    #[arg(long)]
+    pub lossless: bool,
+    /// Permission bits (octal) of the directory; its files get the same read/write bits
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode, default_value = "0770")]
+    pub mode: u32,
+    /// Group owning the network (name or number); its members may join if --mode allows
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| mode & !0o7777 == 0)
+        .ok_or_else(|| format!("'{text}' is not an octal permission mode such as 0770"))
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The network
+    pub path: PathBuf,
+    /// Print a JSON document instead of a table (fields: see --help)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// The network
+    pub path: PathBuf,
+    /// Remove it even while ports are joined, or if its shared file is damaged
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
+    let group = match &args.group {
+        None => None,
+        Some(name) => match ipn::group_id(name) {
+            Some(gid) => Some(gid),
+            None => bail!("unknown group '{name}'; give a group name from /etc/group or a number"),
+        },
+    };
+    let config = Config {
+        max_ports: args.ports,
+        mtu: args.mtu,
+        ring_slots: args.ring,
+        lossless: args.lossless,
+        mode: args.mode,
+        group,
+        ..Config::default()
+    };
+    Network::create(&args.path, &config)?;
+    let group = match (&args.group, group) {
+        (Some(name), Some(gid)) if name.parse::<u32>().is_err() => {
+            format!(", group {name} ({gid})")
+        }
+        (_, Some(gid)) => format!(", group {gid}"),
+        _ => String::new(),
+    };
+    println!(
+        "created {}: {} {}, {} ports, mtu {}, ring {} frames, mode {:04o}{group}",
+        args.path.display(),
+        if config.lossless { "lossless" } else { "lossy" },
+        config.protocol.name(),
+        config.max_ports,
+        config.mtu,
+        config.ring_slots,
+        config.mode,
+    );
+    Ok(())
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let status = Network::open(&args.path)?.status();
+    let text = if args.json {
+        let mut text = serde_json::to_string_pretty(&status_json(&status))
+            .context("formatting the status as JSON")?;
+        text.push('\n');
+        text
+    } else {
+        status_table(&status)
+    };
+    use std::io::Write;
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to standard output"),
+    }
+}
+
+pub fn rm(args: &RmArgs) -> anyhow::Result<()> {
+    Network::remove(&args.path, args.force)?;
+    Ok(())
+}
+
+fn status_json(status: &Status) -> serde_json::Value {
+    let ports: Vec<_> = status
+        .ports
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "port": p.index,
+                "pid": p.pid,
+                "state": p.state.name(),
+                "reading": p.reading,
+                "writing": p.writing,
+                "description": p.description,
+                "tx_frames": p.tx_frames,
+                "tx_bytes": p.tx_bytes,
+                "rx_frames": p.rx_frames,
+                "rx_bytes": p.rx_bytes,
+                "rx_dropped": p.rx_dropped,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "format_version": 1,
+        "path": status.path.to_string_lossy(),
+        "protocol": status.protocol.name(),
+        "lossless": status.lossless,
+        "mtu": status.mtu,
+        "max_ports": status.max_ports,
+        "ring_slots": status.ring_slots,
+        "readers": status.membership.readers,
+        "writers": status.membership.writers,
+        "ports": ports,
+    })
+}
+
+/// Text read from the shared file may hold anything: show control
+/// characters escaped so they cannot mess up a terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn rw(p: &PortStatus) -> &'static str {
+    match (p.reading, p.writing) {
+        (true, true) => "rw",
+        (true, false) => "r-",
+        (false, true) => "-w",
+        (false, false) => "--",
+    }
+}
+
+fn status_table(status: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let live = status
+        .ports
+        .iter()
+        .filter(|p| p.state != PortState::Dead)
+        .count();
+    let dead = status.ports.len() - live;
+    let _ = writeln!(
+        out,
+        "network {}: {} {}, mtu {}, ring {} frames, {} port slots",
+        status.path.display(),
+        if status.lossless { "lossless" } else { "lossy" },
+        status.protocol.name(),
+        status.mtu,
+        status.ring_slots,
+        status.max_ports,
+    );
+    let _ = writeln!(
+        out,
+        "ports: {live} joined{}; readers {}, writers {}",
+        if dead > 0 {
+            format!(", {dead} dead")
+        } else {
+            String::new()
+        },
+        status.membership.readers,
+        status.membership.writers,
+    );
+    if status.ports.is_empty() {
+        return out;
+    }
+    let header = [
+        "PORT",
+        "PID",
+        "STATE",
+        "R/W",
+        "TX FRAMES",
+        "TX BYTES",
+        "RX FRAMES",
+        "RX BYTES",
+        "DROPPED",
+        "DESCRIPTION",
+    ];
+    let rows: Vec<[String; 10]> = status
+        .ports
+        .iter()
+        .map(|p| {
+            [
+                p.index.to_string(),
+                p.pid.to_string(),
+                p.state.name().to_string(),
+                rw(p).to_string(),
+                p.tx_frames.to_string(),
+                p.tx_bytes.to_string(),
+                p.rx_frames.to_string(),
+                p.rx_bytes.to_string(),
+                p.rx_dropped.to_string(),
+                printable(&p.description),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    // Numbers right-aligned, words left-aligned; the description last and
+    // unpadded.
+    let numeric = [
+        true, true, false, false, true, true, true, true, true, false,
+    ];
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            let width = widths[i];
+            if i == cells.len() - 1 {
+                text.push_str(cell);
+            } else if numeric[i] {
+                let _ = write!(text, "{cell:>width$}");
+            } else {
+                let _ = write!(text, "{cell:<width$}");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(&header);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_parses_octal_with_or_without_prefix_and_rejects_junk() {
+        assert_eq!(parse_mode("0770"), Ok(0o770));
+        assert_eq!(parse_mode("750"), Ok(0o750));
+        assert_eq!(parse_mode("0o2770"), Ok(0o2770));
+        assert!(parse_mode("0888").is_err());
+        assert!(parse_mode("77777").is_err());
+        assert!(parse_mode("rw").is_err());
+    }
+
+    #[test]
+    fn descriptions_with_control_characters_are_escaped() {
+        assert_eq!(printable("a\x1b[2Jb\n"), "a\\u{1b}[2Jb\\n");
+    }
+}

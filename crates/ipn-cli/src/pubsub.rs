@@ -1,0 +1,274 @@
+//! `ipn pub` and `ipn sub`: frames from standard input onto a network, and
+//! from a network onto standard output.
+//!
+//! Both own their `Port` and return from their loop on SIGINT/SIGTERM (see
+//! `signals`), on end of input, or when standard output is closed, so the
+//! port is always dropped: its slot is released and its doorbell socket
+//! removed before the process exits.
+
+#![deny(unsafe_code)]
+
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ipn::{Config, JoinOptions, Message, Port, RecvError, SendError};
+
+use crate::signals::{self, TICK};
+use crate::stream::{self, Input, Next};
+use crate::Outcome;
+
+#[derive(Args, Debug)]
+pub struct PubArgs {
+    /// The network
+    pub path: PathBuf,
+    /// Read vde_plug stream records (2-byte big-endian length, then the frame) instead of lines
+    #[arg(long)]
+    pub raw: bool,
+    /// Description shown by `ipn status`
+    #[arg(long, short, value_name = "TEXT", default_value = "ipn pub")]
+    pub description: String,
+    /// Create the network with default settings if there is none at PATH
+    #[arg(long)]
+    pub create: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SubArgs {
+    /// The network
+    pub path: PathBuf,
+    /// Print each frame as one line of hexadecimal bytes
+    #[arg(long, conflicts_with = "raw")]
+    pub hex: bool,
+    /// Write vde_plug stream records (2-byte big-endian length, then the frame)
+    #[arg(long)]
+    pub raw: bool,
+    /// Exit after receiving N frames
+    #[arg(long, short = 'n', value_name = "N")]
+    pub count: Option<u64>,
+    /// Exit after SECS seconds; an error if --count frames did not all arrive by then
+    #[arg(long, short, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Also print reader/writer count changes as `# readers=R writers=W` (on stderr with --raw)
+    #[arg(long)]
+    pub events: bool,
+    /// Description shown by `ipn status`
+    #[arg(long, short, value_name = "TEXT", default_value = "ipn sub")]
+    pub description: String,
+    /// Create the network with default settings if there is none at PATH
+    #[arg(long)]
+    pub create: bool,
+}
+
+fn join(path: &PathBuf, create: bool, options: &JoinOptions) -> anyhow::Result<Port> {
+    let port = if create {
+        Port::join_or_create(path, &Config::default(), options)?
+    } else {
+        Port::join(path, options)?
+    };
+    Ok(port)
+}
+
+pub fn publish(args: &PubArgs) -> anyhow::Result<Outcome> {
+    signals::install()?;
+    let options = JoinOptions {
+        description: args.description.clone(),
+        read: false,
+        write: true,
+    };
+    let mut port = join(&args.path, args.create, &options)?;
+    let mtu = port.mtu() as usize;
+    let what = if args.raw { "record" } else { "line" };
+    let mut input = Input::new(io::stdin());
+    let mut number: u64 = 0;
+    loop {
+        let next = if args.raw {
+            input.next_record(mtu)
+        } else {
+            input.next_line(mtu)
+        }
+        .context("reading standard input")?;
+        number += 1;
+        let frame = match next {
+            Next::Frame(range) => input.bytes(range),
+            Next::End => return Ok(Outcome::Done),
+            Next::Signal(signal) => return Ok(Outcome::Signal(signal)),
+            Next::TooLong(len) => bail!(
+                "{what} {number}: {len} bytes, over the MTU of {mtu} bytes of {}; \
+                 shorten it or create the network with a larger --mtu",
+                args.path.display()
+            ),
+            Next::Truncated { expected, got } => {
+                bail!("record {number}: standard input ended after {got} of its {expected} bytes")
+            }
+        };
+        if frame.is_empty() {
+            continue; // An empty line: there are no empty frames.
+        }
+        loop {
+            match port.send_timeout(frame, TICK) {
+                Ok(()) => break,
+                Err(SendError::TimedOut | SendError::WouldBlock) => {
+                    if let Some(signal) = signals::caught() {
+                        return Ok(Outcome::Signal(signal));
+                    }
+                }
+                Err(SendError::TooBig { len, mtu }) => bail!(
+                    "{what} {number}: {len} bytes, over the MTU of {mtu} bytes of {}",
+                    args.path.display()
+                ),
+                Err(e) => return Err(e).context(format!("{what} {number}")),
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Text,
+    Hex,
+    Raw,
+}
+
+/// Writes frames and events to standard output.
+struct Output {
+    out: io::StdoutLock<'static>,
+    format: Format,
+    line: Vec<u8>,
+}
+
+impl Output {
+    fn frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.line.clear();
+        match self.format {
+            Format::Raw => stream::write_record(&mut self.line, frame)?,
+            Format::Text => {
+                self.line
+                    .extend_from_slice(String::from_utf8_lossy(frame).as_bytes());
+                self.line.push(b'\n');
+            }
+            Format::Hex => {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                for (i, byte) in frame.iter().enumerate() {
+                    if i > 0 {
+                        self.line.push(b' ');
+                    }
+                    self.line.push(DIGITS[usize::from(byte >> 4)]);
+                    self.line.push(DIGITS[usize::from(byte & 15)]);
+                }
+                self.line.push(b'\n');
+            }
+        }
+        self.out.write_all(&self.line)?;
+        self.out.flush()
+    }
+
+    fn event(&mut self, readers: u32, writers: u32) -> io::Result<()> {
+        let text = format!("# readers={readers} writers={writers}\n");
+        match self.format {
+            // Standard output carries only records.
+            Format::Raw => io::stderr().write_all(text.as_bytes()),
+            _ => {
+                self.out.write_all(text.as_bytes())?;
+                self.out.flush()
+            }
+        }
+    }
+
+    /// Whether standard output is a pipe whose reader has gone (poll
+    /// reports POLLERR on such a write end), so that `ipn sub | head -1`
+    /// ends even when no further frame comes.
+    fn reader_gone(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.out.as_fd(), PollFlags::empty())];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLERR))
+    }
+}
+
+/// What writing to standard output did.
+fn written(result: io::Result<()>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        // The reader went away (`| head`): leave quietly.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to standard output"),
+    }
+}
+
+pub fn subscribe(args: &SubArgs) -> anyhow::Result<Outcome> {
+    signals::install()?;
+    let deadline = match args.timeout {
+        None => None,
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            Some(Instant::now() + Duration::from_secs_f64(secs.min(1e9)))
+        }
+        Some(secs) => bail!("--timeout {secs}: give a number of seconds, 0 or more"),
+    };
+    let options = JoinOptions {
+        description: args.description.clone(),
+        read: true,
+        write: false,
+    };
+    let mut port = join(&args.path, args.create, &options)?;
+    port.set_membership_events(args.events);
+    let mut out = Output {
+        out: io::stdout().lock(),
+        format: if args.raw {
+            Format::Raw
+        } else if args.hex {
+            Format::Hex
+        } else {
+            Format::Text
+        },
+        line: Vec::new(),
+    };
+    if args.events {
+        let m = port.membership();
+        if !written(out.event(m.readers, m.writers))? {
+            return Ok(Outcome::Done);
+        }
+    }
+    let mut buf = vec![0u8; port.mtu() as usize];
+    let mut received: u64 = 0;
+    loop {
+        if args.count.is_some_and(|count| received >= count) {
+            return Ok(Outcome::Done);
+        }
+        if let Some(signal) = signals::caught() {
+            return Ok(Outcome::Signal(signal));
+        }
+        let mut wait = TICK;
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return match args.count {
+                    Some(count) => bail!(
+                        "timed out after {} s: received {received} of {count} frames from {}",
+                        args.timeout.unwrap_or_default(),
+                        args.path.display()
+                    ),
+                    None => Ok(Outcome::Done),
+                };
+            }
+            wait = wait.min(left);
+        }
+        let ok = match port.recv_message(&mut buf, Some(wait)) {
+            Ok(Message::Frame(len)) => {
+                received += 1;
+                written(out.frame(&buf[..len]))?
+            }
+            Ok(Message::Membership(m)) => written(out.event(m.readers, m.writers))?,
+            Err(RecvError::TimedOut | RecvError::WouldBlock) => !out.reader_gone(),
+            Err(e) => return Err(e).context(format!("receiving from {}", args.path.display())),
+        };
+        if !ok {
+            return Ok(Outcome::Done);
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! The `ipn` binary, run as separate processes the way users and scripts
+//! run it.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+fn ipn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ipn"))
+}
+
+/// Runs `ipn ARGS` to completion.
+fn run(args: &[&str]) -> Output {
+    ipn().args(args).output().expect("running ipn")
+}
+
+/// Runs `ipn ARGS` with `input` on standard input.
+fn run_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = ipn()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running ipn");
+    // The command may exit before reading (e.g. on an error): ignore EPIPE.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A network path unique to this test and process, removed at the end.
+struct Net {
+    path: PathBuf,
+}
+
+impl Net {
+    fn new(name: &str) -> Net {
+        let path = std::env::temp_dir().join(format!("ipn-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        Net { path }
+    }
+
+    fn created(name: &str, extra: &[&str]) -> Net {
+        let net = Net::new(name);
+        let mut args = vec!["create", net.p()];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert!(out.status.success(), "create failed: {}", stderr(&out));
+        net
+    }
+
+    fn p(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    fn status_json(&self) -> Value {
+        let out = run(&["status", self.p(), "--json"]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// Waits until the network has exactly `readers` readers.
+    fn wait_for_readers(&self, readers: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.status_json();
+            if status["readers"].as_u64() == Some(readers) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {readers} readers: {status:#}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = run(&["rm", "--force", self.p()]);
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A background `ipn` killed if the test ends early.
+struct Bg(Option<Child>);
+
+impl Bg {
+    fn spawn(args: &[&str]) -> Bg {
+        let child = ipn()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running ipn");
+        Bg(Some(child))
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.as_ref().unwrap().id() as i32)
+    }
+
+    /// Waits at most `limit` for the process to end; panics if it does not.
+    fn finish(mut self, limit: Duration) -> Output {
+        let mut child = self.0.take().unwrap();
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "ipn did not exit within {limit:?}; stdout {:?} stderr {:?}",
+                    stdout(&out),
+                    stderr(&out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn ports(status: &Value) -> &Vec<Value> {
+    status["ports"].as_array().expect("ports is an array")
+}
+
+const LONG: Duration = Duration::from_secs(10);
+
+#[test]
+fn create_prints_one_line_and_status_shows_parameters_as_table_and_json() {
+    let net = Net::new("create");
+    let out = run(&[
+        "create",
+        net.p(),
+        "--ports",
+        "8",
+        "--mtu",
+        "9000",
+        "--ring",
+        "64",
+        "--lossless",
+        "--mode",
+        "0750",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    for word in ["lossless", "8 ports", "mtu 9000", "ring 64", "0750"] {
+        assert!(line.contains(word), "{word:?} missing from {line:?}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&net.path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o750);
+
+    let sub = Bg::spawn(&["sub", net.p(), "--description", "the-listener"]);
+    net.wait_for_readers(1);
+
+    let table = run(&["status", net.p()]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let table = stdout(&table);
+    assert!(table.contains("lossless"), "{table}");
+    assert!(table.contains("mtu 9000"), "{table}");
+    assert!(table.contains("PORT"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("the-listener"))
+        .unwrap_or_else(|| panic!("no row for the port: {table}"));
+    assert!(row.contains("active"), "{row}");
+    assert!(row.contains("r-"), "{row}");
+    assert!(row.contains(&sub.pid().to_string()), "{row}");
+
+    let json = net.status_json();
+    assert_eq!(json["format_version"], 1);
+    assert_eq!(json["protocol"], "hub");
+    assert_eq!(json["lossless"], true);
+    assert_eq!(json["mtu"], 9000);
+    assert_eq!(json["max_ports"], 8);
+    assert_eq!(json["ring_slots"], 64);
+    assert_eq!(json["readers"], 1);
+    assert_eq!(json["writers"], 0);
+    assert_eq!(json["path"], net.p());
+    let port = &ports(&json)[0];
+    assert_eq!(port["pid"], sub.pid().as_raw());
+    assert_eq!(port["state"], "active");
+    assert_eq!(port["reading"], true);
+    assert_eq!(port["writing"], false);
+    assert_eq!(port["description"], "the-listener");
+    for counter in [
+        "tx_frames",
+        "tx_bytes",
+        "rx_frames",
+        "rx_bytes",
+        "rx_dropped",
+    ] {
+        assert_eq!(port[counter], 0, "{counter}");
+    }
+}
+
+#[test]
+fn create_on_an_existing_network_fails_and_says_so() {
+    let net = Net::created("exists", &[]);
+    let out = run(&["create", net.p()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("ipn: "), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn create_rejects_an_unknown_group_and_a_bad_mode() {
+    let net = Net::new("badcreate");
+    let out = run(&["create", net.p(), "--group", "no-such-group-ipn-test"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown group"), "{}", stderr(&out));
+    let out = run(&["create", net.p(), "--mode", "0999"]);
+    assert!(!out.status.success());
+    let out = run(&["create", net.p(), "--mode", "0070"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("lock the owner out"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!net.path.exists());
+}
+
+#[test]
+fn rm_refuses_while_a_port_is_live_and_force_removes_anyway() {
+    let net = Net::created("rm", &[]);
+    let sub = Bg::spawn(&["sub", net.p()]);
+    net.wait_for_readers(1);
+    let out = run(&["rm", net.p()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("still joined"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(net.path.join("shm").exists());
+
+    let out = run(&["rm", "--force", net.p()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!net.path.exists());
+    drop(sub);
+}
+
+#[test]
+fn rm_of_an_idle_network_removes_it() {
+    let net = Net::created("rmidle", &[]);
+    let out = run(&["rm", net.p()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!net.path.exists());
+}
+
+#[test]
+fn three_subscribers_each_receive_every_line_from_one_publisher() {
+    let net = Net::created("fanout", &["--lossless"]);
+    let subs: Vec<Bg> = (0..3)
+        .map(|_| Bg::spawn(&["sub", net.p(), "--count", "100", "--timeout", "20"]))
+        .collect();
+    net.wait_for_readers(3);
+    let input: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+    let out = run_with_input(&["pub", net.p()], input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    for sub in subs {
+        let out = sub.finish(LONG);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), input);
+    }
+    assert!(ports(&net.status_json()).is_empty());
+}
+
+#[test]
+fn pub_skips_empty_lines_and_sends_a_last_line_without_newline() {
+    let net = Net::created("lines", &["--lossless"]);
+    let sub = Bg::spawn(&["sub", net.p(), "--count", "2", "--timeout", "20"]);
+    net.wait_for_readers(1);
+    let out = run_with_input(&["pub", net.p()], b"first\n\n\nlast");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&sub.finish(LONG)), "first\nlast\n");
+}
+
+#[test]
+fn sub_hex_prints_one_line_of_hex_bytes_per_frame() {
+    let net = Net::created("hex", &[]);
+    let sub = Bg::spawn(&["sub", net.p(), "--hex", "--count", "2", "--timeout", "20"]);
+    net.wait_for_readers(1);
+    let out = run_with_input(&["pub", net.p()], b"AB\n\xff\x00z\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&sub.finish(LONG)), "41 42\nff 00 7a\n");
+}
+
+#[test]
+fn sub_text_replaces_invalid_utf8() {
+    let net = Net::created("lossy-utf8", &[]);
+    let sub = Bg::spawn(&["sub", net.p(), "--count", "1", "--timeout", "20"]);
+    net.wait_for_readers(1);
+    run_with_input(&["pub", net.p()], b"a\xffb\n");
+    assert_eq!(stdout(&sub.finish(LONG)), "a\u{fffd}b\n");
+}
+
+/// The vde_plug stream format: a 2-byte big-endian length, then the frame.
+fn record(frame: &[u8]) -> Vec<u8> {
+    let mut r = (frame.len() as u16).to_be_bytes().to_vec();
+    r.extend_from_slice(frame);
+    r
+}
+
+#[test]
+fn pub_raw_and_sub_raw_carry_vde_stream_records_unchanged() {
+    let net = Net::created("raw", &["--mtu", "1514"]);
+    let sub = Bg::spawn(&["sub", net.p(), "--raw", "--count", "3", "--timeout", "20"]);
+    net.wait_for_readers(1);
+    let frames: [Vec<u8>; 3] = [
+        b"\n\nbinary\0with newlines\n".to_vec(),
+        vec![0xab; 1514],
+        (0..=255u8).collect(),
+    ];
+    let mut input = Vec::new();
+    for frame in &frames {
+        input.extend(record(frame));
+        input.extend([0, 0]); // an empty record: skipped, as libvdestream does
+    }
+    let out = run_with_input(&["pub", "--raw", net.p()], &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sub.finish(LONG);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: Vec<u8> = frames.iter().flat_map(|f| record(f)).collect();
+    assert_eq!(out.stdout, expected);
+}
+
+#[test]
+fn pub_raw_reports_a_truncated_record() {
+    let net = Net::created("rawtrunc", &[]);
+    let mut input = record(b"whole");
+    input.extend([0, 10, 1, 2, 3]);
+    let out = run_with_input(&["pub", "--raw", net.p()], &input);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("record 2"), "{err}");
+    assert!(err.contains("3 of its 10 bytes"), "{err}");
+}
+
+#[test]
+fn oversize_line_is_an_error_naming_the_line_and_both_sizes() {
+    let net = Net::created("oversize", &["--mtu", "100"]);
+    let input = format!("short\n{}\nnever sent\n", "x".repeat(150));
+    let out = run_with_input(&["pub", net.p()], input.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("ipn: "), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("150 bytes"), "{err}");
+    assert!(err.contains("MTU of 100 bytes"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The publisher left: no port remains.
+    assert!(ports(&net.status_json()).is_empty());
+}
+
+#[test]
+fn oversize_raw_record_is_an_error_naming_the_record() {
+    let net = Net::created("oversize-raw", &["--mtu", "64"]);
+    let mut input = record(b"ok");
+    input.extend(record(&[1; 65]));
+    let out = run_with_input(&["pub", "--raw", net.p()], &input);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("record 2: 65 bytes"), "{err}");
+    assert!(err.contains("MTU of 64 bytes"), "{err}");
+}
+
+#[test]
+fn missing_network_is_a_clear_error_with_exit_status_1() {
+    let net = Net::new("missing");
+    for args in [
+        vec!["status", net.p()],
+        vec!["status", net.p(), "--json"],
+        vec!["sub", net.p()],
+        vec!["pub", net.p()],
+        vec!["rm", net.p()],
+    ] {
+        let out = run_with_input(&args, b"x\n");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.starts_with("ipn: "), "{args:?}: {err}");
+        assert!(err.contains(net.p()), "{args:?}: {err}");
+        assert!(err.contains("no such network"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn garbage_shm_file_is_a_clear_error_not_a_panic() {
+    let net = Net::new("garbage");
+    std::fs::create_dir(&net.path).unwrap();
+    let garbage: Vec<u8> = (0..10_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(net.path.join("shm"), garbage).unwrap();
+    for args in [
+        vec!["status", net.p()],
+        vec!["sub", net.p()],
+        vec!["pub", net.p()],
+        vec!["rm", net.p()],
+    ] {
+        let out = run_with_input(&args, b"x\n");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.starts_with("ipn: "), "{args:?}: {err}");
+        assert!(err.contains("not a usable ipn network"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let out = run(&["rm", "--force", net.p()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!net.path.exists());
+}
+
+#[test]
+fn sigint_makes_sub_leave_with_status_130_and_its_port_disappears() {
+    let net = Net::created("sigint", &[]);
+    let sub = Bg::spawn(&["sub", net.p()]);
+    net.wait_for_readers(1);
+    let index = ports(&net.status_json())[0]["port"].as_u64().unwrap();
+    assert!(net.path.join(format!("bell.{index}")).exists());
+    kill(sub.pid(), Signal::SIGINT).unwrap();
+    let out = sub.finish(LONG);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let status = net.status_json();
+    assert!(ports(&status).is_empty(), "{status:#}");
+    assert_eq!(status["readers"], 0);
+    assert!(!net.path.join(format!("bell.{index}")).exists());
+}
+
+#[test]
+fn sigterm_makes_a_waiting_pub_leave_with_status_143() {
+    let net = Net::created("sigterm", &[]);
+    // Standard input stays open and empty: pub waits for lines.
+    let mut child = ipn()
+        .args(["pub", net.p()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let deadline = Instant::now() + LONG;
+    while net.status_json()["writers"] != 1 {
+        assert!(Instant::now() < deadline, "pub never joined");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pub_ = Bg(Some(child));
+    kill(pub_.pid(), Signal::SIGTERM).unwrap();
+    let out = pub_.finish(LONG);
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(ports(&net.status_json()).is_empty());
+}
+
+#[test]
+fn status_shows_a_killed_sub_as_dead_or_gone() {
+    let net = Net::created("kill9", &[]);
+    let sub = Bg::spawn(&["sub", net.p()]);
+    net.wait_for_readers(1);
+    let pid = sub.pid();
+    kill(pid, Signal::SIGKILL).unwrap();
+    let _ = sub.finish(LONG);
+    let status = net.status_json();
+    assert_eq!(status["readers"], 0, "{status:#}");
+    for port in ports(&status) {
+        assert_eq!(port["state"], "dead", "{status:#}");
+        assert_eq!(port["reading"], false);
+    }
+    let table = stdout(&run(&["status", net.p()]));
+    if let Some(row) = table.lines().find(|l| l.contains(&pid.to_string())) {
+        assert!(row.contains("dead"), "{table}");
+    }
+    // And the network keeps working for the others.
+    let sub = Bg::spawn(&["sub", net.p(), "--count", "1", "--timeout", "20"]);
+    net.wait_for_readers(1);
+    run_with_input(&["pub", net.p()], b"still works\n");
+    assert_eq!(stdout(&sub.finish(LONG)), "still works\n");
+}
+
+#[test]
+fn sub_exits_quietly_when_the_reader_of_its_output_goes_away() {
+    let net = Net::created("epipe", &[]);
+    let mut sub = ipn()
+        .args(["sub", net.p()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    net.wait_for_readers(1);
+    run_with_input(&["pub", net.p()], b"one\n");
+    let mut first = [0u8; 4];
+    sub.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"one\n");
+    drop(sub.stdout.take()); // like `| head -1` exiting
+    let sub = Bg(Some(sub));
+    let out = sub.finish(LONG);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert!(ports(&net.status_json()).is_empty());
+}
+
+#[test]
+fn sub_events_prints_reader_and_writer_counts_as_they_change() {
+    let net = Net::created("events", &[]);
+    let sub = Bg::spawn(&[
+        "sub",
+        net.p(),
+        "--events",
+        "--count",
+        "1",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    let other = Bg::spawn(&["sub", net.p()]);
+    net.wait_for_readers(2);
+    run_with_input(&["pub", net.p()], b"hi\n");
+    let out = stdout(&sub.finish(LONG));
+    drop(other);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"# readers=1 writers=0"), "{out}");
+    assert!(lines.contains(&"# readers=2 writers=0"), "{out}");
+    assert!(lines.contains(&"hi"), "{out}");
+}
+
+#[test]
+fn sub_timeout_without_the_counted_frames_is_an_error() {
+    let net = Net::created("timeout", &[]);
+    let started = Instant::now();
+    let out = run(&["sub", net.p(), "--count", "1", "--timeout", "0.3"]);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("received 0 of 1"), "{}", stderr(&out));
+    // Without --count, a timeout is simply the end.
+    let out = run(&["sub", net.p(), "--timeout", "0.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(ports(&net.status_json()).is_empty());
+}
+
+#[test]
+fn pub_create_makes_the_network_if_missing() {
+    let net = Net::new("pubcreate");
+    let out = run_with_input(&["pub", "--create", net.p()], b"into the void\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = net.status_json();
+    assert_eq!(status["mtu"], 1514);
+    assert!(Path::new(&net.path).join("shm").exists());
+}
+
+#[test]
+fn help_explains_every_command_with_examples() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for word in ["create", "status", "rm", "pub", "sub", "bench", "Examples:"] {
+        assert!(help.contains(word), "{word:?} missing from --help");
+    }
+    let out = run(&["status", "--help"]);
+    let help = stdout(&out);
+    for field in ["format_version", "rx_dropped", "readers", "description"] {
+        assert!(help.contains(field), "{field:?} missing from status --help");
+    }
+}
