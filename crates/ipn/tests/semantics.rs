@@ -335,7 +335,6 @@ fn port_receives_only_frames_sent_after_it_joined() {
 /// leaves (or dies) before the reader gets to look: the frames are in the
 /// ring, as on a hub the bits are on the wire.
 #[test]
-#[ignore = "core bug: frames of a sender that left before the reader looked are lost"]
 fn frames_sent_by_a_port_that_left_are_still_delivered() {
     let mut failures = Vec::new();
     for (how, lossless) in [

@@ -108,7 +108,13 @@ impl Watchdog {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if !flag.load(Ordering::Acquire) {
-                eprintln!("watchdog: {what} did not finish within {limit:?}: it hangs; aborting");
+                // Straight to fd 2: the test harness captures `eprintln!`,
+                // and that capture is lost when the process aborts.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "watchdog: {what} did not finish within {limit:?}: it hangs; aborting"
+                );
                 std::process::abort();
             }
         });
