@@ -140,10 +140,13 @@ pub fn permission_hint(path: &Path) -> String {
     } else {
         format!("ask {owner} to run `chmod g+rwx` on it and add you to group '{group}'")
     };
-    format!(
-        "{}: mode {mode:04o}, owner {owner}, group {group}; {advice}",
-        dir.display()
-    )
+    // The error already names `path`; name the directory only if another.
+    let place = if dir == path {
+        String::new()
+    } else {
+        format!("{}: ", dir.display())
+    };
+    format!("{place}mode {mode:04o}, owner {owner}, group {group}; {advice}")
 }
 
 pub fn user_name(uid: u32) -> String {

@@ -70,6 +70,9 @@ pub struct Port {
     membership: Membership,
     events: bool,
     event_pending: bool,
+    /// Heads of the rings when the pending event was noticed: frames sent
+    /// before a membership change are delivered before the event.
+    event_barrier: Vec<(u32, u64)>,
     // Send side.
     head: u64,
     join_head: u64,
@@ -177,6 +180,7 @@ impl Port {
             membership: Membership::default(),
             events: false,
             event_pending: false,
+            event_barrier: Vec::new(),
             head,
             join_head: head,
             readers: Vec::new(),
@@ -330,6 +334,13 @@ impl Port {
         if counts != self.membership {
             self.membership = counts;
             self.event_pending = self.events;
+            if self.events {
+                self.event_barrier = self
+                    .senders
+                    .iter()
+                    .map(|&s| (s, self.shm.port(s).head.load(Ordering::Acquire)))
+                    .collect();
+            }
         }
     }
 
@@ -557,11 +568,23 @@ impl Port {
     /// One pass: a pending membership event, else one frame.
     fn poll_once(&mut self, buf: &mut [u8]) -> Option<Message> {
         self.check_membership();
+        if self.event_pending && !self.frames_before_event() {
+            if let Some(len) = self.read_any(buf) {
+                return Some(Message::Frame(len));
+            }
+        }
         if self.event_pending {
             self.event_pending = false;
             return Some(Message::Membership(self.membership));
         }
         self.read_any(buf).map(Message::Frame)
+    }
+
+    /// Whether every frame sent before the pending event was read.
+    fn frames_before_event(&self) -> bool {
+        self.event_barrier
+            .iter()
+            .all(|&(sender, head)| (self.cursors[sender as usize].wrapping_sub(head) as i64) >= 0)
     }
 
     /// Reads the next frame from the senders, round-robin.

@@ -29,3 +29,51 @@ fn frame_reaches_other_ports_not_sender() {
     drop((a, b, c));
     Network::remove(&path, false).unwrap();
 }
+
+#[test]
+fn frames_sent_before_a_leave_arrive_before_the_leave_event() {
+    use ipn::Message;
+    let path = tmp("event-order");
+    Network::create(&path, &Config::default()).unwrap();
+    let mut sub = Port::join(&path, &JoinOptions::described("sub")).unwrap();
+    sub.set_membership_events(true);
+    let mut publisher = Port::join(&path, &JoinOptions::described("pub")).unwrap();
+    let mut buf = [0u8; 1514];
+    let joined = sub
+        .recv_message(&mut buf, Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(
+        joined,
+        Message::Membership(ipn::Membership {
+            readers: 2,
+            writers: 2
+        })
+    );
+    for i in 0..10u8 {
+        publisher.send(&[i; 60]).unwrap();
+    }
+    drop(publisher);
+    for i in 0..10u8 {
+        let m = sub
+            .recv_message(&mut buf, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(
+            m,
+            Message::Frame(60),
+            "frame {i} must come before the leave event"
+        );
+        assert_eq!(buf[0], i);
+    }
+    let left = sub
+        .recv_message(&mut buf, Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(
+        left,
+        Message::Membership(ipn::Membership {
+            readers: 1,
+            writers: 1
+        })
+    );
+    drop(sub);
+    Network::remove(&path, false).unwrap();
+}
