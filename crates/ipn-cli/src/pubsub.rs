@@ -101,6 +101,10 @@ pub fn publish(args: &PubArgs) -> anyhow::Result<Outcome> {
                  shorten it or create the network with a larger --mtu",
                 args.path.display()
             ),
+            Next::Truncated {
+                expected: 2,
+                got: 1,
+            } => bail!("record {number}: standard input ended inside its 2-byte length header"),
             Next::Truncated { expected, got } => {
                 bail!("record {number}: standard input ended after {got} of its {expected} bytes")
             }
