@@ -9,8 +9,14 @@
 //! the address goes through `/proc/self/fd/D/bell.N`, where `D` is a
 //! descriptor of the network directory held by this process.
 //!
-//! Errors while ringing are ignored on purpose: the only receivers that can
-//! refuse a doorbell are dead ports, which have nothing to wake.
+//! Ringing is one `send()` on a socket `connect()`ed to the reader's bell,
+//! kept per reader (up to [`MAX_CONNECTED`] of them): a `sendto()` with a
+//! path would make the kernel walk the path on every doorbell. A connected
+//! socket whose peer was replaced (the slot was reclaimed and its bell bound
+//! anew) fails with `ECONNREFUSED`; it is then connected again, once.
+//!
+//! Other errors while ringing are ignored on purpose: the only receivers
+//! that can refuse a doorbell are dead ports, which have nothing to wake.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,10 +25,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{
-    bind, recv, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+    bind, connect, recv, send, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType,
+    UnixAddr,
 };
 
 use crate::files;
+
+/// Most readers a port keeps a connected socket for; beyond that it rings
+/// with `sendto()`, to bound the descriptors a port holds.
+pub const MAX_CONNECTED: usize = 256;
 
 pub struct Doorbell {
     /// Bound socket: this port's pollable fd.
@@ -34,6 +45,7 @@ pub struct Doorbell {
     dir_path: PathBuf,
     own_path: PathBuf,
     addresses: HashMap<u32, UnixAddr>,
+    connected: HashMap<u32, OwnedFd>,
 }
 
 impl std::fmt::Debug for Doorbell {
@@ -66,6 +78,7 @@ impl Doorbell {
             dir_path: dir_path.into(),
             own_path: dir_path.join(files::bell_name(index)),
             addresses: HashMap::new(),
+            connected: HashMap::new(),
         };
         match std::fs::remove_file(&bell.own_path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -106,15 +119,62 @@ impl Doorbell {
 
     /// Wakes port `index` (which may be this port itself).
     pub fn ring(&mut self, index: u32) {
-        if let Ok(address) = self.address(index) {
-            let _ = sendto(self.ringer.as_raw_fd(), &[], &address, MsgFlags::empty());
+        for _attempt in 0..2 {
+            match self.connection(index) {
+                Some(fd) => match send(fd, &[], MsgFlags::MSG_DONTWAIT) {
+                    Err(nix::errno::Errno::ECONNREFUSED) | Err(nix::errno::Errno::ENOTCONN) => {
+                        // The bell was bound anew by a new owner: reconnect.
+                        self.connected.remove(&index);
+                    }
+                    _ => return,
+                },
+                None => {
+                    if let Ok(address) = self.address(index) {
+                        let _ = sendto(
+                            self.ringer.as_raw_fd(),
+                            &[],
+                            &address,
+                            MsgFlags::MSG_DONTWAIT,
+                        );
+                    }
+                    return;
+                }
+            }
         }
     }
 
-    /// Consumes every waiting doorbell, so the fd stops being readable.
-    pub fn drain(&self) {
+    /// The connected socket for port `index`, connecting it if needed.
+    fn connection(&mut self, index: u32) -> Option<RawFd> {
+        if let Some(fd) = self.connected.get(&index) {
+            return Some(fd.as_raw_fd());
+        }
+        if self.connected.len() >= MAX_CONNECTED {
+            return None;
+        }
+        let address = self.address(index).ok()?;
+        let fd = datagram_socket().ok()?;
+        connect(fd.as_raw_fd(), &address).ok()?;
+        let raw = fd.as_raw_fd();
+        self.connected.insert(index, fd);
+        Some(raw)
+    }
+
+    /// Closes the connections to ports that are no longer readers.
+    pub fn keep_connected(&mut self, readers: &[u32]) {
+        self.connected.retain(|index, _| readers.contains(index));
+    }
+
+    /// Consumes waiting doorbells so the fd stops being readable: `expected`
+    /// of them if known (each was counted after it was sent, so it is
+    /// already queued), else all of them.
+    pub fn drain(&self, expected: Option<u64>) {
         let mut byte = [0u8; 1];
-        while recv(self.socket.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT).is_ok() {}
+        let mut drained = 0u64;
+        while expected != Some(drained)
+            && recv(self.socket.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT).is_ok()
+        {
+            drained += 1;
+        }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

@@ -54,6 +54,10 @@ pub enum Shutdown {
     Both,
 }
 
+/// How many times a blocking receive yields the processor, looking for
+/// frames, before it arms the doorbell and sleeps.
+const YIELDS_BEFORE_SLEEP: u32 = 4;
+
 /// How often a waiting port checks for dead peers.
 const DEATH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -327,6 +331,7 @@ impl Port {
                 senders.push(index);
             }
         }
+        self.bell.keep_connected(&readers);
         self.readers = readers;
         self.senders = senders;
         self.space_limit = 0;
@@ -476,6 +481,37 @@ impl Port {
         }
     }
 
+    /// [`Port::try_recv`] for callers that were just told by `poll` (or
+    /// epoll, or QEMU's main loop) that the fd is readable: when nothing is
+    /// waiting it also clears doorbells it could not account for (say, from
+    /// a sender killed mid-ring), so the fd never stays readable while
+    /// nothing waits. Before concluding that nothing waits, it yields the
+    /// processor a few times, as [`Port::recv`] does before sleeping, so a
+    /// streaming sender wakes this reader once per batch, not per frame.
+    pub fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.armed = false;
+        match self.try_recv_message(buf) {
+            Ok(Message::Frame(len)) => return Ok(len),
+            Ok(Message::Membership(_)) | Err(RecvError::WouldBlock) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(Message::Frame(len)) = self.yield_for_frames(buf) {
+            return Ok(len);
+        }
+        self.try_recv(buf)
+    }
+
+    /// Yields the processor a few times, looking for a frame or event.
+    fn yield_for_frames(&mut self, buf: &mut [u8]) -> Option<Message> {
+        for _ in 0..YIELDS_BEFORE_SLEEP {
+            std::thread::yield_now();
+            if let Some(message) = self.poll_once(buf) {
+                return Some(message);
+            }
+        }
+        None
+    }
+
     /// Receives one frame, waiting as long as it takes.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         loop {
@@ -523,6 +559,17 @@ impl Port {
         timeout: Option<Duration>,
     ) -> Result<Message, RecvError> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // Before arming the doorbell, give a busy sender the processor a few
+        // times: a streaming reader then wakes once per batch of frames
+        // instead of making the sender ring for every frame.
+        if self.caps & CAP_READ != 0 {
+            if let Some(message) = self.poll_once(buf) {
+                return Ok(message);
+            }
+            if let Some(message) = self.yield_for_frames(buf) {
+                return Ok(message);
+            }
+        }
         loop {
             match self.try_recv_message(buf) {
                 Err(RecvError::WouldBlock) => {}
@@ -643,8 +690,12 @@ impl Port {
         if self.armed && entry.armed.load(Ordering::Acquire) == 1 && rings == self.seen_rings {
             return false; // Already armed, no doorbell since: nothing to do.
         }
+        // While armed, every doorbell was counted after it was sent, so the
+        // count says how many to drain; after a readable fd we had not
+        // accounted for (`armed == false`), drain all.
+        let expected = self.armed.then(|| rings.wrapping_sub(self.seen_rings));
         self.seen_rings = rings;
-        self.bell.drain();
+        self.bell.drain(expected);
         self.publish_cursors();
         entry.armed.store(1, Ordering::SeqCst);
         self.armed = true;

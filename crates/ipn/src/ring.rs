@@ -11,7 +11,7 @@
 //!
 //! A reader keeps its own cursor (the next frame number it wants) per
 //! sender. If the slot already holds a later frame, the reader was lapped:
-//! it jumps forward to the oldest frame still in the ring and counts what it
+//! it jumps forward to half a ring behind the writer and counts what it
 //! skipped as drops. In a lossless network the sender never laps a live
 //! reader (it waits for the reader's published cursor), so lapping there
 //! means only that the reader joined or was found dead mid-stream.
@@ -84,9 +84,10 @@ fn is_before(a: u64, b: u64) -> bool {
 fn lapped(shm: &SharedFile, sender: u32, cursor: &mut u64) -> Read {
     let head = shm.port(sender).head.load(Ordering::Acquire);
     let slots = u64::from(shm.geometry().ring_slots);
-    // The oldest frame the writer cannot be touching: the slot of frame
-    // `head` may be being rewritten right now.
-    let oldest = head.wrapping_sub(slots).wrapping_add(1);
+    // Resume half a ring behind the writer: resuming at the oldest frame
+    // left would put the reader right where the writer writes next, to be
+    // lapped again at once.
+    let oldest = head.wrapping_sub((slots / 2).max(1));
     let skipped = if is_before(*cursor, oldest) {
         oldest.wrapping_sub(*cursor)
     } else {

@@ -98,7 +98,7 @@ impl Conn {
     /// Receives one frame into `buf` without waiting; `Ok(0)` if none
     /// waits. A frame longer than `buf` is truncated to it.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, i32> {
-        match self.port.try_recv(buf) {
+        match self.port.try_recv_after_poll(buf) {
             Ok(n) => Ok(n),
             Err(RecvError::WouldBlock) => Ok(0),
             Err(RecvError::TimedOut) => Ok(0),
