@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of ipn: installs what the tests need (Debian packages),
 # checks formatting and lints, runs the Rust test suites (unit, multi-process,
-# CLI, vdeplug plugin with vde_plug / vde_switch / C clients), then the
-# system tests that boot QEMU virtual machines on an ipn network.
+# CLI, vdeplug plugin with vde_plug / vde_switch / C clients), model-checks
+# the concurrency core with loom, then the system tests that boot QEMU
+# virtual machines on an ipn network.
 #
 # Usage: scripts/test.sh        (as root: the tests create users, TAPs, VMs)
 set -euo pipefail
@@ -31,6 +32,13 @@ cargo build --release -q -p ipn-cli -p vdeplug-ipn
 step "Rust tests (unit, multi-process, CLI, plugin)"
 cargo test --workspace -q 2>&1 | tee target/cargo-test.log
 if grep -q "test result: FAILED" target/cargo-test.log; then exit 1; fi
+
+step "loom model checking (concurrency core)"
+# The ring seqlock, the armed handshake and lossless flow control, run on
+# loom's atomics (crates/ipn/src/loom_tests.rs). Own target dir: --cfg loom
+# rebuilds every dependency and must not evict the normal build's cache.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -q -p ipn --release --lib loom
 
 step "system tests"
 system_passed=0

@@ -55,6 +55,10 @@ mod network;
 mod port;
 mod ring;
 mod shm;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 pub use config::{Config, JoinOptions, Protocol};
 pub use error::{OpenError, RecvError, SendError};

@@ -8,12 +8,11 @@
 //! the generation in the compared word makes that swap fail if the slot was
 //! meanwhile reclaimed. Every change bumps `Header::membership_epoch`.
 
-use std::sync::atomic::{fence, Ordering};
-
 use crate::doorbell::Doorbell;
 use crate::liveness;
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
+use crate::sync::{fence, Ordering};
 
 /// Reader and writer counts: the AF_IPN "numreaders/numwriters" event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,10 +98,35 @@ pub fn wake_all(shm: &SharedFile, bell: &mut Doorbell, me: u32) {
 /// `armed`, so a sleeping port gets one doorbell per sleep.
 pub fn wake(shm: &SharedFile, bell: &mut Doorbell, index: u32) {
     let entry = shm.port(index);
-    if entry.armed.load(Ordering::Relaxed) == 1 && entry.armed.swap(0, Ordering::AcqRel) == 1 {
+    if claim_wake(entry) {
         bell.ring(index);
         entry.rings.fetch_add(1, Ordering::Release);
     }
+}
+
+/// The sleeper's half of the armed handshake (see `port`): ask for a
+/// doorbell, then a full fence, after which the caller must look at the
+/// rings once more before sleeping.
+#[inline]
+pub fn arm(entry: &PortEntry) {
+    entry.armed.store(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+}
+
+/// Takes back a request for a doorbell; `true` if it was still pending,
+/// i.e. no waker claimed it and nobody will ring for it.
+#[inline]
+pub fn disarm(entry: &PortEntry) -> bool {
+    entry.armed.swap(0, Ordering::AcqRel) == 1
+}
+
+/// The waker's half: whether the caller must ring `entry`'s doorbell,
+/// i.e. the port is armed and this caller won the swap that disarms it.
+/// The plain load first keeps the common case (not armed) from taking the
+/// cache line exclusively.
+#[inline]
+pub fn claim_wake(entry: &PortEntry) -> bool {
+    entry.armed.load(Ordering::Relaxed) == 1 && entry.armed.swap(0, Ordering::AcqRel) == 1
 }
 
 pub fn write_description(entry: &PortEntry, text: &str) {

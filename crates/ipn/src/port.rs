@@ -22,7 +22,6 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, JoinOptions};
@@ -35,6 +34,7 @@ use crate::network::{open_shared, status_of, Network, Status};
 use crate::ring::{self, Read};
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
+use crate::sync::{fence, Ordering};
 
 /// What a receive can return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -697,9 +697,8 @@ impl Port {
         self.seen_rings = rings;
         self.bell.drain(expected);
         self.publish_cursors();
-        entry.armed.store(1, Ordering::SeqCst);
+        membership::arm(entry);
         self.armed = true;
-        fence(Ordering::SeqCst);
         true
     }
 
@@ -707,7 +706,7 @@ impl Port {
     /// the fd readable ourselves until an empty receive drains it.
     fn disarm_after_finding(&mut self) {
         let entry = self.shm.port(self.index);
-        if entry.armed.swap(0, Ordering::AcqRel) == 1 {
+        if membership::disarm(entry) {
             self.bell.ring(self.index);
             entry.rings.fetch_add(1, Ordering::Release);
         }

@@ -20,10 +20,9 @@
 //! lengths are clamped, sequence arithmetic wraps, and nothing indexes
 //! memory with a value read from the ring.
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
-
 use crate::shm::layout::{seq_done, seq_writing};
 use crate::shm::{SharedFile, Slot};
+use crate::sync::{fence, AtomicU64, Ordering};
 
 /// Writes frame number `seq` of `sender`'s ring. The caller has checked
 /// `frame.len() <= mtu` and, in a lossless network, that every reader has

@@ -24,7 +24,7 @@
 //!   `state` word (compare-and-swap with a generation number), `armed`
 //!   (the owner sets it, senders swap it off) and `rings` (senders add).
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use crate::sync::{AtomicU32, AtomicU64};
 
 /// First eight bytes of every ipn shared file.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPNnet\0\x01");
@@ -74,6 +74,7 @@ pub struct Header {
     pub membership_epoch: AtomicU64,
     _pad1: [u64; 7],
 }
+#[cfg(not(loom))] // loom's atomics are larger than the real ones.
 const _: () = assert!(std::mem::size_of::<Header>() == 192);
 
 /// Port slot states (low byte of [`PortEntry::state`]).
@@ -127,6 +128,7 @@ pub struct PortEntry {
     pub rx_dropped: AtomicU64,
     _pad5: [u64; 5],
 }
+#[cfg(not(loom))] // loom's atomics are larger than the real ones.
 const _: () = assert!(std::mem::size_of::<PortEntry>() == 320);
 
 /// The fixed part of a ring slot; `mtu` bytes of frame data follow,
@@ -140,9 +142,85 @@ pub struct SlotHeader {
     /// Destination port in switch mode; [`DST_ALL`] floods.
     pub dst: AtomicU32,
 }
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<SlotHeader>() as u64 == SLOT_HEADER_SIZE);
 
 pub const DST_ALL: u32 = u32::MAX;
+
+/// All-zero structures, as in a freshly sized (sparse) file, for the
+/// in-memory backend of the loom model checker: loom's atomics cannot be
+/// cast from memory, they must be constructed.
+#[cfg(loom)]
+#[cfg_attr(not(test), allow(dead_code))] // used by loom_tests only
+mod zeroed {
+    use super::*;
+
+    fn z64() -> AtomicU64 {
+        AtomicU64::new(0)
+    }
+
+    fn z32() -> AtomicU32 {
+        AtomicU32::new(0)
+    }
+
+    impl Header {
+        pub fn zeroed() -> Header {
+            Header {
+                magic: z64(),
+                version: z32(),
+                protocol: z32(),
+                max_ports: z32(),
+                mtu: z32(),
+                ring_slots: z32(),
+                flags: z32(),
+                slot_size: z32(),
+                port_entry_size: z32(),
+                port_table_offset: z64(),
+                cursor_table_offset: z64(),
+                rings_offset: z64(),
+                total_size: z64(),
+                _pad0: [0; 7],
+                membership_epoch: z64(),
+                _pad1: [0; 7],
+            }
+        }
+    }
+
+    impl PortEntry {
+        pub fn zeroed() -> PortEntry {
+            PortEntry {
+                state: z64(),
+                pid: z32(),
+                caps: z32(),
+                join_head: z64(),
+                _pad0: [0; 5],
+                description: std::array::from_fn(|_| z64()),
+                head: z64(),
+                tx_frames: z64(),
+                tx_bytes: z64(),
+                _pad2: [0; 5],
+                armed: z32(),
+                _pad3: 0,
+                rings: z64(),
+                _pad4: [0; 6],
+                rx_frames: z64(),
+                rx_bytes: z64(),
+                rx_dropped: z64(),
+                _pad5: [0; 5],
+            }
+        }
+    }
+
+    impl SlotHeader {
+        pub fn zeroed() -> SlotHeader {
+            SlotHeader {
+                seq: z64(),
+                len: z32(),
+                dst: z32(),
+            }
+        }
+    }
+}
 
 /// Sequence word of a slot while frame `n` is being written.
 pub const fn seq_writing(n: u64) -> u64 {

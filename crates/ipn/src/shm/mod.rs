@@ -17,19 +17,29 @@
 //! trusted not to do that, as hosts on one Ethernet segment are trusted not
 //! to cut the cable (see DESIGN.md, trust model); a file that is already
 //! truncated when it is opened is refused.
+//!
+//! Built with `--cfg loom` (model checking, see `loom_tests`), the same
+//! accessors return references into constructed loom atomics held in
+//! ordinary vectors ([`SharedFile::in_memory`]) instead of into a mapping:
+//! loom's atomics carry model state and cannot be cast from raw memory.
+//! The mapping code does not exist in that build.
 
 #![allow(unsafe_code)]
 
 pub mod layout;
 
 use std::fs::File;
+#[cfg(not(loom))]
 use std::os::fd::AsFd;
+#[cfg(not(loom))]
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sync::{AtomicU64, Ordering};
 
 use layout::*;
 
 /// Why a file is not a usable ipn network.
+#[cfg_attr(loom, allow(dead_code))] // nothing is opened in the loom build
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalid {
     /// Shorter than the header, or than the size its header announces.
@@ -46,15 +56,34 @@ pub enum Invalid {
 
 /// A mapped, validated network file.
 pub struct SharedFile {
+    #[cfg(not(loom))]
     file: File,
+    #[cfg(not(loom))]
     base: NonNull<u8>,
+    #[cfg(loom)]
+    memory: InMemory,
     geometry: Geometry,
     writable: bool,
 }
 
+/// The loom build's stand-in for the mapping: the same structures,
+/// constructed (all zero, as in a fresh file) instead of mapped.
+#[cfg(loom)]
+struct InMemory {
+    header: Header,
+    ports: Vec<PortEntry>,
+    cursors: Vec<AtomicU64>,
+    /// `max_ports * ring_slots` slots, ring after ring.
+    slot_headers: Vec<SlotHeader>,
+    /// `slot_words` data words per slot, in the order of `slot_headers`.
+    slot_data: Vec<AtomicU64>,
+}
+
+#[cfg(not(loom))]
 // SAFETY: the mapping is plain shared memory accessed only through atomics
 // (see module docs); the pointer is not tied to the creating thread.
 unsafe impl Send for SharedFile {}
+#[cfg(not(loom))]
 // SAFETY: as above; `&SharedFile` only ever yields `&Atomic*`, which are Sync.
 unsafe impl Sync for SharedFile {}
 
@@ -67,6 +96,20 @@ impl std::fmt::Debug for SharedFile {
     }
 }
 
+impl SharedFile {
+    /// The parameters and offsets, as validated when opened.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Whether the mapping may be written (read-only opens serve `status`).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+/// The mapping (every build but the loom one).
+#[cfg(not(loom))]
 impl SharedFile {
     /// Sizes `file` for `geometry`, maps it and writes the header. The file
     /// must be new and not yet visible to other processes.
@@ -152,16 +195,6 @@ impl SharedFile {
             unsafe { nix::sys::mman::munmap(self.base.cast(), self.geometry.total_size as usize) };
     }
 
-    /// The parameters and offsets, as validated when opened.
-    pub fn geometry(&self) -> &Geometry {
-        &self.geometry
-    }
-
-    /// Whether the mapping may be written (read-only opens serve `status`).
-    pub fn writable(&self) -> bool {
-        self.writable
-    }
-
     /// The underlying file (for the per-port locks).
     pub fn file(&self) -> &File {
         &self.file
@@ -232,9 +265,102 @@ impl SharedFile {
     }
 }
 
+#[cfg(not(loom))]
 impl Drop for SharedFile {
     fn drop(&mut self) {
         self.unmap();
+    }
+}
+
+/// The loom build: the same accessors, with the same bounds checks, over
+/// constructed atomics. There is no file and no mapping.
+#[cfg(loom)]
+impl SharedFile {
+    /// A fresh network of `geometry` held in memory, for model checking.
+    /// Only its header parameters are written, as `initialize` would.
+    #[cfg_attr(not(test), allow(dead_code))] // used by loom_tests only
+    pub fn in_memory(geometry: Geometry) -> SharedFile {
+        let g = &geometry;
+        let ports = g.max_ports as usize;
+        let slots = ports * g.ring_slots as usize;
+        let cursors = if g.lossless() { ports * ports } else { 0 };
+        let memory = InMemory {
+            header: Header::zeroed(),
+            ports: (0..ports).map(|_| PortEntry::zeroed()).collect(),
+            cursors: (0..cursors).map(|_| AtomicU64::new(0)).collect(),
+            slot_headers: (0..slots).map(|_| SlotHeader::zeroed()).collect(),
+            slot_data: (0..slots * g.slot_words())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        };
+        let h = &memory.header;
+        let r = Ordering::Relaxed;
+        h.max_ports.store(g.max_ports, r);
+        h.mtu.store(g.mtu, r);
+        h.ring_slots.store(g.ring_slots, r);
+        h.flags.store(g.flags, r);
+        h.magic.store(MAGIC, r);
+        SharedFile {
+            memory,
+            geometry,
+            writable: true,
+        }
+    }
+
+    /// Files cannot be mapped in the loom build.
+    pub fn initialize(_file: File, _geometry: Geometry) -> std::io::Result<SharedFile> {
+        Err(Self::no_files())
+    }
+
+    /// Files cannot be mapped in the loom build.
+    pub fn open(
+        _file: File,
+        _writable: bool,
+    ) -> Result<SharedFile, Result<Invalid, std::io::Error>> {
+        Err(Err(Self::no_files()))
+    }
+
+    fn no_files() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "built with --cfg loom: shared files are held in memory",
+        )
+    }
+
+    /// # Panics
+    /// Always: an in-memory network has no file, so no per-port locks.
+    pub fn file(&self) -> &File {
+        unimplemented!("built with --cfg loom: no file, no per-port locks")
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.memory.header
+    }
+
+    /// The port table entry of slot `index` (`index < max_ports`).
+    pub fn port(&self, index: u32) -> &PortEntry {
+        assert!(index < self.geometry.max_ports, "port index out of range");
+        &self.memory.ports[index as usize]
+    }
+
+    /// Lossless networks: how far `reader` has read `sender`'s ring.
+    pub fn cursor(&self, reader: u32, sender: u32) -> &AtomicU64 {
+        let g = &self.geometry;
+        assert!(g.lossless() && reader < g.max_ports && sender < g.max_ports);
+        &self.memory.cursors[reader as usize * g.max_ports as usize + sender as usize]
+    }
+
+    /// The slot of `sender`'s ring that holds frame number `seq`.
+    pub fn slot(&self, sender: u32, seq: u64) -> Slot<'_> {
+        let g = &self.geometry;
+        assert!(sender < g.max_ports, "sender index out of range");
+        let index = seq & u64::from(g.ring_slots - 1);
+        let slot = sender as usize * g.ring_slots as usize + index as usize;
+        let words = g.slot_words();
+        Slot {
+            header: &self.memory.slot_headers[slot],
+            data: &self.memory.slot_data[slot * words..(slot + 1) * words],
+        }
     }
 }
 
@@ -247,6 +373,7 @@ pub struct Slot<'a> {
 
 /// Checks a header read from a file of `file_size` bytes and computes the
 /// geometry it describes.
+#[cfg_attr(loom, allow(dead_code))] // nothing is opened in the loom build
 pub fn validate(h: &Header, file_size: u64) -> Result<Geometry, Invalid> {
     let r = Ordering::Acquire;
     if h.magic.load(r) != MAGIC {
