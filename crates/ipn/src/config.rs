@@ -39,6 +39,7 @@ impl Protocol {
 /// buffering per sender, mode 0770.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// How frames are delivered.
     pub protocol: Protocol,
     /// Most ports that can be joined at once (1..=4096).
     pub max_ports: u32,

@@ -1,5 +1,9 @@
 //! Error types, one per kind of operation, each saying what went wrong,
 //! with which path, and what to do about it.
+//!
+//! In the variants, `path` is always the network's path as the caller gave
+//! it (or the file inside it that failed).
+#![allow(missing_docs)] // fields are named for what they hold; see the module doc.
 
 use std::io;
 use std::path::PathBuf;

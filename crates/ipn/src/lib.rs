@@ -43,7 +43,6 @@
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
-#![allow(missing_docs)] // internal modules; the public items are documented.
 
 mod config;
 mod doorbell;

@@ -21,13 +21,16 @@ pub struct Network {
 /// State of one port slot, as seen by [`Network::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortState {
+    /// Claimed, not yet announced (a join in progress).
     Joining,
+    /// Joined and alive.
     Active,
     /// Its process died; the slot will be reused by the next joiner.
     Dead,
 }
 
 impl PortState {
+    /// The name shown by `ipn status`.
     pub fn name(self) -> &'static str {
         match self {
             PortState::Joining => "joining",
@@ -40,15 +43,25 @@ impl PortState {
 /// One port in a [`Status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortStatus {
+    /// Port number (slot in the port table).
     pub index: u32,
+    /// Process that joined it (in the joiner's PID namespace).
     pub pid: u32,
+    /// What the joiner said it is.
     pub description: String,
+    /// Joining, active, or dead (reclaimable).
     pub state: PortState,
+    /// Active and receiving (not joined write-only, not shut down).
     pub reading: bool,
+    /// Active and sending.
     pub writing: bool,
+    /// Frames sent since this port joined.
     pub tx_frames: u64,
+    /// Bytes sent since this port joined.
     pub tx_bytes: u64,
+    /// Frames received since this port joined.
     pub rx_frames: u64,
+    /// Bytes received since this port joined.
     pub rx_bytes: u64,
     /// Frames this port missed because it read too slowly (lossy).
     pub rx_dropped: u64,
@@ -57,12 +70,19 @@ pub struct PortStatus {
 /// A snapshot of a network and every port in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// The network's path.
     pub path: PathBuf,
+    /// How frames are delivered.
     pub protocol: Protocol,
+    /// Port slots (most ports joined at once).
     pub max_ports: u32,
+    /// Largest frame, in bytes.
     pub mtu: u32,
+    /// Frames buffered per sender.
     pub ring_slots: u32,
+    /// Whether senders wait for slow readers.
     pub lossless: bool,
+    /// Live readers and writers.
     pub membership: Membership,
     /// Ports that are joining, active, or dead and not yet reclaimed.
     pub ports: Vec<PortStatus>,
@@ -114,6 +134,7 @@ impl Network {
         })
     }
 
+    /// The network's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -49,8 +49,11 @@ pub enum Message {
 /// Which direction [`Port::shutdown`] stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
+    /// Stop receiving: senders no longer wait for or wake this port.
     Read,
+    /// Stop sending.
     Write,
+    /// Both: the port stays joined but does nothing.
     Both,
 }
 
