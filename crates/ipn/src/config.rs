@@ -10,18 +10,24 @@ pub enum Protocol {
     /// Every frame reaches every other reading port, like an Ethernet hub.
     #[default]
     Hub,
+    /// A learning switch: a unicast frame to an address that was seen
+    /// sending from some port reaches only that port; broadcast, multicast
+    /// and unknown destinations reach every port.
+    Switch,
 }
 
 impl Protocol {
     pub(crate) fn code(self) -> u32 {
         match self {
             Protocol::Hub => 0,
+            Protocol::Switch => 1,
         }
     }
 
     pub(crate) fn from_code(code: u32) -> Option<Protocol> {
         match code {
             0 => Some(Protocol::Hub),
+            1 => Some(Protocol::Switch),
             _ => None,
         }
     }
@@ -30,6 +36,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Hub => "hub",
+            Protocol::Switch => "switch",
         }
     }
 }

@@ -54,6 +54,7 @@ mod network;
 mod port;
 mod ring;
 mod shm;
+mod switch;
 mod sync;
 
 #[cfg(all(test, loom))]

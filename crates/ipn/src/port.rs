@@ -24,7 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, JoinOptions};
+use crate::config::{Config, JoinOptions, Protocol};
 use crate::doorbell::Doorbell;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::files;
@@ -34,6 +34,7 @@ use crate::network::{open_shared, status_of, Network, Status};
 use crate::ring::{self, Read};
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
+use crate::switch::MacTable;
 use crate::sync::{fence, Ordering};
 
 /// What a receive can return.
@@ -97,6 +98,8 @@ pub struct Port {
     armed: bool,
     seen_rings: u64,
     counters: Counters,
+    /// Switch mode: where each learned address lives.
+    switch: Option<MacTable>,
 }
 
 #[derive(Debug, Default)]
@@ -198,6 +201,8 @@ impl Port {
             armed: true,
             seen_rings: entry.rings.load(Ordering::Acquire),
             counters: Counters::default(),
+            switch: (Protocol::from_code(shm.geometry().protocol) == Some(Protocol::Switch))
+                .then(MacTable::default),
             shm,
         };
         port.start_cursors();
@@ -335,6 +340,9 @@ impl Port {
             }
         }
         self.bell.keep_connected(&readers);
+        if let Some(table) = &mut self.switch {
+            table.forget_departed(&self.shm);
+        }
         self.readers = readers;
         self.senders = senders;
         self.space_limit = 0;
@@ -395,7 +403,11 @@ impl Port {
         if self.shm.geometry().lossless() && self.head >= self.space_limit {
             self.wait_for_space(wait)?;
         }
-        ring::write_frame(&self.shm, self.index, self.head, frame, DST_ALL);
+        let dst = match &self.switch {
+            Some(table) => table.destination(&self.shm, frame),
+            None => DST_ALL,
+        };
+        ring::write_frame(&self.shm, self.index, self.head, frame, dst);
         self.head = self.head.wrapping_add(1);
         self.counters.tx_frames = self.counters.tx_frames.wrapping_add(1);
         self.counters.tx_bytes = self.counters.tx_bytes.wrapping_add(frame.len() as u64);
@@ -409,6 +421,12 @@ impl Port {
         fence(Ordering::SeqCst);
         // A reader that joined since our last look must be woken too.
         self.check_membership();
+        if dst != DST_ALL && !self.shm.geometry().lossless() {
+            // Only the addressee reads it. (Lossless: every reader must
+            // still step over it, or its cursor would hold us back.)
+            membership::wake(&self.shm, &mut self.bell, dst);
+            return Ok(());
+        }
         for i in 0..self.readers.len() {
             membership::wake(&self.shm, &mut self.bell, self.readers[i]);
         }
@@ -646,7 +664,8 @@ impl Port {
             let sender = self.senders[i];
             let cursor = &mut self.cursors[sender as usize];
             loop {
-                let read = ring::read_frame(&self.shm, sender, cursor, buf);
+                let me = self.switch.is_some().then_some(self.index);
+                let read = ring::read_frame_for(&self.shm, sender, cursor, buf, me);
                 if lossless && read != Read::Empty {
                     self.shm
                         .cursor(self.index, sender)
@@ -655,6 +674,11 @@ impl Port {
                 match read {
                     Read::Frame { len, .. } => {
                         self.next_sender = i + 1;
+                        if let (Some(table), Some(source)) = (&mut self.switch, buf.get(6..12)) {
+                            let mut mac = [0u8; 6];
+                            mac.copy_from_slice(source);
+                            table.learn(&self.shm, mac, sender);
+                        }
                         self.count_received(len);
                         return Some(len.min(buf.len()));
                     }
@@ -665,6 +689,11 @@ impl Port {
                             .port(self.index)
                             .rx_dropped
                             .store(self.counters.rx_dropped, Ordering::Relaxed);
+                    }
+                    Read::NotForUs { source } => {
+                        if let Some(table) = &mut self.switch {
+                            table.learn(&self.shm, source, sender);
+                        }
                     }
                     Read::Empty => break,
                 }

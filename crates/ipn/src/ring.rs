@@ -20,7 +20,7 @@
 //! lengths are clamped, sequence arithmetic wraps, and nothing indexes
 //! memory with a value read from the ring.
 
-use crate::shm::layout::{seq_done, seq_writing};
+use crate::shm::layout::{seq_done, seq_writing, DST_ALL};
 use crate::shm::{SharedFile, Slot};
 use crate::sync::{fence, AtomicU64, Ordering};
 
@@ -50,11 +50,28 @@ pub enum Read {
     Empty,
     /// The sender overwrote it: the cursor moved forward by `skipped`.
     Lapped { skipped: u64 },
+    /// A frame addressed to another port (switch mode): only its Ethernet
+    /// source address was read, so the reader can learn where it lives.
+    NotForUs { source: [u8; 6] },
 }
 
 /// Reads the frame at `*cursor` from `sender`'s ring into `buf`, advancing
-/// the cursor past it (or past what was lost).
+/// the cursor past it (or past what was lost). Every frame is accepted.
+#[cfg(loom)]
 pub fn read_frame(shm: &SharedFile, sender: u32, cursor: &mut u64, buf: &mut [u8]) -> Read {
+    read_frame_for(shm, sender, cursor, buf, None)
+}
+
+/// [`read_frame`] for port `me`: a frame addressed to another port (its
+/// `dst` is neither `me` nor [`DST_ALL`]) is not copied and gives
+/// [`Read::NotForUs`].
+pub fn read_frame_for(
+    shm: &SharedFile,
+    sender: u32,
+    cursor: &mut u64,
+    buf: &mut [u8],
+    me: Option<u32>,
+) -> Read {
     let n = *cursor;
     let slot = shm.slot(sender, n);
     let before = slot.header.seq.load(Ordering::Acquire);
@@ -62,8 +79,20 @@ pub fn read_frame(shm: &SharedFile, sender: u32, cursor: &mut u64, buf: &mut [u8
         let len = slot.header.len.load(Ordering::Relaxed) as usize;
         let dst = slot.header.dst.load(Ordering::Relaxed);
         let len = len.min(shm.geometry().mtu as usize);
-        load_bytes(slot, len.min(buf.len()), buf);
+        let for_us = me.is_none_or(|me| dst == DST_ALL || dst == me);
+        let mut header = [0u8; 16];
+        if for_us {
+            load_bytes(slot, len.min(buf.len()), buf);
+        } else {
+            load_bytes(slot, len.min(header.len()), &mut header);
+        }
         fence(Ordering::Acquire);
+        if slot.header.seq.load(Ordering::Relaxed) == before && !for_us {
+            *cursor = n.wrapping_add(1);
+            let mut source = [0u8; 6];
+            source.copy_from_slice(&header[6..12]);
+            return Read::NotForUs { source };
+        }
         if slot.header.seq.load(Ordering::Relaxed) == before {
             *cursor = n.wrapping_add(1);
             return Read::Frame { len, dst };
