@@ -1,94 +1,63 @@
-//! Publishes numbered messages on an ipn network: the "publish" half of
-//! publish/subscribe without a server.
+//! Publish/subscribe without a server, the "publish" half: join (or create)
+//! an ipn network by path as a write-only port and send numbered messages.
 //!
 //! ```text
-//! cargo run -p ipn --example publisher -- /tmp/news --count 10 --interval-ms 500
-//! cargo run -p ipn --example subscriber -- /tmp/news      # in other terminals
+//! cargo run --example subscriber -- /tmp/news              # in other terminals
+//! cargo run --example publisher -- /tmp/news --count 10 --interval-ms 500
 //! ```
 //!
-//! The network is created if there is none (a lossy hub: a slow subscriber
-//! loses messages, and never slows the publisher). With `--lossless` a new
-//! network waits for its slowest subscriber instead.
+//! The network is created if there is none: a lossy hub, where a slow
+//! subscriber loses messages and never slows the publisher. With
+//! `--lossless` a new network waits for its slowest subscriber instead.
+//! Subscribers that join later get only what is sent after they joined.
 
+use std::error::Error;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use ipn::{Config, JoinOptions, Port};
 
-const USAGE: &str = "\
-usage: publisher PATH [--count N] [--interval-ms MS] [--lossless] [--text TEXT]
-
-Joins (creating if needed) the ipn network at PATH and sends N messages
-(default 10), one every MS milliseconds (default 200), each the text
-(default \"hello\") followed by its number. Subscribers that join later get
-only what is sent after they joined.";
-
+/// Send numbered messages to everyone on an ipn network.
+///
+/// Joins the network at PATH (creating it if needed) and sends N messages,
+/// each TEXT followed by its number. Subscribers that join later get only
+/// what is sent after they joined.
+#[derive(Parser)]
+#[command(
+    name = "publisher",
+    after_help = "Example:\n  \
+        cargo run --example subscriber -- /tmp/news &\n  \
+        cargo run --example publisher -- /tmp/news --count 5 --text tick"
+)]
 struct Args {
-    path: String,
+    /// Network to join: a directory path, created if there is none
+    path: PathBuf,
+    /// Number of messages to send
+    #[arg(long, value_name = "N", default_value_t = 10)]
     count: u64,
-    interval: Duration,
+    /// Pause between two messages, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    interval_ms: u64,
+    /// If the network is created, make it lossless: it waits for its
+    /// slowest subscriber instead of letting it lose messages
+    #[arg(long)]
     lossless: bool,
+    /// Text of each message, followed by its number
+    #[arg(long, default_value = "hello", allow_hyphen_values = true)]
     text: String,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let mut path = None;
-    let mut parsed = Args {
-        path: String::new(),
-        count: 10,
-        interval: Duration::from_millis(200),
-        lossless: false,
-        text: "hello".into(),
-    };
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Err(String::new()),
-            "--count" => {
-                parsed.count = value("--count")?
-                    .parse()
-                    .map_err(|e| format!("--count: {e}"))?
-            }
-            "--interval-ms" => {
-                let ms = value("--interval-ms")?
-                    .parse()
-                    .map_err(|e| format!("--interval-ms: {e}"))?;
-                parsed.interval = Duration::from_millis(ms);
-            }
-            "--text" => parsed.text = value("--text")?,
-            "--lossless" => parsed.lossless = true,
-            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
-            other if path.is_none() => path = Some(other.to_owned()),
-            other => return Err(format!("unexpected argument {other}")),
-        }
-    }
-    parsed.path = path.ok_or("missing PATH")?;
-    Ok(parsed)
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("publisher: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match publish(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("publisher: {e}");
-            ExitCode::FAILURE
-        }
+    if let Err(e) = publish(&Args::parse()) {
+        eprintln!("publisher: {e}");
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }
 
-fn publish(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+fn publish(args: &Args) -> Result<(), Box<dyn Error>> {
     let config = Config {
         lossless: args.lossless,
         ..Config::default()
@@ -101,12 +70,11 @@ fn publish(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         write: true,
     };
     let mut port = Port::join_or_create(&args.path, &config, &options)?;
-    let status = port.status();
     println!(
         "publishing on {} (port {}, {} subscriber(s) now, mtu {})",
-        args.path,
+        args.path.display(),
         port.index(),
-        status.membership.readers,
+        port.status().membership.readers,
         port.mtu()
     );
     for n in 0..args.count {
@@ -115,7 +83,7 @@ fn publish(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         port.send(message.as_bytes())?;
         println!("sent: {message}");
         if n + 1 < args.count {
-            std::thread::sleep(args.interval);
+            std::thread::sleep(Duration::from_millis(args.interval_ms));
         }
     }
     Ok(())

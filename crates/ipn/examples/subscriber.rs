@@ -1,88 +1,57 @@
-//! Subscribes to an ipn network and prints what arrives: the "subscribe"
-//! half of publish/subscribe without a server (see `publisher.rs`).
+//! Publish/subscribe without a server, the "subscribe" half: join (or
+//! create) an ipn network by path as a read-only port and print every
+//! message that arrives (see `publisher.rs` for the other half).
 //!
 //! ```text
-//! cargo run -p ipn --example subscriber -- /tmp/news --count 5
+//! cargo run --example subscriber -- /tmp/news
+//! cargo run --example subscriber -- /tmp/news --count 5 --timeout-ms 3000
 //! ```
 //!
 //! It also reports when publishers and subscribers come and go (membership
 //! events), including ones that were killed, and at the end how many
 //! messages it missed because it read too slowly (lossy networks).
 
+use std::error::Error;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use ipn::{Config, JoinOptions, Message, Port, RecvError};
 
-const USAGE: &str = "\
-usage: subscriber PATH [--count N] [--timeout-ms MS]
-
-Joins (creating if needed) the ipn network at PATH as a read-only port and
-prints every message until N messages arrived (default: no limit) or none
-came for MS milliseconds (default: wait forever).";
-
+/// Print the messages sent on an ipn network, and who joins and leaves.
+///
+/// Joins the network at PATH (creating it if needed) as a read-only port and
+/// prints every message until N messages arrived or none came for MS
+/// milliseconds; without those options it runs until interrupted.
+#[derive(Parser)]
+#[command(
+    name = "subscriber",
+    after_help = "Example:\n  \
+        cargo run --example subscriber -- /tmp/news --timeout-ms 5000 &\n  \
+        cargo run --example publisher -- /tmp/news --count 3"
+)]
 struct Args {
-    path: String,
+    /// Network to join: a directory path, created if there is none
+    path: PathBuf,
+    /// Stop after N messages [default: no limit]
+    #[arg(long, value_name = "N")]
     count: Option<u64>,
-    timeout: Option<Duration>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let mut parsed = Args {
-        path: String::new(),
-        count: None,
-        timeout: None,
-    };
-    let mut path = None;
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Err(String::new()),
-            "--count" => {
-                parsed.count = Some(
-                    value("--count")?
-                        .parse()
-                        .map_err(|e| format!("--count: {e}"))?,
-                )
-            }
-            "--timeout-ms" => {
-                let ms = value("--timeout-ms")?
-                    .parse()
-                    .map_err(|e| format!("--timeout-ms: {e}"))?;
-                parsed.timeout = Some(Duration::from_millis(ms));
-            }
-            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
-            other if path.is_none() => path = Some(other.to_owned()),
-            other => return Err(format!("unexpected argument {other}")),
-        }
-    }
-    parsed.path = path.ok_or("missing PATH")?;
-    Ok(parsed)
+    /// Stop when no message came for MS milliseconds [default: wait forever]
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("subscriber: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match subscribe(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("subscriber: {e}");
-            ExitCode::FAILURE
-        }
+    if let Err(e) = subscribe(&Args::parse()) {
+        eprintln!("subscriber: {e}");
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }
 
-fn subscribe(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+fn subscribe(args: &Args) -> Result<(), Box<dyn Error>> {
+    let timeout = args.timeout_ms.map(Duration::from_millis);
     let options = JoinOptions {
         description: format!("subscriber pid {}", std::process::id()),
         read: true,
@@ -90,12 +59,16 @@ fn subscribe(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut port = Port::join_or_create(&args.path, &Config::default(), &options)?;
     port.set_membership_events(true);
-    println!("subscribed to {} (port {})", args.path, port.index());
+    println!(
+        "subscribed to {} (port {})",
+        args.path.display(),
+        port.index()
+    );
     // A buffer of the network's MTU never truncates a frame.
     let mut buf = vec![0u8; port.mtu() as usize];
     let mut received = 0u64;
     while args.count.is_none_or(|n| received < n) {
-        match port.recv_message(&mut buf, args.timeout) {
+        match port.recv_message(&mut buf, timeout) {
             Ok(Message::Frame(len)) => {
                 received += 1;
                 println!("{}", String::from_utf8_lossy(&buf[..len]));
@@ -104,7 +77,7 @@ fn subscribe(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 println!("-- now {} reader(s), {} writer(s)", m.readers, m.writers);
             }
             Err(RecvError::TimedOut) => {
-                println!("-- nothing for {:?}; stopping", args.timeout.unwrap());
+                println!("-- nothing for {:?}; stopping", timeout.unwrap());
                 break;
             }
             Err(e) => return Err(e.into()),
