@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ipn::{Config, Network, PortState, PortStatus, Status};
+use ipn::{Config, Network, PortState, PortStatus, Protocol, Status};
 
 /// Help for `ipn status --json`; the same text is in ipn(1).
 pub const JSON_HELP: &str = "\
 JSON output (--json), format_version 1. Fields are only ever added:
   format_version  1
   path            the network path (string)
-  protocol        \"hub\"
+  protocol        \"hub\" or \"switch\"
   lossless        true if senders wait for slow readers
   mtu             largest frame, bytes
   max_ports       port slots
@@ -51,6 +51,10 @@ pub struct CreateArgs {
     /// Senders wait for the slowest live reader instead of dropping its frames
     #[arg(long)]
     pub lossless: bool,
+    /// A learning switch instead of a hub: unicast frames to a known address
+    /// reach only the port that address sends from
+    #[arg(long)]
+    pub switch: bool,
     /// Permission bits (octal) of the directory; its files get the same read/write bits
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode, default_value = "0770")]
     pub mode: u32,
@@ -100,7 +104,11 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
         lossless: args.lossless,
         mode: args.mode,
         group,
-        ..Config::default()
+        protocol: if args.switch {
+            Protocol::Switch
+        } else {
+            Protocol::Hub
+        },
     };
     Network::create(&args.path, &config)?;
     let group = match (&args.group, group) {

@@ -228,8 +228,8 @@ mod tests {
     }
 
     #[test]
-    fn switch_is_eopnotsupp() {
-        let e = open("/tmp/whatever[switch]").unwrap_err();
+    fn vlan_is_eopnotsupp() {
+        let e = open("/tmp/whatever[vlan=2]").unwrap_err();
         assert_eq!(e.errno, libc::EOPNOTSUPP);
     }
 

@@ -15,7 +15,7 @@
 //!   its table, an ambiguous prefix (`m`: `mode` or `mtu`) is an error.
 //!
 //! What differs on purpose: unknown keys, malformed values and keys of
-//! features that do not exist yet (`switch`, `vlan`) are errors with a
+//! features that do not exist yet (`vlan`, `port`) are errors with a
 //! message saying what to write instead, never silently ignored.
 //!
 //! This module only parses; it touches no file. [`Options::config`] turns
@@ -51,6 +51,8 @@ pub struct Options {
     pub mode: Option<u32>,
     /// `group=NAME|GID`: group of a new network, as given.
     pub group: Option<String>,
+    /// `hub` / `switch`: the protocol of a new network.
+    pub protocol: Option<ipn::Protocol>,
 }
 
 /// Why a URL was refused. `Display` is the message for people.
@@ -85,8 +87,8 @@ const KEYS: &[(&str, &str)] = &[
     ("group", "group=NAME"),
     ("grp", "grp=NAME"),
     ("hub", "hub"),
+    ("switch", "switch"),
     // Recognised so that they get a precise error.
-    ("switch", ""),
     ("vlan", ""),
     ("port", ""),
 ];
@@ -121,10 +123,9 @@ impl fmt::Display for UrlError {
                 value,
                 expected,
             } => write!(f, "option {key}: bad value '{value}': {expected}"),
-            UrlError::NotSupportedYet(key, what) => write!(
-                f,
-                "option '{key}' is not supported yet: {what}; ipn networks are hubs for now"
-            ),
+            UrlError::NotSupportedYet(key, what) => {
+                write!(f, "option '{key}' is not supported yet: {what}")
+            }
             UrlError::Conflict(a, b) => write!(f, "options '{a}' and '{b}' contradict each other"),
         }
     }
@@ -349,25 +350,28 @@ pub fn parse(args: &[u8]) -> Result<Url, UrlError> {
                     })
                 }
             },
-            "hub" => {
+            "hub" | "switch" => {
+                let (name, protocol) = if key == "hub" {
+                    ("hub", ipn::Protocol::Hub)
+                } else {
+                    ("switch", ipn::Protocol::Switch)
+                };
                 if value.is_some() {
                     return Err(UrlError::BadValue {
-                        key: "hub",
+                        key: name,
                         value: value.unwrap_or_default().to_owned(),
                         expected: "a flag: give it alone",
                     });
                 }
-            }
-            "switch" => {
-                return Err(UrlError::NotSupportedYet(
-                    "switch",
-                    "switch mode (learning MAC table) is not implemented",
-                ))
+                if options.protocol.is_some_and(|p| p != protocol) {
+                    return Err(UrlError::Conflict("hub", "switch"));
+                }
+                options.protocol = Some(protocol);
             }
             "vlan" => {
                 return Err(UrlError::NotSupportedYet(
                     "vlan",
-                    "VLANs belong to switch mode, which is not implemented",
+                    "VLANs are not implemented: every port of a switch is in one broadcast domain",
                 ))
             }
             "port" => {
@@ -418,6 +422,9 @@ impl Options {
         if let Some(mode) = self.mode {
             config.mode = mode;
         }
+        if let Some(protocol) = self.protocol {
+            config.protocol = protocol;
+        }
         if let Some(group) = &self.group {
             config.group = Some(ipn::group_id(group).ok_or_else(|| UnknownGroup(group.clone()))?);
         }
@@ -453,6 +460,11 @@ impl Options {
         );
         let mode = |lossless: bool| if lossless { "lossless" } else { "lossy" }.to_owned();
         check("lossless", self.lossless.map(mode), mode(status.lossless));
+        check(
+            "protocol",
+            self.protocol.map(|p| p.name().to_owned()),
+            status.protocol.name().to_owned(),
+        );
         out
     }
 }
@@ -562,12 +574,25 @@ mod tests {
     }
 
     #[test]
-    fn switch_vlan_and_port_are_not_supported_yet() {
-        for url in ["/n[switch]", "/n[vlan=3]", "/n[port=2]"] {
+    fn vlan_and_port_are_not_supported_yet() {
+        for url in ["/n[vlan=3]", "/n[port=2]"] {
             let e = err(url);
             assert!(matches!(e, UrlError::NotSupportedYet(..)), "{url}");
             assert!(e.to_string().contains("not supported yet"), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn switch_and_hub_choose_the_protocol() {
+        assert_eq!(
+            ok("/n[switch]").options.protocol,
+            Some(ipn::Protocol::Switch)
+        );
+        assert_eq!(ok("/n[hub]").options.protocol, Some(ipn::Protocol::Hub));
+        assert_eq!(ok("/n").options.protocol, None);
+        assert!(matches!(err("/n[hub/switch]"), UrlError::Conflict(..)));
+        let config = ok("/n[switch]").options.config().unwrap();
+        assert_eq!(config.protocol, ipn::Protocol::Switch);
     }
 
     #[test]

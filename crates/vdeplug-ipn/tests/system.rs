@@ -357,7 +357,8 @@ fn c_client_sees_the_vdeplug_contract() {
     );
     // The errors for bad options went to stderr, saying what was wrong.
     assert!(stderr.contains("unknown option 'bogus'"), "{stderr}");
-    assert!(stderr.contains("'switch' is not supported yet"), "{stderr}");
+    assert!(stderr.contains("'vlan' is not supported yet"), "{stderr}");
+    assert!(stderr.contains("'hub' and 'switch' contradict"), "{stderr}");
     // Both connections left.
     assert_eq!(readers(&net), 0);
     Network::remove(&net, false).unwrap();

@@ -157,7 +157,7 @@ static int check(const char *url)
 	/* Bad URLs: NULL, errno set, message on stderr. */
 	char bad[4096];
 	const struct { const char *opts; int err; } cases[] = {
-		{"[bogus=1]", EINVAL}, {"[mtu=abc]", EINVAL}, {"[switch]", EOPNOTSUPP},
+		{"[bogus=1]", EINVAL}, {"[mtu=abc]", EINVAL}, {"[hub/switch]", EINVAL},
 		{"[vlan=2]", EOPNOTSUPP},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
