@@ -57,7 +57,7 @@ pub enum Read {
 
 /// Reads the frame at `*cursor` from `sender`'s ring into `buf`, advancing
 /// the cursor past it (or past what was lost). Every frame is accepted.
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 pub fn read_frame(shm: &SharedFile, sender: u32, cursor: &mut u64, buf: &mut [u8]) -> Read {
     read_frame_for(shm, sender, cursor, buf, None)
 }
