@@ -46,6 +46,8 @@ pub struct Doorbell {
     own_path: PathBuf,
     addresses: HashMap<u32, UnixAddr>,
     connected: HashMap<u32, OwnedFd>,
+    /// Slot state words of the readers at the last `keep_connected`.
+    occupants: HashMap<u32, u64>,
 }
 
 impl std::fmt::Debug for Doorbell {
@@ -79,6 +81,7 @@ impl Doorbell {
             own_path: dir_path.join(files::bell_name(index)),
             addresses: HashMap::new(),
             connected: HashMap::new(),
+            occupants: HashMap::new(),
         };
         match std::fs::remove_file(&bell.own_path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -159,9 +162,20 @@ impl Doorbell {
         Some(raw)
     }
 
-    /// Closes the connections to ports that are no longer readers.
-    pub fn keep_connected(&mut self, readers: &[u32]) {
-        self.connected.retain(|index, _| readers.contains(index));
+    /// Closes the connections to ports that are no longer readers, or whose
+    /// slot changed occupant (`readers` pairs a port with its slot's state
+    /// word, which names the occupant). A connection to a replaced occupant
+    /// could still "work" if the old socket lived on in a forked child, and
+    /// the new occupant would never be woken.
+    pub fn keep_connected(&mut self, readers: &[(u32, u64)]) {
+        let before = std::mem::take(&mut self.occupants);
+        self.occupants = readers.iter().copied().collect();
+        let occupants = &self.occupants;
+        self.connected.retain(|index, _| {
+            occupants
+                .get(index)
+                .is_some_and(|now| before.get(index) == Some(now))
+        });
     }
 
     /// Consumes waiting doorbells so the fd stops being readable: `expected`

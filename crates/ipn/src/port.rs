@@ -321,6 +321,7 @@ impl Port {
     fn refresh_membership(&mut self) {
         self.epoch = self.shm.header().membership_epoch.load(Ordering::Acquire);
         let mut readers = Vec::new();
+        let mut occupants = Vec::new();
         let mut senders = Vec::new();
         for index in 0..self.shm.geometry().max_ports {
             if index == self.index {
@@ -332,6 +333,7 @@ impl Port {
             let active = membership::state(word) == STATE_ACTIVE;
             if active && caps & CAP_READ != 0 {
                 readers.push(index);
+                occupants.push((index, word));
             }
             let alive_writer = membership::claims_alive(word) && caps & CAP_WRITE != 0;
             let unread = entry.head.load(Ordering::Acquire) != self.cursors[index as usize];
@@ -339,7 +341,7 @@ impl Port {
                 senders.push(index);
             }
         }
-        self.bell.keep_connected(&readers);
+        self.bell.keep_connected(&occupants);
         if let Some(table) = &mut self.switch {
             table.forget_departed(&self.shm);
         }

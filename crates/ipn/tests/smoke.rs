@@ -77,3 +77,40 @@ fn frames_sent_before_a_leave_arrive_before_the_leave_event() {
     drop(sub);
     Network::remove(&path, false).unwrap();
 }
+
+#[test]
+fn new_occupant_of_a_reader_slot_is_woken_even_if_the_old_socket_lives_on() {
+    use std::os::fd::AsFd;
+    let path = tmp("reoccupied");
+    let config = Config {
+        max_ports: 2,
+        ..Config::default()
+    };
+    Network::create(&path, &config).unwrap();
+    let mut sender = Port::join(&path, &JoinOptions::described("sender")).unwrap();
+    let mut old = Port::join(&path, &JoinOptions::described("old")).unwrap();
+    let mut buf = [0u8; 1514];
+    sender.send(b"first").unwrap(); // the sender now has a doorbell connection to `old`
+    old.recv_timeout(&mut buf, Duration::from_secs(1)).unwrap();
+    // As if `old` had forked a child that inherited its doorbell socket.
+    let survivor = nix::unistd::dup(old.as_fd()).unwrap();
+    drop(old);
+    let new = Port::join(&path, &JoinOptions::described("new")).unwrap();
+    let waiter = std::thread::spawn(move || {
+        let mut new = new;
+        let mut buf = [0u8; 1514];
+        let started = std::time::Instant::now();
+        let n = new.recv_timeout(&mut buf, Duration::from_secs(3)).unwrap();
+        (buf[..n].to_vec(), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200)); // `new` is asleep
+    sender.send(b"second").unwrap();
+    let (frame, waited) = waiter.join().unwrap();
+    assert_eq!(frame, b"second");
+    assert!(
+        waited < Duration::from_secs(1),
+        "woken only by the timeout: {waited:?}"
+    );
+    drop((sender, survivor));
+    Network::remove(&path, false).unwrap();
+}
