@@ -22,6 +22,8 @@ use std::time::Duration;
 use ipn::{Port, RecvError, SendError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+pub mod vxlan;
+
 /// A source and sink of Ethernet frames with a pollable fd.
 pub trait Link {
     /// What it is, for messages: `tap ipn0`, `vxlan vni 42 to 10.1.1.2`.
@@ -159,9 +161,7 @@ fn link_to_network(
             match port.send_timeout(&buf[..len], Duration::from_millis(100)) {
                 Ok(()) => stats.to_network += 1,
                 Err(SendError::TimedOut) if !stop.load(Ordering::Relaxed) => continue,
-                Err(SendError::TooBig { .. }) | Err(SendError::Empty) => {
-                    stats.network_refused += 1
-                }
+                Err(SendError::TooBig { .. }) | Err(SendError::Empty) => stats.network_refused += 1,
                 Err(_) => {}
             }
             break;

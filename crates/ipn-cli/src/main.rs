@@ -2,13 +2,14 @@
 //!
 //! Modules: `admin` (create, status, rm), `pubsub` (pub, sub), `stream`
 //! (frames on stdin/stdout), `signals` (leaving cleanly on SIGINT/SIGTERM),
-//! `bench` (measurements).
+//! `vxlan` (VXLAN tunnel endpoint), `bench` (measurements).
 
 mod admin;
 mod bench;
 mod pubsub;
 mod signals;
 mod stream;
+mod vxlan;
 
 use std::process::ExitCode;
 
@@ -97,6 +98,23 @@ enum Command {
         after_help = "Examples:\n  ipn sub /tmp/net\n  ipn sub /tmp/net --count 1 --timeout 5\n  ipn sub /tmp/net --events --hex\n  ipn sub --raw /tmp/net | vde_plug vde:///tmp/sw"
     )]
     Sub(pubsub::SubArgs),
+    /// Join remote hosts' networks over standard VXLAN (RFC 7348), e.g. a kernel vxlan device
+    #[command(
+        long_about = "Join PATH as a port and bridge it to a VXLAN tunnel (RFC 7348): a UDP \
+            socket on --local:--port (default every address, port 4789, the IANA port). Every \
+            frame from the network is sent, after an 8-byte VXLAN header carrying --vni, to \
+            each --remote (head-end replication), or to the --group multicast group joined \
+            on --dev; a unicast frame for a MAC learned behind one remote goes to that one \
+            only (--no-learning: always to all). Datagrams received with the right VNI enter \
+            the network; malformed ones and those for another VNI are counted and dropped. \
+            Interoperates with Linux kernel vxlan devices: create them with `dstport 4789` \
+            (the kernel's default is 8472) and give their lower device 50 bytes of MTU \
+            headroom (70 over IPv6): the outer packet is 20 (IPv4) + 8 (UDP) + 8 (VXLAN) \
+            bytes plus the frame. Prints a line when it starts and a summary when it stops \
+            (SIGINT/SIGTERM).",
+        after_help = "Examples:\n  ipn vxlan /tmp/net --vni 42 --remote 10.1.1.2 --local 10.1.1.1\n  ipn vxlan /tmp/net --vni 42 --remote 10.1.1.2 --remote 10.1.1.3:8472\n  ipn vxlan /tmp/net --vni 42 --group 239.1.1.1 --dev eth0\n\nThe matching kernel device on host 10.1.1.2:\n  ip link add vx0 type vxlan id 42 remote 10.1.1.1 local 10.1.1.2 dstport 4789 dev eth0"
+    )]
+    Vxlan(vxlan::VxlanArgs),
     /// Measure ipn against AF_UNIX fan-out (frames/s, latency)
     Bench(bench::BenchArgs),
 }
@@ -118,6 +136,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => admin::rm(&args).map(|()| Outcome::Done),
         Command::Pub(args) => pubsub::publish(&args),
         Command::Sub(args) => pubsub::subscribe(&args),
+        Command::Vxlan(args) => vxlan::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| Outcome::Done),
     };
     // Every Port has been dropped by now: the commands own theirs.

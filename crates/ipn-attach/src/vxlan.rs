@@ -1,0 +1,679 @@
+//! `vxlan`: a VXLAN tunnel endpoint (RFC 7348), so that ipn networks on
+//! different hosts are one Ethernet segment, and so that an ipn network and
+//! a Linux kernel `vxlan` device (or Open vSwitch, or a hardware VTEP) are.
+//!
+//! Owns one UDP socket (default `0.0.0.0:4789`, the IANA port). Every frame
+//! is carried in one datagram: the 8-byte VXLAN header (flags `0x08`, the
+//! I bit; 24-bit VNI; the other bits zero), then the Ethernet frame.
+//!
+//! - Sending: a frame goes to every configured remote (head-end
+//!   replication, as the kernel does with `bridge fdb append
+//!   00:00:00:00:00:00 dst IP`), or to the multicast group; unless its
+//!   destination MAC was learned behind one remote, then only there.
+//! - Receiving: a datagram is a frame only if its I bit is set, its VNI is
+//!   ours and it holds at least an Ethernet header. Anything else is
+//!   counted ([`VxlanStats`]) and dropped; what comes from the network
+//!   never stops the endpoint.
+//!
+//! Sizes: the outer IPv4 packet is 20 (IP) + 8 (UDP) + 8 (VXLAN) + the
+//! frame, so a kernel vxlan device needs 50 bytes of headroom below its
+//! lower device's MTU (70 over IPv6): Linux sets a vxlan device's MTU to
+//! the lower device's minus 50 for that reason. Larger datagrams are
+//! fragmented by IP, which works but costs.
+//!
+//! The Linux kernel's vxlan uses UDP port 8472 when created without
+//! `dstport`; create kernel devices with `dstport 4789` to talk to this
+//! endpoint's default, or pass `port: 8472` here.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use crate::Link;
+
+/// The IANA-assigned VXLAN UDP port.
+pub const IANA_PORT: u16 = 4789;
+/// The port the Linux kernel's vxlan uses when created without `dstport`.
+pub const LINUX_DEFAULT_PORT: u16 = 8472;
+/// Bytes of the VXLAN header before the frame.
+pub const HEADER_LEN: usize = 8;
+/// The largest VNI (24 bits).
+pub const MAX_VNI: u32 = 0x00ff_ffff;
+/// Headroom a kernel vxlan device over IPv4 needs below its lower device's
+/// MTU: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet header (14).
+pub const IPV4_HEADROOM: usize = 50;
+/// The same over IPv6 (outer header of 40 bytes).
+pub const IPV6_HEADROOM: usize = 70;
+
+/// The shortest frame accepted: an Ethernet header.
+const MIN_FRAME: usize = 14;
+/// The I flag: the VNI field is valid.
+const FLAG_I: u8 = 0x08;
+/// Learned addresses kept at most (like the kernel's fdb, bounded).
+const FDB_CAPACITY: usize = 4096;
+/// A learned address not heard from for this long is forgotten (the
+/// kernel's default ageing time).
+const FDB_AGEING: Duration = Duration::from_secs(300);
+/// Bad datagrams skipped in one `recv` before returning to the caller.
+const SKIP_LIMIT: usize = 256;
+
+/// Writes the VXLAN header for `vni` into the first [`HEADER_LEN`] bytes
+/// of `out`.
+///
+/// # Panics
+/// If `out` is shorter than [`HEADER_LEN`].
+pub fn write_header(vni: u32, out: &mut [u8]) {
+    let vni = vni & MAX_VNI;
+    out[..HEADER_LEN].copy_from_slice(&[
+        FLAG_I,
+        0,
+        0,
+        0,
+        (vni >> 16) as u8,
+        (vni >> 8) as u8,
+        vni as u8,
+        0,
+    ]);
+}
+
+/// Why a received datagram is not a frame for us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Shorter than a VXLAN header plus an Ethernet header.
+    TooShort,
+    /// The I flag is not set: the VNI field is not valid.
+    NoVni,
+    /// A valid datagram for another VXLAN network.
+    OtherVni(u32),
+}
+
+/// The frame inside `datagram`, if it is a VXLAN datagram for `vni`.
+pub fn parse(datagram: &[u8], vni: u32) -> Result<&[u8], Rejected> {
+    if datagram.len() < HEADER_LEN + MIN_FRAME {
+        return Err(Rejected::TooShort);
+    }
+    if datagram[0] & FLAG_I == 0 {
+        return Err(Rejected::NoVni);
+    }
+    // Other flag and reserved bits are ignored on receipt (RFC 7348 5).
+    let got = u32::from_be_bytes([0, datagram[4], datagram[5], datagram[6]]);
+    if got != vni {
+        return Err(Rejected::OtherVni(got));
+    }
+    Ok(&datagram[HEADER_LEN..])
+}
+
+/// How to set up a [`Vxlan`] endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// The VXLAN network identifier, 0 to [`MAX_VNI`].
+    pub vni: u32,
+    /// Address to bind; `None`: every address (`0.0.0.0`, or `[::]` when a
+    /// remote is IPv6).
+    pub local: Option<IpAddr>,
+    /// UDP port to bind; remotes given without a port are reached there too.
+    pub port: u16,
+    /// Remote VTEPs every frame is sent to (head-end replication).
+    pub remotes: Vec<SocketAddr>,
+    /// Instead of (or besides) remotes: an IPv4 multicast group and the
+    /// interface to join it on; frames are sent to the group.
+    pub group: Option<(Ipv4Addr, String)>,
+    /// Learn which remote each source MAC is behind, and send unicast
+    /// frames there only.
+    pub learning: bool,
+}
+
+impl VxlanConfig {
+    /// A configuration with the IANA port, learning on, and nothing else.
+    pub fn new(vni: u32) -> VxlanConfig {
+        VxlanConfig {
+            vni,
+            local: None,
+            port: IANA_PORT,
+            remotes: Vec::new(),
+            group: None,
+            learning: true,
+        }
+    }
+}
+
+/// Why a [`Vxlan`] endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum VxlanError {
+    /// The VNI does not fit in 24 bits.
+    #[error("VNI {0} out of range: a VNI is 0 to 16777215")]
+    BadVni(u32),
+    /// Neither a remote nor a group: frames would go nowhere.
+    #[error("no remote and no multicast group: give at least one remote VTEP")]
+    NoDestination,
+    /// The group is not an IPv4 multicast address.
+    #[error("{0} is not an IPv4 multicast address (224.0.0.0/4)")]
+    NotMulticast(Ipv4Addr),
+    /// An IPv6 local address with an IPv4 group, or the like.
+    #[error("cannot mix {0}")]
+    Mixed(String),
+    /// No interface of that name.
+    #[error("interface {name}: no such interface")]
+    NoInterface {
+        /// The name given.
+        name: String,
+    },
+    /// Binding the UDP socket failed.
+    #[error("binding UDP {addr}: {source}{hint}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the system said.
+        source: io::Error,
+        /// What to do about it (may be empty).
+        hint: String,
+    },
+    /// Another socket setting failed.
+    #[error("{what}: {source}")]
+    Socket {
+        /// Which setting.
+        what: String,
+        /// What the system said.
+        source: io::Error,
+    },
+}
+
+/// What a [`Vxlan`] endpoint saw and did, beyond the bridge's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VxlanStats {
+    /// Datagrams received that carried a frame for our VNI.
+    pub received: u64,
+    /// Datagrams dropped: too short, or the I flag not set (or truncated).
+    pub malformed: u64,
+    /// Well-formed datagrams for another VNI, dropped.
+    pub other_vni: u64,
+    /// Datagrams sent (one frame flooded to three remotes is three).
+    pub sent: u64,
+    /// Datagrams the system refused to send (too big, no route...).
+    pub send_errors: u64,
+    /// Receive errors reported by the socket (e.g. ICMP errors), skipped.
+    pub recv_errors: u64,
+    /// Unicast frames sent to one learned remote instead of all.
+    pub unicast: u64,
+}
+
+/// A VXLAN tunnel endpoint: a [`Link`] whose frames travel in UDP.
+#[derive(Debug)]
+pub struct Vxlan {
+    socket: UdpSocket,
+    vni: u32,
+    /// Where flooded frames go: the remotes, or the group.
+    flood: Vec<SocketAddr>,
+    /// Whether any source may be learned (multicast), or only `flood`'s.
+    learn_any: bool,
+    learning: bool,
+    /// The VXLAN port, where learned VTEPs are sent to.
+    port: u16,
+    fdb: HashMap<[u8; 6], (SocketAddr, Instant)>,
+    out: Vec<u8>,
+    stats: VxlanStats,
+    description: String,
+}
+
+impl Vxlan {
+    /// Binds the UDP socket and, with a group, joins it.
+    pub fn open(config: &VxlanConfig) -> Result<Vxlan, VxlanError> {
+        if config.vni > MAX_VNI {
+            return Err(VxlanError::BadVni(config.vni));
+        }
+        if config.remotes.is_empty() && config.group.is_none() {
+            return Err(VxlanError::NoDestination);
+        }
+        let any_v6 = config.remotes.iter().any(SocketAddr::is_ipv6);
+        let local = match config.local {
+            Some(ip) => ip,
+            None if any_v6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        if local.is_ipv4() && any_v6 {
+            return Err(VxlanError::Mixed(format!(
+                "an IPv4 local address ({local}) with IPv6 remotes"
+            )));
+        }
+        let mut flood = config.remotes.clone();
+        let mut bind_ip = local;
+        if let Some((group, _)) = &config.group {
+            if !group.is_multicast() {
+                return Err(VxlanError::NotMulticast(*group));
+            }
+            if local.is_ipv6() {
+                return Err(VxlanError::Mixed(format!(
+                    "an IPv4 group ({group}) with an IPv6 local address or remotes"
+                )));
+            }
+            // A socket bound to a unicast address does not receive what is
+            // sent to the group: bind to every address, send from `local`'s
+            // interface.
+            bind_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+            flood.push(SocketAddr::new(IpAddr::V4(*group), config.port));
+        }
+        let addr = SocketAddr::new(bind_ip, config.port);
+        let socket = UdpSocket::bind(addr).map_err(|source| {
+            let hint = match source.kind() {
+                io::ErrorKind::AddrInUse => format!(
+                    "; is a kernel vxlan device with dstport {} (or another ipn vxlan) \
+                     using it on this host? Use another --port",
+                    config.port
+                ),
+                io::ErrorKind::AddrNotAvailable => {
+                    "; --local must be an address of this host".to_string()
+                }
+                io::ErrorKind::PermissionDenied => {
+                    "; ports below 1024 need root or CAP_NET_BIND_SERVICE".to_string()
+                }
+                _ => String::new(),
+            };
+            VxlanError::Bind { addr, source, hint }
+        })?;
+        let socket_err = |what: &str| {
+            let what = what.to_string();
+            move |source| VxlanError::Socket { what, source }
+        };
+        socket
+            .set_nonblocking(true)
+            .map_err(socket_err("non-blocking"))?;
+        let mut description = format!("vxlan vni {}", config.vni);
+        if let Some((group, dev)) = &config.group {
+            let index = interface_index(dev)?;
+            let interface = match config.local {
+                Some(IpAddr::V4(ip)) => ip,
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            sys::join_group(&socket, *group, interface, index)
+                .map_err(socket_err(&format!("joining {group} on {dev}")))?;
+            sys::set_multicast_if(&socket, interface, index)
+                .map_err(socket_err(&format!("sending to {group} through {dev}")))?;
+            // Our own datagrams must not come back as frames from the wire.
+            socket
+                .set_multicast_loop_v4(false)
+                .map_err(socket_err("IP_MULTICAST_LOOP"))?;
+            description += &format!(" <-> group {group}:{} on {dev}", config.port);
+        }
+        if !config.remotes.is_empty() {
+            let list: Vec<String> = config.remotes.iter().map(|r| r.to_string()).collect();
+            description += &format!(" <-> {}", list.join(", "));
+        }
+        Ok(Vxlan {
+            socket,
+            vni: config.vni,
+            flood,
+            learn_any: config.group.is_some(),
+            learning: config.learning,
+            port: config.port,
+            fdb: HashMap::new(),
+            out: Vec::with_capacity(HEADER_LEN + 65536),
+            stats: VxlanStats::default(),
+            description,
+        })
+    }
+
+    /// The local address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// What was received, dropped and sent so far.
+    pub fn stats(&self) -> VxlanStats {
+        self.stats
+    }
+
+    /// The remote a unicast MAC was learned behind, if still fresh.
+    fn learned(&mut self, mac: &[u8]) -> Option<SocketAddr> {
+        let mac: [u8; 6] = mac.try_into().ok()?;
+        match self.fdb.get(&mac) {
+            Some(&(vtep, seen)) if seen.elapsed() < FDB_AGEING => Some(vtep),
+            Some(_) => {
+                self.fdb.remove(&mac);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn learn(&mut self, mac: &[u8], from: SocketAddr) {
+        let Ok(mac) = <[u8; 6]>::try_from(mac) else {
+            return;
+        };
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return; // Group or null source: not an address of anyone.
+        }
+        // A VTEP sends from any source port (the kernel hashes flows over
+        // a range) and listens on the VXLAN port: remember where to send.
+        let vtep = match self.flood.iter().find(|r| r.ip() == from.ip()) {
+            Some(remote) => *remote,
+            None if self.learn_any => SocketAddr::new(from.ip(), self.port),
+            // Only configured remotes may draw our unicast to them.
+            None => return,
+        };
+        if self.fdb.len() >= FDB_CAPACITY && !self.fdb.contains_key(&mac) {
+            self.fdb.retain(|_, (_, seen)| seen.elapsed() < FDB_AGEING);
+            if self.fdb.len() >= FDB_CAPACITY {
+                return; // Full of live entries: flooding still works.
+            }
+        }
+        self.fdb.insert(mac, (vtep, Instant::now()));
+    }
+
+    fn send_one(&mut self, to: SocketAddr) -> io::Result<()> {
+        match self.socket.send_to(&self.out, to) {
+            Ok(_) => {
+                self.stats.sent += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.send_errors += 1;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 source as the IPv4 address it is, so that remotes
+/// given as IPv4 match on a dual-stack socket.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(ip) => SocketAddr::new(IpAddr::V4(ip), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+fn interface_index(name: &str) -> Result<u32, VxlanError> {
+    let no = || VxlanError::NoInterface {
+        name: name.to_string(),
+    };
+    let c_name = CString::new(name).map_err(|_| no())?;
+    match sys::if_nametoindex(&c_name) {
+        0 => Err(no()),
+        index => Ok(index),
+    }
+}
+
+impl Link for Vxlan {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        for _ in 0..SKIP_LIMIT {
+            let (len, from) = match self.socket.recv_from(buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // An ICMP error for an earlier send, and the like: about
+                    // the network, not a reason to stop.
+                    self.stats.recv_errors += 1;
+                    continue;
+                }
+            };
+            if len == buf.len() {
+                // Possibly truncated: the buffer is smaller than the datagram.
+                self.stats.malformed += 1;
+                continue;
+            }
+            let frame_len = match parse(&buf[..len], self.vni) {
+                Ok(frame) => frame.len(),
+                Err(Rejected::OtherVni(_)) => {
+                    self.stats.other_vni += 1;
+                    continue;
+                }
+                Err(Rejected::TooShort | Rejected::NoVni) => {
+                    self.stats.malformed += 1;
+                    continue;
+                }
+            };
+            self.stats.received += 1;
+            if self.learning {
+                let source = [
+                    buf[HEADER_LEN + 6],
+                    buf[HEADER_LEN + 7],
+                    buf[HEADER_LEN + 8],
+                    buf[HEADER_LEN + 9],
+                    buf[HEADER_LEN + 10],
+                    buf[HEADER_LEN + 11],
+                ];
+                self.learn(&source, canonical(from));
+            }
+            buf.copy_within(HEADER_LEN..len, 0);
+            return Ok(Some(frame_len));
+        }
+        Ok(None)
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.out.clear();
+        self.out.resize(HEADER_LEN, 0);
+        write_header(self.vni, &mut self.out);
+        self.out.extend_from_slice(frame);
+        let unicast = match frame.get(..6) {
+            Some(dst) if self.learning && dst[0] & 1 == 0 => self.learned(dst),
+            _ => None,
+        };
+        if let Some(vtep) = unicast {
+            self.stats.unicast += 1;
+            return self.send_one(vtep);
+        }
+        let mut result = Ok(());
+        let mut any = false;
+        for i in 0..self.flood.len() {
+            match self.send_one(self.flood[i]) {
+                Ok(()) => any = true,
+                Err(e) => result = Err(e),
+            }
+        }
+        // Refused only if no remote got it; the others are counted.
+        if any {
+            Ok(())
+        } else {
+            result
+        }
+    }
+}
+
+/// The system calls std and nix do not offer: joining a group and choosing
+/// the sending interface by interface *index* (`struct ip_mreqn`).
+#[allow(unsafe_code)]
+mod sys {
+    use std::ffi::CStr;
+    use std::io;
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    pub fn if_nametoindex(name: &CStr) -> u32 {
+        // SAFETY: `name` is a valid NUL-terminated string for the call.
+        unsafe { libc::if_nametoindex(name.as_ptr()) }
+    }
+
+    fn mreqn(group: Ipv4Addr, interface: Ipv4Addr, index: u32) -> libc::ip_mreqn {
+        libc::ip_mreqn {
+            imr_multiaddr: libc::in_addr {
+                s_addr: u32::from(group).to_be(),
+            },
+            imr_address: libc::in_addr {
+                s_addr: u32::from(interface).to_be(),
+            },
+            imr_ifindex: index as libc::c_int,
+        }
+    }
+
+    fn set(socket: &UdpSocket, option: libc::c_int, value: &libc::ip_mreqn) -> io::Result<()> {
+        // SAFETY: the fd is open (borrowed from `socket`), and `value`
+        // points to a live `ip_mreqn` whose size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                option,
+                (value as *const libc::ip_mreqn).cast(),
+                std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn join_group(
+        socket: &UdpSocket,
+        group: Ipv4Addr,
+        interface: Ipv4Addr,
+        index: u32,
+    ) -> io::Result<()> {
+        set(
+            socket,
+            libc::IP_ADD_MEMBERSHIP,
+            &mreqn(group, interface, index),
+        )
+    }
+
+    pub fn set_multicast_if(socket: &UdpSocket, interface: Ipv4Addr, index: u32) -> io::Result<()> {
+        set(
+            socket,
+            libc::IP_MULTICAST_IF,
+            &mreqn(Ipv4Addr::UNSPECIFIED, interface, index),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x88, 0xb5]); // local experimental EtherType
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn header_is_i_flag_then_24_bit_vni_with_reserved_zeros() {
+        let mut h = [0xffu8; 8];
+        write_header(0x12_3456, &mut h);
+        assert_eq!(h, [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+    }
+
+    #[test]
+    fn parse_rejects_short_unflagged_and_other_vni_datagrams() {
+        let mut d = vec![0u8; HEADER_LEN];
+        write_header(42, &mut d);
+        d.extend_from_slice(&frame([0xff; 6], [2, 0, 0, 0, 0, 1], b"hi"));
+        assert_eq!(parse(&d, 42), Ok(&d[HEADER_LEN..]));
+        assert_eq!(parse(&d, 43), Err(Rejected::OtherVni(42)));
+        assert_eq!(parse(&d[..HEADER_LEN + 13], 42), Err(Rejected::TooShort));
+        assert_eq!(parse(&[], 42), Err(Rejected::TooShort));
+        let mut unflagged = d.clone();
+        unflagged[0] = 0;
+        assert_eq!(parse(&unflagged, 42), Err(Rejected::NoVni));
+        // Reserved bits are ignored on receipt.
+        let mut reserved = d.clone();
+        reserved[1] = 0xff;
+        reserved[7] = 0xff;
+        assert!(parse(&reserved, 42).is_ok());
+    }
+
+    #[test]
+    fn open_refuses_a_vni_over_24_bits_and_no_destination() {
+        let mut c = VxlanConfig::new(MAX_VNI + 1);
+        c.remotes.push("127.0.0.1:1".parse().unwrap());
+        assert!(matches!(Vxlan::open(&c), Err(VxlanError::BadVni(_))));
+        let c = VxlanConfig::new(1);
+        assert!(matches!(Vxlan::open(&c), Err(VxlanError::NoDestination)));
+    }
+
+    fn pair(vni: u32) -> (Vxlan, Vxlan) {
+        let local = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // Bind b on a free port first, then a pointing at it, then point b back.
+        let mut cb = VxlanConfig::new(vni);
+        cb.local = local;
+        cb.port = 0;
+        cb.remotes.push("127.0.0.1:9".parse().unwrap());
+        let mut b = Vxlan::open(&cb).unwrap();
+        let mut ca = cb.clone();
+        ca.remotes = vec![b.local_addr().unwrap()];
+        let a = Vxlan::open(&ca).unwrap();
+        b.flood = vec![a.local_addr().unwrap()];
+        (a, b)
+    }
+
+    fn recv_wait(link: &mut Vxlan, buf: &mut [u8]) -> Option<usize> {
+        for _ in 0..200 {
+            if let Some(n) = link.recv(buf).unwrap() {
+                return Some(n);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    #[test]
+    fn frames_cross_between_two_endpoints_and_bad_datagrams_are_counted() {
+        let (mut a, mut b) = pair(42);
+        let f = frame([0xff; 6], [2, 0, 0, 0, 0, 0xa], b"hello");
+        a.send(&f).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = recv_wait(&mut b, &mut buf).expect("frame arrives");
+        assert_eq!(&buf[..n], &f[..]);
+
+        let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = b.local_addr().unwrap();
+        raw.send_to(b"garbage", to).unwrap();
+        let mut other = vec![0u8; HEADER_LEN];
+        write_header(43, &mut other);
+        other.extend_from_slice(&f);
+        raw.send_to(&other, to).unwrap();
+        let mut unflagged = other.clone();
+        unflagged[0] = 0;
+        raw.send_to(&unflagged, to).unwrap();
+        a.send(&f).unwrap();
+        let n = recv_wait(&mut b, &mut buf).expect("the good frame after the bad ones");
+        assert_eq!(&buf[..n], &f[..]);
+        let s = b.stats();
+        assert_eq!((s.received, s.malformed, s.other_vni), (2, 2, 1));
+    }
+
+    #[test]
+    fn unicast_to_a_learned_mac_goes_to_its_remote_only() {
+        let (mut a, mut b) = pair(7);
+        let mac_b = [2, 0, 0, 0, 0, 0xb];
+        // Without learning: flooded (to one remote, still counted as flood).
+        b.send(&frame([0xff; 6], mac_b, b"arp")).unwrap();
+        let mut buf = vec![0u8; 65536];
+        recv_wait(&mut a, &mut buf).unwrap();
+        // `a` has now learned mac_b behind b; add a second remote to see it
+        // is not used.
+        let decoy = UdpSocket::bind("127.0.0.1:0").unwrap();
+        decoy.set_nonblocking(true).unwrap();
+        a.flood.push(decoy.local_addr().unwrap());
+        a.send(&frame(mac_b, [2, 0, 0, 0, 0, 0xa], b"to b"))
+            .unwrap();
+        recv_wait(&mut b, &mut buf).expect("unicast reaches b");
+        assert_eq!(a.stats().unicast, 1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(decoy.recv_from(&mut buf).is_err(), "decoy got a copy");
+        // A broadcast still goes to both.
+        a.send(&frame([0xff; 6], [2, 0, 0, 0, 0, 0xa], b"all"))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(decoy.recv_from(&mut buf).is_ok(), "decoy missed a flood");
+    }
+}

@@ -1,0 +1,155 @@
+//! `ipn vxlan`: joins a network to remote hosts over standard VXLAN
+//! (RFC 7348), through `ipn_attach::vxlan`.
+//!
+//! Owns its `Port` and its UDP socket; returns on SIGINT/SIGTERM (the
+//! bridge loop looks at the flag every 100 ms), so the port is dropped and
+//! its slot released before the process exits. Prints one line when it
+//! starts and a summary of what it moved and dropped when it stops.
+
+#![deny(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ipn::{Config, JoinOptions, Port};
+use ipn_attach::vxlan::{Vxlan, VxlanConfig, IANA_PORT, MAX_VNI};
+use ipn_attach::{bridge, Link};
+
+use crate::signals;
+use crate::Outcome;
+
+#[derive(Args, Debug)]
+pub struct VxlanArgs {
+    /// The network
+    pub path: PathBuf,
+    /// VXLAN network identifier, 0 to 16777215 (the kernel's `id`)
+    #[arg(long, value_name = "N")]
+    pub vni: u32,
+    /// Remote VTEP, IP or IP:PORT ([IPv6]:PORT); repeat for more: every frame goes to each
+    #[arg(long, value_name = "IP[:PORT]", required_unless_present = "group")]
+    pub remote: Vec<String>,
+    /// Local address to bind and send from (default: every address)
+    #[arg(long, value_name = "IP")]
+    pub local: Option<IpAddr>,
+    /// UDP port to listen on and send to (the kernel's `dstport`)
+    #[arg(long, value_name = "PORT", default_value_t = IANA_PORT)]
+    pub port: u16,
+    /// IPv4 multicast group to send to and receive from, instead of remotes
+    #[arg(
+        long,
+        value_name = "MCAST_IP",
+        requires = "dev",
+        conflicts_with = "remote"
+    )]
+    pub group: Option<Ipv4Addr>,
+    /// Interface to join --group on (the kernel's `dev`)
+    #[arg(long, value_name = "IFNAME", requires = "group")]
+    pub dev: Option<String>,
+    /// Always flood to every remote; do not learn which remote a MAC is behind
+    #[arg(long)]
+    pub no_learning: bool,
+    /// Description shown by `ipn status` (default: vxlan vni N)
+    #[arg(long, short, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Create the network with default settings if there is none at PATH
+    #[arg(long)]
+    pub create: bool,
+}
+
+/// `IP`, `IP:PORT` or `[IPv6]:PORT`; a bare IP gets `port`.
+fn parse_remote(text: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    bail!("--remote {text}: give an IP address, IP:PORT or [IPv6]:PORT")
+}
+
+pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
+    signals::install()?;
+    if args.vni > MAX_VNI {
+        bail!("--vni {}: a VNI is 0 to {MAX_VNI} (24 bits)", args.vni);
+    }
+    let mut config = VxlanConfig::new(args.vni);
+    config.local = args.local;
+    config.port = args.port;
+    config.learning = !args.no_learning;
+    for remote in &args.remote {
+        config.remotes.push(parse_remote(remote, args.port)?);
+    }
+    if let (Some(group), Some(dev)) = (args.group, &args.dev) {
+        config.group = Some((group, dev.clone()));
+    }
+    let mut link = Vxlan::open(&config)?;
+    let options = JoinOptions::described(
+        args.description
+            .clone()
+            .unwrap_or_else(|| format!("vxlan vni {}", args.vni)),
+    );
+    let mut port = if args.create {
+        Port::join_or_create(&args.path, &Config::default(), &options)?
+    } else {
+        Port::join(&args.path, &options)?
+    };
+    let what = link.describe();
+    eprintln!(
+        "ipn: {what} joined {} as port {}; Ctrl-C to stop",
+        args.path.display(),
+        port.index()
+    );
+    let stop = AtomicBool::new(false);
+    let result = bridge(&mut port, &mut link, &stop, |_| {
+        if signals::caught().is_some() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    let v = link.stats();
+    let summary = |b: &ipn_attach::BridgeStats| {
+        format!(
+            "ipn: {what}: {} frames in from remote VTEPs, {} out to them ({} datagrams \
+             sent, {} unicast to a learned VTEP); dropped: {} malformed datagrams, {} for \
+             another VNI, {} over the network's MTU, {} frames not sent ({} send errors), \
+             {} receive errors",
+            b.to_network,
+            b.from_network,
+            v.sent,
+            v.unicast,
+            v.malformed,
+            v.other_vni,
+            b.network_refused,
+            b.link_refused,
+            v.send_errors,
+            v.recv_errors,
+        )
+    };
+    let stats = result.with_context(|| format!("{what} on {}", args.path.display()))?;
+    eprintln!("{}", summary(&stats));
+    Ok(match signals::caught() {
+        Some(signal) => Outcome::Signal(signal),
+        None => Outcome::Done,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remotes_parse_with_and_without_port() {
+        let p = |t| parse_remote(t, 4789).unwrap().to_string();
+        assert_eq!(p("10.1.1.2"), "10.1.1.2:4789");
+        assert_eq!(p("10.1.1.2:8472"), "10.1.1.2:8472");
+        assert_eq!(p("fd00::2"), "[fd00::2]:4789");
+        assert_eq!(p("[fd00::2]"), "[fd00::2]:4789");
+        assert_eq!(p("[fd00::2]:5"), "[fd00::2]:5");
+        assert!(parse_remote("host.example", 4789).is_err());
+    }
+}

@@ -1,0 +1,382 @@
+//! `ipn vxlan` against the Linux kernel's vxlan, for real: two network
+//! namespaces are two hosts joined by a veth pair; host B has a kernel
+//! vxlan device, host A runs `ipn vxlan`, and an ipn port (a small ARP and
+//! ICMP echo responder in this test) answers B's pings through the tunnel.
+//!
+//! Needs root (namespaces, veth, vxlan), `ip`, `ping` and `bash`. A test
+//! that cannot run fails, saying why; it never passes by skipping.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ipn::{JoinOptions, Port, RecvError};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn ipn_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ipn")
+}
+
+/// Runs a command to completion; panics with its output if it fails.
+fn must(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}; this test needs it installed"));
+    assert!(
+        out.status.success(),
+        "{program} {}: {}\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test creates network namespaces and a kernel vxlan device: run it as root \
+         (scripts/test.sh does)"
+    );
+}
+
+/// Network namespaces deleted on drop, even when the test fails.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn new(names: &[&str]) -> Namespaces {
+        let mut ns = Namespaces(Vec::new());
+        for name in names {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+            must("ip", &["netns", "add", name]);
+            ns.0.push(name.to_string());
+            must("ip", &["-n", name, "link", "set", "lo", "up"]);
+        }
+        ns
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+/// A child process killed on drop.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A network directory removed on drop.
+struct Net(PathBuf);
+
+impl Net {
+    fn created(name: &str) -> Net {
+        let path = std::env::temp_dir().join(format!("ipn-vxlan-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        must(ipn_bin(), &["create", path.to_str().unwrap()]);
+        Net(path)
+    }
+
+    fn p(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The reply to an ARP request for `ip`, or to an ICMP echo request to
+/// `ip`, as host `mac`; `None` for every other frame.
+fn answer(frame: &[u8], mac: [u8; 6], ip: [u8; 4]) -> Option<Vec<u8>> {
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let body = &frame[14..];
+    let mut reply = Vec::with_capacity(frame.len());
+    reply.extend_from_slice(&frame[6..12]); // to the sender
+    reply.extend_from_slice(&mac);
+    reply.extend_from_slice(&frame[12..14]);
+    match ethertype {
+        0x0806 => {
+            // ARP: Ethernet/IPv4 request for `ip`.
+            if body.len() < 28 || body[..8] != [0, 1, 8, 0, 6, 4, 0, 1] || body[24..28] != ip {
+                return None;
+            }
+            reply.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+            reply.extend_from_slice(&mac);
+            reply.extend_from_slice(&ip);
+            reply.extend_from_slice(&body[8..18]); // requester's MAC and IP
+            Some(reply)
+        }
+        0x0800 => {
+            let ihl = usize::from(*body.first()? & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*body.get(2)?, *body.get(3)?]));
+            if body[0] >> 4 != 4 || ihl < 20 || total < ihl + 8 || total > body.len() {
+                return None;
+            }
+            if body[9] != 1 || body[16..20] != ip || body[ihl] != 8 {
+                return None; // not ICMP echo request to us
+            }
+            let mut ip_packet = body[..total].to_vec();
+            ip_packet.copy_within(12..16, 16); // destination := source
+            ip_packet[12..16].copy_from_slice(&ip);
+            ip_packet[8] = 64; // TTL
+            ip_packet[10..12].fill(0);
+            let sum = checksum(&ip_packet[..ihl]);
+            ip_packet[10..12].copy_from_slice(&sum.to_be_bytes());
+            let icmp = &mut ip_packet[ihl..];
+            icmp[0] = 0; // echo reply
+            icmp[2..4].fill(0);
+            let sum = checksum(icmp);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            reply.extend_from_slice(&ip_packet);
+            Some(reply)
+        }
+        _ => None,
+    }
+}
+
+/// A port on `path` that answers ARP and ping for `ip` until dropped.
+struct Responder {
+    stop: Arc<AtomicBool>,
+    replies: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Responder {
+    fn start(path: &str, mac: [u8; 6], ip: [u8; 4]) -> Responder {
+        let mut port = Port::join(path, &JoinOptions::described("test responder")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let replies = Arc::new(AtomicU64::new(0));
+        let (s, r) = (stop.clone(), replies.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                match port.recv_timeout(&mut buf, Duration::from_millis(100)) {
+                    Ok(len) => {
+                        if let Some(reply) = answer(&buf[..len], mac, ip) {
+                            port.send(&reply).unwrap();
+                            r.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(RecvError::TimedOut | RecvError::WouldBlock) => {}
+                    Err(e) => panic!("responder: {e}"),
+                }
+            }
+        });
+        Responder {
+            stop,
+            replies,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts `ipn vxlan ARGS` in namespace `ns`; returns once it printed its
+/// start line (which it must within 5 s), with the rest of its stderr.
+fn start_vxlan(ns: &str, args: &[&str]) -> (Kid, BufReader<ChildStderr>, String) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, ipn_bin(), "vxlan"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running ip netns exec ipn vxlan");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let kid = Kid(child);
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("joined") && line.contains("Ctrl-C to stop"),
+        "ipn vxlan did not start: {line}"
+    );
+    (kid, stderr, line)
+}
+
+/// Sends SIGINT, expects exit status 130, returns the rest of stderr.
+fn interrupt(mut kid: Kid, mut stderr: BufReader<ChildStderr>) -> String {
+    kill(Pid::from_raw(kid.0.id() as i32), Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = kid.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "ipn vxlan ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "status {status}; stderr: {rest}");
+    rest
+}
+
+/// Two hosts: A (10.220.0.1) and B (10.220.0.2) on a veth pair.
+fn two_hosts(tag: &str) -> (Namespaces, String, String) {
+    require_root();
+    let pid = std::process::id();
+    let (a, b) = (format!("ipnvx{tag}A{pid}"), format!("ipnvx{tag}B{pid}"));
+    let ns = Namespaces::new(&[&a, &b]);
+    must(
+        "ip",
+        &[
+            "link", "add", "vethA", "netns", &a, "type", "veth", "peer", "name", "vethB", "netns",
+            &b,
+        ],
+    );
+    for (n, dev, addr) in [
+        (&a, "vethA", "10.220.0.1/24"),
+        (&b, "vethB", "10.220.0.2/24"),
+    ] {
+        must("ip", &["-n", n, "addr", "add", addr, "dev", dev]);
+        must("ip", &["-n", n, "link", "set", dev, "up"]);
+    }
+    (ns, a, b)
+}
+
+/// Sends one UDP datagram made of `bytes` (printf escapes) from `ns`.
+fn send_udp(ns: &str, to: &str, bytes: &str) {
+    must(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "bash",
+            "-c",
+            &format!("printf '{bytes}' >/dev/udp/{to}/4789"),
+        ],
+    );
+}
+
+fn ping(ns: &str, ip: &str, count: &str) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", count, "-W", "2", ip])
+        .output()
+        .expect("running ping (iputils-ping) in a namespace")
+}
+
+#[test]
+fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
+    let (_ns, a, b) = two_hosts("k");
+    // Host B: a kernel vxlan device, VNI 42, to host A on the IANA port.
+    must(
+        "ip",
+        &[
+            "-n",
+            &b,
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "remote",
+            "10.220.0.1",
+            "local",
+            "10.220.0.2",
+            "dstport",
+            "4789",
+            "dev",
+            "vethB",
+        ],
+    );
+    must(
+        "ip",
+        &["-n", &b, "addr", "add", "10.221.0.2/24", "dev", "vx0"],
+    );
+    must("ip", &["-n", &b, "link", "set", "vx0", "up"]);
+
+    // Host A: an ipn network with a responder for 10.221.0.1, and ipn vxlan.
+    let net = Net::created("kernel");
+    let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
+    let (kid, stderr, start) = start_vxlan(
+        &a,
+        &[
+            net.p(),
+            "--vni",
+            "42",
+            "--remote",
+            "10.220.0.2",
+            "--local",
+            "10.220.0.1",
+        ],
+    );
+    assert!(
+        start.contains("vxlan vni 42 <-> 10.220.0.2:4789"),
+        "{start}"
+    );
+
+    let out = ping(&b, "10.221.0.1", "3");
+    assert!(
+        out.status.success(),
+        "ping from the kernel vxlan host failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(responder.replies.load(Ordering::Relaxed) >= 4); // ARP + 3 echoes
+
+    // Bad input, from host B to ipn vxlan's port: another VNI (43) with a
+    // well-formed frame, the I flag missing, and garbage.
+    let frame = r"\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x09\x88\xb5hello";
+    send_udp(
+        &b,
+        "10.220.0.1",
+        &format!(r"\x08\x00\x00\x00\x00\x00\x2b\x00{frame}"),
+    );
+    send_udp(
+        &b,
+        "10.220.0.1",
+        &format!(r"\x00\x00\x00\x00\x00\x00\x2a\x00{frame}"),
+    );
+    send_udp(&b, "10.220.0.1", "garbage");
+    let out = ping(&b, "10.221.0.1", "2");
+    assert!(
+        out.status.success(),
+        "ping failed after bad datagrams:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let summary = interrupt(kid, stderr);
+    eprintln!("{start}{summary}");
+    assert!(summary.contains("2 malformed datagrams"), "{summary}");
+    assert!(summary.contains("1 for another VNI"), "{summary}");
+    assert!(summary.contains("(0 send errors)"), "{summary}");
+    drop(responder);
+}
