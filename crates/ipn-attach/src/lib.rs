@@ -22,6 +22,8 @@ use std::time::Duration;
 use ipn::{Port, RecvError, SendError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+pub mod grab;
+pub mod tap;
 pub mod vxlan;
 
 /// A source and sink of Ethernet frames with a pollable fd.

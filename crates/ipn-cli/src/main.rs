@@ -2,9 +2,11 @@
 //!
 //! Modules: `admin` (create, status, rm), `pubsub` (pub, sub), `stream`
 //! (frames on stdin/stdout), `signals` (leaving cleanly on SIGINT/SIGTERM),
-//! `vxlan` (VXLAN tunnel endpoint), `bench` (measurements).
+//! `attach` (tap, grab: host interfaces), `vxlan` (VXLAN tunnel endpoint),
+//! `bench` (measurements).
 
 mod admin;
+mod attach;
 mod bench;
 mod pubsub;
 mod signals;
@@ -24,6 +26,8 @@ Examples:
   ipn status /tmp/net                      who is joined, counters, drops
   ipn status /tmp/net --json | jq .ports
   vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net
+  ipn tap /tmp/net --name tap0 --up        the host joins through TAP tap0
+  ipn grab /tmp/net eth1                   eth1's wire joins the network
   ipn rm /tmp/net
 
 A network is a directory; its mode and group say who may join.
@@ -115,6 +119,39 @@ enum Command {
         after_help = "Examples:\n  ipn vxlan /tmp/net --vni 42 --remote 10.1.1.2 --local 10.1.1.1\n  ipn vxlan /tmp/net --vni 42 --remote 10.1.1.2 --remote 10.1.1.3:8472\n  ipn vxlan /tmp/net --vni 42 --group 239.1.1.1 --dev eth0\n\nThe matching kernel device on host 10.1.1.2:\n  ip link add vx0 type vxlan id 42 remote 10.1.1.1 local 10.1.1.2 dstport 4789 dev eth0"
     )]
     Vxlan(vxlan::VxlanArgs),
+    /// Join the host through a TAP interface (needs CAP_NET_ADMIN)
+    #[command(
+        long_about = "Open /dev/net/tun and create the TAP interface IFNAME (default ipn%d: \
+            the kernel picks the number), or attach to the existing persistent TAP of that \
+            name, join PATH as a port described `tap IFNAME`, and bridge the two until \
+            SIGINT/SIGTERM: every frame the host sends through IFNAME enters the network, \
+            every frame of the network comes out of IFNAME. When the network's MTU is not \
+            the default 1514, the interface's MTU is set to it minus the 14-byte Ethernet \
+            header (`ip link set dev IFNAME mtu N`), so jumbo networks work; --up sets the \
+            link up. A TAP made here disappears when the command stops, even after being \
+            moved to another network namespace (`ip link set IFNAME netns NS`). Prints the \
+            interface's name and port on standard error when it starts, and a summary \
+            (frames each way, frames refused) when it stops. Frames over the network's MTU \
+            are counted and dropped.",
+        after_help = "Examples:\n  ipn tap /tmp/net --name tap0 --up && ip addr add 10.0.0.1/24 dev tap0\n  ipn tap /tmp/net &                        creates ipn0, ipn1, ...\n  ip tuntap add mode tap user alice name tap7 && ipn tap /tmp/net --name tap7\n  ip link set tap0 netns ns1                move it; the bridge goes on"
+    )]
+    Tap(attach::TapArgs),
+    /// Bridge an existing interface (e.g. eth1) to the network through AF_PACKET
+    #[command(
+        long_about = "Open an AF_PACKET raw socket bound to IFNAME for every protocol, join \
+            PATH as a port described `grab IFNAME`, and bridge the two until SIGINT/SIGTERM: \
+            frames arriving on IFNAME enter the network, frames of the network leave through \
+            IFNAME. Frames seen leaving IFNAME (sent by the host or by another program) are \
+            not taken in, so the host's own traffic on IFNAME does not reach the network: \
+            the host joins through `ipn tap`. --promisc adds a promiscuous membership to the socket (frames \
+            for any MAC arrive); the kernel drops it when the socket closes, even after \
+            kill -9, so nothing is left to restore. Frames over the network's MTU are counted \
+            and dropped: turn off receive offloads on IFNAME (`ethtool -K IFNAME gro off \
+            lro off`) so that the kernel does not merge frames beyond it. Needs CAP_NET_RAW \
+            (and CAP_NET_ADMIN for --promisc).",
+        after_help = "Examples:\n  ipn grab /tmp/net eth1 --promisc\n  ip link add vA type veth peer name vB && ip link set vA up && ipn grab /tmp/net vA"
+    )]
+    Grab(attach::GrabArgs),
     /// Measure ipn against AF_UNIX fan-out (frames/s, latency)
     Bench(bench::BenchArgs),
 }
@@ -137,6 +174,8 @@ fn main() -> ExitCode {
         Command::Pub(args) => pubsub::publish(&args),
         Command::Sub(args) => pubsub::subscribe(&args),
         Command::Vxlan(args) => vxlan::run(&args),
+        Command::Tap(args) => attach::tap(&args),
+        Command::Grab(args) => attach::grab(&args),
         Command::Bench(args) => bench::run(&args).map(|()| Outcome::Done),
     };
     // Every Port has been dropped by now: the commands own theirs.

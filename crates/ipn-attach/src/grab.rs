@@ -1,0 +1,257 @@
+//! `grab`: an existing interface (say `eth1`, or one end of a veth pair),
+//! through an `AF_PACKET` raw socket, so the virtual network reaches the
+//! wire.
+//!
+//! The socket is made with protocol 0 (it receives nothing yet) and then
+//! bound to the interface with `ETH_P_ALL`, so no frame of another
+//! interface is ever queued on it. Frames arriving on the interface go into
+//! the network; frames from the network leave through the interface.
+//!
+//! The socket also sees the frames that leave the interface
+//! (`sll_pkttype == PACKET_OUTGOING`), except the ones it sent itself
+//! (the kernel skips the sending socket): the host's, another grab's or a
+//! packet capture tool's injections. [`Grab`] drops all of them on
+//! receive: the network only gets what arrives from the wire, and a frame
+//! another grab of the same interface sends out does not come back in.
+//! The consequence: frames the host itself sends out of the grabbed
+//! interface do not reach the network (the host joins through a TAP).
+//!
+//! Promiscuous mode (`promisc`) is a `PACKET_ADD_MEMBERSHIP` of type
+//! `PACKET_MR_PROMISC` on the socket, not the interface flag: the kernel
+//! counts it per socket and takes it back when the socket is closed, even
+//! when the process is killed, so nothing needs restoring.
+//!
+//! The `unsafe` calls (bind, setsockopt, recvfrom with a `sockaddr_ll`)
+//! are in [`sys`].
+
+#![deny(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use crate::Link;
+
+/// Why an interface could not be grabbed, each naming it.
+#[derive(Debug, thiserror::Error)]
+pub enum GrabError {
+    /// No interface of that name (in this network namespace).
+    #[error("grab {name}: no such network interface; see `ip link` for the ones there are")]
+    NoSuchInterface {
+        /// The interface asked for.
+        name: String,
+    },
+    /// Raw sockets need CAP_NET_RAW (promiscuous mode: CAP_NET_ADMIN).
+    #[error(
+        "grab {name}: permission denied ({what}); grabbing an interface needs CAP_NET_RAW \
+         (and CAP_NET_ADMIN for --promisc): run as root, or `setcap cap_net_raw,cap_net_admin+ep` \
+         the ipn binary"
+    )]
+    PermissionDenied {
+        /// The interface asked for.
+        name: String,
+        /// Which step was refused.
+        what: &'static str,
+    },
+    /// Anything else the system said.
+    #[error("grab {name}: {what}: {source}")]
+    Io {
+        /// The interface asked for.
+        name: String,
+        /// The step that failed.
+        what: &'static str,
+        /// What the system said.
+        source: io::Error,
+    },
+}
+
+/// An interface grabbed through an `AF_PACKET` socket: a [`Link`].
+#[derive(Debug)]
+pub struct Grab {
+    socket: OwnedFd,
+    name: String,
+    /// Frames that left the interface, seen and dropped on receive.
+    outgoing_skipped: u64,
+}
+
+impl Grab {
+    /// Opens a raw packet socket bound to interface `name` for every
+    /// protocol, non-blocking; with `promisc`, in promiscuous mode for as
+    /// long as the socket is open.
+    pub fn open(name: &str, promisc: bool) -> Result<Grab, GrabError> {
+        let io_err = |what: &'static str| {
+            move |source: io::Error| match source.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => GrabError::PermissionDenied {
+                    name: name.into(),
+                    what,
+                },
+                Some(libc::ENODEV) | Some(libc::ENXIO) => {
+                    GrabError::NoSuchInterface { name: name.into() }
+                }
+                _ => GrabError::Io {
+                    name: name.into(),
+                    what,
+                    source,
+                },
+            }
+        };
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+            return Err(GrabError::NoSuchInterface { name: name.into() });
+        }
+        let ifindex = nix::net::if_::if_nametoindex(name).map_err(|errno| {
+            if errno == nix::errno::Errno::ENODEV {
+                GrabError::NoSuchInterface { name: name.into() }
+            } else {
+                io_err("looking up its index")(errno.into())
+            }
+        })?;
+        let ifindex = libc::c_int::try_from(ifindex)
+            .map_err(|_| io_err("its index")(io::Error::from_raw_os_error(libc::EINVAL)))?;
+        // Protocol 0: nothing is queued before bind() picks the interface.
+        let socket = socket::socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| io_err("opening an AF_PACKET socket")(e.into()))?;
+        sys::bind_all_protocols(socket.as_fd(), ifindex).map_err(io_err("binding to it"))?;
+        if promisc {
+            sys::add_promisc_membership(socket.as_fd(), ifindex)
+                .map_err(io_err("setting promiscuous mode"))?;
+        }
+        Ok(Grab {
+            socket,
+            name: name.into(),
+            outgoing_skipped: 0,
+        })
+    }
+
+    /// The interface's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Frames seen leaving the interface (ours and the host's), dropped.
+    pub fn outgoing_skipped(&self) -> u64 {
+        self.outgoing_skipped
+    }
+}
+
+impl Link for Grab {
+    fn describe(&self) -> String {
+        format!("grab {}", self.name)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match sys::recv_frame(self.socket.as_fd(), buf) {
+                Ok((_, libc::PACKET_OUTGOING)) => self.outgoing_skipped += 1,
+                Ok((len, _)) => return Ok(Some(len)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The interface went down or away for a moment: not fatal.
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        // Bound sockets send out of their interface without an address.
+        socket::send(self.socket.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT)
+            .map(|_| ())
+            .map_err(io::Error::from)
+    }
+}
+
+/// The system calls that need `unsafe`.
+#[allow(unsafe_code)]
+mod sys {
+    use std::io;
+    use std::mem::{size_of, zeroed};
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    /// `ETH_P_ALL` in network byte order, as `sll_protocol` wants it.
+    const ALL_PROTOCOLS: u16 = (libc::ETH_P_ALL as u16).to_be();
+
+    /// `bind(fd, {AF_PACKET, ETH_P_ALL, ifindex})`.
+    pub fn bind_all_protocols(fd: BorrowedFd<'_>, ifindex: libc::c_int) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is plain old data; all-zeroes is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+        addr.sll_protocol = ALL_PROTOCOLS;
+        addr.sll_ifindex = ifindex;
+        // SAFETY: `fd` is open for the call (BorrowedFd); the kernel reads
+        // `len` bytes at the pointer, which is a live sockaddr_ll of
+        // exactly that size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, {ifindex,
+    /// PACKET_MR_PROMISC})`: promiscuous while the socket is open.
+    pub fn add_promisc_membership(fd: BorrowedFd<'_>, ifindex: libc::c_int) -> io::Result<()> {
+        // SAFETY: packet_mreq is plain old data; all-zeroes is valid.
+        let mut mreq: libc::packet_mreq = unsafe { zeroed() };
+        mreq.mr_ifindex = ifindex;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as libc::c_ushort;
+        // SAFETY: `fd` is open for the call; the kernel reads at most
+        // `optlen` bytes at the pointer, a live packet_mreq of that size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mreq as *const libc::packet_mreq).cast::<libc::c_void>(),
+                size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `recvfrom(fd, buf, MSG_DONTWAIT, &sockaddr_ll)`: one frame, and its
+    /// `sll_pkttype` (`PACKET_HOST`, `PACKET_OUTGOING`, ...). A frame
+    /// longer than `buf` is cut to it.
+    pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, u8)> {
+        // SAFETY: sockaddr_ll is plain old data; all-zeroes is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `fd` is open for the call; the kernel writes at most
+        // `buf.len()` bytes into `buf` (an exclusively borrowed slice) and
+        // at most `len` bytes (its size) into `addr`, then updates `len`.
+        let rc = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast::<libc::c_void>(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut addr as *mut libc::sockaddr_ll).cast::<libc::sockaddr>(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The kernel fills sll_pkttype for every AF_PACKET frame; `addr`
+        // was zeroed, so a short address still reads as defined bytes.
+        Ok((rc as usize, addr.sll_pkttype))
+    }
+}

@@ -1,0 +1,128 @@
+//! `ipn tap` and `ipn grab`: the host's interfaces on a network, through
+//! `ipn_attach::tap` and `ipn_attach::grab`.
+//!
+//! Each owns its `Port` and its link, bridges them until SIGINT/SIGTERM
+//! (the bridge loop looks at the flag at least every 100 ms), then returns,
+//! so the port is dropped and its slot released before the process exits.
+//! Both print one line on standard error when they start and a summary of
+//! what was moved and refused when they stop.
+
+#![deny(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Args;
+use ipn::{Config, JoinOptions, Port};
+use ipn_attach::grab::Grab;
+use ipn_attach::tap::{self, LinkSettings, Tap};
+use ipn_attach::{bridge, BridgeStats, Link};
+
+use crate::signals;
+use crate::Outcome;
+
+#[derive(Args, Debug)]
+pub struct TapArgs {
+    /// The network
+    pub path: PathBuf,
+    /// Interface name; an existing persistent TAP of this name is attached to, `%d` is a number the kernel picks
+    #[arg(long, short, value_name = "IFNAME", default_value = "ipn%d")]
+    pub name: String,
+    /// Set the interface up (`ip link set dev IFNAME up`)
+    #[arg(long)]
+    pub up: bool,
+    /// Create the network with default settings if there is none at PATH
+    #[arg(long)]
+    pub create: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GrabArgs {
+    /// The network
+    pub path: PathBuf,
+    /// The interface to grab (e.g. eth1)
+    pub ifname: String,
+    /// Receive every frame on the wire, not only those for the interface's own MAC, broadcast and multicast
+    #[arg(long)]
+    pub promisc: bool,
+    /// Create the network with default settings if there is none at PATH
+    #[arg(long)]
+    pub create: bool,
+}
+
+fn join(path: &Path, create: bool, description: String) -> anyhow::Result<Port> {
+    let options = JoinOptions::described(description);
+    let port = if create {
+        Port::join_or_create(path, &Config::default(), &options)?
+    } else {
+        Port::join(path, &options)?
+    };
+    Ok(port)
+}
+
+pub fn tap(args: &TapArgs) -> anyhow::Result<Outcome> {
+    signals::install()?;
+    // The TAP first: the kernel may pick its name, which the port's
+    // description shows. If joining fails, the TAP goes with the process.
+    let mut tap = Tap::open(&args.name)?;
+    let name = tap.name().to_string();
+    let mut port = join(&args.path, args.create, format!("tap {name}"))?;
+    let settings = LinkSettings {
+        mtu: tap::interface_mtu(port.mtu()),
+        up: args.up,
+    };
+    tap::set_link(&name, settings).with_context(|| match settings.mtu {
+        Some(mtu) => format!(
+            "tap {name}: setting MTU {mtu} (network MTU {} minus the 14-byte Ethernet header)",
+            port.mtu()
+        ),
+        None => format!("tap {name}: setting the link up"),
+    })?;
+    run(&mut port, &mut tap, &args.path)
+}
+
+pub fn grab(args: &GrabArgs) -> anyhow::Result<Outcome> {
+    signals::install()?;
+    let mut grab = Grab::open(&args.ifname, args.promisc)?;
+    let mut port = join(&args.path, args.create, format!("grab {}", args.ifname))?;
+    let outcome = run(&mut port, &mut grab, &args.path)?;
+    if grab.outgoing_skipped() > 0 {
+        eprintln!(
+            "ipn: grab {}: {} frames seen leaving the interface were not taken into the network",
+            args.ifname,
+            grab.outgoing_skipped()
+        );
+    }
+    Ok(outcome)
+}
+
+/// Bridges until a signal; prints the start line and the summary.
+fn run(port: &mut Port, link: &mut dyn Link, path: &Path) -> anyhow::Result<Outcome> {
+    let what = link.describe();
+    eprintln!(
+        "ipn: {what} joined {} as port {}; Ctrl-C to stop",
+        path.display(),
+        port.index()
+    );
+    let stop = AtomicBool::new(false);
+    let stats = bridge(port, link, &stop, |_| {
+        if signals::caught().is_some() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    })
+    .with_context(|| format!("{what} on {}", path.display()))?;
+    eprintln!("ipn: {what} left {}: {}", path.display(), summary(&stats));
+    Ok(match signals::caught() {
+        Some(signal) => Outcome::Signal(signal),
+        None => Outcome::Done,
+    })
+}
+
+fn summary(stats: &BridgeStats) -> String {
+    format!(
+        "{} frames into the network, {} out of it; refused: {} by the interface, \
+         {} by the network (over its MTU)",
+        stats.to_network, stats.from_network, stats.link_refused, stats.network_refused
+    )
+}

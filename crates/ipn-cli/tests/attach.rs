@@ -1,0 +1,615 @@
+//! `ipn tap` and `ipn grab`, for real: TAP interfaces and veth pairs in
+//! network namespaces made for each test, pinging each other through an
+//! ipn network.
+//!
+//! These tests need root (namespaces, TAPs, veths) and iproute2, ping and
+//! iperf3; without them they fail, saying what is missing: they never skip.
+//! Addresses are in 10.210.0.0/16 and 10.211.0.0/16, inside namespaces
+//! the tests create; nothing leaves them. Every namespace, interface and
+//! process is removed when a test ends, also when it fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipn");
+const LONG: Duration = Duration::from_secs(10);
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the tap/grab tests create network namespaces, TAP and veth interfaces: \
+         run them as root (scripts/test.sh does)"
+    );
+    for tool in ["ip", "ping", "iperf3", "setpriv"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{tool} is not installed; scripts/deps.sh installs it"
+        );
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs a command to completion.
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+/// Runs a command that must succeed.
+fn must(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}{}",
+        args.join(" "),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn ipn(args: &[&str]) -> Output {
+    run(BIN, args)
+}
+
+/// A short tag unique to this process, for interface names (15 bytes max).
+fn tag() -> String {
+    format!("{}", std::process::id() % 100_000)
+}
+
+/// A network path removed at the end.
+struct Net {
+    path: PathBuf,
+}
+
+impl Net {
+    fn create(name: &str, extra: &[&str]) -> Net {
+        let path = std::env::temp_dir().join(format!("ipn-attach-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let net = Net { path };
+        let mut args = vec!["create", net.p()];
+        args.extend_from_slice(extra);
+        let out = ipn(&args);
+        assert!(out.status.success(), "create: {}", text(&out.stderr));
+        net
+    }
+
+    fn p(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    fn status(&self) -> Value {
+        let out = ipn(&["status", self.p(), "--json"]);
+        assert!(out.status.success(), "status: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running `ipn tap` / `ipn grab`, its standard error read line by line.
+struct Attached {
+    child: Option<Child>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Attached {
+    /// Starts `ipn ARGS` and waits for its "joined" line.
+    fn start(args: &[&str]) -> Attached {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running ipn");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut attached = Attached {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        };
+        let line = attached.wait_for("joined");
+        assert!(line.contains("Ctrl-C to stop"), "{line}");
+        attached
+    }
+
+    /// Waits for a line of standard error containing `word`.
+    fn wait_for(&mut self, word: &str) -> String {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(word) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {word:?} from ipn; it said: {:?}; exit: {:?}",
+                    self.seen,
+                    self.child.as_mut().unwrap().try_wait()
+                ),
+            }
+        }
+    }
+
+    /// SIGINT, then the exit status and everything it said.
+    fn stop(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+        let deadline = Instant::now() + LONG;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ipn did not stop within {LONG:?} of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // The reader thread ends at EOF: collect the rest.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Namespaces, interfaces and helper processes, all removed on drop.
+#[derive(Default)]
+struct Lab {
+    namespaces: Vec<String>,
+    links: Vec<String>,
+    helpers: Vec<Child>,
+}
+
+impl Lab {
+    fn netns(&mut self, name: &str) -> String {
+        let _ = run("ip", &["netns", "del", name]);
+        must("ip", &["netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        must("ip", &["-n", name, "link", "set", "lo", "up"]);
+        name.to_string()
+    }
+
+    /// Moves `ifname` into `ns`, gives it `addr`, sets it up.
+    fn place(&self, ifname: &str, ns: &str, addr: &str) {
+        must("ip", &["link", "set", ifname, "netns", ns]);
+        must("ip", &["-n", ns, "addr", "add", addr, "dev", ifname]);
+        must("ip", &["-n", ns, "link", "set", ifname, "up"]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for mut child in self.helpers.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for link in &self.links {
+            let _ = run("ip", &["link", "del", link]);
+        }
+        for ns in &self.namespaces {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+/// `ip netns exec NS ping ...`; must succeed; returns its summary lines.
+fn ping(ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["netns", "exec", ns, "ping"];
+    all.extend_from_slice(args);
+    let out = run("ip", &all);
+    let said = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ping from {ns} failed: {said}{}",
+        text(&out.stderr)
+    );
+    said.lines()
+        .filter(|l| l.contains("packets transmitted") || l.starts_with("rtt"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The interface's MTU as `ip -j` reports it in `ns`.
+fn mtu_in(ns: &str, ifname: &str) -> u64 {
+    let out = must("ip", &["-n", ns, "-j", "link", "show", ifname]);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    json[0]["mtu"].as_u64().expect("mtu in ip -j output")
+}
+
+/// `N` from the summary's "N frames into the network".
+fn frames_into_network(said: &str) -> u64 {
+    let line = said
+        .lines()
+        .find(|l| l.contains(" left "))
+        .unwrap_or_else(|| panic!("no summary line in {said:?}"));
+    let head = &line[..line.find(" frames into the network").expect(line)];
+    head.rsplit(' ').next().unwrap().parse().expect(line)
+}
+
+#[test]
+fn two_namespaces_ping_each_other_through_taps_on_one_network() {
+    require_root();
+    let t = tag();
+    let net = Net::create("taps", &[]);
+    let mut lab = Lab::default();
+    let ns1 = lab.netns(&format!("ipn-tap1-{t}"));
+    let ns2 = lab.netns(&format!("ipn-tap2-{t}"));
+    let (a, b) = (format!("ipta{t}"), format!("iptb{t}"));
+
+    let tap_a = Attached::start(&["tap", net.p(), "--name", &a]);
+    let tap_b = Attached::start(&["tap", net.p(), "--name", &b]);
+    // The TAPs keep working after moving: their fds stay with ipn.
+    lab.place(&a, &ns1, "10.210.0.1/24");
+    lab.place(&b, &ns2, "10.210.0.2/24");
+    let status = net.status();
+    let descriptions: Vec<&str> = status["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["description"].as_str())
+        .collect();
+    assert!(
+        descriptions.contains(&format!("tap {a}").as_str()),
+        "{status:#}"
+    );
+
+    let said = ping(&ns1, &["-c", "3", "-i", "0.2", "-W", "2", "10.210.0.2"]);
+    eprintln!("[tap] ping {ns1} -> {ns2} through ipn: {said}");
+    assert!(said.contains("3 received"), "{said}");
+
+    // Throughput: reported, not asserted.
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns2,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            "10.210.0.2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    lab.helpers.push(server);
+    let mut report = None;
+    for _ in 0..50 {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns1,
+                "iperf3",
+                "-c",
+                "10.210.0.2",
+                "-t",
+                "3",
+                "-J",
+            ],
+        );
+        if out.status.success() {
+            report = Some(out.stdout);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100)); // server not listening yet
+    }
+    let report: Value = serde_json::from_slice(&report.expect("iperf3 never connected")).unwrap();
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    eprintln!(
+        "[tap] iperf3 TCP {ns1} -> {ns2} through ipn (two TAPs): {:.0} Mbit/s",
+        bps / 1e6
+    );
+    assert!(bps > 0.0);
+
+    for (tap, name) in [(tap_a, &a), (tap_b, &b)] {
+        let (status, said) = tap.stop();
+        assert_eq!(status.code(), Some(130), "{said}");
+        assert!(said.contains(&format!("tap {name} left")), "{said}");
+        assert!(frames_into_network(&said) > 0, "{said}");
+    }
+    // A TAP made by ipn goes with it, wherever it was.
+    let gone = run("ip", &["-n", &ns1, "link", "show", &a]);
+    assert!(!gone.status.success(), "{a} outlived ipn tap");
+}
+
+#[test]
+fn tap_mtu_follows_a_jumbo_network() {
+    require_root();
+    let t = tag();
+    let net = Net::create("jumbo", &["--mtu", "9014"]);
+    let mut lab = Lab::default();
+    let ns1 = lab.netns(&format!("ipn-jmb1-{t}"));
+    let ns2 = lab.netns(&format!("ipn-jmb2-{t}"));
+    let (a, b) = (format!("ipja{t}"), format!("ipjb{t}"));
+    let _tap_a = Attached::start(&["tap", net.p(), "--name", &a, "--up"]);
+    let _tap_b = Attached::start(&["tap", net.p(), "--name", &b]);
+    lab.place(&a, &ns1, "10.210.1.1/24");
+    lab.place(&b, &ns2, "10.210.1.2/24");
+    assert_eq!(mtu_in(&ns1, &a), 9000);
+    assert_eq!(mtu_in(&ns2, &b), 9000);
+    // 8972 bytes of ICMP payload + 28 of headers = 9000, not fragmented.
+    let said = ping(
+        &ns1,
+        &[
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "8972",
+            "10.210.1.2",
+        ],
+    );
+    eprintln!("[tap] jumbo ping (9000-byte IP packets) through ipn: {said}");
+}
+
+#[test]
+fn tap_attaches_to_a_persistent_tap_and_a_second_one_is_told_it_is_busy() {
+    require_root();
+    let t = tag();
+    let net = Net::create("persist", &[]);
+    let mut lab = Lab::default();
+    let name = format!("ippt{t}");
+    must("ip", &["tuntap", "add", "mode", "tap", "name", &name]);
+    lab.links.push(name.clone());
+    let first = Attached::start(&["tap", net.p(), "--name", &name, "--up"]);
+    let second = ipn(&["tap", net.p(), "--name", &name]);
+    assert_eq!(second.status.code(), Some(1));
+    let said = text(&second.stderr);
+    assert!(said.contains(&name) && said.contains("busy"), "{said}");
+    let (status, said) = first.stop();
+    assert_eq!(status.code(), Some(130), "{said}");
+    // Persistent: it outlives ipn tap.
+    must("ip", &["link", "show", &name]);
+}
+
+#[test]
+fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
+    require_root();
+    let t = tag();
+    let net = Net::create("grab", &[]);
+    let mut lab = Lab::default();
+    let ns_g = lab.netns(&format!("ipn-grabg-{t}"));
+    let ns_t = lab.netns(&format!("ipn-grabt-{t}"));
+    let (va, vb, tap) = (format!("ipva{t}"), format!("ipvb{t}"), format!("ipgt{t}"));
+    must(
+        "ip",
+        &["link", "add", &va, "type", "veth", "peer", "name", &vb],
+    );
+    lab.links.push(va.clone());
+    // The host's end carries no address and no IPv6: only what ipn sends.
+    must(
+        "sysctl",
+        &["-q", "-w", &format!("net.ipv6.conf.{va}.disable_ipv6=1")],
+    );
+    must("ip", &["link", "set", &va, "up"]);
+    lab.place(&vb, &ns_g, "10.211.0.2/24");
+
+    let grab = Attached::start(&["grab", net.p(), &va]);
+    let tapper = Attached::start(&["tap", net.p(), "--name", &tap]);
+    lab.place(&tap, &ns_t, "10.211.0.1/24");
+
+    let said = ping(&ns_t, &["-c", "3", "-i", "0.2", "-W", "2", "10.211.0.2"]);
+    eprintln!("[grab] ping TAP -> ipn -> grab -> veth: {said}");
+    assert!(said.contains("3 received"), "{said}");
+
+    // Quiet for a moment: a loop would keep the counters climbing.
+    let before = net.status();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = net.status();
+    let total = |s: &Value| -> u64 {
+        s["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["tx_frames"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(total(&after) < 100, "frame storm? {after:#}");
+    assert!(
+        total(&after) - total(&before) < 10,
+        "frames still flowing after the ping: {before:#} {after:#}"
+    );
+
+    // The kernel never shows a packet socket the frames it sent itself,
+    // but it does show it every other frame leaving the interface
+    // (PACKET_OUTGOING): the host's, or another grab's. Those must not
+    // enter the network. A second network grabs the same veth and sends
+    // five frames out of it.
+    let other = Net::create("grab-other", &[]);
+    let grab2 = Attached::start(&["grab", other.p(), &va]);
+    let mut publisher = Command::new(BIN)
+        .args(["pub", other.p()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ipn pub");
+    {
+        use std::io::Write;
+        // "ffffff...": to 66:66:66:66:66:66 (multicast), EtherType
+        // 0x6666: nsG drops them.
+        let frame = "f".repeat(60);
+        let mut stdin = publisher.stdin.take().unwrap();
+        for _ in 0..5 {
+            writeln!(stdin, "{frame}").unwrap();
+        }
+    }
+    let out = publisher.wait_with_output().unwrap();
+    assert!(out.status.success(), "ipn pub: {}", text(&out.stderr));
+    let deadline = Instant::now() + LONG;
+    while other.status()["ports"][0]["rx_frames"].as_u64() != Some(5) {
+        assert!(Instant::now() < deadline, "grab 2 never got the 5 frames");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, said2) = grab2.stop();
+    assert_eq!(status.code(), Some(130), "{said2}");
+    assert!(said2.contains("5 out of it"), "{said2}");
+
+    let (status, said) = grab.stop();
+    assert_eq!(status.code(), Some(130), "{said}");
+    // Every frame grab put into the network came from the wire: at most
+    // what the far end of the veth sent.
+    let stats = must("ip", &["-n", &ns_g, "-s", "-j", "link", "show", &vb]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    let vb_sent = stats[0]["stats64"]["tx"]["packets"].as_u64().unwrap();
+    let into_network = frames_into_network(&said);
+    eprintln!("[grab] {vb} sent {vb_sent} frames; grab took {into_network} into the network");
+    assert!(into_network >= 3, "{said}");
+    assert!(into_network <= vb_sent, "{said}");
+    let skipped: u64 = said
+        .lines()
+        .find(|l| l.contains("seen leaving the interface were not taken"))
+        .and_then(|l| l.split(": ").nth(2))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of outgoing frames skipped: {said}"));
+    eprintln!("[grab] outgoing frames seen and skipped: {skipped}");
+    assert!(skipped >= 5, "{said}");
+    let (status, said) = tapper.stop();
+    assert_eq!(status.code(), Some(130), "{said}");
+}
+
+#[test]
+fn grab_with_promisc_starts_and_stops() {
+    require_root();
+    let t = tag();
+    let net = Net::create("promisc", &[]);
+    let mut lab = Lab::default();
+    let (va, vb) = (format!("ippa{t}"), format!("ippb{t}"));
+    must(
+        "ip",
+        &["link", "add", &va, "type", "veth", "peer", "name", &vb],
+    );
+    lab.links.push(va.clone());
+    let grab = Attached::start(&["grab", net.p(), &va, "--promisc"]);
+    let flags = must("ip", &["-d", "-j", "link", "show", &va]);
+    let flags: Value = serde_json::from_str(&flags).unwrap();
+    assert!(flags[0]["promiscuity"].as_u64().unwrap() >= 1, "{flags:#}");
+    let (status, said) = grab.stop();
+    assert_eq!(status.code(), Some(130), "{said}");
+    // The kernel took the membership back with the socket.
+    let flags = must("ip", &["-d", "-j", "link", "show", &va]);
+    let flags: Value = serde_json::from_str(&flags).unwrap();
+    assert_eq!(flags[0]["promiscuity"].as_u64(), Some(0), "{flags:#}");
+}
+
+#[test]
+fn tap_on_a_missing_network_is_an_error_naming_it() {
+    require_root(); // else opening the TAP fails first
+    let out = ipn(&["tap", "/nonexistent/ipn-net", "--name", "ipnmiss0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("/nonexistent/ipn-net: no such network; create it with"),
+        "{said}"
+    );
+}
+
+#[test]
+fn grab_of_a_missing_interface_is_an_error_naming_it() {
+    let net = Net::create("nosuchif", &[]);
+    let out = ipn(&["grab", net.p(), "nosuchif0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("grab nosuchif0: no such network interface"),
+        "{said}"
+    );
+    assert!(net.status()["ports"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn tap_with_a_name_too_long_says_so() {
+    let net = Net::create("longname", &[]);
+    let out = ipn(&["tap", net.p(), "--name", "averyverylongname"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("averyverylongname") && said.contains("at most 15"),
+        "{said}"
+    );
+}
+
+#[test]
+fn tap_without_cap_net_admin_says_what_it_needs() {
+    require_root();
+    let net = Net::create("unpriv", &["--mode", "0777"]);
+    let out = run(
+        "setpriv",
+        &[
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            BIN,
+            "tap",
+            net.p(),
+            "--name",
+            "ipnnobody0",
+        ],
+    );
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("tap ipnnobody0: permission denied") && said.contains("CAP_NET_ADMIN"),
+        "{said}"
+    );
+}
