@@ -1,13 +1,14 @@
 //! `ipn`: create, inspect and use ipn networks from the shell.
 //!
 //! Modules: `admin` (create, status, rm), `pubsub` (pub, sub), `stream`
-//! (frames on stdin/stdout), `signals` (leaving cleanly on SIGINT/SIGTERM),
+//! (frames on stdin/stdout), `dump` (pcap captures), `signals` (leaving cleanly on SIGINT/SIGTERM),
 //! `attach` (tap, grab: host interfaces), `vxlan` (VXLAN tunnel endpoint),
 //! `bench` (measurements).
 
 mod admin;
 mod attach;
 mod bench;
+mod dump;
 mod pubsub;
 mod signals;
 mod stream;
@@ -26,6 +27,7 @@ Examples:
   ipn status /tmp/net                      who is joined, counters, drops
   ipn status /tmp/net --json | jq .ports
   vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net
+  ipn dump /tmp/net | tcpdump -r - -n -e     watch the frames with tcpdump
   ipn tap /tmp/net --name tap0 --up        the host joins through TAP tap0
   ipn grab /tmp/net eth1                   eth1's wire joins the network
   ipn rm /tmp/net
@@ -102,6 +104,22 @@ enum Command {
         after_help = "Examples:\n  ipn sub /tmp/net\n  ipn sub /tmp/net --count 1 --timeout 5\n  ipn sub /tmp/net --events --hex\n  ipn sub --raw /tmp/net | vde_plug vde:///tmp/sw"
     )]
     Sub(pubsub::SubArgs),
+    /// Capture every frame as a pcap file for tcpdump or Wireshark
+    #[command(
+        long_about = "Join PATH as a read-only port and write every frame it receives as a \
+            pcap capture (link type Ethernet, microsecond timestamps, or nanosecond with \
+            --nano; each frame stamped when received) to FILE with -w FILE, or to standard \
+            output with -w - (the default when standard output is not a terminal: a binary \
+            capture is never written to a terminal). Output other than a regular file is \
+            flushed after every frame, so a pipe into `tcpdump -r -` shows frames live. \
+            With --snaplen only the first BYTES of each frame are kept, its original length \
+            is still recorded. Stops after --count frames, after --timeout seconds, at \
+            SIGINT/SIGTERM, or when the reader of standard output goes away, always leaving \
+            a complete capture; then prints on standard error how many frames were captured \
+            and how many the port lost because it read too slowly.",
+        after_help = "Examples:\n  ipn dump /tmp/net -w /tmp/net.pcap\n  ipn dump /tmp/net | tcpdump -r - -n -e\n  ipn dump /tmp/net -w - --snaplen 64 | wireshark -k -i -\n  ipn dump /tmp/net -w first10.pcap --count 10 --timeout 60"
+    )]
+    Dump(dump::DumpArgs),
     /// Join remote hosts' networks over standard VXLAN (RFC 7348), e.g. a kernel vxlan device
     #[command(
         long_about = "Join PATH as a port and bridge it to a VXLAN tunnel (RFC 7348): a UDP \
@@ -173,6 +191,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => admin::rm(&args).map(|()| Outcome::Done),
         Command::Pub(args) => pubsub::publish(&args),
         Command::Sub(args) => pubsub::subscribe(&args),
+        Command::Dump(args) => dump::dump(&args),
         Command::Vxlan(args) => vxlan::run(&args),
         Command::Tap(args) => attach::tap(&args),
         Command::Grab(args) => attach::grab(&args),

@@ -1,0 +1,513 @@
+//! `ipn dump`, run as a separate process, its captures read by the real
+//! tcpdump (which must be installed: scripts/deps.sh lists it).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn ipn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ipn"))
+}
+
+fn run(args: &[&str]) -> Output {
+    ipn().args(args).output().expect("running ipn")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `tcpdump ARGS`; fails the test, saying what to do, if tcpdump is missing.
+fn tcpdump() -> Command {
+    match Command::new("tcpdump").arg("--version").output() {
+        Ok(out) if out.status.success() => Command::new("tcpdump"),
+        Ok(out) => panic!("`tcpdump --version` failed: {}", stderr(&out)),
+        Err(e) => panic!(
+            "these tests need tcpdump ({e}): install it (apt-get install tcpdump; \
+             scripts/deps.sh installs everything the tests use)"
+        ),
+    }
+}
+
+/// A network path unique to this test and process, removed at the end.
+struct Net {
+    path: PathBuf,
+}
+
+impl Net {
+    fn created(name: &str) -> Net {
+        let path = std::env::temp_dir().join(format!("ipn-dump-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let net = Net { path };
+        let out = run(&["create", net.p()]);
+        assert!(out.status.success(), "create failed: {}", stderr(&out));
+        net
+    }
+
+    fn p(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// A file next to the network (removed with it).
+    fn file(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("{}.{name}", self.p()))
+    }
+
+    fn status_json(&self) -> Value {
+        let out = run(&["status", self.p(), "--json"]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    fn ports(&self) -> Vec<Value> {
+        self.status_json()["ports"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `check` holds for `ipn status --json`.
+    fn wait_for(&self, what: &str, check: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let status = self.status_json();
+            if check(&status) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never saw {what}: {status:#}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for_readers(&self, readers: u64) {
+        self.wait_for(&format!("{readers} readers"), |s| {
+            s["readers"].as_u64() == Some(readers)
+        });
+    }
+
+    /// Sends `frames` through `ipn pub --raw`.
+    fn publish(&self, frames: &[Vec<u8>]) {
+        let mut records = Vec::new();
+        for frame in frames {
+            records.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+            records.extend_from_slice(frame);
+        }
+        let mut child = ipn()
+            .args(["pub", "--raw", self.p()])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&records).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "pub failed: {}", stderr(&out));
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = run(&["rm", "--force", self.p()]);
+        let _ = std::fs::remove_dir_all(&self.path);
+        for name in ["pcap", "missing"] {
+            let _ = std::fs::remove_file(self.file(name));
+        }
+    }
+}
+
+/// A background process killed if the test ends early.
+struct Bg(Option<Child>);
+
+impl Bg {
+    fn dump(args: &[&str]) -> Bg {
+        let child = ipn()
+            .arg("dump")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running ipn dump");
+        Bg(Some(child))
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.as_ref().unwrap().id() as i32)
+    }
+
+    /// Waits at most [`LONG`] for the process to end.
+    fn finish(mut self) -> Output {
+        let mut child = self.0.take().unwrap();
+        let deadline = Instant::now() + LONG;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("did not exit within {LONG:?}; stderr {:?}", stderr(&out));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An Ethernet frame: destination, source, ethertype, payload.
+fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+const BROADCAST: [u8; 6] = [0xff; 6];
+const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+/// IEEE 802 local experimental ethertype: tcpdump does not decode it.
+const EXPERIMENTAL: u16 = 0x88b5;
+
+/// One packet as `tcpdump -n -e -xx` prints it: the summary line and the
+/// captured bytes.
+#[derive(Debug)]
+struct Dumped {
+    line: String,
+    bytes: Vec<u8>,
+}
+
+/// Reads `file` with `tcpdump -r FILE -n -e -xx EXTRA`; panics unless tcpdump
+/// succeeds.
+fn tcpdump_read(file: &str, extra: &[&str]) -> (Vec<Dumped>, String) {
+    let out = tcpdump()
+        .args(["-r", file, "-n", "-e", "-xx"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "tcpdump -r {file} failed: {err}");
+    (parse_tcpdump(&String::from_utf8_lossy(&out.stdout)), err)
+}
+
+fn parse_tcpdump(text: &str) -> Vec<Dumped> {
+    let mut packets: Vec<Dumped> = Vec::new();
+    for line in text.lines() {
+        if let Some(hex) = line.trim_start().strip_prefix("0x") {
+            let (_, rest) = hex.split_once(':').expect("offset: bytes");
+            let packet = packets.last_mut().expect("hex after a summary line");
+            // "  ffff ffff ..." then, with -X, an ASCII column after two spaces.
+            let groups = rest.trim_start().split("  ").next().unwrap();
+            for group in groups.split_whitespace() {
+                for i in (0..group.len()).step_by(2) {
+                    packet
+                        .bytes
+                        .push(u8::from_str_radix(&group[i..i + 2], 16).unwrap());
+                }
+            }
+        } else if !line.trim().is_empty() {
+            packets.push(Dumped {
+                line: line.to_string(),
+                bytes: Vec::new(),
+            });
+        }
+    }
+    packets
+}
+
+#[test]
+fn tcpdump_reads_the_capture_with_its_macs_ethertypes_and_bytes() {
+    let net = Net::created("file");
+    let pcap = net.file("pcap");
+    let dump = Bg::dump(&[
+        net.p(),
+        "-w",
+        pcap.to_str().unwrap(),
+        "--count",
+        "3",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    let port = &net.ports()[0];
+    assert_eq!(port["description"], "ipn dump");
+    assert_eq!(port["writing"], false);
+    let frames = vec![
+        frame(BROADCAST, A, EXPERIMENTAL, b"ipn dump test frame one"),
+        frame(B, A, EXPERIMENTAL, &[0x5a; 100]),
+        frame(A, B, 0x0806, &[0u8; 28]),
+    ];
+    net.publish(&frames);
+    let out = dump.finish();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "3 frames captured, 0 dropped by ipn (reader too slow)\n"
+    );
+    assert!(net.ports().is_empty(), "dump left its port behind");
+
+    let (packets, err) = tcpdump_read(pcap.to_str().unwrap(), &[]);
+    assert!(err.contains("link-type EN10MB (Ethernet)"), "{err}");
+    assert_eq!(packets.len(), 3, "{packets:#?}");
+    assert!(
+        packets[0].line.contains(
+            "02:00:00:00:00:0a > ff:ff:ff:ff:ff:ff, ethertype Unknown (0x88b5), length 37"
+        ),
+        "{packets:#?}"
+    );
+    assert!(
+        packets[1].line.contains(
+            "02:00:00:00:00:0a > 02:00:00:00:00:0b, ethertype Unknown (0x88b5), length 114"
+        ),
+        "{packets:#?}"
+    );
+    assert!(
+        packets[2]
+            .line
+            .contains("02:00:00:00:00:0b > 02:00:00:00:00:0a, ethertype ARP (0x0806), length 42"),
+        "{packets:#?}"
+    );
+    for (packet, sent) in packets.iter().zip(&frames) {
+        assert_eq!(&packet.bytes, sent, "{}", packet.line);
+    }
+}
+
+#[test]
+fn snaplen_keeps_the_first_bytes_and_records_the_original_length() {
+    let net = Net::created("snaplen");
+    let pcap = net.file("pcap");
+    let dump = Bg::dump(&[
+        net.p(),
+        "-w",
+        pcap.to_str().unwrap(),
+        "--count",
+        "1",
+        "--timeout",
+        "20",
+        "--snaplen",
+        "20",
+        "--nano",
+    ]);
+    net.wait_for_readers(1);
+    // An IPv4 header cut off after 6 of its 20 bytes.
+    let mut ip = vec![
+        0x45, 0, 0, 80, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    ip.resize(80, 0);
+    let sent = frame(B, A, 0x0800, &ip);
+    net.publish(std::slice::from_ref(&sent));
+    let out = dump.finish();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let (packets, err) = tcpdump_read(pcap.to_str().unwrap(), &[]);
+    assert!(err.contains("snapshot length 20"), "{err}");
+    assert_eq!(packets.len(), 1, "{packets:#?}");
+    let line = &packets[0].line;
+    assert!(
+        line.contains("ethertype IPv4 (0x0800), length 94"),
+        "{line}"
+    );
+    assert!(
+        line.contains("[|ip]"),
+        "tcpdump shows no truncation: {line}"
+    );
+    assert_eq!(packets[0].bytes, sent[..20]);
+
+    // And in the file itself: nanosecond magic, caplen 20, original 94.
+    let bytes = std::fs::read(&pcap).unwrap();
+    let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!(u32_at(0), 0xa1b2_3c4d, "nanosecond pcap magic");
+    assert_eq!(u32_at(16), 20, "global snaplen");
+    assert_eq!(u32_at(20), 1, "LINKTYPE_ETHERNET");
+    assert!(u32_at(28) < 1_000_000_000, "nanoseconds");
+    assert_eq!((u32_at(32), u32_at(36)), (20, 94), "caplen, len");
+    assert_eq!(bytes.len(), 24 + 16 + 20);
+}
+
+#[test]
+fn sigint_leaves_a_complete_capture_and_no_port() {
+    let net = Net::created("sigint");
+    let pcap = net.file("pcap");
+    let dump = Bg::dump(&[net.p(), "-w", pcap.to_str().unwrap()]);
+    net.wait_for_readers(1);
+    let frames: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| frame(BROADCAST, A, EXPERIMENTAL, &[i; 46]))
+        .collect();
+    net.publish(&frames);
+    net.wait_for("the dump port receive 5 frames", |s| {
+        s["ports"][0]["rx_frames"].as_u64() == Some(5)
+    });
+    kill(dump.pid(), Signal::SIGINT).unwrap();
+    let out = dump.finish();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("5 frames captured, 0 dropped"),
+        "{}",
+        stderr(&out)
+    );
+    let status = net.status_json();
+    assert!(status["ports"].as_array().unwrap().is_empty(), "{status:#}");
+    assert_eq!(status["readers"], 0);
+
+    let (packets, _) = tcpdump_read(pcap.to_str().unwrap(), &[]);
+    assert_eq!(packets.len(), 5, "{packets:#?}");
+    for (packet, sent) in packets.iter().zip(&frames) {
+        assert_eq!(&packet.bytes, sent);
+    }
+}
+
+#[test]
+fn write_dash_streams_each_frame_down_the_pipe_as_it_arrives() {
+    let net = Net::created("pipe");
+    let mut dump = Bg::dump(&[net.p(), "-w", "-"]);
+    let mut stdout = dump.child().stdout.take().unwrap();
+    // The global header comes at once, before any frame.
+    let mut header = [0u8; 24];
+    stdout.read_exact(&mut header).unwrap();
+    let magic = u32::from_ne_bytes(header[..4].try_into().unwrap());
+    assert_eq!(magic, 0xa1b2_c3d4, "microsecond pcap magic: {header:02x?}");
+    assert_eq!(u16::from_ne_bytes([header[4], header[5]]), 2, "version 2.4");
+    assert_eq!(u32::from_ne_bytes(header[16..20].try_into().unwrap()), 1514);
+    net.wait_for_readers(1);
+    // Each frame is readable while dump keeps running.
+    for i in 0..3u8 {
+        let sent = frame(B, A, EXPERIMENTAL, &[i; 50]);
+        net.publish(std::slice::from_ref(&sent));
+        let mut record = vec![0u8; 16 + sent.len()];
+        stdout.read_exact(&mut record).unwrap();
+        let caplen = u32::from_ne_bytes(record[8..12].try_into().unwrap());
+        let len = u32::from_ne_bytes(record[12..16].try_into().unwrap());
+        assert_eq!((caplen, len), (64, 64));
+        assert_eq!(record[16..], sent[..]);
+    }
+    kill(dump.pid(), Signal::SIGTERM).unwrap();
+    let out = dump.finish();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("3 frames captured"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(net.ports().is_empty());
+}
+
+#[test]
+fn piped_into_tcpdump_shows_frames_live_and_ends_when_tcpdump_does() {
+    let net = Net::created("live");
+    let mut dump = Bg::dump(&[net.p()]); // no -w: standard output is a pipe
+    let pipe = dump.child().stdout.take().unwrap();
+    let tcpdump = tcpdump()
+        .args(["-r", "-", "-n", "-e", "-xx", "-l", "-c", "2"])
+        .stdin(pipe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tcpdump = Bg(Some(tcpdump));
+    net.wait_for_readers(1);
+    let frames = vec![
+        frame(BROADCAST, A, EXPERIMENTAL, b"live one"),
+        frame(B, A, EXPERIMENTAL, b"live two"),
+    ];
+    // tcpdump (line-buffered with -l) prints the first frame before the
+    // second is even sent: dump flushed it down the pipe.
+    net.publish(&frames[..1]);
+    let mut tcpdump = tcpdump;
+    let mut printed = BufReader::new(tcpdump.child().stdout.take().unwrap());
+    let mut text = String::new();
+    while !text.contains("0x0010:") {
+        let before = text.len();
+        printed.read_line(&mut text).unwrap();
+        assert!(text.len() > before, "tcpdump ended early: {text}");
+    }
+    net.publish(&frames[1..]);
+    printed.read_to_string(&mut text).unwrap();
+    let out = tcpdump.finish();
+    assert!(out.status.success(), "tcpdump: {}", stderr(&out));
+    let packets = parse_tcpdump(&text);
+    assert_eq!(packets.len(), 2, "{packets:#?}");
+    for (packet, sent) in packets.iter().zip(&frames) {
+        assert_eq!(&packet.bytes, sent, "{}", packet.line);
+    }
+    // tcpdump -c 2 exited: dump notices its reader is gone and leaves.
+    let out = dump.finish();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("2 frames captured"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(net.ports().is_empty());
+}
+
+#[test]
+fn a_capture_file_in_a_missing_directory_is_a_clear_error() {
+    let net = Net::created("missingdir");
+    let dir = net.file("missing");
+    let file = dir.join("capture.pcap");
+    let out = run(&["dump", net.p(), "-w", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("ipn: "), "{err}");
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains(&format!("directory {} does not exist", dir.display())),
+        "{err}"
+    );
+    assert!(net.ports().is_empty(), "a port was left behind");
+}
+
+#[test]
+fn timeout_without_the_counted_frames_is_an_error_but_the_file_is_complete() {
+    let net = Net::created("timeout");
+    let pcap = net.file("pcap");
+    let out = run(&[
+        "dump",
+        net.p(),
+        "-w",
+        pcap.to_str().unwrap(),
+        "--count",
+        "1",
+        "--timeout",
+        "0.3",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("0 frames captured"), "{err}");
+    assert!(err.contains("captured 0 of 1 frames"), "{err}");
+    let (packets, _) = tcpdump_read(pcap.to_str().unwrap(), &[]);
+    assert!(packets.is_empty());
+}
+
+#[test]
+fn help_lists_dump_and_explains_its_options() {
+    let out = run(&["--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dump"));
+    let out = run(&["dump", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "--write",
+        "--snaplen",
+        "--count",
+        "--nano",
+        "tcpdump -r -",
+        "terminal",
+    ] {
+        assert!(help.contains(word), "{word:?} missing from dump --help");
+    }
+}
