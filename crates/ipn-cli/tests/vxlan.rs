@@ -380,3 +380,66 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
     assert!(summary.contains("(0 send errors)"), "{summary}");
     drop(responder);
 }
+
+#[test]
+fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group() {
+    let (_ns, a, b) = two_hosts("g");
+    must(
+        "ip",
+        &[
+            "-n",
+            &b,
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "group",
+            "239.1.1.42",
+            "dev",
+            "vethB",
+            "dstport",
+            "4789",
+        ],
+    );
+    must(
+        "ip",
+        &["-n", &b, "addr", "add", "10.221.0.2/24", "dev", "vx0"],
+    );
+    must("ip", &["-n", &b, "link", "set", "vx0", "up"]);
+
+    let net = Net::created("group");
+    let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
+    let (kid, stderr, start) = start_vxlan(
+        &a,
+        &[
+            net.p(),
+            "--vni",
+            "42",
+            "--group",
+            "239.1.1.42",
+            "--dev",
+            "vethA",
+            // Every reply goes to the group: the kernel must take it there.
+            "--no-learning",
+        ],
+    );
+    assert!(
+        start.contains("vxlan vni 42 <-> group 239.1.1.42:4789 on vethA"),
+        "{start}"
+    );
+    let out = ping(&b, "10.221.0.1", "3");
+    assert!(
+        out.status.success(),
+        "ping over the multicast group failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = interrupt(kid, stderr);
+    eprintln!("{start}{summary}");
+    assert!(summary.contains("(0 send errors)"), "{summary}");
+    assert!(summary.contains(" 0 unicast"), "{summary}");
+    drop(responder);
+}
