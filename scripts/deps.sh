@@ -11,6 +11,7 @@ packages=(
   libvdeplug-dev    # the plugin header and -lvdeplug for the C tests
   iproute2          # ip: TAP interfaces, namespaces
   iperf3 tcpdump    # traffic and captures in system tests
+  iputils-ping procps  # ping, sysctl in the tap/grab tests
   busybox-static cpio xz-utils kmod  # the tiny VM images
   util-linux passwd # setpriv/runuser/useradd for the permission tests
   gcc libc6-dev     # C clients of libvdeplug
