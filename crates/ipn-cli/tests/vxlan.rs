@@ -443,3 +443,101 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
     assert!(summary.contains(" 0 unicast"), "{summary}");
     drop(responder);
 }
+
+/// Kernel to kernel through ipn: host B's kernel vxlan device, ipn vxlan
+/// on host A, the ipn network, and `ipn tap` with its TAP in host C.
+#[test]
+fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
+    let (mut ns, a, b) = two_hosts("t");
+    let c = format!("ipnvxtC{}", std::process::id());
+    ns.0.extend(Namespaces::new(&[&c]).0.drain(..));
+    must(
+        "ip",
+        &[
+            "-n",
+            &b,
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "remote",
+            "10.220.0.1",
+            "local",
+            "10.220.0.2",
+            "dstport",
+            "4789",
+            "dev",
+            "vethB",
+        ],
+    );
+    must(
+        "ip",
+        &["-n", &b, "addr", "add", "10.221.0.2/24", "dev", "vx0"],
+    );
+    must("ip", &["-n", &b, "link", "set", "vx0", "up"]);
+
+    let net = Net::created("tap");
+    let mut tap = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c,
+            ipn_bin(),
+            "tap",
+            net.p(),
+            "--name",
+            "tapC",
+            "--up",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running ipn tap");
+    let mut tap_err = BufReader::new(tap.stderr.take().unwrap());
+    let _tap = Kid(tap);
+    let mut line = String::new();
+    tap_err.read_line(&mut line).unwrap();
+    assert!(line.contains("tapC"), "ipn tap did not start: {line}");
+    must(
+        "ip",
+        &["-n", &c, "addr", "add", "10.221.0.1/24", "dev", "tapC"],
+    );
+
+    let (kid, stderr, start) = start_vxlan(
+        &a,
+        &[
+            net.p(),
+            "--vni",
+            "42",
+            "--remote",
+            "10.220.0.2",
+            "--local",
+            "10.220.0.1",
+        ],
+    );
+    for (from, to, size) in [
+        (&b, "10.221.0.1", "56"),
+        (&c, "10.221.0.2", "56"),
+        // 1428-byte IP packets: the kernel vxlan's whole MTU (1500 - 50 - 22
+        // spare), in 1478-byte outer packets over the 1500-byte veth.
+        (&b, "10.221.0.1", "1400"),
+    ] {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", from, "ping", "-c", "2", "-W", "2", "-s", size, "-M", "do", to,
+            ])
+            .output()
+            .expect("running ping");
+        assert!(
+            out.status.success(),
+            "ping -s {size} from {from} to {to} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let summary = interrupt(kid, stderr);
+    eprintln!("{start}{summary}");
+    assert!(summary.contains("(0 send errors)"), "{summary}");
+}
