@@ -450,7 +450,7 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
 fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
     let (mut ns, a, b) = two_hosts("t");
     let c = format!("ipnvxtC{}", std::process::id());
-    ns.0.extend(Namespaces::new(&[&c]).0.drain(..));
+    ns.0.append(&mut Namespaces::new(&[&c]).0);
     must(
         "ip",
         &[
