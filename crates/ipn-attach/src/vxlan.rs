@@ -601,12 +601,15 @@ mod tests {
     }
 
     fn pair(vni: u32) -> (Vxlan, Vxlan) {
-        let local = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        pair_on(vni, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    fn pair_on(vni: u32, ip: IpAddr) -> (Vxlan, Vxlan) {
         // Bind b on a free port first, then a pointing at it, then point b back.
         let mut cb = VxlanConfig::new(vni);
-        cb.local = local;
+        cb.local = Some(ip);
         cb.port = 0;
-        cb.remotes.push("127.0.0.1:9".parse().unwrap());
+        cb.remotes.push(SocketAddr::new(ip, 9));
         let mut b = Vxlan::open(&cb).unwrap();
         let mut ca = cb.clone();
         ca.remotes = vec![b.local_addr().unwrap()];
@@ -649,6 +652,17 @@ mod tests {
         assert_eq!(&buf[..n], &f[..]);
         let s = b.stats();
         assert_eq!((s.received, s.malformed, s.other_vni), (2, 2, 1));
+    }
+
+    #[test]
+    fn frames_cross_over_ipv6() {
+        let (mut a, mut b) = pair_on(5, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let f = frame([2, 0, 0, 0, 0, 0xb], [2, 0, 0, 0, 0, 0xa], b"over v6");
+        a.send(&f).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = recv_wait(&mut b, &mut buf).expect("frame arrives over ::1");
+        assert_eq!(&buf[..n], &f[..]);
+        assert!(a.describe().contains("[::1]:"), "{}", a.describe());
     }
 
     #[test]
