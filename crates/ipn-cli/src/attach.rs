@@ -12,12 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use clap::Args;
 use ipn::{Config, JoinOptions, Port};
 use ipn_attach::grab::Grab;
 use ipn_attach::tap::{self, LinkSettings, Tap};
-use ipn_attach::{bridge, BridgeStats, Link};
+use ipn_attach::{bridge, BridgeError, BridgeStats, Link};
 
 use crate::signals;
 use crate::Outcome;
@@ -111,7 +111,14 @@ fn run(port: &mut Port, link: &mut dyn Link, path: &Path) -> anyhow::Result<Outc
             stop.store(true, Ordering::Relaxed);
         }
     })
-    .with_context(|| format!("{what} on {}", path.display()))?;
+    .map_err(|e| match e {
+        // The TAP was deleted (`ip link del`) under us.
+        BridgeError::Link { link, source } if source.raw_os_error() == Some(libc::EBADFD) => {
+            anyhow!("{link}: the interface was deleted; left {}", path.display())
+        }
+        // Display only: BridgeError's message already holds its source.
+        other => anyhow!("{other}; left {}", path.display()),
+    })?;
     eprintln!("ipn: {what} left {}: {}", path.display(), summary(&stats));
     Ok(match signals::caught() {
         Some(signal) => Outcome::Signal(signal),

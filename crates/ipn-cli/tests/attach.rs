@@ -168,9 +168,15 @@ impl Attached {
     }
 
     /// SIGINT, then the exit status and everything it said.
-    fn stop(mut self) -> (ExitStatus, String) {
+    fn stop(self) -> (ExitStatus, String) {
+        let pid = self.child.as_ref().unwrap().id();
+        kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
+        self.wait()
+    }
+
+    /// The exit status and everything it said.
+    fn wait(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().unwrap();
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
         let deadline = Instant::now() + LONG;
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -178,7 +184,7 @@ impl Attached {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("ipn did not stop within {LONG:?} of SIGINT");
+                panic!("ipn did not stop within {LONG:?}: {:?}", self.seen);
             }
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -411,6 +417,24 @@ fn tap_attaches_to_a_persistent_tap_and_a_second_one_is_told_it_is_busy() {
     assert_eq!(status.code(), Some(130), "{said}");
     // Persistent: it outlives ipn tap.
     must("ip", &["link", "show", &name]);
+}
+
+#[test]
+fn tap_deleted_under_ipn_tap_ends_it_with_a_clear_error() {
+    require_root();
+    let net = Net::create("deleted", &[]);
+    let name = format!("ipdt{}", tag());
+    let tap = Attached::start(&["tap", net.p(), "--name", &name, "--up"]);
+    must("ip", &["link", "del", &name]);
+    let (status, said) = tap.wait();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "ipn: tap {name}: the interface was deleted; left {}",
+            net.p()
+        )),
+        "{said}"
+    );
 }
 
 #[test]
