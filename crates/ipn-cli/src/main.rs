@@ -27,9 +27,11 @@ Examples:
   ipn status /tmp/net                      who is joined, counters, drops
   ipn status /tmp/net --json | jq .ports
   vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net
-  ipn dump /tmp/net | tcpdump -r - -n -e     watch the frames with tcpdump
+  ipn dump /tmp/net | tcpdump -r - -n -e   watch the frames with tcpdump
   ipn tap /tmp/net --name tap0 --up        the host joins through TAP tap0
   ipn grab /tmp/net eth1                   eth1's wire joins the network
+  ipn vxlan /tmp/net --vni 42 --remote 192.0.2.7   join another host's network
+  ipn create /tmp/lan --switch             a learning switch instead of a hub
   ipn rm /tmp/net
 
 A network is a directory; its mode and group say who may join.
@@ -44,7 +46,10 @@ See ipn(1) for the details.";
     long_about = "Inter Process Networking: serverless shared-memory Ethernet networks joined by path.\n\n\
         A network is a directory in the file system. Any process allowed to open it joins \
         as a port, and every frame one port sends reaches every other reading port, as on \
-        an Ethernet hub. There is no daemon: the network stays when its last member leaves.",
+        an Ethernet hub (or, created with --switch, a learning switch). There is no daemon: \
+        the network stays when its last member leaves. Virtual machines join with the URL \
+        ipn:///PATH through the vdeplug plugin; the host joins with `ipn tap`, a real \
+        interface with `ipn grab`, other hosts with `ipn vxlan`.",
     after_help = EXAMPLES
 )]
 struct Cli {
