@@ -23,7 +23,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -31,6 +31,7 @@ use ipn::{JoinOptions, Port, RecvError};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 
+use crate::limits::{Limits, Next};
 use crate::signals::{self, TICK};
 use crate::Outcome;
 
@@ -238,13 +239,7 @@ fn create_error(path: &Path, e: io::Error) -> anyhow::Error {
 
 pub fn dump(args: &DumpArgs) -> anyhow::Result<Outcome> {
     signals::install()?;
-    let deadline = match args.timeout {
-        None => None,
-        Some(secs) if secs.is_finite() && secs >= 0.0 => {
-            Some(Instant::now() + Duration::from_secs_f64(secs.min(1e9)))
-        }
-        Some(secs) => bail!("--timeout {secs}: give a number of seconds, 0 or more"),
-    };
+    let limits = Limits::start(args.count, args.timeout, &args.path)?;
     let file = args.write.as_deref().filter(|p| *p != Path::new("-"));
     if file.is_none() {
         refuse_terminal()?;
@@ -272,7 +267,7 @@ pub fn dump(args: &DumpArgs) -> anyhow::Result<Outcome> {
     };
     let mut sink = Sink::new(target, header)?;
     let mut captured = 0;
-    let result = capture(args, &mut port, &mut sink, deadline, &mut captured);
+    let result = capture(&limits, &mut port, &mut sink, &mut captured);
     // Finish the file whatever happened; a closed pipe is no error.
     let flushed = sink.flush();
     let dropped = port
@@ -290,36 +285,18 @@ pub fn dump(args: &DumpArgs) -> anyhow::Result<Outcome> {
 
 /// Receives and records frames until something says stop.
 fn capture(
-    args: &DumpArgs,
+    limits: &Limits,
     port: &mut Port,
     sink: &mut Sink,
-    deadline: Option<Instant>,
     captured: &mut u64,
 ) -> anyhow::Result<Outcome> {
     let snaplen = sink.writer.snaplen() as usize;
     let mut buf = vec![0u8; port.mtu() as usize];
     loop {
-        if args.count.is_some_and(|count| *captured >= count) {
-            return Ok(Outcome::Done);
-        }
-        if let Some(signal) = signals::caught() {
-            return Ok(Outcome::Signal(signal));
-        }
-        let mut wait = TICK;
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return match args.count {
-                    Some(count) => bail!(
-                        "timed out after {} s: captured {captured} of {count} frames from {}",
-                        args.timeout.unwrap_or_default(),
-                        args.path.display()
-                    ),
-                    None => Ok(Outcome::Done),
-                };
-            }
-            wait = wait.min(left);
-        }
+        let wait = match limits.next(*captured, "captured")? {
+            Next::Wait(wait) => wait,
+            Next::Stop(outcome) => return Ok(outcome),
+        };
         let ok = match port.recv_timeout(&mut buf, wait) {
             Ok(len) => {
                 let timestamp = SystemTime::now()
@@ -334,7 +311,7 @@ fn capture(
             Err(RecvError::TimedOut | RecvError::WouldBlock) => {
                 sink.flush()? && !sink.reader_gone()
             }
-            Err(e) => return Err(e).context(format!("receiving from {}", args.path.display())),
+            Err(e) => return Err(e).context(format!("receiving from {}", port.path().display())),
         };
         if !ok {
             return Ok(Outcome::Done);

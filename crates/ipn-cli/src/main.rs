@@ -9,6 +9,7 @@ mod admin;
 mod attach;
 mod bench;
 mod dump;
+mod limits;
 mod pubsub;
 mod signals;
 mod stream;

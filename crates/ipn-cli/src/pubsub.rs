@@ -11,12 +11,12 @@
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use ipn::{Config, JoinOptions, Message, Port, RecvError, SendError};
 
+use crate::limits::{self, Limits};
 use crate::signals::{self, TICK};
 use crate::stream::{self, Input, Next};
 use crate::Outcome;
@@ -207,13 +207,7 @@ fn written(result: io::Result<()>) -> anyhow::Result<bool> {
 
 pub fn subscribe(args: &SubArgs) -> anyhow::Result<Outcome> {
     signals::install()?;
-    let deadline = match args.timeout {
-        None => None,
-        Some(secs) if secs.is_finite() && secs >= 0.0 => {
-            Some(Instant::now() + Duration::from_secs_f64(secs.min(1e9)))
-        }
-        Some(secs) => bail!("--timeout {secs}: give a number of seconds, 0 or more"),
-    };
+    let limits = Limits::start(args.count, args.timeout, &args.path)?;
     let options = JoinOptions {
         description: args.description.clone(),
         read: true,
@@ -241,27 +235,10 @@ pub fn subscribe(args: &SubArgs) -> anyhow::Result<Outcome> {
     let mut buf = vec![0u8; port.mtu() as usize];
     let mut received: u64 = 0;
     loop {
-        if args.count.is_some_and(|count| received >= count) {
-            return Ok(Outcome::Done);
-        }
-        if let Some(signal) = signals::caught() {
-            return Ok(Outcome::Signal(signal));
-        }
-        let mut wait = TICK;
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return match args.count {
-                    Some(count) => bail!(
-                        "timed out after {} s: received {received} of {count} frames from {}",
-                        args.timeout.unwrap_or_default(),
-                        args.path.display()
-                    ),
-                    None => Ok(Outcome::Done),
-                };
-            }
-            wait = wait.min(left);
-        }
+        let wait = match limits.next(received, "received")? {
+            limits::Next::Wait(wait) => wait,
+            limits::Next::Stop(outcome) => return Ok(outcome),
+        };
         let ok = match port.recv_message(&mut buf, Some(wait)) {
             Ok(Message::Frame(len)) => {
                 received += 1;
