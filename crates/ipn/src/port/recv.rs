@@ -46,15 +46,21 @@ impl Port {
     /// processor a few times, as [`Port::recv`] does before sleeping, so a
     /// streaming sender wakes this reader once per batch, not per frame.
     pub fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        self.armed = false;
-        match self.try_recv_message(buf) {
-            Ok(Message::Frame(len)) => return Ok(len),
-            Ok(Message::Membership(_)) | Err(RecvError::WouldBlock) => {}
-            Err(e) => return Err(e),
+        if self.caps & CAP_READ == 0 {
+            return Err(RecvError::NotReading);
+        }
+        // Look, then yield and look again, all before arming: arming first
+        // would make the sender ring for the very frames we wait for.
+        while let Some(message) = self.poll_once(buf) {
+            if let Message::Frame(len) = message {
+                return Ok(len);
+            }
         }
         if let Some(Message::Frame(len)) = self.yield_for_frames(buf) {
             return Ok(len);
         }
+        // Nothing: drain every doorbell, counted or not, arm, look once more.
+        self.armed = false;
         self.try_recv(buf)
     }
 
