@@ -21,6 +21,14 @@
 //! counts it per socket and takes it back when the socket is closed, even
 //! when the process is killed, so nothing needs restoring.
 //!
+//! An interface deleted under the socket (`ip link del`) ends the grab:
+//! the socket then says `ENETDOWN` once (as it does when the interface is
+//! merely set down, which is not fatal), or nothing at all if the
+//! interface was already down. [`Grab`] tells the two apart by asking
+//! whether its interface index still exists, on `ENETDOWN` and, from
+//! [`Link::check`], at most once a second; a deleted interface is an
+//! `ENODEV` error.
+//!
 //! The `unsafe` calls (bind, setsockopt, recvfrom with a `sockaddr_ll`)
 //! are in [`sys`].
 
@@ -28,6 +36,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 
@@ -66,11 +75,17 @@ pub enum GrabError {
     },
 }
 
+/// How often [`Link::check`] looks whether the interface still exists.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// An interface grabbed through an `AF_PACKET` socket: a [`Link`].
 #[derive(Debug)]
 pub struct Grab {
     socket: OwnedFd,
     name: String,
+    ifindex: libc::c_uint,
+    /// When [`Link::check`] last looked for the interface.
+    last_check: Instant,
     /// Frames that left the interface, seen and dropped on receive.
     outgoing_skipped: u64,
 }
@@ -106,7 +121,7 @@ impl Grab {
                 io_err("looking up its index")(errno.into())
             }
         })?;
-        let ifindex = libc::c_int::try_from(ifindex)
+        let bound = libc::c_int::try_from(ifindex)
             .map_err(|_| io_err("its index")(io::Error::from_raw_os_error(libc::EINVAL)))?;
         // Protocol 0: nothing is queued before bind() picks the interface.
         let socket = socket::socket(
@@ -116,16 +131,33 @@ impl Grab {
             None,
         )
         .map_err(|e| io_err("opening an AF_PACKET socket")(e.into()))?;
-        sys::bind_all_protocols(socket.as_fd(), ifindex).map_err(io_err("binding to it"))?;
+        sys::bind_all_protocols(socket.as_fd(), bound).map_err(io_err("binding to it"))?;
         if promisc {
-            sys::add_promisc_membership(socket.as_fd(), ifindex)
+            sys::add_promisc_membership(socket.as_fd(), bound)
                 .map_err(io_err("setting promiscuous mode"))?;
         }
         Ok(Grab {
             socket,
             name: name.into(),
+            ifindex,
+            last_check: Instant::now(),
             outgoing_skipped: 0,
         })
+    }
+
+    /// Whether the interface we bound to is gone from this network
+    /// namespace (deleted, or moved to another). By index, not by name: a
+    /// renamed interface is still ours, and a new one of the same name
+    /// is not (the socket stays bound to the old index).
+    fn deleted(&self) -> bool {
+        matches!(
+            sys::index_exists(self.ifindex).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENXIO | libc::ENODEV))
+        )
+    }
+
+    fn deleted_error(&self) -> io::Error {
+        io::Error::from_raw_os_error(libc::ENODEV)
     }
 
     /// The interface's name.
@@ -155,11 +187,31 @@ impl Link for Grab {
                 Ok((len, _)) => return Ok(Some(len)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The interface went down or away for a moment: not fatal.
-                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => return Ok(None),
+                // Said once when the interface goes down (not fatal: the
+                // socket resumes when it comes up) or is deleted.
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                    return if self.deleted() {
+                        Err(self.deleted_error())
+                    } else {
+                        Ok(None)
+                    };
+                }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        // A deletion while the interface was down leaves the socket
+        // silent: look for the interface now and then.
+        if self.last_check.elapsed() < CHECK_EVERY {
+            return Ok(());
+        }
+        self.last_check = Instant::now();
+        if self.deleted() {
+            return Err(self.deleted_error());
+        }
+        Ok(())
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
@@ -222,6 +274,22 @@ mod sys {
             )
         };
         if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `if_indextoname(ifindex)`: `Ok` if an interface of that index is in
+    /// this network namespace, `ENXIO` if not. (nix 0.30's wrapper never
+    /// reports the failure: it checks the returned pointer against -1, not
+    /// NULL.)
+    pub fn index_exists(ifindex: libc::c_uint) -> io::Result<()> {
+        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes (a name
+        // and its NUL) into `name`, a live, exclusively borrowed array of
+        // that size; it returns NULL and sets errno on failure.
+        let rc = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
+        if rc.is_null() {
             return Err(io::Error::last_os_error());
         }
         Ok(())

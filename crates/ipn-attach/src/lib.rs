@@ -37,6 +37,13 @@ pub trait Link {
     /// Takes one frame. An error is about this frame only (too big for the
     /// link, link down...); the bridge counts it and goes on.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Called by the bridge on every wake-up (at least every 100 ms),
+    /// readable or not: an error ends the bridge as a [`Link::recv`] error
+    /// does. For links whose fd may fall silent when they are gone
+    /// (a grabbed interface deleted while down). Cheap by default.
+    fn check(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What a [`bridge`] moved.
@@ -93,6 +100,10 @@ pub fn bridge(
         if link_ready {
             link_to_network(port, link, &mut buf, &mut stats, stop)?;
         }
+        link.check().map_err(|source| BridgeError::Link {
+            link: link.describe(),
+            source,
+        })?;
         progress(&stats);
     }
     Ok(stats)

@@ -112,8 +112,11 @@ fn run(port: &mut Port, link: &mut dyn Link, path: &Path) -> anyhow::Result<Outc
         }
     })
     .map_err(|e| match e {
-        // The TAP was deleted (`ip link del`) under us.
-        BridgeError::Link { link, source } if source.raw_os_error() == Some(libc::EBADFD) => {
+        // The TAP (EBADFD) or grabbed interface (ENODEV) was deleted
+        // (`ip link del`) under us.
+        BridgeError::Link { link, source }
+            if matches!(source.raw_os_error(), Some(libc::EBADFD | libc::ENODEV)) =>
+        {
             anyhow!("{link}: the interface was deleted; left {}", path.display())
         }
         // Display only: BridgeError's message already holds its source.

@@ -545,6 +545,48 @@ fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
 }
 
 #[test]
+fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
+    require_root();
+    let t = tag();
+    let net = Net::create("grabdel", &[]);
+    // Up when deleted: the socket says ENETDOWN once. Down when deleted:
+    // it says nothing, and grab must notice by itself.
+    for up in [true, false] {
+        let mut lab = Lab::default();
+        let (va, vb) = (format!("ipxa{t}"), format!("ipxb{t}"));
+        must(
+            "ip",
+            &["link", "add", &va, "type", "veth", "peer", "name", &vb],
+        );
+        lab.links.push(va.clone());
+        if up {
+            must("ip", &["link", "set", &va, "up"]);
+            must("ip", &["link", "set", &vb, "up"]);
+        }
+        let grab = Attached::start(&["grab", net.p(), &va]);
+        // A moment of bridging first, so the deletion lands mid-run.
+        std::thread::sleep(Duration::from_millis(300));
+        let deleted = Instant::now();
+        must("ip", &["link", "del", &va]);
+        let (status, said) = grab.wait();
+        let took = deleted.elapsed();
+        eprintln!(
+            "[grab] {va} deleted while {}: grab ended after {took:?}",
+            if up { "up" } else { "down" }
+        );
+        assert_eq!(status.code(), Some(1), "{said}");
+        assert!(
+            said.contains(&format!(
+                "ipn: grab {va}: the interface was deleted; left {}",
+                net.p()
+            )),
+            "{said}"
+        );
+        assert!(took < Duration::from_millis(2500), "took {took:?}: {said}");
+    }
+}
+
+#[test]
 fn grab_with_promisc_starts_and_stops() {
     require_root();
     let t = tag();
