@@ -30,7 +30,7 @@
 //! `ENODEV` error.
 //!
 //! The `unsafe` calls (bind, setsockopt, recvfrom with a `sockaddr_ll`)
-//! are in [`sys`].
+//! are in its `sys` submodule.
 
 #![deny(unsafe_code)]
 

@@ -10,7 +10,7 @@
 //! Link settings (up, MTU) go through the `ip` tool of iproute2, never
 //! hand-written netlink ([`set_link`]).
 //!
-//! The only `unsafe` is the `TUNSETIFF` ioctl, in [`sys`].
+//! The only `unsafe` is the `TUNSETIFF` ioctl, in the `sys` submodule.
 
 #![deny(unsafe_code)]
 
