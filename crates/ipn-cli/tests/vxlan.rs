@@ -291,15 +291,14 @@ fn ping(ns: &str, ip: &str, count: &str) -> Output {
         .expect("running ping (iputils-ping) in a namespace")
 }
 
-#[test]
-fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
-    let (_ns, a, b) = two_hosts("k");
-    // Host B: a kernel vxlan device, VNI 42, to host A on the IANA port.
+/// Host B's kernel vxlan device `vx0`: VNI 42, unicast to host A on the
+/// IANA port, address 10.221.0.2/24, up.
+fn kernel_vxlan_device(b: &str) {
     must(
         "ip",
         &[
             "-n",
-            &b,
+            b,
             "link",
             "add",
             "vx0",
@@ -319,9 +318,16 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
     );
     must(
         "ip",
-        &["-n", &b, "addr", "add", "10.221.0.2/24", "dev", "vx0"],
+        &["-n", b, "addr", "add", "10.221.0.2/24", "dev", "vx0"],
     );
-    must("ip", &["-n", &b, "link", "set", "vx0", "up"]);
+    must("ip", &["-n", b, "link", "set", "vx0", "up"]);
+}
+
+#[test]
+fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
+    let (_ns, a, b) = two_hosts("k");
+    // Host B: a kernel vxlan device, VNI 42, to host A on the IANA port.
+    kernel_vxlan_device(&b);
 
     // Host A: an ipn network with a responder for 10.221.0.1, and ipn vxlan.
     let net = Net::created("kernel");
@@ -451,33 +457,7 @@ fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
     let (mut ns, a, b) = two_hosts("t");
     let c = format!("ipnvxtC{}", std::process::id());
     ns.0.append(&mut Namespaces::new(&[&c]).0);
-    must(
-        "ip",
-        &[
-            "-n",
-            &b,
-            "link",
-            "add",
-            "vx0",
-            "type",
-            "vxlan",
-            "id",
-            "42",
-            "remote",
-            "10.220.0.1",
-            "local",
-            "10.220.0.2",
-            "dstport",
-            "4789",
-            "dev",
-            "vethB",
-        ],
-    );
-    must(
-        "ip",
-        &["-n", &b, "addr", "add", "10.221.0.2/24", "dev", "vx0"],
-    );
-    must("ip", &["-n", &b, "link", "set", "vx0", "up"]);
+    kernel_vxlan_device(&b);
 
     let net = Net::created("tap");
     let mut tap = Command::new("ip")
