@@ -284,11 +284,19 @@ fn send_udp(ns: &str, to: &str, bytes: &str) {
     );
 }
 
-fn ping(ns: &str, ip: &str, count: &str) -> Output {
-    Command::new("ip")
+/// Pings `ip` from namespace `ns`; fails the test, saying `when`, with
+/// ping's output, unless every echo was answered.
+fn ping_ok(ns: &str, ip: &str, count: &str, when: &str) {
+    let out = Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-c", count, "-W", "2", ip])
         .output()
-        .expect("running ping (iputils-ping) in a namespace")
+        .expect("running ping (iputils-ping) in a namespace");
+    assert!(
+        out.status.success(),
+        "ping {when} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Host B's kernel vxlan device `vx0`: VNI 42, unicast to host A on the
@@ -349,13 +357,7 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
         "{start}"
     );
 
-    let out = ping(&b, "10.221.0.1", "3");
-    assert!(
-        out.status.success(),
-        "ping from the kernel vxlan host failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ping_ok(&b, "10.221.0.1", "3", "from the kernel vxlan host");
     assert!(responder.replies.load(Ordering::Relaxed) >= 4); // ARP + 3 echoes
 
     // Bad input, from host B to ipn vxlan's port: another VNI (43) with a
@@ -372,12 +374,7 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
         &format!(r"\x00\x00\x00\x00\x00\x00\x2a\x00{frame}"),
     );
     send_udp(&b, "10.220.0.1", "garbage");
-    let out = ping(&b, "10.221.0.1", "2");
-    assert!(
-        out.status.success(),
-        "ping failed after bad datagrams:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    ping_ok(&b, "10.221.0.1", "2", "after bad datagrams");
 
     let summary = interrupt(kid, stderr);
     eprintln!("{start}{summary}");
@@ -436,13 +433,7 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
         start.contains("vxlan vni 42 <-> group 239.1.1.42:4789 on vethA"),
         "{start}"
     );
-    let out = ping(&b, "10.221.0.1", "3");
-    assert!(
-        out.status.success(),
-        "ping over the multicast group failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ping_ok(&b, "10.221.0.1", "3", "over the multicast group");
     let summary = interrupt(kid, stderr);
     eprintln!("{start}{summary}");
     assert!(summary.contains("(0 send errors)"), "{summary}");
