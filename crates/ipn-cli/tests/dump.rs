@@ -24,6 +24,12 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `ipn dump` exited with `code` and its summary line starts with `summary`.
+fn assert_ended(out: &Output, code: i32, summary: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", stderr(out));
+    assert!(stderr(out).starts_with(summary), "{}", stderr(out));
+}
+
 /// `tcpdump ARGS`; fails the test, saying what to do, if tcpdump is missing.
 fn tcpdump() -> Command {
     match Command::new("tcpdump").arg("--version").output() {
@@ -353,12 +359,7 @@ fn sigint_leaves_a_complete_capture_and_no_port() {
     });
     kill(dump.pid(), Signal::SIGINT).unwrap();
     let out = dump.finish();
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(
-        stderr(&out).starts_with("5 frames captured, 0 dropped"),
-        "{}",
-        stderr(&out)
-    );
+    assert_ended(&out, 130, "5 frames captured, 0 dropped");
     let status = net.status_json();
     assert!(status["ports"].as_array().unwrap().is_empty(), "{status:#}");
     assert_eq!(status["readers"], 0);
@@ -396,12 +397,7 @@ fn write_dash_streams_each_frame_down_the_pipe_as_it_arrives() {
     }
     kill(dump.pid(), Signal::SIGTERM).unwrap();
     let out = dump.finish();
-    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
-    assert!(
-        stderr(&out).starts_with("3 frames captured"),
-        "{}",
-        stderr(&out)
-    );
+    assert_ended(&out, 143, "3 frames captured");
     assert!(net.ports().is_empty());
 }
 
@@ -445,12 +441,7 @@ fn piped_into_tcpdump_shows_frames_live_and_ends_when_tcpdump_does() {
     }
     // tcpdump -c 2 exited: dump notices its reader is gone and leaves.
     let out = dump.finish();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).starts_with("2 frames captured"),
-        "{}",
-        stderr(&out)
-    );
+    assert_ended(&out, 0, "2 frames captured");
     assert!(net.ports().is_empty());
 }
 
