@@ -5,9 +5,14 @@
 //! empty datagram to it, which makes the fd readable. Frames never travel
 //! through the socket; it only carries "look at the rings".
 //!
-//! Socket addresses are limited to 107 bytes. When `PATH/bell.N` is longer,
-//! the address goes through `/proc/self/fd/D/bell.N`, where `D` is a
-//! descriptor of the network directory held by this process.
+//! Names in the network directory can be swapped by any member (see
+//! `files`), so neither binding nor connecting uses them as paths: a port
+//! binds its socket inside a private staging directory, sets its mode and
+//! group there, and renames it into place; a sender opens `bell.N` with
+//! `O_PATH | O_NOFOLLOW`, checks it is a socket, and connects through
+//! `/proc/self/fd/D`, which names exactly that inode. A link planted at
+//! `bell.N` is never followed, and these paths are always short enough for
+//! a socket address.
 //!
 //! Ringing is one `send()` on a socket `connect()`ed to the reader's bell,
 //! kept per reader (up to [`MAX_CONNECTED`] of them): a `sendto()` with a
@@ -19,17 +24,15 @@
 //! that can refuse a doorbell are dead ports, which have nothing to wake.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{
     bind, connect, recv, send, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType,
     UnixAddr,
 };
 
-use crate::files;
+use crate::files::{self, NetDir, PlaceError};
 
 /// Most readers a port keeps a connected socket for; beyond that it rings
 /// with `sendto()`, to bound the descriptors a port holds.
@@ -40,11 +43,12 @@ pub struct Doorbell {
     socket: OwnedFd,
     /// Unbound socket used to ring other ports.
     ringer: OwnedFd,
-    /// The network directory, for the long-path fallback.
-    dir: File,
-    dir_path: PathBuf,
-    own_path: PathBuf,
-    addresses: HashMap<u32, UnixAddr>,
+    /// The network directory.
+    dir: NetDir,
+    /// Our socket's name, and `(dev, ino)` of the socket file we bound, so
+    /// that leaving removes our socket and nothing a member put there.
+    own_name: String,
+    own_identity: (u64, u64),
     connected: HashMap<u32, OwnedFd>,
     /// Slot state words of the readers at the last `keep_connected`.
     occupants: HashMap<u32, u64>,
@@ -53,7 +57,8 @@ pub struct Doorbell {
 impl std::fmt::Debug for Doorbell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Doorbell")
-            .field("path", &self.own_path)
+            .field("dir", &self.dir.path())
+            .field("name", &self.own_name)
             .finish()
     }
 }
@@ -68,56 +73,52 @@ fn datagram_socket() -> io::Result<OwnedFd> {
 }
 
 impl Doorbell {
-    /// Binds the doorbell of port `index` in network directory `dir_path`,
-    /// replacing a stale socket left by a dead previous owner of the slot
-    /// (the caller holds the slot's lock, so no live port owns that name).
-    pub fn bind(dir_path: &Path, index: u32) -> io::Result<Doorbell> {
-        let dir = File::open(dir_path)?;
-        let mut bell = Doorbell {
-            socket: datagram_socket()?,
-            ringer: datagram_socket()?,
+    /// Binds the doorbell of port `index` in network directory `dir`,
+    /// replacing a stale socket (or anything else) left at its name, if we
+    /// may: the caller holds the slot's lock, so no live port owns that
+    /// name. [`PlaceError::Occupied`]: a file we may not remove holds it.
+    pub fn bind(dir: &NetDir, index: u32) -> Result<Doorbell, PlaceError> {
+        let dir = dir.try_clone().map_err(PlaceError::Io)?;
+        let own_name = files::bell_name(index);
+        let staging = dir.make_staging().map_err(PlaceError::Io)?;
+        let bound = (|| -> io::Result<(OwnedFd, (u64, u64))> {
+            let socket = datagram_socket()?;
+            let address = UnixAddr::new(&files::proc_path(staging.fd()).join(&own_name))?;
+            bind(socket.as_raw_fd(), &address)?;
+            // Senders need write permission on the socket: the directory's
+            // read/write bits and group, as for `shm`.
+            let dir_stat = dir.stat()?;
+            staging.set_mode_and_group(
+                &own_name,
+                files::file_mode(dir_stat.st_mode),
+                dir_stat.st_gid,
+            )?;
+            Ok((socket, staging.identity(&own_name)?))
+        })();
+        let placed = match bound {
+            Ok(bound) => dir.move_into_place(&staging, &own_name).map(|()| bound),
+            Err(e) => Err(PlaceError::Io(e)),
+        };
+        dir.remove_staging(staging);
+        let (socket, own_identity) = placed?;
+        Ok(Doorbell {
+            socket,
+            ringer: datagram_socket().map_err(PlaceError::Io)?,
             dir,
-            dir_path: dir_path.into(),
-            own_path: dir_path.join(files::bell_name(index)),
-            addresses: HashMap::new(),
+            own_name,
+            own_identity,
             connected: HashMap::new(),
             occupants: HashMap::new(),
-        };
-        match std::fs::remove_file(&bell.own_path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let address = bell.address(index)?;
-        bind(bell.socket.as_raw_fd(), &address)?;
-        // Senders need write permission on the socket: give it the
-        // directory's read/write bits and group, as for `shm`.
-        let dir_meta = std::fs::metadata(dir_path)?;
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        std::fs::set_permissions(
-            &bell.own_path,
-            std::fs::Permissions::from_mode(files::file_mode(dir_meta.mode())),
-        )?;
-        // Best effort: only the group owner's members can do this, and a
-        // member who cannot still has the directory's "other" bits.
-        let _ = std::os::unix::fs::chown(&bell.own_path, None, Some(dir_meta.gid()));
-        Ok(bell)
+        })
     }
 
-    fn address(&mut self, index: u32) -> io::Result<UnixAddr> {
-        if let Some(address) = self.addresses.get(&index) {
-            return Ok(*address);
-        }
-        let direct = self.dir_path.join(files::bell_name(index));
-        let address = match UnixAddr::new(&direct) {
-            Ok(address) => address,
-            Err(_) => UnixAddr::new(&PathBuf::from(format!(
-                "/proc/self/fd/{}/{}",
-                self.dir.as_raw_fd(),
-                files::bell_name(index)
-            )))?,
-        };
-        self.addresses.insert(index, address);
-        Ok(address)
+    /// The address of port `index`'s socket, and the descriptor that makes
+    /// that address mean exactly the socket found at `bell.N` now (it must
+    /// stay open while the address is used).
+    fn address(&self, index: u32) -> io::Result<(UnixAddr, OwnedFd)> {
+        let target = self.dir.open_socket(&files::bell_name(index))?;
+        let address = UnixAddr::new(&files::proc_path(target.as_fd()))?;
+        Ok((address, target))
     }
 
     /// Wakes port `index` (which may be this port itself).
@@ -132,7 +133,7 @@ impl Doorbell {
                     _ => return,
                 },
                 None => {
-                    if let Ok(address) = self.address(index) {
+                    if let Ok((address, _target)) = self.address(index) {
                         let _ = sendto(
                             self.ringer.as_raw_fd(),
                             &[],
@@ -154,7 +155,7 @@ impl Doorbell {
         if self.connected.len() >= MAX_CONNECTED {
             return None;
         }
-        let address = self.address(index).ok()?;
+        let (address, _target) = self.address(index).ok()?;
         let fd = datagram_socket().ok()?;
         connect(fd.as_raw_fd(), &address).ok()?;
         let raw = fd.as_raw_fd();
@@ -199,8 +200,10 @@ impl Doorbell {
         self.socket.as_raw_fd()
     }
 
-    /// Removes the socket name (the fd stays usable until dropped).
+    /// Removes the socket's name, if it is still our socket (the fd stays
+    /// usable until dropped).
     pub fn unlink(&self) {
-        let _ = std::fs::remove_file(&self.own_path);
+        let (dev, ino) = self.own_identity;
+        self.dir.remove_if_same(&self.own_name, dev, ino);
     }
 }

@@ -26,15 +26,24 @@ pub enum OpenError {
     /// The kernel refused access; `hint` says which mode/group would let one in.
     #[error("{path}: permission denied ({hint})", path = .path.display())]
     PermissionDenied { path: PathBuf, hint: String },
-    /// Every port slot is taken by a live port.
-    #[error("{path}: network full: all {max_ports} ports are in use; create it with more `--ports`", path = .path.display())]
-    Full { path: PathBuf, max_ports: u32 },
+    /// Every port slot is taken; `detail` says by whom (joined ports,
+    /// processes holding slots without joining, unusable doorbell names).
+    #[error("{path}: network full: all {max_ports} ports are in use{detail}; wait for a port to leave, or create the network with more `--ports`", path = .path.display())]
+    Full {
+        path: PathBuf,
+        max_ports: u32,
+        detail: String,
+    },
     /// `rm` of a network with live ports, without force.
     #[error("{path}: {live} port(s) still joined; stop them first or use --force", path = .path.display())]
     Busy { path: PathBuf, live: usize },
     /// The requested configuration is impossible.
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
+    /// The file system cannot hold the shared file (full, or too small:
+    /// a size-limited tmpfs or a container's /dev/shm).
+    #[error("{path}: no space for the network's shared file ({source}); the file system is full or too small (a size-limited tmpfs or /dev/shm?): free space, create the network elsewhere, or make it smaller (fewer --ports, a smaller --mtu or --ring)", path = .path.display())]
+    NoSpace { path: PathBuf, source: io::Error },
     /// Any other system error, with the file it concerned.
     #[error("{path}: {source}", path = .path.display())]
     Io { path: PathBuf, source: io::Error },

@@ -52,3 +52,123 @@ pub fn is_held(file: &File, index: u32) -> io::Result<bool> {
     fcntl(file, FcntlArg::F_OFD_GETLK(&mut lock))?;
     Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
 }
+
+/// Gives up the lock of slot `index` (taken by [`try_lock`] through the
+/// same open file description).
+pub fn unlock(file: &File, index: u32) -> io::Result<()> {
+    let lock = lock_request(index, libc::F_UNLCK as libc::c_short);
+    fcntl(file, FcntlArg::F_OFD_SETLK(&lock))?;
+    Ok(())
+}
+
+/// Which processes hold slot locks on `file`: `(slot, pid)` pairs.
+///
+/// OFD locks carry no owner (`F_OFD_GETLK` says pid -1), but every
+/// process's `/proc/PID/fdinfo/FD` lists the locks of that descriptor's
+/// open file description. Only processes the caller may inspect (its own
+/// user's, or all for root) are seen. Meant for status and error messages:
+/// it reads every descriptor of every visible process.
+pub fn holders(file: &File, max_ports: u32) -> Vec<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = file.metadata() else {
+        return Vec::new();
+    };
+    let dev = meta.dev();
+    let key = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev),
+        meta.ino()
+    );
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            for index in slots_locked_in(&info, &key, max_ports) {
+                if !found.iter().any(|&(slot, _)| slot == index) {
+                    found.push((index, pid));
+                }
+            }
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+/// Slot numbers of the OFD write locks on file `key` (`MAJ:MIN:INO`) in
+/// the text of one fdinfo file, whose lock lines read
+/// `lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:1234 1099511627776 1099511627776`.
+fn slots_locked_in<'a>(
+    info: &'a str,
+    key: &'a str,
+    max_ports: u32,
+) -> impl Iterator<Item = u32> + 'a {
+    info.lines().filter_map(move |line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first() != Some(&"lock:") || !fields.contains(&"OFDLCK") {
+            return None;
+        }
+        let at = fields.iter().position(|f| *f == key)?;
+        let start: i64 = fields.get(at + 1)?.parse().ok()?;
+        let index = u32::try_from(start.checked_sub(LOCK_BASE)?).ok()?;
+        (index < max_ports).then_some(index)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_lock_lines_name_the_slots_of_our_file_only() {
+        let base = LOCK_BASE;
+        let info = format!(
+            "pos:\t0\nflags:\t02\nlock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:77 {} {}\n\
+             lock:\t2: OFDLCK ADVISORY  WRITE -1 fe:00:78 {} {}\n\
+             lock:\t3: POSIX  ADVISORY  WRITE 12 fe:00:77 {} {}\n\
+             lock:\t4: OFDLCK ADVISORY  WRITE -1 fe:00:77 {} {}\n",
+            base + 3,
+            base + 3,
+            base + 5,
+            base + 5,
+            base + 6,
+            base + 6,
+            base + 9999,
+            base + 9999,
+        );
+        let slots: Vec<u32> = slots_locked_in(&info, "fe:00:77", 64).collect();
+        assert_eq!(slots, vec![3]);
+    }
+
+    #[test]
+    fn holders_finds_our_own_lock() {
+        let path = std::env::temp_dir().join(format!("ipn-liveness-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        assert!(try_lock(&file, 7).unwrap());
+        let found = holders(&file, 64);
+        unlock(&file, 7).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(found, vec![(7, std::process::id())]);
+    }
+}

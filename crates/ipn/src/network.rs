@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 
 use crate::config::{Config, Protocol};
 use crate::error::{describe_invalid, OpenError};
-use crate::files;
+use crate::files::{self, NetDir};
+use crate::liveness;
 use crate::membership::{self, Membership};
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
@@ -14,7 +15,7 @@ use crate::shm::SharedFile;
 /// it. Joining is done with [`crate::Port::join`].
 #[derive(Debug)]
 pub struct Network {
-    path: PathBuf,
+    dir: NetDir,
     shm: SharedFile,
 }
 
@@ -27,6 +28,9 @@ pub enum PortState {
     Active,
     /// Its process died; the slot will be reused by the next joiner.
     Dead,
+    /// Not joined, but a process holds the slot's lock (it is joining
+    /// right now, or it keeps the slot from others without joining).
+    Held,
 }
 
 impl PortState {
@@ -36,6 +40,7 @@ impl PortState {
             PortState::Joining => "joining",
             PortState::Active => "active",
             PortState::Dead => "dead",
+            PortState::Held => "held",
         }
     }
 }
@@ -45,7 +50,9 @@ impl PortState {
 pub struct PortStatus {
     /// Port number (slot in the port table).
     pub index: u32,
-    /// Process that joined it (in the joiner's PID namespace).
+    /// Process that joined it (in the joiner's PID namespace); for a
+    /// [`PortState::Held`] slot, the process holding its lock, or 0 when it
+    /// cannot be seen (another user's).
     pub pid: u32,
     /// What the joiner said it is.
     pub description: String,
@@ -89,54 +96,43 @@ pub struct Status {
 }
 
 impl Network {
-    /// Creates a network at `path` (a new directory). Fails with
-    /// [`OpenError::AlreadyExists`] if a network is already there.
+    /// Creates a network at `path`: a new directory, or an empty one of the
+    /// caller's. Fails with [`OpenError::AlreadyExists`] if a network is
+    /// already there, and refuses a directory someone else made.
     pub fn create(path: impl AsRef<Path>, config: &Config) -> Result<Network, OpenError> {
         let path = path.as_ref();
         let geometry = config.geometry()?;
-        files::create_dir(path, config.mode, config.group)?;
-        // Build the file under a private name and link it into place only
-        // when complete: a joiner never sees a half-made network, and of
-        // two concurrent creators exactly one link succeeds.
-        let temp = path.join(format!(".shm.{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&temp);
-        let file = files::create_new_file(&temp, files::file_mode(config.mode))?;
-        let result = (|| {
-            files::set_group(&temp, config.group)?;
-            let shm =
-                SharedFile::initialize(file, geometry).map_err(|e| files::io_error(&temp, e))?;
-            std::fs::hard_link(&temp, files::shm_path(path)).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => OpenError::AlreadyExists { path: path.into() },
-                _ => files::io_error(path, e),
-            })?;
-            Ok(shm)
-        })();
-        let _ = std::fs::remove_file(&temp);
-        Ok(Network {
-            path: path.into(),
-            shm: result?,
-        })
+        let (dir, made) = NetDir::create(path, config.mode, config.group)?;
+        match dir.create_shm(config.mode, config.group, |file| {
+            SharedFile::initialize(file, geometry)
+        }) {
+            Ok(shm) => Ok(Network { dir, shm }),
+            Err(e) => {
+                if made {
+                    // Leave nothing behind (say, no space for the file).
+                    let _ = dir.remove_network();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Opens an existing network to inspect it. Needs only read permission;
     /// with write permission it also marks dead ports as dead.
     pub fn open(path: impl AsRef<Path>) -> Result<Network, OpenError> {
-        let path = path.as_ref();
-        let file = match files::open_shm(path, true) {
-            Err(OpenError::PermissionDenied { .. }) => files::open_shm(path, false)?,
+        let dir = NetDir::open(path.as_ref())?;
+        let file = match dir.open_shm(true) {
+            Err(OpenError::PermissionDenied { .. }) => dir.open_shm(false)?,
             other => other?,
         };
         let writable = file_is_writable(&file);
-        let shm = open_shared(path, file, writable)?;
-        Ok(Network {
-            path: path.into(),
-            shm,
-        })
+        let shm = open_shared(dir.path(), file, writable)?;
+        Ok(Network { dir, shm })
     }
 
     /// The network's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     /// Largest frame accepted, in bytes.
@@ -148,7 +144,7 @@ impl Network {
     /// (and, with write permission, marked) dead.
     pub fn status(&self) -> Status {
         membership::sweep_dead(&self.shm, None);
-        status_of(&self.path, &self.shm)
+        status_of(self.dir.path(), &self.shm)
     }
 
     /// Removes the network's files and directory. Refuses while live ports
@@ -176,19 +172,9 @@ impl Network {
             Err(e) if !force => return Err(e),
             Err(_) => {}
         }
-        let entries = std::fs::read_dir(path).map_err(|e| files::io_error(path, e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let ours = name == files::SHM_NAME
-                || name.starts_with(files::BELL_PREFIX)
-                || (name.starts_with(".shm.") && name.ends_with(".tmp"));
-            if ours {
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| files::io_error(&entry.path(), e))?;
-            }
-        }
-        std::fs::remove_dir(path).map_err(|e| files::io_error(path, e))
+        // Through our own descriptor of the directory: what is removed is
+        // in the directory we looked at, whatever a member swaps meanwhile.
+        NetDir::open(path)?.remove_network()
     }
 }
 
@@ -227,6 +213,7 @@ pub(crate) fn open_shared(
 pub(crate) fn status_of(path: &Path, shm: &SharedFile) -> Status {
     let g = shm.geometry();
     let mut ports = Vec::new();
+    let mut held = Vec::new();
     for index in 0..g.max_ports {
         let entry = shm.port(index);
         let word = entry.state.load(Ordering::Acquire);
@@ -234,7 +221,12 @@ pub(crate) fn status_of(path: &Path, shm: &SharedFile) -> Status {
             STATE_JOINING => PortState::Joining,
             STATE_ACTIVE => PortState::Active,
             STATE_DEAD => PortState::Dead,
-            _ => continue,
+            _ => {
+                if liveness::is_held(shm.file(), index).unwrap_or(false) {
+                    held.push(index);
+                }
+                continue;
+            }
         };
         let caps = entry.caps.load(Ordering::Relaxed);
         let r = Ordering::Relaxed;
@@ -252,6 +244,8 @@ pub(crate) fn status_of(path: &Path, shm: &SharedFile) -> Status {
             rx_dropped: entry.rx_dropped.load(r),
         });
     }
+    ports.extend(held_slots(shm, &held));
+    ports.sort_by_key(|p| p.index);
     Status {
         path: path.into(),
         protocol: Protocol::from_code(g.protocol).unwrap_or_default(),
@@ -262,4 +256,31 @@ pub(crate) fn status_of(path: &Path, shm: &SharedFile) -> Status {
         membership: membership::counts(shm),
         ports,
     }
+}
+
+/// Slots that are locked but not joined, with the pid holding each lock
+/// where it can be seen. Nothing of theirs in the port table is trusted.
+fn held_slots(shm: &SharedFile, held: &[u32]) -> Vec<PortStatus> {
+    if held.is_empty() {
+        return Vec::new();
+    }
+    let holders = liveness::holders(shm.file(), shm.geometry().max_ports);
+    held.iter()
+        .map(|&index| PortStatus {
+            index,
+            pid: holders
+                .iter()
+                .find(|&&(slot, _)| slot == index)
+                .map_or(0, |&(_, pid)| pid),
+            description: String::new(),
+            state: PortState::Held,
+            reading: false,
+            writing: false,
+            tx_frames: 0,
+            tx_bytes: 0,
+            rx_frames: 0,
+            rx_bytes: 0,
+            rx_dropped: 0,
+        })
+        .collect()
 }

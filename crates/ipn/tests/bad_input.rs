@@ -92,14 +92,24 @@ fn missing_path_is_not_found_naming_the_path() {
         e @ OpenError::NotFound { .. } => assert_names(&e, net.path()),
         other => panic!("{other:?}"),
     }
-    // Below a missing directory too, and through a dangling symlink.
+    // Below a missing directory too.
     let deeper = net.path().join("a/b");
     assert!(matches!(open_all_ways(&deeper), OpenError::NotFound { .. }));
-    std::os::unix::fs::symlink("/nonexistent-ipn-target", net.path()).unwrap();
-    assert!(matches!(
-        open_all_ways(net.path()),
-        OpenError::NotFound { .. }
-    ));
+}
+
+/// A network is opened only by its real path: a symbolic link (dangling,
+/// or to a real network) is refused, saying so, so that no link can
+/// redirect a process into another directory.
+#[test]
+fn symbolic_link_to_a_network_is_refused_saying_it_is_a_link() {
+    let link = TestNet::empty("link");
+    std::os::unix::fs::symlink("/nonexistent-ipn-target", link.path()).unwrap();
+    not_a_network(link.path(), "symbolic link");
+    std::fs::remove_file(link.path()).unwrap();
+    let real = TestNet::create("link-target", &Config::default());
+    std::os::unix::fs::symlink(real.path(), link.path()).unwrap();
+    not_a_network(link.path(), "symbolic link");
+    std::fs::remove_file(link.path()).unwrap();
 }
 
 #[test]

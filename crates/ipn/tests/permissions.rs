@@ -114,14 +114,15 @@ fn join_is_denied_outside_the_group_and_allowed_inside_it() {
     let (uid, gid, net_gid) = user_and_group();
     let exe = ExeCopy::new();
 
-    // Mode 0770, group root: the user is neither owner nor member.
+    // Mode 0770, group root: the user is neither owner nor member. The
+    // directory is made sticky, since the group may write to it.
     let closed = TestNet::create("perm-closed", &Config::default());
     let mode = std::fs::metadata(closed.path())
         .unwrap()
         .permissions()
         .mode()
         & 0o7777;
-    assert_eq!(mode, 0o770);
+    assert_eq!(mode, 0o1770);
     let mut outsider = peer_as(&exe, uid, gid, None);
     let answer = outsider
         .command(&format!("join {} rw outsider", closed.arg()), LONG)
@@ -136,7 +137,7 @@ fn join_is_denied_outside_the_group_and_allowed_inside_it() {
     );
     assert!(answer.contains("permission denied"), "{answer}");
     assert!(
-        answer.contains("0770"),
+        answer.contains("1770"),
         "the error must say the mode: {answer}"
     );
     outsider.finish();

@@ -146,6 +146,7 @@ pub fn open_errno(e: &OpenError) -> i32 {
         OpenError::Full { .. } => libc::EUSERS,
         OpenError::Busy { .. } => libc::EBUSY,
         OpenError::InvalidConfig(_) => libc::EINVAL,
+        OpenError::NoSpace { .. } => libc::ENOSPC,
         OpenError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
     };
     if errno == libc::EPROTONOSUPPORT {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::config::{Config, JoinOptions, Protocol};
 use crate::doorbell::Doorbell;
 use crate::error::OpenError;
-use crate::files;
+use crate::files::{self, NetDir, PlaceError};
 use crate::liveness;
 use crate::membership::{self, Membership};
 use crate::network::{open_shared, status_of, Network, Status};
@@ -74,8 +74,9 @@ pub struct Port {
     head: u64,
     join_head: u64,
     readers: Vec<u32>,
-    /// Lossless: we may send while `head < space_limit` without looking.
-    space_limit: u64,
+    /// Lossless: frames we may still send without looking at the readers'
+    /// cursors again.
+    room: u64,
     // Receive side.
     /// Next frame wanted from each slot's ring, for every slot: rings are
     /// continuous across the slot's occupants, so `cursor..head` is exactly
@@ -103,10 +104,10 @@ struct Counters {
 impl Port {
     /// Joins the existing network at `path`.
     pub fn join(path: impl AsRef<Path>, options: &JoinOptions) -> Result<Port, OpenError> {
-        let path = path.as_ref();
-        let file = files::open_shm(path, true)?;
-        let shm = open_shared(path, file, true)?;
-        Port::attach(path, shm, options)
+        let dir = NetDir::open(path.as_ref())?;
+        let file = dir.open_shm(true)?;
+        let shm = open_shared(dir.path(), file, true)?;
+        Port::attach(dir, shm, options)
     }
 
     /// Joins the network at `path`, creating it with `config` first if
@@ -120,8 +121,9 @@ impl Port {
         for _ in 0..3 {
             match Port::join(path, options) {
                 Err(OpenError::NotFound { .. }) => {}
-                Err(OpenError::NotANetwork { .. })
-                    if path.is_dir() && !files::shm_path(path).exists() => {}
+                // A directory without `shm`: `create` decides whether it
+                // may become a network (empty and ours) or says why not.
+                Err(OpenError::NotANetwork { .. }) if has_no_shm(path) => {}
                 other => return other,
             }
             match Network::create(path, config) {
@@ -132,8 +134,8 @@ impl Port {
         Port::join(path, options)
     }
 
-    fn attach(path: &Path, shm: SharedFile, options: &JoinOptions) -> Result<Port, OpenError> {
-        let index = claim_slot(&shm, path)?;
+    fn attach(dir: NetDir, shm: SharedFile, options: &JoinOptions) -> Result<Port, OpenError> {
+        let (index, bell) = claim_slot(&shm, &dir)?;
         let entry = shm.port(index);
         let generation = membership::generation(entry.state.load(Ordering::Acquire))
             .wrapping_add(1)
@@ -142,15 +144,6 @@ impl Port {
             membership::word(generation, STATE_JOINING),
             Ordering::SeqCst,
         );
-        let bell = match Doorbell::bind(path, index) {
-            Ok(bell) => bell,
-            Err(e) => {
-                entry
-                    .state
-                    .store(membership::word(generation, STATE_FREE), Ordering::SeqCst);
-                return Err(files::io_error(&path.join(files::bell_name(index)), e));
-            }
-        };
         let caps = (u32::from(options.read) * CAP_READ) | (u32::from(options.write) * CAP_WRITE);
         let r = Ordering::Relaxed;
         entry.pid.store(std::process::id(), r);
@@ -171,7 +164,7 @@ impl Port {
         let head = entry.head.load(Ordering::Acquire);
         entry.join_head.store(head, r);
         let mut port = Port {
-            path: path.into(),
+            path: dir.path().into(),
             index,
             bell,
             caps,
@@ -183,7 +176,7 @@ impl Port {
             head,
             join_head: head,
             readers: Vec::new(),
-            space_limit: 0,
+            room: 0,
             cursors: Vec::new(),
             senders: Vec::new(),
             next_sender: 0,
@@ -336,7 +329,7 @@ impl Port {
         }
         self.readers = readers;
         self.senders = senders;
-        self.space_limit = 0;
+        self.room = 0;
         let counts = membership::counts(&self.shm);
         if counts != self.membership {
             self.membership = counts;
@@ -358,27 +351,100 @@ impl Port {
     }
 }
 
-/// Takes a free port slot: first one marked free or dead, else one whose
-/// owner died without anybody noticing yet. The lock decides.
-fn claim_slot(shm: &SharedFile, path: &Path) -> Result<u32, OpenError> {
+/// Whether `path` is a directory without a `shm` (as one left by a
+/// creator that died before finishing).
+fn has_no_shm(path: &Path) -> bool {
+    NetDir::open(path)
+        .and_then(|dir| dir.names())
+        .is_ok_and(|names| !names.iter().any(|n| n == files::SHM_NAME))
+}
+
+/// Takes a free port slot and binds its doorbell: first a slot marked free
+/// or dead, else one whose owner died without anybody noticing yet. The
+/// lock decides who gets a slot; a slot whose doorbell name is held by a
+/// file we may not replace (another member's, in the sticky directory) is
+/// passed over.
+fn claim_slot(shm: &SharedFile, dir: &NetDir) -> Result<(u32, Doorbell), OpenError> {
     let max_ports = shm.geometry().max_ports;
+    let shm_error = |e| files::io_error(&dir.display_path(files::SHM_NAME), e);
+    let mut occupied = Vec::new();
     for want_unclaimed in [true, false] {
         for index in 0..max_ports {
             let word = shm.port(index).state.load(Ordering::Acquire);
             if membership::claims_alive(word) == want_unclaimed {
                 continue;
             }
-            match liveness::try_lock(shm.file(), index) {
-                Ok(true) => return Ok(index),
-                Ok(false) => {}
-                Err(e) => return Err(files::io_error(&files::shm_path(path), e)),
+            if !liveness::try_lock(shm.file(), index).map_err(shm_error)? {
+                continue;
+            }
+            match Doorbell::bind(dir, index) {
+                Ok(bell) => return Ok((index, bell)),
+                Err(PlaceError::Occupied) => {
+                    liveness::unlock(shm.file(), index).map_err(shm_error)?;
+                    occupied.push(index);
+                }
+                Err(PlaceError::Io(e)) => {
+                    let _ = liveness::unlock(shm.file(), index);
+                    return Err(files::io_error(
+                        &dir.display_path(&files::bell_name(index)),
+                        e,
+                    ));
+                }
             }
         }
     }
     Err(OpenError::Full {
-        path: path.into(),
+        path: dir.path().into(),
         max_ports,
+        detail: why_full(shm, &occupied),
     })
+}
+
+/// Says who holds the slots of a full network: joined ports, processes
+/// that took slot locks without joining, doorbell names we may not use.
+fn why_full(shm: &SharedFile, occupied: &[u32]) -> String {
+    let max_ports = shm.geometry().max_ports;
+    let joined = (0..max_ports)
+        .filter(|&i| membership::claims_alive(shm.port(i).state.load(Ordering::Acquire)))
+        .count();
+    let mut parts = vec![format!("{joined} joined")];
+    let unjoined: Vec<u32> = (0..max_ports)
+        .filter(|&i| {
+            !membership::claims_alive(shm.port(i).state.load(Ordering::Acquire))
+                && !occupied.contains(&i)
+                && liveness::is_held(shm.file(), i).unwrap_or(false)
+        })
+        .collect();
+    if !unjoined.is_empty() {
+        let holders = liveness::holders(shm.file(), max_ports);
+        let mut pids: Vec<u32> = holders
+            .iter()
+            .filter(|(slot, _)| unjoined.contains(slot))
+            .map(|&(_, pid)| pid)
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let who = if pids.is_empty() {
+            "by processes you cannot see".to_string()
+        } else {
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            format!("by pid {}", list.join(", "))
+        };
+        parts.push(format!(
+            "{} locked without joining {who} (`ipn status` lists them)",
+            unjoined.len()
+        ));
+    }
+    if !occupied.is_empty() {
+        let names: Vec<String> = occupied.iter().map(|&i| files::bell_name(i)).collect();
+        parts.push(format!(
+            "{} unusable by you: their doorbell names ({}) are held by files you may not \
+             replace (the network's owner or root can remove them)",
+            occupied.len(),
+            names.join(", ")
+        ));
+    }
+    format!(" ({})", parts.join("; "))
 }
 
 impl Drop for Port {

@@ -44,7 +44,8 @@ impl Port {
             return Err(SendError::Empty);
         }
         self.check_membership();
-        if self.shm.geometry().lossless() && self.head >= self.space_limit {
+        let lossless = self.shm.geometry().lossless();
+        if lossless && self.room == 0 {
             self.wait_for_space(wait)?;
         }
         let dst = match &self.switch {
@@ -53,6 +54,9 @@ impl Port {
         };
         ring::write_frame(&self.shm, self.index, self.head, frame, dst);
         self.head = self.head.wrapping_add(1);
+        if lossless {
+            self.room -= 1;
+        }
         self.counters.tx_frames = self.counters.tx_frames.wrapping_add(1);
         self.counters.tx_bytes = self.counters.tx_bytes.wrapping_add(frame.len() as u64);
         let entry = self.shm.port(self.index);
@@ -77,11 +81,14 @@ impl Port {
         Ok(())
     }
 
-    /// Lossless: the lowest frame number some live reader still needs,
-    /// plus the ring size, is how far we may write.
-    fn compute_space_limit(&self) -> u64 {
+    /// Lossless: how many frames we may send before the slowest live
+    /// reader would be lapped. All arithmetic is modulo 2^64 on distances
+    /// from our head, so any head value (even one a previous occupant of
+    /// the slot scribbled, say 2^64 - 3) works as well as any other.
+    fn compute_room(&self) -> u64 {
         let slots = u64::from(self.shm.geometry().ring_slots);
-        let mut limit = u64::MAX;
+        let since_join = self.head.wrapping_sub(self.join_head);
+        let mut room = slots;
         for &reader in &self.readers {
             let entry = self.shm.port(reader);
             let word = entry.state.load(Ordering::Acquire);
@@ -90,15 +97,21 @@ impl Port {
             {
                 continue;
             }
-            let cursor = self
-                .shm
-                .cursor(reader, self.index)
-                .load(Ordering::Acquire)
-                .max(self.join_head)
-                .min(self.head);
-            limit = limit.min(cursor.saturating_add(slots));
+            let cursor = self.shm.cursor(reader, self.index).load(Ordering::Acquire);
+            // Frames of ours this reader has not read. A cursor from before
+            // we joined (the previous occupant's frames) counts as our join.
+            let unread = self.head.wrapping_sub(cursor);
+            let lag = unread.min(since_join);
+            if (unread as i64) < 0 || lag > slots {
+                // No consistent cursor is ahead of our head or more than a
+                // ring behind: it was scribbled on. Not waiting for it costs
+                // that reader frames (counted as lapped), never a hang; the
+                // reader republishes its cursors before sleeping.
+                continue;
+            }
+            room = room.min(slots - lag);
         }
-        limit
+        room
     }
 
     fn wait_for_space(&mut self, wait: Wait) -> Result<(), SendError> {
@@ -106,8 +119,8 @@ impl Port {
         let mut next_death_check = Instant::now() + DEATH_CHECK_INTERVAL;
         loop {
             self.check_membership();
-            self.space_limit = self.compute_space_limit();
-            if self.head < self.space_limit {
+            self.room = self.compute_room();
+            if self.room > 0 {
                 return Ok(());
             }
             match wait {

@@ -300,6 +300,7 @@ pub fn open_error_text(e: &OpenError) -> String {
         OpenError::Full { .. } => "Full",
         OpenError::Busy { .. } => "Busy",
         OpenError::InvalidConfig(_) => "InvalidConfig",
+        OpenError::NoSpace { .. } => "NoSpace",
         OpenError::Io { .. } => "Io",
     };
     format!("{kind} {e}")
