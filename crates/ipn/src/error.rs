@@ -67,6 +67,10 @@ pub enum SendError {
     /// This port was shut down for writing or joined read-only.
     #[error("this port does not write (shut down or joined read-only)")]
     NotWriting,
+    /// The network's shared file was truncated (or could not be backed)
+    /// under this port; the port cannot be used any more.
+    #[error("{}", damaged_message(.path))]
+    Damaged { path: PathBuf },
 }
 
 /// Why no frame was received.
@@ -84,6 +88,20 @@ pub enum RecvError {
     /// Waiting on the doorbell failed.
     #[error("waiting for frames: {0}")]
     Io(#[from] io::Error),
+    /// The network's shared file was truncated (or could not be backed)
+    /// under this port; the port cannot be used any more.
+    #[error("{}", damaged_message(.path))]
+    Damaged { path: PathBuf },
+}
+
+fn damaged_message(path: &std::path::Path) -> String {
+    format!(
+        "{}: the network is damaged: its shared file was truncated (or the file system could \
+         not back it) while in use; leave it, then remove and create it again \
+         (`ipn rm --force {}`, `ipn create ...`)",
+        path.display(),
+        path.display()
+    )
 }
 
 pub(crate) fn describe_invalid(invalid: &Invalid) -> String {

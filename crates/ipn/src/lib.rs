@@ -71,5 +71,14 @@ pub fn group_id(name: &str) -> Option<u32> {
     files::group_id(name)
 }
 
+/// Byte offsets inside a network's shared file, derived from its layout:
+/// for tests that scribble on it. Not a stable interface; it changes with
+/// [`LAYOUT_VERSION`].
+#[doc(hidden)]
+#[cfg(not(loom))]
+pub mod raw_layout {
+    pub use crate::shm::layout::offsets::*;
+}
+
 /// The layout version this build reads and writes.
 pub const LAYOUT_VERSION: u32 = shm::layout::LAYOUT_VERSION;

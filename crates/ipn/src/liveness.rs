@@ -17,7 +17,7 @@ use std::io;
 
 use nix::fcntl::{fcntl, FcntlArg};
 
-const LOCK_BASE: i64 = 1 << 40;
+pub const LOCK_BASE: i64 = 1 << 40;
 
 fn lock_request(index: u32, kind: libc::c_short) -> libc::flock {
     let mut lock = libc::flock {

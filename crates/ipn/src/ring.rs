@@ -116,16 +116,21 @@ fn lapped(shm: &SharedFile, sender: u32, cursor: &mut u64) -> Read {
     // left would put the reader right where the writer writes next, to be
     // lapped again at once.
     let oldest = head.wrapping_sub((slots / 2).max(1));
-    let skipped = if is_before(*cursor, oldest) {
-        oldest.wrapping_sub(*cursor)
+    if is_before(*cursor, oldest) {
+        let skipped = oldest.wrapping_sub(*cursor);
+        *cursor = oldest;
+        return Read::Lapped { skipped };
+    }
+    // The head says we are not behind but the slot disagrees: the ring is
+    // inconsistent (scribbled, or a writer died mid-frame). Step over the
+    // one bad frame so the reader never spins on it, but never past the
+    // head: beyond it there is nothing to read yet, whatever slots say.
+    if is_before(*cursor, head) {
+        *cursor = cursor.wrapping_add(1);
+        Read::Lapped { skipped: 1 }
     } else {
-        // The head says we are not behind but the slot disagrees: the ring
-        // is inconsistent (scribbled, or a writer died mid-frame). Step over
-        // the one bad frame so the reader never spins on it.
-        1
-    };
-    *cursor = cursor.wrapping_add(skipped);
-    Read::Lapped { skipped }
+        Read::Empty
+    }
 }
 
 /// Copies `frame` into slot data words with relaxed atomic stores.

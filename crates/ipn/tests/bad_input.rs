@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{within, TestNet, Watchdog};
+use common::{frame, within, TestNet, Watchdog};
 use ipn::{Config, JoinOptions, Message, Network, OpenError, Port, Shutdown};
 use proptest::prelude::*;
 
@@ -26,14 +26,12 @@ fn peer_process_entry() {
     common::peer::run_if_peer();
 }
 
-// Offsets in the shared file (shm::layout, LAYOUT_VERSION 1).
-const VERSION: u64 = 8;
-const PROTOCOL: u64 = 12;
-const MTU: u64 = 20;
-const RINGS_OFFSET: u64 = 56;
-const PORT_TABLE: u64 = 4096;
-const PORT_ENTRY: u64 = 256;
-const ENTRY_HEAD: u64 = 128;
+// Offsets in the shared file, derived from the layout itself.
+use ipn::raw_layout::{
+    ENTRY_HEAD, HEADER_CURSOR_TABLE_OFFSET, HEADER_MTU as MTU, HEADER_PROTOCOL as PROTOCOL,
+    HEADER_RINGS_OFFSET as RINGS_OFFSET, HEADER_SLOT_SIZE, HEADER_VERSION as VERSION,
+    PORT_ENTRY_SIZE as PORT_ENTRY, PORT_ENTRY_WORDS, PORT_TABLE, SLOT_ALIGN, SLOT_HEADER_SIZE,
+};
 
 fn patch(file: &Path, offset: u64, bytes: &[u8]) {
     let f = OpenOptions::new().write(true).open(file).unwrap();
@@ -269,7 +267,7 @@ fn scribbled_ring_head_never_panics_a_reader() {
     let mut reader = Port::join(net.path(), &JoinOptions::described("b")).unwrap();
     assert_eq!((sender.index(), reader.index()), (0, 1));
     let rings = read_u64(&shm, RINGS_OFFSET);
-    let slot_size = u64::from(read_u64(&shm, 32) as u32);
+    let slot_size = u64::from(read_u64(&shm, HEADER_SLOT_SIZE) as u32);
     let slot_seq = |n: u64| rings + (n & 7) * slot_size;
     let seq_done = |n: u64| n.wrapping_mul(2).wrapping_add(2);
     let mut cursor = 0u64; // the reader's cursor in the sender's ring
@@ -303,7 +301,6 @@ fn scribbled_ring_head_never_panics_a_reader() {
 /// reader republishes where it is) instead of blocking the sender forever.
 #[test]
 fn lossless_sender_recovers_from_a_scribbled_reader_cursor() {
-    const CURSOR_TABLE_OFFSET: u64 = 48;
     let config = Config {
         max_ports: 3,
         ring_slots: 8,
@@ -323,7 +320,7 @@ fn lossless_sender_recovers_from_a_scribbled_reader_cursor() {
             .recv_timeout(&mut buf, Duration::from_secs(2))
             .unwrap();
     }
-    let cursors = read_u64(&net.shm(), CURSOR_TABLE_OFFSET);
+    let cursors = read_u64(&net.shm(), HEADER_CURSOR_TABLE_OFFSET);
     let entry = cursors + 3 * 8; // cursor[reader 1][sender 0], 3 ports per row
     assert_eq!(read_u64(&net.shm(), entry), 20);
     patch(&net.shm(), entry, &0u64.to_le_bytes());
@@ -361,6 +358,51 @@ fn lossless_sender_recovers_from_a_scribbled_reader_cursor() {
     });
 }
 
+/// A member wrote 2^64 - 3 into every slot's `head` and left. Joiners
+/// continue those rings, so every distance must be taken modulo 2^64: a
+/// lossless sender must neither wait forever (alone, or with a reader) nor
+/// lose or reorder a frame as its head wraps around.
+#[test]
+fn poisoned_heads_left_by_a_member_never_stall_a_lossless_sender() {
+    let config = Config {
+        max_ports: 4,
+        ring_slots: 8,
+        lossless: true,
+        ..Config::default()
+    };
+    let net = TestNet::create("poisoned-heads", &config);
+    for port in 0..4 {
+        let head = PORT_TABLE + port * PORT_ENTRY + ENTRY_HEAD;
+        patch(&net.shm(), head, &(u64::MAX - 2).to_le_bytes());
+    }
+    let _watchdog = Watchdog::new("poisoned heads", Duration::from_secs(30));
+    let mut sender = Port::join(net.path(), &JoinOptions::described("sender")).unwrap();
+    for seq in 0..20 {
+        sender
+            .send_timeout(&frame::make(1, seq, 100), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("alone, frame {seq}: {e}"));
+    }
+    let mut reader = Port::join(net.path(), &JoinOptions::described("reader")).unwrap();
+    let mut buf = [0u8; 1514];
+    for seq in 20..60 {
+        sender
+            .send_timeout(&frame::make(1, seq, 100), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("with a reader, frame {seq}: {e}"));
+        let n = reader
+            .recv_timeout(&mut buf, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("reader, frame {seq}: {e}"));
+        assert_eq!(frame::check(&buf[..n]).unwrap(), (1, seq));
+    }
+    // Ring full of unread frames: the sender waits (and says so), no more.
+    for seq in 60..68 {
+        sender.try_send(&frame::make(1, seq, 100)).unwrap();
+    }
+    assert!(matches!(
+        sender.try_send(&frame::make(1, 68, 100)),
+        Err(ipn::SendError::WouldBlock)
+    ));
+}
+
 // ----- property test: random scribbles ---------------------------------
 
 /// Where to scribble.
@@ -389,7 +431,7 @@ struct Scribble {
 fn spot() -> impl Strategy<Value = Spot> {
     prop_oneof![
         (0u64..192).prop_map(Spot::Header),
-        (0u64..4, 0u64..32).prop_map(|(port, word)| Spot::PortWord { port, word }),
+        (0u64..4, 0..PORT_ENTRY_WORDS).prop_map(|(port, word)| Spot::PortWord { port, word }),
         (0u64..256).prop_map(Spot::AfterPortTable),
         (0u64..4, 0u64..8, 0u64..2).prop_map(|(port, slot, word)| Spot::SlotHeader {
             port,
@@ -431,7 +473,7 @@ const PROP_MTU: u32 = 128;
 fn apply(shm: &Path, rings: u64, scribbles: &[Scribble]) {
     let f = OpenOptions::new().read(true).write(true).open(shm).unwrap();
     let len = f.metadata().unwrap().len();
-    let slot_size = 64 * (16 + u64::from(PROP_MTU)).div_ceil(64);
+    let slot_size = SLOT_ALIGN * (SLOT_HEADER_SIZE + u64::from(PROP_MTU)).div_ceil(SLOT_ALIGN);
     let ring_size = slot_size * u64::from(PROP_SLOTS);
     let port_table_end = PORT_TABLE + PORT_ENTRY * u64::from(PROP_PORTS);
     for s in scribbles {
@@ -491,72 +533,159 @@ fn fresh(name: &str, lossless: bool) -> (TestNet, u64) {
     (net, rings)
 }
 
+/// A network scribbled on before anyone opens it (after some traffic).
+#[derive(Debug, Clone)]
+struct BeforeOpen {
+    lossless: bool,
+    traffic: usize,
+    scribbles: Vec<Scribble>,
+}
+
+/// A network scribbled on while three ports are joined and exchanging
+/// frames, and again after a newcomer joined.
+#[derive(Debug, Clone)]
+struct WhileJoined {
+    lossless: bool,
+    traffic: usize,
+    scribbles: Vec<Scribble>,
+    later: Vec<Scribble>,
+}
+
+fn scribbled_before_open(case: BeforeOpen) {
+    let _watchdog = Watchdog::new(&format!("{case:?}"), Duration::from_secs(20));
+    let (net, rings) = fresh("prop-before", case.lossless);
+    {
+        let mut a = Port::join(net.path(), &JoinOptions::default()).unwrap();
+        let mut b = Port::join(net.path(), &JoinOptions::default()).unwrap();
+        for i in 0..case.traffic {
+            let _ = a.try_send(&[i as u8; 100]);
+            let _ = b.try_send(&[i as u8; 30]);
+        }
+    }
+    apply(&net.shm(), rings, &case.scribbles);
+    if let Ok(network) = Network::open(net.path()) {
+        let _ = network.status();
+    }
+    let mut ports: Vec<Port> = (0..3)
+        .filter_map(|_| Port::join(net.path(), &JoinOptions::default()).ok())
+        .collect();
+    for p in &mut ports {
+        exercise(p, 3);
+    }
+    if let Some(p) = ports.first_mut() {
+        p.shutdown(Shutdown::Read);
+        exercise(p, 1);
+    }
+}
+
+fn scribbled_while_joined(case: WhileJoined) {
+    let _watchdog = Watchdog::new(&format!("{case:?}"), Duration::from_secs(20));
+    let (net, rings) = fresh("prop-joined", case.lossless);
+    let mut ports: Vec<Port> = (0..3)
+        .map(|i| Port::join(net.path(), &JoinOptions::described(format!("p{i}"))).unwrap())
+        .collect();
+    for i in 0..case.traffic {
+        let _ = ports[i % 3].try_send(&[i as u8; 90]);
+    }
+    apply(&net.shm(), rings, &case.scribbles);
+    for p in &mut ports {
+        exercise(p, 2);
+    }
+    // A newcomer joins the scribbled network (or is refused).
+    if let Ok(mut p) = Port::join(net.path(), &JoinOptions::default()) {
+        exercise(&mut p, 2);
+    }
+    apply(&net.shm(), rings, &case.later);
+    for p in &mut ports {
+        exercise(p, 2);
+    }
+    if let Ok(network) = Network::open(net.path()) {
+        let _ = network.status();
+    }
+}
+
+fn before_open() -> impl Strategy<Value = BeforeOpen> {
+    (any::<bool>(), 0usize..20, scribbles()).prop_map(|(lossless, traffic, scribbles)| BeforeOpen {
+        lossless,
+        traffic,
+        scribbles,
+    })
+}
+
+fn while_joined() -> impl Strategy<Value = WhileJoined> {
+    (any::<bool>(), 0usize..20, scribbles(), scribbles()).prop_map(
+        |(lossless, traffic, scribbles, later)| WhileJoined {
+            lossless,
+            traffic,
+            scribbles,
+            later,
+        },
+    )
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 100, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(100))]
 
-    /// Scribbled on before anyone opens it (after some traffic).
     #[test]
-    fn scribbled_shared_file_gives_ok_or_errors_when_opened(
-        lossless in any::<bool>(),
-        traffic in 0usize..20,
-        s in scribbles(),
-    ) {
-        let _watchdog = Watchdog::new(&format!("scribbled-before-open case (lossless {lossless}, traffic {traffic}, {s:?})"), Duration::from_secs(20));
-        let (net, rings) = fresh("prop-before", lossless);
-        {
-            let mut a = Port::join(net.path(), &JoinOptions::default()).unwrap();
-            let mut b = Port::join(net.path(), &JoinOptions::default()).unwrap();
-            for i in 0..traffic {
-                let _ = a.try_send(&[i as u8; 100]);
-                let _ = b.try_send(&[i as u8; 30]);
-            }
-        }
-        apply(&net.shm(), rings, &s);
-        if let Ok(network) = Network::open(net.path()) {
-            let _ = network.status();
-        }
-        let mut ports: Vec<Port> = (0..3)
-            .filter_map(|_| Port::join(net.path(), &JoinOptions::default()).ok())
-            .collect();
-        for p in &mut ports {
-            exercise(p, 3);
-        }
-        if let Some(p) = ports.first_mut() {
-            p.shutdown(Shutdown::Read);
-            exercise(p, 1);
-        }
+    fn scribbled_shared_file_gives_ok_or_errors_when_opened(case in before_open()) {
+        scribbled_before_open(case);
     }
 
-    /// Scribbled on while three ports are joined and exchanging frames.
     #[test]
-    fn scribbled_shared_file_gives_ok_or_errors_while_ports_are_joined(
-        lossless in any::<bool>(),
-        traffic in 0usize..20,
-        s in scribbles(),
-        later in scribbles(),
-    ) {
-        let _watchdog = Watchdog::new(&format!("scribbled-while-joined case (lossless {lossless}, traffic {traffic}, {s:?}, later {later:?})"), Duration::from_secs(20));
-        let (net, rings) = fresh("prop-joined", lossless);
-        let mut ports: Vec<Port> = (0..3)
-            .map(|i| Port::join(net.path(), &JoinOptions::described(format!("p{i}"))).unwrap())
-            .collect();
-        for i in 0..traffic {
-            let _ = ports[i % 3].try_send(&[i as u8; 90]);
-        }
-        apply(&net.shm(), rings, &s);
-        for p in &mut ports {
-            exercise(p, 2);
-        }
-        // A newcomer joins the scribbled network (or is refused).
-        if let Ok(mut p) = Port::join(net.path(), &JoinOptions::default()) {
-            exercise(&mut p, 2);
-        }
-        apply(&net.shm(), rings, &later);
-        for p in &mut ports {
-            exercise(p, 2);
-        }
-        if let Ok(network) = Network::open(net.path()) {
-            let _ = network.status();
-        }
+    fn scribbled_shared_file_gives_ok_or_errors_while_ports_are_joined(case in while_joined()) {
+        scribbled_while_joined(case);
     }
+}
+
+// ----- regressions found by the property tests -----------------------------
+//
+// Each is a case a random run found, kept as it was printed (scripts/soak.sh
+// prints new ones in this form).
+
+/// A reader went round `Read::Lapped` forever: a scribbled head (port 1's)
+/// and slot sequence words that always said "lapped" again.
+#[test]
+fn regression_reader_lapped_forever_by_a_scribbled_head() {
+    scribbled_before_open(BeforeOpen {
+        lossless: false,
+        traffic: 14,
+        scribbles: vec![
+            Scribble {
+                spot: Spot::Anywhere(4960577996183314001),
+                value: 1 << 63,
+                byte: true,
+            },
+            Scribble {
+                spot: Spot::SlotHeader {
+                    port: 1,
+                    slot: 0,
+                    word: 1,
+                },
+                value: 1 << 63,
+                byte: false,
+            },
+            Scribble {
+                spot: Spot::SlotHeader {
+                    port: 3,
+                    slot: 4,
+                    word: 1,
+                },
+                value: 11990285926018086582,
+                byte: false,
+            },
+            Scribble {
+                spot: Spot::Anywhere(3377777022870812011),
+                value: 0,
+                byte: false,
+            },
+            Scribble {
+                spot: Spot::PortWord {
+                    port: 1,
+                    word: ENTRY_HEAD / 8,
+                },
+                value: 16367321619121388793,
+                byte: false,
+            },
+        ],
+    });
 }

@@ -9,14 +9,14 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::frame;
-use common::peer::Peer;
-use common::{unique_path, TestNet};
+use common::member::{TestUser, GROUP};
+use common::TestNet;
 use ipn::{Config, JoinOptions, Port};
+
+const LONG: Duration = Duration::from_secs(10);
 
 /// Entry point of the peer processes this test binary spawns (see
 /// `common::peer`); does nothing in a normal test run.
@@ -25,94 +25,9 @@ fn peer_process_entry() {
     common::peer::run_if_peer();
 }
 
-const USER: &str = "ipn-test-user";
-const GROUP: &str = "ipn-test-net";
-const LONG: Duration = Duration::from_secs(10);
-
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test needs root: it creates the user {USER} and the group {GROUP} and \
-         joins a network as that user (CI runs as root); run it as root"
-    );
-}
-
-/// The test user's uid and primary gid, and the network group's gid,
-/// creating them if needed (the user is not a member of the group).
-fn user_and_group() -> (u32, u32, u32) {
-    use nix::unistd::{Group, User};
-    if Group::from_name(GROUP).unwrap().is_none() {
-        let _ = Command::new("groupadd").args(["--system", GROUP]).status();
-    }
-    if User::from_name(USER).unwrap().is_none() {
-        let _ = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .status();
-    }
-    let user = User::from_name(USER)
-        .unwrap()
-        .unwrap_or_else(|| panic!("could not create user {USER}"));
-    let group = Group::from_name(GROUP)
-        .unwrap()
-        .unwrap_or_else(|| panic!("could not create group {GROUP}"));
-    assert!(
-        !group.mem.iter().any(|m| m == USER),
-        "{USER} must not be a member of {GROUP}"
-    );
-    (user.uid.as_raw(), user.gid.as_raw(), group.gid.as_raw())
-}
-
-/// A copy of this test binary that the unprivileged user can run (the
-/// build directory may not be reachable for it).
-struct ExeCopy(PathBuf);
-
-impl ExeCopy {
-    fn new() -> ExeCopy {
-        let dir = unique_path("exe");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let exe = dir.join("peer");
-        std::fs::copy(common::peer::current_exe(), &exe).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        ExeCopy(exe)
-    }
-}
-
-impl Drop for ExeCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
-    }
-}
-
-/// A script peer running as `uid`/`gid` with exactly `groups`.
-fn peer_as(exe: &ExeCopy, uid: u32, gid: u32, groups: Option<u32>) -> Peer {
-    let mut wrapper = vec![
-        "setpriv".to_owned(),
-        format!("--reuid={uid}"),
-        format!("--regid={gid}"),
-    ];
-    wrapper.push(match groups {
-        Some(g) => format!("--groups={g}"),
-        None => "--clear-groups".to_owned(),
-    });
-    wrapper.push("--".to_owned());
-    let mut peer = Peer::spawn_via(&wrapper, &exe.0, "script", &[]);
-    peer.expect_word("ready", LONG);
-    peer
-}
-
 #[test]
 fn join_is_denied_outside_the_group_and_allowed_inside_it() {
-    require_root();
-    let (uid, gid, net_gid) = user_and_group();
-    let exe = ExeCopy::new();
+    let user = TestUser::get();
 
     // Mode 0770, group root: the user is neither owner nor member. The
     // directory is made sticky, since the group may write to it.
@@ -123,7 +38,7 @@ fn join_is_denied_outside_the_group_and_allowed_inside_it() {
         .mode()
         & 0o7777;
     assert_eq!(mode, 0o1770);
-    let mut outsider = peer_as(&exe, uid, gid, None);
+    let mut outsider = user.peer(false);
     let answer = outsider
         .command(&format!("join {} rw outsider", closed.arg()), LONG)
         .expect_err("an outsider joined a 0770 network");
@@ -147,13 +62,13 @@ fn join_is_denied_outside_the_group_and_allowed_inside_it() {
     let open = TestNet::create(
         "perm-group",
         &Config {
-            group: Some(net_gid),
+            group: Some(user.net_gid),
             mode: 0o770,
             ..Config::default()
         },
     );
     let mut me = Port::join(open.path(), &JoinOptions::described("root")).unwrap();
-    let mut member = peer_as(&exe, uid, gid, Some(net_gid));
+    let mut member = user.peer(true);
     member.ok(&format!("join {} rw member", open.arg()));
     member.ok("tag 6");
     member.ok("send 3 200");
@@ -173,7 +88,7 @@ fn join_is_denied_outside_the_group_and_allowed_inside_it() {
     assert_eq!(theirs.pid, member.pid() as u32, "the member's own pid");
 
     // The outsider is still refused from this one.
-    let mut outsider = peer_as(&exe, uid, gid, None);
+    let mut outsider = user.peer(false);
     let answer = outsider
         .command(&format!("join {} rw outsider", open.arg()), LONG)
         .expect_err("an outsider joined a group network");

@@ -104,6 +104,7 @@ impl Conn {
             Err(RecvError::TimedOut) => Ok(0),
             Err(RecvError::NotReading) => Err(libc::EBADF),
             Err(RecvError::Io(e)) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+            Err(RecvError::Damaged { .. }) => Err(libc::ENETDOWN),
         }
     }
 
@@ -120,6 +121,7 @@ impl Conn {
             Err(SendError::Empty) => Err(libc::EINVAL),
             Err(SendError::WouldBlock) | Err(SendError::TimedOut) => Err(libc::EAGAIN),
             Err(SendError::NotWriting) => Err(libc::EBADF),
+            Err(SendError::Damaged { .. }) => Err(libc::ENETDOWN),
         }
     }
 

@@ -291,6 +291,16 @@ impl Port {
         membership::wake_all(&self.shm, &mut self.bell, self.index);
     }
 
+    /// `Err(path)` once the shared file was truncated under us (see
+    /// `shm::sigbus`): every later operation fails with that.
+    fn check_damage(&self) -> Result<(), PathBuf> {
+        if self.shm.damaged() {
+            Err(self.path.clone())
+        } else {
+            Ok(())
+        }
+    }
+
     // ----- membership -------------------------------------------------
 
     fn check_membership(&mut self) {

@@ -26,6 +26,13 @@ use crate::ring::{self, Read};
 use crate::shm::layout::*;
 use crate::sync::Ordering;
 
+/// Most reads of one sender's ring that may return no frame in one call:
+/// a consistent ring holds at most `ring_slots` frames to step over, plus
+/// one jump forward when lapped.
+fn steps_per_sender(ring_slots: u32) -> u32 {
+    ring_slots.saturating_mul(4).saturating_add(64)
+}
+
 impl Port {
     /// Receives one frame without waiting: [`RecvError::WouldBlock`] if
     /// none is waiting. Frames longer than `buf` are truncated; a buffer of
@@ -49,6 +56,8 @@ impl Port {
         if self.caps & CAP_READ == 0 {
             return Err(RecvError::NotReading);
         }
+        self.check_damage()
+            .map_err(|path| RecvError::Damaged { path })?;
         // Look, then yield and look again, all before arming: arming first
         // would make the sender ring for the very frames we wait for.
         while let Some(message) = self.poll_once(buf) {
@@ -100,6 +109,8 @@ impl Port {
         if self.caps & CAP_READ == 0 {
             return Err(RecvError::NotReading);
         }
+        self.check_damage()
+            .map_err(|path| RecvError::Damaged { path })?;
         if let Some(message) = self.poll_once(buf) {
             return Ok(message);
         }
@@ -126,6 +137,8 @@ impl Port {
         // times: a streaming reader then wakes once per batch of frames
         // instead of making the sender ring for every frame.
         if self.caps & CAP_READ != 0 {
+            self.check_damage()
+                .map_err(|path| RecvError::Damaged { path })?;
             if let Some(message) = self.poll_once(buf) {
                 return Ok(message);
             }
@@ -198,14 +211,27 @@ impl Port {
     }
 
     /// Reads the next frame from the senders, round-robin.
+    ///
+    /// Bounded whatever the shared file says: each sender gets at most
+    /// [`steps_per_sender`] reads that return no frame (lapped, or a frame
+    /// for another port) per call. A consistent ring never needs that many;
+    /// if a scribbled one does, the port rings its own doorbell so that it
+    /// looks again instead of sleeping on frames it did not reach.
     fn read_any(&mut self, buf: &mut [u8]) -> Option<usize> {
         let count = self.senders.len();
         let lossless = self.shm.geometry().lossless();
+        let budget = steps_per_sender(self.shm.geometry().ring_slots);
         for k in 0..count {
             let i = (self.next_sender + k) % count;
             let sender = self.senders[i];
             let cursor = &mut self.cursors[sender as usize];
+            let mut steps = 0;
             loop {
+                if steps == budget {
+                    self.bell.ring(self.index);
+                    break;
+                }
+                steps += 1;
                 let me = self.switch.is_some().then_some(self.index);
                 let read = ring::read_frame_for(&self.shm, sender, cursor, buf, me);
                 if lossless && read != Read::Empty {

@@ -33,6 +33,8 @@ impl Port {
         if self.caps & CAP_WRITE == 0 {
             return Err(SendError::NotWriting);
         }
+        self.check_damage()
+            .map_err(|path| SendError::Damaged { path })?;
         let mtu = self.shm.geometry().mtu;
         if frame.len() > mtu as usize {
             return Err(SendError::TooBig {
@@ -118,6 +120,8 @@ impl Port {
         let mut spins = 0u32;
         let mut next_death_check = Instant::now() + DEATH_CHECK_INTERVAL;
         loop {
+            self.check_damage()
+                .map_err(|path| SendError::Damaged { path })?;
             self.check_membership();
             self.room = self.compute_room();
             if self.room > 0 {

@@ -11,9 +11,11 @@
 //! ```
 //!
 //! Invariants:
-//! - Every field is an atomic, because any field may be read by one process
-//!   while another writes it; plain loads of racing memory would be undefined
-//!   behaviour even when the value is later discarded.
+//! - Every field is an atomic, padding included, because any field may be
+//!   read by one process while another writes it; plain loads of racing
+//!   memory would be undefined behaviour even when the value is later
+//!   discarded. The types that satisfy this implement the sealed
+//!   [`SharedPlain`], and only they can be reached in the mapping.
 //! - Every structure is `#[repr(C)]` with its size asserted at compile time:
 //!   the layout is an on-disk format shared by every build of ipn that
 //!   reports the same [`LAYOUT_VERSION`].
@@ -28,8 +30,10 @@ use crate::sync::{AtomicU32, AtomicU64};
 
 /// First eight bytes of every ipn shared file.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPNnet\0\x01");
-/// Bumped on every incompatible change of this file's layout.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped on every incompatible change of this file's layout; the test
+/// `layout_version_is_pinned_to_the_sizes_and_offsets` fails until it is.
+/// (2: port entries grew from 256 to 320 bytes; padding became atomic.)
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Size of the header region; the port table starts here.
 pub const HEADER_SIZE: u64 = 4096;
@@ -68,11 +72,11 @@ pub struct Header {
     pub cursor_table_offset: AtomicU64,
     pub rings_offset: AtomicU64,
     pub total_size: AtomicU64,
-    _pad0: [u64; 7],
+    _pad0: [AtomicU64; 7],
     /// Bumped by every join, leave, shutdown and detected death, so that a
     /// port re-reads the port table only when membership changed.
     pub membership_epoch: AtomicU64,
-    _pad1: [u64; 7],
+    _pad1: [AtomicU64; 7],
 }
 #[cfg(not(loom))] // loom's atomics are larger than the real ones.
 const _: () = assert!(std::mem::size_of::<Header>() == 192);
@@ -104,7 +108,7 @@ pub struct PortEntry {
     /// Value of `head` when this port became active: where a reader that
     /// discovers the port later starts reading its ring.
     pub join_head: AtomicU64,
-    _pad0: [u64; 5],
+    _pad0: [AtomicU64; 5],
     // Line 1
     pub description: [AtomicU64; DESCRIPTION_LEN / 8],
     // Line 2: written by the owner for every frame it sends.
@@ -112,21 +116,21 @@ pub struct PortEntry {
     pub head: AtomicU64,
     pub tx_frames: AtomicU64,
     pub tx_bytes: AtomicU64,
-    _pad2: [u64; 5],
+    _pad2: [AtomicU64; 5],
     // Line 3: the sleep handshake, read by every sender after every frame.
     /// 1 while the owner sleeps and wants a doorbell; a sender that swaps
     /// it to 0 must ring.
     pub armed: AtomicU32,
-    _pad3: u32,
+    _pad3: AtomicU32,
     /// Number of doorbells rung, added by senders after each ring.
     pub rings: AtomicU64,
-    _pad4: [u64; 6],
+    _pad4: [AtomicU64; 6],
     // Line 4: receive counters, written by the owner for every frame (kept
     // off line 3 so senders polling `armed` do not miss in cache).
     pub rx_frames: AtomicU64,
     pub rx_bytes: AtomicU64,
     pub rx_dropped: AtomicU64,
-    _pad5: [u64; 5],
+    _pad5: [AtomicU64; 5],
 }
 #[cfg(not(loom))] // loom's atomics are larger than the real ones.
 const _: () = assert!(std::mem::size_of::<PortEntry>() == 320);
@@ -146,6 +150,33 @@ pub struct SlotHeader {
 const _: () = assert!(std::mem::size_of::<SlotHeader>() as u64 == SLOT_HEADER_SIZE);
 
 pub const DST_ALL: u32 = u32::MAX;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Plain words that another process may write at any moment: the only
+/// types `SharedFile` hands out references to inside the mapping.
+///
+/// # Safety
+///
+/// Implement only for `#[repr(C)]` types made of nothing but atomics,
+/// padding included (no implicit padding either: the size assertions below
+/// equal the sum of the fields), so that every bit pattern is a valid value,
+/// no byte is ever accessed non-atomically, and any alignment the type
+/// needs is at most 8. Sealed: no other module can add a type.
+pub unsafe trait SharedPlain: sealed::Sealed {}
+
+macro_rules! shared_plain {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        // SAFETY: each of these is `#[repr(C)]`, built only of `AtomicU32`
+        // and `AtomicU64` (arrays included), with its size asserted equal
+        // to the sum of its fields; atomics are valid for any bit pattern.
+        unsafe impl SharedPlain for $t {}
+    )*};
+}
+shared_plain!(Header, PortEntry, SlotHeader, AtomicU64, AtomicU32);
 
 /// All-zero structures, as in a freshly sized (sparse) file, for the
 /// in-memory backend of the loom model checker: loom's atomics cannot be
@@ -179,9 +210,9 @@ mod zeroed {
                 cursor_table_offset: z64(),
                 rings_offset: z64(),
                 total_size: z64(),
-                _pad0: [0; 7],
+                _pad0: std::array::from_fn(|_| z64()),
                 membership_epoch: z64(),
-                _pad1: [0; 7],
+                _pad1: std::array::from_fn(|_| z64()),
             }
         }
     }
@@ -193,20 +224,20 @@ mod zeroed {
                 pid: z32(),
                 caps: z32(),
                 join_head: z64(),
-                _pad0: [0; 5],
+                _pad0: std::array::from_fn(|_| z64()),
                 description: std::array::from_fn(|_| z64()),
                 head: z64(),
                 tx_frames: z64(),
                 tx_bytes: z64(),
-                _pad2: [0; 5],
+                _pad2: std::array::from_fn(|_| z64()),
                 armed: z32(),
-                _pad3: 0,
+                _pad3: z32(),
                 rings: z64(),
-                _pad4: [0; 6],
+                _pad4: std::array::from_fn(|_| z64()),
                 rx_frames: z64(),
                 rx_bytes: z64(),
                 rx_dropped: z64(),
-                _pad5: [0; 5],
+                _pad5: std::array::from_fn(|_| z64()),
             }
         }
     }
@@ -323,6 +354,35 @@ fn round_up(value: u64, to: u64) -> u64 {
     value.div_ceil(to) * to
 }
 
+/// Byte offsets inside the file, for tests that scribble on it and tools
+/// that inspect it (re-exported, hidden, as `ipn::raw_layout`). Derived
+/// from the structures, so they follow every change of the layout.
+#[cfg(not(loom))]
+#[allow(missing_docs)] // each name says which field it locates
+pub mod offsets {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    pub const HEADER_SIZE: u64 = super::HEADER_SIZE;
+    pub const HEADER_VERSION: u64 = offset_of!(Header, version) as u64;
+    pub const HEADER_PROTOCOL: u64 = offset_of!(Header, protocol) as u64;
+    pub const HEADER_MTU: u64 = offset_of!(Header, mtu) as u64;
+    pub const HEADER_SLOT_SIZE: u64 = offset_of!(Header, slot_size) as u64;
+    pub const HEADER_CURSOR_TABLE_OFFSET: u64 = offset_of!(Header, cursor_table_offset) as u64;
+    pub const HEADER_RINGS_OFFSET: u64 = offset_of!(Header, rings_offset) as u64;
+    /// The port table starts right after the header page.
+    pub const PORT_TABLE: u64 = super::HEADER_SIZE;
+    pub const PORT_ENTRY_SIZE: u64 = size_of::<PortEntry>() as u64;
+    pub const PORT_ENTRY_WORDS: u64 = PORT_ENTRY_SIZE / 8;
+    pub const ENTRY_STATE: u64 = offset_of!(PortEntry, state) as u64;
+    pub const ENTRY_HEAD: u64 = offset_of!(PortEntry, head) as u64;
+    pub const ENTRY_ARMED: u64 = offset_of!(PortEntry, armed) as u64;
+    pub const SLOT_HEADER_SIZE: u64 = super::SLOT_HEADER_SIZE;
+    pub const SLOT_ALIGN: u64 = super::SLOT_ALIGN;
+    /// Where the per-slot liveness locks start (beyond the end of the file).
+    pub const LOCK_BASE: u64 = crate::liveness::LOCK_BASE as u64;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +405,33 @@ mod tests {
             Geometry::compute(0, 4096, 65535, 65536, 0),
             Err(GeometryError::TooLarge(_))
         ));
+    }
+
+    /// Two builds that report the same layout version must agree on every
+    /// byte: change a size or an offset here and this fails until
+    /// `LAYOUT_VERSION` is bumped and the pin updated with it.
+    #[test]
+    #[cfg(not(loom))]
+    fn layout_version_is_pinned_to_the_sizes_and_offsets() {
+        use std::mem::{offset_of, size_of};
+        let layout = [
+            u64::from(LAYOUT_VERSION),
+            HEADER_SIZE,
+            size_of::<Header>() as u64,
+            offset_of!(Header, membership_epoch) as u64,
+            size_of::<PortEntry>() as u64,
+            offset_of!(PortEntry, description) as u64,
+            offset_of!(PortEntry, head) as u64,
+            offset_of!(PortEntry, armed) as u64,
+            offset_of!(PortEntry, rx_frames) as u64,
+            size_of::<SlotHeader>() as u64,
+            SLOT_ALIGN,
+        ];
+        assert_eq!(
+            layout,
+            [2, 4096, 192, 128, 320, 64, 128, 192, 256, 16, 64],
+            "the shared file's layout changed: bump LAYOUT_VERSION and update this pin with it"
+        );
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //!   processes is never a data race in the Rust memory model;
 //! - the mapping outlives every reference (they borrow `&self`).
 //!
-//! What it cannot guarantee: a member with write access truncating the file
-//! after it was mapped makes later accesses fault (`SIGBUS`). Members are
-//! trusted not to do that, as hosts on one Ethernet segment are trusted not
-//! to cut the cable (see DESIGN.md, trust model); a file that is already
-//! truncated when it is opened is refused.
+//! - the file's blocks are allocated when it is created, so a file system
+//!   too small for it fails then, with an error, not at a later page fault;
+//! - a member truncating the file after it was mapped cannot kill us: the
+//!   SIGBUS of an access beyond the end is confined to the mapping
+//!   ([`sigbus`]), which then reads zeros and reports itself
+//!   [`SharedFile::damaged`]; a file that is already truncated when it is
+//!   opened is refused.
 //!
 //! Built with `--cfg loom` (model checking, see `loom_tests`), the same
 //! accessors return references into constructed loom atomics held in
@@ -27,6 +29,8 @@
 #![allow(unsafe_code)]
 
 pub mod layout;
+#[cfg(not(loom))]
+mod sigbus;
 
 use std::fs::File;
 #[cfg(not(loom))]
@@ -60,6 +64,9 @@ pub struct SharedFile {
     file: File,
     #[cfg(not(loom))]
     base: NonNull<u8>,
+    /// Registered with the SIGBUS handler while mapped.
+    #[cfg(not(loom))]
+    registration: Option<sigbus::Registration>,
     #[cfg(loom)]
     memory: InMemory,
     geometry: Geometry,
@@ -106,15 +113,33 @@ impl SharedFile {
     pub fn writable(&self) -> bool {
         self.writable
     }
+
+    /// Whether the file was truncated (or could not be backed) under us:
+    /// part of the mapping now reads zeros, and the network is unusable.
+    pub fn damaged(&self) -> bool {
+        #[cfg(not(loom))]
+        return self.registration.as_ref().is_some_and(|r| r.damaged());
+        #[cfg(loom)]
+        return false;
+    }
 }
 
 /// The mapping (every build but the loom one).
 #[cfg(not(loom))]
 impl SharedFile {
-    /// Sizes `file` for `geometry`, maps it and writes the header. The file
-    /// must be new and not yet visible to other processes.
+    /// Sizes `file` for `geometry`, allocating its blocks, maps it and
+    /// writes the header. The file must be new and not yet visible to other
+    /// processes. A file system that cannot hold it fails here (`ENOSPC`),
+    /// not with a SIGBUS when a page is first written.
     pub fn initialize(file: File, geometry: Geometry) -> std::io::Result<SharedFile> {
-        file.set_len(geometry.total_size)?;
+        let len =
+            i64::try_from(geometry.total_size).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        match nix::fcntl::posix_fallocate(&file, 0, len) {
+            Ok(()) => {}
+            // A file system that cannot allocate ahead: size it sparse.
+            Err(nix::errno::Errno::EOPNOTSUPP) => file.set_len(geometry.total_size)?,
+            Err(e) => return Err(e.into()),
+        }
         let shared = Self::map(file, geometry, true)?;
         let h = shared.header();
         let r = Ordering::Relaxed;
@@ -159,7 +184,9 @@ impl SharedFile {
 
     fn map(file: File, geometry: Geometry, writable: bool) -> std::io::Result<SharedFile> {
         use nix::sys::mman::{mmap, MapFlags, ProtFlags};
-        let len = std::num::NonZeroUsize::new(geometry.total_size as usize)
+        let len = usize::try_from(geometry.total_size)
+            .ok()
+            .and_then(std::num::NonZeroUsize::new)
             .ok_or(std::io::ErrorKind::InvalidInput)?;
         let prot = if writable {
             ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
@@ -171,26 +198,36 @@ impl SharedFile {
         // is only ever accessed through atomics (module invariants).
         let base = unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, file.as_fd(), 0) }
             .map_err(std::io::Error::from)?;
-        Ok(SharedFile {
+        let mut shared = SharedFile {
             file,
             base: base.cast(),
+            registration: None,
             geometry,
             writable,
-        })
+        };
+        // Registered before any access, so even validating a header that
+        // is being truncated cannot kill us. (On failure, `shared` drops
+        // and unmaps.)
+        shared.registration = Some(sigbus::register(base.as_ptr() as usize, len.get())?);
+        Ok(shared)
     }
 
     fn into_file(self) -> File {
-        let this = std::mem::ManuallyDrop::new(self);
+        let mut this = std::mem::ManuallyDrop::new(self);
         this.unmap();
         // SAFETY: `this` is never used or dropped again, so moving the file
         // out of it leaves no double drop.
         unsafe { std::ptr::read(&this.file) }
     }
 
-    fn unmap(&self) {
-        // SAFETY: `base`/`total_size` are exactly the mapping made in `map`;
-        // called once, from Drop or `into_file`, when no reference into the
-        // mapping can exist any more (they all borrow `self`).
+    fn unmap(&mut self) {
+        // Unregistered first: once unmapped, the range may be reused by
+        // another mapping, whose faults are not ours to handle.
+        self.registration = None;
+        // SAFETY: `base`/`total_size` are exactly the mapping made in `map`
+        // (whose length fit in usize); called once, from Drop or
+        // `into_file`, when no reference into the mapping can exist any
+        // more (they all borrow `self`).
         let _ =
             unsafe { nix::sys::mman::munmap(self.base.cast(), self.geometry.total_size as usize) };
     }
@@ -202,7 +239,7 @@ impl SharedFile {
 
     /// # Panics
     /// Never for an offset computed from the geometry; it is checked anyway.
-    fn at<T>(&self, offset: u64) -> &T {
+    fn at<T: SharedPlain>(&self, offset: u64) -> &T {
         let size = std::mem::size_of::<T>() as u64;
         assert!(
             offset
@@ -213,8 +250,9 @@ impl SharedFile {
         );
         // SAFETY: in bounds and aligned (asserted above; the mapping is
         // page aligned), the memory is mapped for the lifetime of `&self`,
-        // and every `T` used here is made only of atomics, which are valid
-        // for any bit pattern and may be shared between threads/processes.
+        // and `T: SharedPlain` is made only of atomics (padding included),
+        // which are valid for any bit pattern and may be shared between
+        // threads and processes.
         unsafe { &*self.base.as_ptr().add(offset as usize).cast::<T>() }
     }
 

@@ -15,6 +15,7 @@
 #![allow(dead_code)] // each test file uses a part of this module
 
 pub mod frame;
+pub mod member;
 pub mod peer;
 
 use std::path::{Path, PathBuf};
@@ -157,5 +158,34 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Dur
             return None;
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Settings for the property tests. By default (CI): a fixed seed, and the
+/// failures found before replayed first from `proptest-regressions/`, so
+/// that every run tests the same cases. With `IPN_SOAK` set (the soak run,
+/// `scripts/soak.sh`): random seeds and `IPN_SOAK_CASES` cases (100000 by
+/// default).
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
+    let soak = std::env::var_os("IPN_SOAK").is_some();
+    Config {
+        cases: if soak {
+            std::env::var("IPN_SOAK_CASES")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(100_000)
+        } else {
+            cases
+        },
+        rng_seed: if soak {
+            RngSeed::Random
+        } else {
+            RngSeed::Fixed(0x1b5e_ed00_c0ff_ee42)
+        },
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+            "proptest-regressions",
+        ))),
+        ..Config::default()
     }
 }

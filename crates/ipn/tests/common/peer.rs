@@ -251,6 +251,7 @@ pub fn run_if_peer() {
         "drain" => drain(&args),
         "send-seq" => send_seq(&args),
         "recv-verify" => recv_verify(&args),
+        "stream" => stream(&args),
         other => panic!("unknown peer role {other}"),
     }
     std::process::exit(0);
@@ -454,6 +455,31 @@ fn blast(args: &[&str]) {
         let mut buf = [0u8; 1514];
         if port.lossless() && args[1].contains('r') {
             while port.try_recv(&mut buf).is_ok() {}
+        }
+    }
+}
+
+/// `stream PATH`: joins, then sends frames and receives what waits, until
+/// an operation fails; says `running` once frames flowed, then
+/// `error MESSAGE` with the first error, and exits normally.
+fn stream(args: &[&str]) {
+    let mut port = join(args[0], "rw", "stream");
+    let mut buf = [0u8; 1514];
+    let tag = std::process::id();
+    for seq in 0u64.. {
+        let sent = port
+            .send(&frame::make(tag, seq, 200))
+            .map_err(|e| e.to_string());
+        let received = match port.try_recv(&mut buf) {
+            Ok(_) | Err(RecvError::WouldBlock) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent.and(received) {
+            say(&format!("error {e}"));
+            return;
+        }
+        if seq == 100 {
+            say("running");
         }
     }
 }
