@@ -174,12 +174,69 @@ fn sub_hex_prints_one_line_of_hex_bytes_per_frame() {
 }
 
 #[test]
-fn sub_text_replaces_invalid_utf8() {
+fn sub_text_escapes_invalid_utf8_byte_by_byte() {
     let net = Net::created("lossy-utf8", &[]);
     let sub = Bg::spawn(&["sub", net.p(), "--count", "1", "--timeout", "20"]);
     net.wait_for_readers(1);
-    run_with_input(&["pub", net.p()], b"a\xffb\n");
-    assert_eq!(stdout(&sub.finish(LONG)), "a\u{fffd}b\n");
+    run_with_input(&["pub", net.p()], b"a\xffb\xc3\n");
+    assert_eq!(stdout(&sub.finish(LONG)), "a\\xffb\\xc3\n");
+}
+
+#[test]
+fn sub_text_shows_each_frame_as_one_escaped_line_that_cannot_pass_for_an_event() {
+    let net = Net::created("escape", &[]);
+    let sub = Bg::spawn(&[
+        "sub",
+        net.p(),
+        "--events",
+        "--count",
+        "3",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    // Colours, a cursor move, a bell and a newline followed by a forged
+    // event; a frame that is an event line; printable text kept as is.
+    let forged = b"\x1b[31mred\x1b[0m\x1b[2A\x07\r\n# readers=9 writers=9".to_vec();
+    let bare = b"# readers=8 writers=8".to_vec();
+    let kept = "tab\there, back\\slash, DEL\x7f, caf\u{e9}, \u{202e}bidi"
+        .as_bytes()
+        .to_vec();
+    let mut records = Vec::new();
+    for frame in [&forged, &bare, &kept] {
+        records.extend(record(frame));
+    }
+    let out = run_with_input(&["pub", "--raw", net.p()], &records);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sub.finish(LONG);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !out.stdout.contains(&0x1b),
+        "an escape reached the output: {text:?}"
+    );
+    assert!(
+        !out.stdout.contains(&b'\r'),
+        "a CR reached the output: {text:?}"
+    );
+    let frames: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        frames,
+        [
+            r"\x1b[31mred\x1b[0m\x1b[2A\x07\r\n# readers=9 writers=9",
+            r"\# readers=8 writers=8",
+            r"tab\there, back\\slash, DEL\x7f, café, \u{202e}bidi",
+        ],
+        "{text}"
+    );
+    // Every line starting with # is a real event: this sub alone reads,
+    // pub alone writes.
+    for event in text.lines().filter(|l| l.starts_with('#')) {
+        assert!(
+            ["# readers=1 writers=0", "# readers=1 writers=1"].contains(&event),
+            "{event:?} in {text}"
+        );
+    }
 }
 
 #[test]
@@ -431,6 +488,17 @@ fn help_explains_every_command_with_examples() {
     let help = stdout(&out);
     for field in ["format_version", "rx_dropped", "readers", "description"] {
         assert!(help.contains(field), "{field:?} missing from status --help");
+    }
+    let help = stdout(&run(&["sub", "--help"]));
+    for escape in [
+        r"\n",
+        r"\\",
+        r"\xHH",
+        r"\x1b",
+        r"\#",
+        "one frame is always one line",
+    ] {
+        assert!(help.contains(escape), "{escape:?} missing from sub --help");
     }
 }
 
