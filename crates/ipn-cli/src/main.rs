@@ -125,8 +125,9 @@ enum Command {
             pcap capture (link type Ethernet, microsecond timestamps, or nanosecond with \
             --nano; each frame stamped when received) to FILE with -w FILE, or to standard \
             output with -w - (the default when standard output is not a terminal: a binary \
-            capture is never written to a terminal). Output other than a regular file is \
-            flushed after every frame, so a pipe into `tcpdump -r -` shows frames live. \
+            capture is never written to a terminal). FILE is created or replaced, but \
+            never through a symbolic link: give the real path. Output other than a regular \
+            file is flushed after every frame, so a pipe into `tcpdump -r -` shows frames live. \
             With --snaplen only the first BYTES of each frame are kept, its original length \
             is still recorded. Stops after --count frames, after --timeout seconds, at \
             SIGINT/SIGTERM, or when the reader of standard output goes away, always leaving \

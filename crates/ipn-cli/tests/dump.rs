@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileTypeExt;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -324,6 +325,119 @@ fn a_capture_file_in_a_missing_directory_is_a_clear_error() {
         "{err}"
     );
     assert!(net.ports().is_empty(), "a port was left behind");
+}
+
+#[test]
+fn a_symbolic_link_as_capture_file_is_refused_and_what_it_points_to_is_untouched() {
+    let net = Net::created("symlink", &[]);
+    let precious = net.file("precious");
+    std::fs::write(&precious, b"not a capture: must survive").unwrap();
+    let nowhere = net.file("nowhere");
+    for (link, target) in [
+        (net.file("link"), &precious),
+        (net.file("dangling"), &nowhere),
+    ] {
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        let link_arg = link.to_str().unwrap();
+        let out = run(&[
+            "dump",
+            net.p(),
+            "-w",
+            link_arg,
+            "--count",
+            "1",
+            "--timeout",
+            "5",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("ipn: "), "{err}");
+        assert!(err.contains(link_arg), "{err}");
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert!(err.contains("will not follow it"), "{err}");
+        assert!(err.contains("give the real path"), "{err}");
+        assert!(net.ports().is_empty(), "a port was left behind");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    }
+    assert_eq!(
+        std::fs::read(&precious).unwrap(),
+        b"not a capture: must survive"
+    );
+    assert!(
+        !nowhere.exists(),
+        "dump created the file a dangling link names"
+    );
+}
+
+#[test]
+fn an_existing_capture_file_is_replaced_by_the_new_capture() {
+    let net = Net::created("replace", &[]);
+    let pcap = net.file("pcap");
+    std::fs::write(&pcap, vec![0x55; 10_000]).unwrap();
+    let dump = spawn_dump(&[
+        net.p(),
+        "-w",
+        pcap.to_str().unwrap(),
+        "--count",
+        "1",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    let sent = frame(BROADCAST, A, EXPERIMENTAL, b"into an old file");
+    net.publish(std::slice::from_ref(&sent));
+    assert_ended(&dump.finish(LONG), 0, "1 frames captured");
+    let (packets, _) = tcpdump_read(pcap.to_str().unwrap(), &[]);
+    assert_eq!(packets.len(), 1, "{packets:#?}");
+    assert_eq!(packets[0].bytes, sent);
+    let size = std::fs::metadata(&pcap).unwrap().len() as usize;
+    assert_eq!(
+        size,
+        24 + 16 + sent.len(),
+        "the old bytes were not all replaced"
+    );
+}
+
+#[test]
+fn a_fifo_as_capture_file_streams_to_its_reader() {
+    let net = Net::created("fifo", &[]);
+    let fifo = net.file("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // The reader first: opening a FIFO to write waits for one.
+    let tcpdump = tcpdump()
+        .args(["-r", fifo.to_str().unwrap(), "-n", "-e", "-xx"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tcpdump = Bg::adopt(tcpdump);
+    let dump = spawn_dump(&[
+        net.p(),
+        "-w",
+        fifo.to_str().unwrap(),
+        "--count",
+        "2",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    let frames = vec![
+        frame(BROADCAST, A, EXPERIMENTAL, b"through a fifo"),
+        frame(B, A, EXPERIMENTAL, &[7; 60]),
+    ];
+    net.publish(&frames);
+    assert_ended(&dump.finish(LONG), 0, "2 frames captured");
+    let out = tcpdump.finish(LONG);
+    assert!(out.status.success(), "tcpdump: {}", stderr(&out));
+    let packets = parse_tcpdump(&stdout(&out));
+    assert_eq!(packets.len(), 2, "{packets:#?}");
+    for (packet, sent) in packets.iter().zip(&frames) {
+        assert_eq!(&packet.bytes, sent, "{}", packet.line);
+    }
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
 }
 
 #[test]
