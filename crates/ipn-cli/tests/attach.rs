@@ -14,9 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    ipn, must, ping, ports, require_root, run, run_program, tag, text, Attached, Lab, Net, BIN,
-    LONG,
+    ipn, must, ping, ports, require_root, run, run_program, tag, text, Attached, Lab, Net,
+    StalledNet, BIN, LONG,
 };
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// Root and the tools the tap/grab tests use, or a failure saying so.
@@ -433,4 +434,106 @@ fn tap_without_cap_net_admin_says_what_it_needs() {
         said.contains("tap ipnnobody0: permission denied") && said.contains("CAP_NET_ADMIN"),
         "{said}"
     );
+}
+
+/// Sends `count` UDP datagrams from namespace `ns` to `to`, port 9
+/// (discard), in one process; datagrams the interface cannot queue are
+/// dropped, not waited for.
+fn udp_flood(ns: &str, to: &str, count: u32) {
+    let script = format!("for i in $(seq {count}); do echo x >/dev/udp/{to}/9; done");
+    must("ip", &["netns", "exec", ns, "bash", "-c", &script]);
+}
+
+#[test]
+fn sigterm_stops_tap_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
+    require_root_and_tools();
+    let t = tag();
+    let stalled = StalledNet::new("stalled-tap");
+    let mut lab = Lab::default();
+    let ns = lab.netns(&format!("ipn-stall-{t}"));
+    let name = format!("ipst{t}");
+    let tap = Attached::start(&["tap", stalled.p(), "--name", &name]);
+    lab.place(&name, &ns, "10.212.0.1/24");
+    // Frames out of the TAP without waiting for ARP: to a made-up neighbour.
+    must(
+        "ip",
+        &[
+            "-n",
+            &ns,
+            "neigh",
+            "add",
+            "10.212.0.2",
+            "lladdr",
+            "02:00:00:00:02:12",
+            "dev",
+            &name,
+            "nud",
+            "permanent",
+        ],
+    );
+    udp_flood(&ns, "10.212.0.2", 100);
+    stalled.wait_for_blocked_sender(&format!("tap {name}"));
+
+    let (status, said) = tap.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
+    assert_eq!(status.code(), Some(143), "{said}");
+    assert!(
+        said.contains(&format!(
+            "ipn: tap {name} left {}: {} frames into the network",
+            stalled.p(),
+            StalledNet::RING
+        )),
+        "{said}"
+    );
+    stalled.assert_only_the_reader_is_left();
+}
+
+#[test]
+fn sigterm_stops_grab_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
+    require_root_and_tools();
+    let t = tag();
+    let stalled = StalledNet::new("stalled-grab");
+    let mut lab = Lab::default();
+    let ns = lab.netns(&format!("ipn-stallg-{t}"));
+    let (va, vb) = (format!("ipsa{t}"), format!("ipsb{t}"));
+    lab.links.push(va.clone());
+    must(
+        "ip",
+        &["link", "add", &va, "type", "veth", "peer", "name", &vb],
+    );
+    must("ip", &["link", "set", &va, "up"]);
+    lab.place(&vb, &ns, "10.212.1.2/24");
+    let grab = Attached::start(&["grab", stalled.p(), &va]);
+    // Frames to the grabbed end's own MAC, without waiting for ARP.
+    let link: Value = serde_json::from_str(&must("ip", &["-j", "link", "show", &va])).unwrap();
+    let mac = link[0]["address"].as_str().expect("a MAC in ip -j link");
+    must(
+        "ip",
+        &[
+            "-n",
+            &ns,
+            "neigh",
+            "add",
+            "10.212.1.1",
+            "lladdr",
+            mac,
+            "dev",
+            &vb,
+            "nud",
+            "permanent",
+        ],
+    );
+    udp_flood(&ns, "10.212.1.1", 100);
+    stalled.wait_for_blocked_sender(&format!("grab {va}"));
+
+    let (status, said) = grab.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
+    assert_eq!(status.code(), Some(143), "{said}");
+    assert!(
+        said.contains(&format!(
+            "ipn: grab {va} left {}: {} frames into the network",
+            stalled.p(),
+            StalledNet::RING
+        )),
+        "{said}"
+    );
+    stalled.assert_only_the_reader_is_left();
 }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{must, ping, require_root, Attached, Lab, Net};
+use common::{must, ping, require_root, Attached, Lab, Net, StalledNet};
 use ipn::{JoinOptions, Port, RecvError};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -133,8 +133,7 @@ fn start_vxlan(ns: &str, args: &[&str]) -> Attached {
 
 /// Sends SIGINT, expects exit status 130 within 5 s, returns the summary line.
 fn interrupt(vxlan: Attached) -> String {
-    kill(vxlan.pid(), Signal::SIGINT).unwrap();
-    let (status, said) = vxlan.wait(Duration::from_secs(5));
+    let (status, said) = vxlan.signal_and_wait(Signal::SIGINT, Duration::from_secs(5));
     assert_eq!(status.code(), Some(130), "status {status}; stderr: {said}");
     summary_line(&said)
 }
@@ -174,19 +173,11 @@ fn two_hosts(tag: &str) -> (Lab, String, String) {
     (lab, a, b)
 }
 
-/// Sends one UDP datagram made of `bytes` (printf escapes) from `ns`.
-fn send_udp(ns: &str, to: &str, bytes: &str) {
-    must(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "bash",
-            "-c",
-            &format!("printf '{bytes}' >/dev/udp/{to}/4789"),
-        ],
-    );
+/// Sends `times` UDP datagrams made of `bytes` (printf escapes) from `ns`
+/// to port 4789 of `to`, in one process.
+fn send_udp(ns: &str, to: &str, bytes: &str, times: u32) {
+    let script = format!("for i in $(seq {times}); do printf '{bytes}' >/dev/udp/{to}/4789; done");
+    must("ip", &["netns", "exec", ns, "bash", "-c", &script]);
 }
 
 /// Host B's kernel vxlan device `vx0`: VNI 42, unicast to host A on the
@@ -259,13 +250,15 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
         &b,
         "10.220.0.1",
         &format!(r"\x08\x00\x00\x00\x00\x00\x2b\x00{frame}"),
+        1,
     );
     send_udp(
         &b,
         "10.220.0.1",
         &format!(r"\x00\x00\x00\x00\x00\x00\x2a\x00{frame}"),
+        1,
     );
-    send_udp(&b, "10.220.0.1", "garbage");
+    send_udp(&b, "10.220.0.1", "garbage", 1);
     // Still working after the bad datagrams.
     ping(&b, &["-c", "2", "-W", "2", "10.221.0.1"]);
 
@@ -385,4 +378,44 @@ fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
     let summary = interrupt(vxlan);
     eprintln!("{start}\n{summary}");
     assert!(summary.contains("(0 send errors)"), "{summary}");
+}
+
+#[test]
+fn sigterm_stops_ipn_vxlan_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
+    let (_lab, a, b) = two_hosts("s");
+    let stalled = StalledNet::new("stalled-vxlan");
+    let vxlan = start_vxlan(
+        &a,
+        &[
+            stalled.p(),
+            "--vni",
+            "42",
+            "--remote",
+            "10.220.0.2",
+            "--local",
+            "10.220.0.1",
+        ],
+    );
+    // Well-formed VXLAN datagrams (VNI 42) from host B, each a frame for
+    // the network.
+    let frame = r"\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x09\x88\xb5hello";
+    send_udp(
+        &b,
+        "10.220.0.1",
+        &format!(r"\x08\x00\x00\x00\x00\x00\x2a\x00{frame}"),
+        100,
+    );
+    stalled.wait_for_blocked_sender("vxlan vni 42");
+
+    let (status, said) = vxlan.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
+    assert_eq!(status.code(), Some(143), "{said}");
+    let summary = summary_line(&said);
+    assert!(
+        summary.contains(&format!(
+            "ipn: vxlan vni 42 <-> 10.220.0.2:4789: {} frames in from remote VTEPs",
+            StalledNet::RING
+        )),
+        "{summary}"
+    );
+    stalled.assert_only_the_reader_is_left();
 }

@@ -6,7 +6,9 @@
 //! - [`Bg`]: a background process;
 //! - [`Attached`]: a running `ipn tap`/`grab`/`vxlan`, its standard error
 //!   read line by line;
-//! - [`Lab`]: network namespaces, interfaces and helper processes.
+//! - [`Lab`]: network namespaces, interfaces and helper processes;
+//! - [`Paused`]: a process stopped with SIGSTOP, resumed when dropped;
+//! - [`StalledNet`]: a lossless network whose only reader is paused.
 //!
 //! Invariants:
 //! - Everything a test makes is owned by a guard whose `Drop` removes it,
@@ -318,6 +320,108 @@ impl Drop for Bg {
     }
 }
 
+/// A process stopped with SIGSTOP: alive, so its port stays live (a
+/// lossless sender waits for it), but reading nothing, as if hung.
+/// Resumed with SIGCONT on drop.
+pub struct Paused(Pid);
+
+impl Paused {
+    /// Stops `pid` and waits until the kernel shows it stopped.
+    #[track_caller]
+    pub fn stop(pid: Pid) -> Paused {
+        let paused = Paused(pid);
+        kill(pid, Signal::SIGSTOP).unwrap();
+        let deadline = Instant::now() + LONG;
+        while process_state(pid) != Some('T') {
+            assert!(Instant::now() < deadline, "{pid} never stopped");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        paused
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// A lossless network with rings of [`StalledNet::RING`] frames whose one
+/// reader, an `ipn sub`, is paused: a port sending into it blocks after
+/// that many frames, in a lossless send, until the reader resumes or dies.
+/// On drop the reader resumes, is killed, and the network is removed.
+pub struct StalledNet {
+    // Dropped in this order.
+    paused: Paused,
+    reader: Bg,
+    pub net: Net,
+}
+
+impl StalledNet {
+    /// Frames a sender gets through before it blocks.
+    pub const RING: u64 = 16;
+
+    #[track_caller]
+    pub fn new(name: &str) -> StalledNet {
+        let ring = StalledNet::RING.to_string();
+        let net = Net::created(name, &["--lossless", "--ring", &ring]);
+        let reader = Bg::spawn(&["sub", net.p(), "--description", "paused reader"]);
+        net.wait_for_readers(1);
+        StalledNet {
+            paused: Paused::stop(reader.pid()),
+            reader,
+            net,
+        }
+    }
+
+    pub fn p(&self) -> &str {
+        self.net.p()
+    }
+
+    /// Waits until the port described `description` has sent
+    /// [`StalledNet::RING`] frames, then checks that it sends no more for
+    /// 300 ms: it is blocked in a send.
+    #[track_caller]
+    pub fn wait_for_blocked_sender(&self, description: &str) {
+        let sent = |s: &Value| port_described(s, description).map(|p| p["tx_frames"].clone());
+        self.net
+            .wait_for(&format!("{description} fill the ring"), |s| {
+                sent(s) == Some(StalledNet::RING.into())
+            });
+        std::thread::sleep(Duration::from_millis(300));
+        let status = self.net.status_json();
+        assert_eq!(
+            sent(&status),
+            Some(StalledNet::RING.into()),
+            "{description} was not blocked: {status:#}"
+        );
+    }
+
+    /// Asserts that the paused reader's port is the only one left.
+    #[track_caller]
+    pub fn assert_only_the_reader_is_left(&self) {
+        let status = self.net.status_json();
+        let left = ports(&status);
+        assert_eq!(left.len(), 1, "{status:#}");
+        assert_eq!(left[0]["pid"], self.reader.pid().as_raw(), "{status:#}");
+        assert_eq!(left[0]["state"], "active", "{status:#}");
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, T...), if the process exists.
+fn process_state(pid: Pid) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// The port of `ipn status --json` with this description, if any.
+pub fn port_described<'a>(status: &'a Value, description: &str) -> Option<&'a Value> {
+    ports(status)
+        .iter()
+        .find(|p| p["description"] == description)
+}
+
 /// A running `ipn tap`, `ipn grab` or `ipn vxlan`, its standard error read
 /// line by line (by a thread, so that waiting for a line has a deadline).
 pub struct Attached {
@@ -408,8 +512,18 @@ impl Attached {
     /// SIGINT, then the exit status and everything it said.
     #[track_caller]
     pub fn stop(self) -> (ExitStatus, String) {
-        kill(self.pid(), Signal::SIGINT).unwrap();
-        self.wait(LONG)
+        self.signal_and_wait(Signal::SIGINT, LONG)
+    }
+
+    /// Sends `signal`, then the exit status and everything it said; fails
+    /// the test unless it exits within `limit` of the signal.
+    #[track_caller]
+    pub fn signal_and_wait(self, signal: Signal, limit: Duration) -> (ExitStatus, String) {
+        let sent = Instant::now();
+        kill(self.pid(), signal).unwrap();
+        let ended = self.wait(limit);
+        eprintln!("[ipn] {signal} to exit: {:?}", sent.elapsed());
+        ended
     }
 
     /// The exit status and everything it said, once it exits; fails the
