@@ -11,12 +11,16 @@
 //! Ethernet frames. [`bridge`] joins a [`Link`] to a [`ipn::Port`] and
 //! moves frames both ways until told to stop. There is still no server: the
 //! bridging process is one more port, and the network works without it.
+//!
+//! The bridge never waits longer than [`STOP_CHECK`] without asking its
+//! caller whether to stop: not on either fd, and not in a send into a
+//! lossless network, which waits for the slowest live reader, and so, for
+//! a reader that is alive but not reading (stopped, hung), forever.
 
 #![deny(missing_docs)]
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ipn::{Port, RecvError, SendError};
@@ -81,18 +85,22 @@ pub enum BridgeError {
 /// Most frames moved in one direction before looking at the other.
 const BATCH: usize = 256;
 
-/// Moves frames between `port` and `link` until `stop` is set (checked at
-/// least every 100 ms). `progress` is called after every wake-up with the
-/// totals so far.
+/// Longest the bridge waits (for either side, or for room in a lossless
+/// network) before asking its caller whether to stop.
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Moves frames between `port` and `link` until `stop` returns true. It is
+/// asked at least every [`STOP_CHECK`], also while a frame from the link
+/// waits for room in a lossless network: that frame is then dropped, and
+/// the bridge returns the totals so far.
 pub fn bridge(
     port: &mut Port,
     link: &mut dyn Link,
-    stop: &AtomicBool,
-    mut progress: impl FnMut(&BridgeStats),
+    stop: &dyn Fn() -> bool,
 ) -> Result<BridgeStats, BridgeError> {
     let mut stats = BridgeStats::default();
     let mut buf = vec![0u8; 65536];
-    while !stop.load(Ordering::Relaxed) {
+    while !stop() {
         let (port_ready, link_ready) = wait(port, link)?;
         if port_ready {
             network_to_link(port, link, &mut buf, &mut stats)?;
@@ -104,18 +112,18 @@ pub fn bridge(
             link: link.describe(),
             source,
         })?;
-        progress(&stats);
     }
     Ok(stats)
 }
 
-/// Waits up to 100 ms for either side; says which is readable.
+/// Waits up to [`STOP_CHECK`] for either side; says which is readable.
 fn wait(port: &Port, link: &dyn Link) -> Result<(bool, bool), BridgeError> {
     let mut fds = [
         PollFd::new(port.as_fd(), PollFlags::POLLIN),
         PollFd::new(link.fd(), PollFlags::POLLIN),
     ];
-    match poll(&mut fds, PollTimeout::from(100u8)) {
+    let timeout = PollTimeout::try_from(STOP_CHECK).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
         Ok(_) => {}
         Err(nix::errno::Errno::EINTR) => return Ok((false, false)),
         Err(e) => return Err(BridgeError::Poll(e.into())),
@@ -151,12 +159,14 @@ fn network_to_link(
     Ok(())
 }
 
+/// Moves up to [`BATCH`] frames from the link into the network; returns
+/// early when `stop` says so while a send waits for room.
 fn link_to_network(
     port: &mut Port,
     link: &mut dyn Link,
     buf: &mut [u8],
     stats: &mut BridgeStats,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(), BridgeError> {
     for _ in 0..BATCH {
         let len = match link.recv(buf) {
@@ -169,16 +179,38 @@ fn link_to_network(
                 })
             }
         };
-        // Lossless networks may make us wait; keep noticing `stop`.
-        loop {
-            match port.send_timeout(&buf[..len], Duration::from_millis(100)) {
-                Ok(()) => stats.to_network += 1,
-                Err(SendError::TimedOut) if !stop.load(Ordering::Relaxed) => continue,
-                Err(SendError::TooBig { .. }) | Err(SendError::Empty) => stats.network_refused += 1,
-                Err(_) => {}
-            }
-            break;
+        match send_unless_stopped(port, &buf[..len], stop) {
+            SendOutcome::Written => stats.to_network += 1,
+            SendOutcome::Refused => stats.network_refused += 1,
+            SendOutcome::Unsent => {}
+            SendOutcome::Stopped => break,
         }
     }
     Ok(())
+}
+
+/// What became of a frame given to [`send_unless_stopped`].
+enum SendOutcome {
+    /// Written into the network.
+    Written,
+    /// Over the network's MTU, or empty.
+    Refused,
+    /// The port does not write: nothing to count.
+    Unsent,
+    /// `stop` said so while the send waited for room.
+    Stopped,
+}
+
+/// Sends `frame`, waiting for room in a lossless network as long as it
+/// takes, unless `stop` (asked every [`STOP_CHECK`]) says otherwise.
+fn send_unless_stopped(port: &mut Port, frame: &[u8], stop: &dyn Fn() -> bool) -> SendOutcome {
+    loop {
+        match port.send_timeout(frame, STOP_CHECK) {
+            Ok(()) => return SendOutcome::Written,
+            Err(SendError::TimedOut) if stop() => return SendOutcome::Stopped,
+            Err(SendError::TimedOut) => continue,
+            Err(SendError::TooBig { .. } | SendError::Empty) => return SendOutcome::Refused,
+            Err(_) => return SendOutcome::Unsent,
+        }
+    }
 }

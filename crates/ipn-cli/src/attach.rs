@@ -2,15 +2,16 @@
 //! `ipn_attach::tap` and `ipn_attach::grab`.
 //!
 //! Each owns its `Port` and its link, bridges them until SIGINT/SIGTERM
-//! (the bridge loop looks at the flag at least every 100 ms), then returns,
-//! so the port is dropped and its slot released before the process exits.
+//! (the bridge asks for the flag at least every 100 ms, also while a send
+//! into a lossless network waits for a reader that does not read), then
+//! returns, so the port is dropped and its slot released before the
+//! process exits.
 //! Both print one line on standard error when they start and a summary of
 //! what was moved and refused when they stop.
 
 #![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -105,13 +106,7 @@ fn run(port: &mut Port, link: &mut dyn Link, path: &Path) -> anyhow::Result<Outc
         path.display(),
         port.index()
     );
-    let stop = AtomicBool::new(false);
-    let stats = bridge(port, link, &stop, |_| {
-        if signals::caught().is_some() {
-            stop.store(true, Ordering::Relaxed);
-        }
-    })
-    .map_err(|e| match e {
+    let stats = bridge(port, link, &|| signals::caught().is_some()).map_err(|e| match e {
         // The TAP (EBADFD) or grabbed interface (ENODEV) was deleted
         // (`ip link del`) under us.
         BridgeError::Link { link, source }

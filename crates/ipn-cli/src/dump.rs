@@ -8,7 +8,8 @@
 //!
 //! Output is a file (`-w FILE`) or standard output (`-w -`, or no `-w` when
 //! standard output is not a terminal); a binary capture is never written to
-//! a terminal. Output that is not a regular file (a pipe, a socket, a FIFO)
+//! a terminal. FILE is created or truncated, but never through a symbolic
+//! link: one planted there would make us truncate what it points to. Output that is not a regular file (a pipe, a socket, a FIFO)
 //! is flushed after every frame, so `ipn dump NET | tcpdump -r -` shows
 //! frames as they come; a regular file is flushed whenever the network goes
 //! idle and at least every [`TICK`]. Like `sub`, the loop returns on
@@ -18,9 +19,10 @@
 #![deny(unsafe_code)]
 
 use std::cell::RefCell;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -39,8 +41,8 @@ use crate::Outcome;
 pub struct DumpArgs {
     /// The network
     pub path: PathBuf,
-    /// Write the capture to FILE (replaced if it exists), or to standard output with `-w -`
-    /// [default: standard output if it is not a terminal]
+    /// Write the capture to FILE (replaced if it exists; refused if it is a symbolic link), or
+    /// to standard output with `-w -` [default: standard output if it is not a terminal]
     #[arg(long = "write", short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
     /// Exit after capturing N frames
@@ -116,7 +118,7 @@ impl Target {
                 .context("duplicating standard output")?;
             return Ok(Target::new(File::from(fd), "standard output".into(), true));
         };
-        let file = File::create(path).map_err(|e| create_error(path, e))?;
+        let file = open_capture_file(path)?;
         Ok(Target::new(file, path.display().to_string(), false))
     }
 
@@ -214,8 +216,35 @@ fn refuse_terminal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens `path` to write a capture, creating it or truncating it (a
+/// FIFO is not truncated: it has nothing to truncate). Not through a
+/// symbolic link (`O_NOFOLLOW`): one planted at `path` would make us
+/// truncate whatever it points to. Neither does it become our controlling
+/// terminal (`O_NOCTTY`), nor leak into children (`O_CLOEXEC`).
+fn open_capture_file(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| create_error(path, e))
+}
+
 /// A clear error for a capture file that cannot be created.
 fn create_error(path: &Path, e: io::Error) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        if let Ok(target) = std::fs::read_link(path) {
+            return anyhow::anyhow!(
+                "cannot write capture file {}: it is a symbolic link (to {}), and ipn will \
+                 not follow it, so as not to overwrite what it points to; give the real path \
+                 instead (or -w - for standard output)",
+                path.display(),
+                target.display()
+            );
+        }
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -1,14 +1,16 @@
 //! `ipn`: create, inspect and use ipn networks from the shell.
 //!
-//! Modules: `admin` (create, status, rm), `pubsub` (pub, sub), `stream`
-//! (frames on stdin/stdout), `dump` (pcap captures), `signals` (leaving cleanly on SIGINT/SIGTERM),
-//! `attach` (tap, grab: host interfaces), `vxlan` (VXLAN tunnel endpoint),
-//! `bench` (measurements).
+//! Modules: `admin` (create, status, rm), `pubsub` (pub, sub), `escape`
+//! (frames as text lines safe for a terminal), `stream` (frames on
+//! stdin/stdout), `dump` (pcap captures), `signals` (leaving cleanly on
+//! SIGINT/SIGTERM), `attach` (tap, grab: host interfaces), `vxlan` (VXLAN
+//! tunnel endpoint), `bench` (measurements).
 
 mod admin;
 mod attach;
 mod bench;
 mod dump;
+mod escape;
 mod limits;
 mod pubsub;
 mod signals;
@@ -98,16 +100,23 @@ enum Command {
         after_help = "Examples:\n  seq 1000 | ipn pub /tmp/net\n  tail -f /var/log/syslog | ipn pub --create /tmp/log\n  vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net"
     )]
     Pub(pubsub::PubArgs),
-    /// Subscribe: print every frame received, one line each (or --hex, --raw)
+    /// Subscribe: print every frame received as one escaped line (or --hex, --raw)
     #[command(
         long_about = "Join PATH as a read-only port and write every frame it receives to \
-            standard output: by default as a line of text (invalid UTF-8 replaced by \
-            U+FFFD), with --hex as a line of hexadecimal bytes, with --raw in the vde_plug \
-            stream format (2-byte big-endian length, then the frame). Output is flushed \
-            after every frame. A port receives what is sent after it joined. Stops after \
+            standard output: by default as one line of text, with --hex as a line of \
+            hexadecimal bytes, with --raw in the vde_plug stream format (2-byte big-endian \
+            length, then the frame, unchanged). A frame comes from any process on the \
+            network, so a text line never carries what a terminal would act on: printable \
+            text (UTF-8 included) is shown as it is, and every other byte is escaped: \
+            \\n \\r \\t, \\\\ for a backslash, \\xHH for another control byte \
+            (ESC is \\x1b, DEL \\x7f) or a byte that is not valid UTF-8, \\u{HHHH} for \
+            a Unicode control or invisible formatting character (bidi overrides, line \
+            separators), and a leading # is written \\#. So one frame is always one \
+            line, and only event lines (--events) begin with #. Output is flushed after \
+            every frame. A port receives what is sent after it joined. Stops after \
             --count frames, after --timeout seconds, at SIGINT/SIGTERM, or when standard \
             output is closed (e.g. `| head`).",
-        after_help = "Examples:\n  ipn sub /tmp/net\n  ipn sub /tmp/net --count 1 --timeout 5\n  ipn sub /tmp/net --events --hex\n  ipn sub --raw /tmp/net | vde_plug vde:///tmp/sw"
+        after_help = "Examples:\n  ipn sub /tmp/net\n  ipn sub /tmp/net --count 1 --timeout 5\n  ipn sub /tmp/net --events --hex\n  ipn sub --raw /tmp/net | vde_plug vde:///tmp/sw\n\nA frame 'a<TAB>b<ESC>[31m<LF># x' prints as the line: a\\tb\\x1b[31m\\n# x"
     )]
     Sub(pubsub::SubArgs),
     /// Capture every frame as a pcap file for tcpdump or Wireshark
@@ -116,8 +125,9 @@ enum Command {
             pcap capture (link type Ethernet, microsecond timestamps, or nanosecond with \
             --nano; each frame stamped when received) to FILE with -w FILE, or to standard \
             output with -w - (the default when standard output is not a terminal: a binary \
-            capture is never written to a terminal). Output other than a regular file is \
-            flushed after every frame, so a pipe into `tcpdump -r -` shows frames live. \
+            capture is never written to a terminal). FILE is created or replaced, but \
+            never through a symbolic link: give the real path. Output other than a regular \
+            file is flushed after every frame, so a pipe into `tcpdump -r -` shows frames live. \
             With --snaplen only the first BYTES of each frame are kept, its original length \
             is still recorded. Stops after --count frames, after --timeout seconds, at \
             SIGINT/SIGTERM, or when the reader of standard output goes away, always leaving \

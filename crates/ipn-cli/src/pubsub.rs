@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use ipn::{Config, JoinOptions, Message, Port, RecvError, SendError};
 
+use crate::escape;
 use crate::limits::{self, Limits};
 use crate::signals::{self, TICK};
 use crate::stream::{self, Input, Next};
@@ -141,7 +142,10 @@ enum Format {
 struct Output {
     out: io::StdoutLock<'static>,
     format: Format,
+    /// The bytes written for one frame.
     line: Vec<u8>,
+    /// A frame as escaped text (`Format::Text`).
+    text: String,
 }
 
 impl Output {
@@ -150,8 +154,9 @@ impl Output {
         match self.format {
             Format::Raw => stream::write_record(&mut self.line, frame)?,
             Format::Text => {
-                self.line
-                    .extend_from_slice(String::from_utf8_lossy(frame).as_bytes());
+                self.text.clear();
+                escape::frame_line(frame, &mut self.text);
+                self.line.extend_from_slice(self.text.as_bytes());
                 self.line.push(b'\n');
             }
             Format::Hex => {
@@ -225,6 +230,7 @@ pub fn subscribe(args: &SubArgs) -> anyhow::Result<Outcome> {
             Format::Text
         },
         line: Vec::new(),
+        text: String::new(),
     };
     if args.events {
         let m = port.membership();

@@ -1,5 +1,5 @@
 //! SIGINT and SIGTERM as a flag, so that long-running commands (`pub`,
-//! `sub`) leave the network cleanly: they check [`caught`] at least every
+//! `sub`, `dump`, `tap`, `grab`, `vxlan`) leave the network cleanly: they check [`caught`] at least every
 //! [`TICK`] and return, which drops their `Port` (releasing the slot and
 //! removing the doorbell socket) before the process exits.
 //!

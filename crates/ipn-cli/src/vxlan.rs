@@ -2,15 +2,15 @@
 //! (RFC 7348), through `ipn_attach::vxlan`.
 //!
 //! Owns its `Port` and its UDP socket; returns on SIGINT/SIGTERM (the
-//! bridge loop looks at the flag every 100 ms), so the port is dropped and
-//! its slot released before the process exits. Prints one line when it
+//! bridge asks for the flag at least every 100 ms, also while a send into a
+//! lossless network waits for a reader that does not read), so the port is
+//! dropped and its slot released before the process exits. Prints one line when it
 //! starts and a summary of what it moved and dropped when it stops.
 
 #![deny(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -105,12 +105,7 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
         args.path.display(),
         port.index()
     );
-    let stop = AtomicBool::new(false);
-    let result = bridge(&mut port, &mut link, &stop, |_| {
-        if signals::caught().is_some() {
-            stop.store(true, Ordering::Relaxed);
-        }
-    });
+    let result = bridge(&mut port, &mut link, &|| signals::caught().is_some());
     let v = link.stats();
     let summary = |b: &ipn_attach::BridgeStats| {
         format!(

@@ -8,258 +8,24 @@
 //! the tests create; nothing leaves them. Every namespace, interface and
 //! process is removed when a test ends, also when it fails.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use common::{
+    ipn, must, ping, ports, require_root, run, run_program, tag, text, Attached, Lab, Net,
+    StalledNet, BIN, LONG,
+};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ipn");
-const LONG: Duration = Duration::from_secs(10);
-
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the tap/grab tests create network namespaces, TAP and veth interfaces: \
-         run them as root (scripts/test.sh does)"
+/// Root and the tools the tap/grab tests use, or a failure saying so.
+fn require_root_and_tools() {
+    require_root(
+        "the tap/grab tests create network namespaces, TAP and veth interfaces",
+        &["ip", "ping", "iperf3", "setpriv"],
     );
-    for tool in ["ip", "ping", "iperf3", "setpriv"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{tool} is not installed; scripts/deps.sh installs it"
-        );
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs a command to completion.
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"))
-}
-
-/// Runs a command that must succeed.
-fn must(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed: {}{}",
-        args.join(" "),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn ipn(args: &[&str]) -> Output {
-    run(BIN, args)
-}
-
-/// A short tag unique to this process, for interface names (15 bytes max).
-fn tag() -> String {
-    format!("{}", std::process::id() % 100_000)
-}
-
-/// A network path removed at the end.
-struct Net {
-    path: PathBuf,
-}
-
-impl Net {
-    fn create(name: &str, extra: &[&str]) -> Net {
-        let path = std::env::temp_dir().join(format!("ipn-attach-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        let net = Net { path };
-        let mut args = vec!["create", net.p()];
-        args.extend_from_slice(extra);
-        let out = ipn(&args);
-        assert!(out.status.success(), "create: {}", text(&out.stderr));
-        net
-    }
-
-    fn p(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-
-    fn status(&self) -> Value {
-        let out = ipn(&["status", self.p(), "--json"]);
-        assert!(out.status.success(), "status: {}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// A running `ipn tap` / `ipn grab`, its standard error read line by line.
-struct Attached {
-    child: Option<Child>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Attached {
-    /// Starts `ipn ARGS` and waits for its "joined" line.
-    fn start(args: &[&str]) -> Attached {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running ipn");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut attached = Attached {
-            child: Some(child),
-            lines,
-            seen: Vec::new(),
-        };
-        let line = attached.wait_for("joined");
-        assert!(line.contains("Ctrl-C to stop"), "{line}");
-        attached
-    }
-
-    /// Waits for a line of standard error containing `word`.
-    fn wait_for(&mut self, word: &str) -> String {
-        let deadline = Instant::now() + LONG;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(word) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with {word:?} from ipn; it said: {:?}; exit: {:?}",
-                    self.seen,
-                    self.child.as_mut().unwrap().try_wait()
-                ),
-            }
-        }
-    }
-
-    /// SIGINT, then the exit status and everything it said.
-    fn stop(self) -> (ExitStatus, String) {
-        let pid = self.child.as_ref().unwrap().id();
-        kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
-        self.wait()
-    }
-
-    /// The exit status and everything it said.
-    fn wait(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + LONG;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("ipn did not stop within {LONG:?}: {:?}", self.seen);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        // The reader thread ends at EOF: collect the rest.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(line);
-        }
-        (status, self.seen.join("\n"))
-    }
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Namespaces, interfaces and helper processes, all removed on drop.
-#[derive(Default)]
-struct Lab {
-    namespaces: Vec<String>,
-    links: Vec<String>,
-    helpers: Vec<Child>,
-}
-
-impl Lab {
-    fn netns(&mut self, name: &str) -> String {
-        let _ = run("ip", &["netns", "del", name]);
-        must("ip", &["netns", "add", name]);
-        self.namespaces.push(name.to_string());
-        must("ip", &["-n", name, "link", "set", "lo", "up"]);
-        name.to_string()
-    }
-
-    /// Moves `ifname` into `ns`, gives it `addr`, sets it up.
-    fn place(&self, ifname: &str, ns: &str, addr: &str) {
-        must("ip", &["link", "set", ifname, "netns", ns]);
-        must("ip", &["-n", ns, "addr", "add", addr, "dev", ifname]);
-        must("ip", &["-n", ns, "link", "set", ifname, "up"]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for mut child in self.helpers.drain(..) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for link in &self.links {
-            let _ = run("ip", &["link", "del", link]);
-        }
-        for ns in &self.namespaces {
-            let _ = run("ip", &["netns", "del", ns]);
-        }
-    }
-}
-
-/// `ip netns exec NS ping ...`; must succeed; returns its summary lines.
-fn ping(ns: &str, args: &[&str]) -> String {
-    let mut all = vec!["netns", "exec", ns, "ping"];
-    all.extend_from_slice(args);
-    let out = run("ip", &all);
-    let said = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ping from {ns} failed: {said}{}",
-        text(&out.stderr)
-    );
-    said.lines()
-        .filter(|l| l.contains("packets transmitted") || l.starts_with("rtt"))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The interface's MTU as `ip -j` reports it in `ns`.
@@ -281,9 +47,9 @@ fn frames_into_network(said: &str) -> u64 {
 
 #[test]
 fn two_namespaces_ping_each_other_through_taps_on_one_network() {
-    require_root();
+    require_root_and_tools();
     let t = tag();
-    let net = Net::create("taps", &[]);
+    let net = Net::created("taps", &[]);
     let mut lab = Lab::default();
     let ns1 = lab.netns(&format!("ipn-tap1-{t}"));
     let ns2 = lab.netns(&format!("ipn-tap2-{t}"));
@@ -294,10 +60,8 @@ fn two_namespaces_ping_each_other_through_taps_on_one_network() {
     // The TAPs keep working after moving: their fds stay with ipn.
     lab.place(&a, &ns1, "10.210.0.1/24");
     lab.place(&b, &ns2, "10.210.0.2/24");
-    let status = net.status();
-    let descriptions: Vec<&str> = status["ports"]
-        .as_array()
-        .unwrap()
+    let status = net.status_json();
+    let descriptions: Vec<&str> = ports(&status)
         .iter()
         .filter_map(|p| p["description"].as_str())
         .collect();
@@ -322,7 +86,7 @@ fn two_namespaces_ping_each_other_through_taps_on_one_network() {
     let mut bps = None;
     let mut last = String::new();
     for _ in 0..30 {
-        let out = run(
+        let out = run_program(
             "ip",
             &[
                 "netns",
@@ -360,15 +124,15 @@ fn two_namespaces_ping_each_other_through_taps_on_one_network() {
         assert!(frames_into_network(&said) > 0, "{said}");
     }
     // A TAP made by ipn goes with it, wherever it was.
-    let gone = run("ip", &["-n", &ns1, "link", "show", &a]);
+    let gone = run_program("ip", &["-n", &ns1, "link", "show", &a]);
     assert!(!gone.status.success(), "{a} outlived ipn tap");
 }
 
 #[test]
 fn tap_mtu_follows_a_jumbo_network() {
-    require_root();
+    require_root_and_tools();
     let t = tag();
-    let net = Net::create("jumbo", &["--mtu", "9014"]);
+    let net = Net::created("jumbo", &["--mtu", "9014"]);
     let mut lab = Lab::default();
     let ns1 = lab.netns(&format!("ipn-jmb1-{t}"));
     let ns2 = lab.netns(&format!("ipn-jmb2-{t}"));
@@ -401,15 +165,15 @@ fn tap_mtu_follows_a_jumbo_network() {
 
 #[test]
 fn tap_attaches_to_a_persistent_tap_and_a_second_one_is_told_it_is_busy() {
-    require_root();
+    require_root_and_tools();
     let t = tag();
-    let net = Net::create("persist", &[]);
+    let net = Net::created("persist", &[]);
     let mut lab = Lab::default();
     let name = format!("ippt{t}");
     must("ip", &["tuntap", "add", "mode", "tap", "name", &name]);
     lab.links.push(name.clone());
     let first = Attached::start(&["tap", net.p(), "--name", &name, "--up"]);
-    let second = ipn(&["tap", net.p(), "--name", &name]);
+    let second = run(&["tap", net.p(), "--name", &name]);
     assert_eq!(second.status.code(), Some(1));
     let said = text(&second.stderr);
     assert!(said.contains(&name) && said.contains("busy"), "{said}");
@@ -421,12 +185,12 @@ fn tap_attaches_to_a_persistent_tap_and_a_second_one_is_told_it_is_busy() {
 
 #[test]
 fn tap_deleted_under_ipn_tap_ends_it_with_a_clear_error() {
-    require_root();
-    let net = Net::create("deleted", &[]);
+    require_root_and_tools();
+    let net = Net::created("deleted", &[]);
     let name = format!("ipdt{}", tag());
     let tap = Attached::start(&["tap", net.p(), "--name", &name, "--up"]);
     must("ip", &["link", "del", &name]);
-    let (status, said) = tap.wait();
+    let (status, said) = tap.wait(LONG);
     assert_eq!(status.code(), Some(1), "{said}");
     assert!(
         said.contains(&format!(
@@ -439,9 +203,9 @@ fn tap_deleted_under_ipn_tap_ends_it_with_a_clear_error() {
 
 #[test]
 fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
-    require_root();
+    require_root_and_tools();
     let t = tag();
-    let net = Net::create("grab", &[]);
+    let net = Net::created("grab", &[]);
     let mut lab = Lab::default();
     let ns_g = lab.netns(&format!("ipn-grabg-{t}"));
     let ns_t = lab.netns(&format!("ipn-grabt-{t}"));
@@ -468,13 +232,11 @@ fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
     assert!(said.contains("3 received"), "{said}");
 
     // Quiet for a moment: a loop would keep the counters climbing.
-    let before = net.status();
+    let before = net.status_json();
     std::thread::sleep(Duration::from_millis(500));
-    let after = net.status();
+    let after = net.status_json();
     let total = |s: &Value| -> u64 {
-        s["ports"]
-            .as_array()
-            .unwrap()
+        ports(s)
             .iter()
             .map(|p| p["tx_frames"].as_u64().unwrap())
             .sum()
@@ -490,9 +252,9 @@ fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
     // (PACKET_OUTGOING): the host's, or another grab's. Those must not
     // enter the network. A second network grabs the same veth and sends
     // five frames out of it.
-    let other = Net::create("grab-other", &[]);
+    let other = Net::created("grab-other", &[]);
     let grab2 = Attached::start(&["grab", other.p(), &va]);
-    let mut publisher = Command::new(BIN)
+    let mut publisher = ipn()
         .args(["pub", other.p()])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
@@ -511,7 +273,7 @@ fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
     let out = publisher.wait_with_output().unwrap();
     assert!(out.status.success(), "ipn pub: {}", text(&out.stderr));
     let deadline = Instant::now() + LONG;
-    while other.status()["ports"][0]["rx_frames"].as_u64() != Some(5) {
+    while other.status_json()["ports"][0]["rx_frames"].as_u64() != Some(5) {
         assert!(Instant::now() < deadline, "grab 2 never got the 5 frames");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -546,9 +308,9 @@ fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
 
 #[test]
 fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
-    require_root();
+    require_root_and_tools();
     let t = tag();
-    let net = Net::create("grabdel", &[]);
+    let net = Net::created("grabdel", &[]);
     // Up when deleted: the socket says ENETDOWN once. Down when deleted:
     // it says nothing, and grab must notice by itself.
     for up in [true, false] {
@@ -568,7 +330,7 @@ fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
         std::thread::sleep(Duration::from_millis(300));
         let deleted = Instant::now();
         must("ip", &["link", "del", &va]);
-        let (status, said) = grab.wait();
+        let (status, said) = grab.wait(LONG);
         let took = deleted.elapsed();
         eprintln!(
             "[grab] {va} deleted while {}: grab ended after {took:?}",
@@ -588,9 +350,9 @@ fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
 
 #[test]
 fn grab_with_promisc_starts_and_stops() {
-    require_root();
+    require_root_and_tools();
     let t = tag();
-    let net = Net::create("promisc", &[]);
+    let net = Net::created("promisc", &[]);
     let mut lab = Lab::default();
     let (va, vb) = (format!("ippa{t}"), format!("ippb{t}"));
     must(
@@ -612,8 +374,8 @@ fn grab_with_promisc_starts_and_stops() {
 
 #[test]
 fn tap_on_a_missing_network_is_an_error_naming_it() {
-    require_root(); // else opening the TAP fails first
-    let out = ipn(&["tap", "/nonexistent/ipn-net", "--name", "ipnmiss0"]);
+    require_root_and_tools(); // else opening the TAP fails first
+    let out = run(&["tap", "/nonexistent/ipn-net", "--name", "ipnmiss0"]);
     assert_eq!(out.status.code(), Some(1));
     let said = text(&out.stderr);
     assert!(
@@ -624,21 +386,21 @@ fn tap_on_a_missing_network_is_an_error_naming_it() {
 
 #[test]
 fn grab_of_a_missing_interface_is_an_error_naming_it() {
-    let net = Net::create("nosuchif", &[]);
-    let out = ipn(&["grab", net.p(), "nosuchif0"]);
+    let net = Net::created("nosuchif", &[]);
+    let out = run(&["grab", net.p(), "nosuchif0"]);
     assert_eq!(out.status.code(), Some(1));
     let said = text(&out.stderr);
     assert!(
         said.contains("grab nosuchif0: no such network interface"),
         "{said}"
     );
-    assert!(net.status()["ports"].as_array().unwrap().is_empty());
+    assert!(net.ports().is_empty());
 }
 
 #[test]
 fn tap_with_a_name_too_long_says_so() {
-    let net = Net::create("longname", &[]);
-    let out = ipn(&["tap", net.p(), "--name", "averyverylongname"]);
+    let net = Net::created("longname", &[]);
+    let out = run(&["tap", net.p(), "--name", "averyverylongname"]);
     assert_eq!(out.status.code(), Some(1));
     let said = text(&out.stderr);
     assert!(
@@ -649,9 +411,9 @@ fn tap_with_a_name_too_long_says_so() {
 
 #[test]
 fn tap_without_cap_net_admin_says_what_it_needs() {
-    require_root();
-    let net = Net::create("unpriv", &["--mode", "0777"]);
-    let out = run(
+    require_root_and_tools();
+    let net = Net::created("unpriv", &["--mode", "0777"]);
+    let out = run_program(
         "setpriv",
         &[
             "--reuid",
@@ -672,4 +434,106 @@ fn tap_without_cap_net_admin_says_what_it_needs() {
         said.contains("tap ipnnobody0: permission denied") && said.contains("CAP_NET_ADMIN"),
         "{said}"
     );
+}
+
+/// Sends `count` UDP datagrams from namespace `ns` to `to`, port 9
+/// (discard), in one process; datagrams the interface cannot queue are
+/// dropped, not waited for.
+fn udp_flood(ns: &str, to: &str, count: u32) {
+    let script = format!("for i in $(seq {count}); do echo x >/dev/udp/{to}/9; done");
+    must("ip", &["netns", "exec", ns, "bash", "-c", &script]);
+}
+
+#[test]
+fn sigterm_stops_tap_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
+    require_root_and_tools();
+    let t = tag();
+    let stalled = StalledNet::new("stalled-tap");
+    let mut lab = Lab::default();
+    let ns = lab.netns(&format!("ipn-stall-{t}"));
+    let name = format!("ipst{t}");
+    let tap = Attached::start(&["tap", stalled.p(), "--name", &name]);
+    lab.place(&name, &ns, "10.212.0.1/24");
+    // Frames out of the TAP without waiting for ARP: to a made-up neighbour.
+    must(
+        "ip",
+        &[
+            "-n",
+            &ns,
+            "neigh",
+            "add",
+            "10.212.0.2",
+            "lladdr",
+            "02:00:00:00:02:12",
+            "dev",
+            &name,
+            "nud",
+            "permanent",
+        ],
+    );
+    udp_flood(&ns, "10.212.0.2", 100);
+    stalled.wait_for_blocked_sender(&format!("tap {name}"));
+
+    let (status, said) = tap.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
+    assert_eq!(status.code(), Some(143), "{said}");
+    assert!(
+        said.contains(&format!(
+            "ipn: tap {name} left {}: {} frames into the network",
+            stalled.p(),
+            StalledNet::RING
+        )),
+        "{said}"
+    );
+    stalled.assert_only_the_reader_is_left();
+}
+
+#[test]
+fn sigterm_stops_grab_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
+    require_root_and_tools();
+    let t = tag();
+    let stalled = StalledNet::new("stalled-grab");
+    let mut lab = Lab::default();
+    let ns = lab.netns(&format!("ipn-stallg-{t}"));
+    let (va, vb) = (format!("ipsa{t}"), format!("ipsb{t}"));
+    lab.links.push(va.clone());
+    must(
+        "ip",
+        &["link", "add", &va, "type", "veth", "peer", "name", &vb],
+    );
+    must("ip", &["link", "set", &va, "up"]);
+    lab.place(&vb, &ns, "10.212.1.2/24");
+    let grab = Attached::start(&["grab", stalled.p(), &va]);
+    // Frames to the grabbed end's own MAC, without waiting for ARP.
+    let link: Value = serde_json::from_str(&must("ip", &["-j", "link", "show", &va])).unwrap();
+    let mac = link[0]["address"].as_str().expect("a MAC in ip -j link");
+    must(
+        "ip",
+        &[
+            "-n",
+            &ns,
+            "neigh",
+            "add",
+            "10.212.1.1",
+            "lladdr",
+            mac,
+            "dev",
+            &vb,
+            "nud",
+            "permanent",
+        ],
+    );
+    udp_flood(&ns, "10.212.1.1", 100);
+    stalled.wait_for_blocked_sender(&format!("grab {va}"));
+
+    let (status, said) = grab.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
+    assert_eq!(status.code(), Some(143), "{said}");
+    assert!(
+        said.contains(&format!(
+            "ipn: grab {va} left {}: {} frames into the network",
+            stalled.p(),
+            StalledNet::RING
+        )),
+        "{said}"
+    );
+    stalled.assert_only_the_reader_is_left();
 }

@@ -1,11 +1,13 @@
 //! `ipn bench --quick --json` runs, prints well-formed JSON, and its
 //! lossless cases lose nothing. No speed is asserted: machines are noisy.
 
-use std::process::Command;
+mod common;
+
+use common::{ipn, stderr};
 
 #[test]
 fn quick_json_bench_is_well_formed_and_lossless_cases_lose_nothing() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipn"))
+    let out = ipn()
         .args(["bench", "--quick", "--json"])
         .output()
         .expect("running ipn bench");
@@ -13,7 +15,7 @@ fn quick_json_bench_is_well_formed_and_lossless_cases_lose_nothing() {
         out.status.success(),
         "ipn bench failed: {}\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("ipn bench --json prints JSON");

@@ -1,154 +1,15 @@
 //! The `ipn` binary, run as separate processes the way users and scripts
 //! run it.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{ipn, ports, record, run, run_with_input, stderr, stdout, Bg, Net, LONG};
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use serde_json::Value;
-
-fn ipn() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ipn"))
-}
-
-/// Runs `ipn ARGS` to completion.
-fn run(args: &[&str]) -> Output {
-    ipn().args(args).output().expect("running ipn")
-}
-
-/// Runs `ipn ARGS` with `input` on standard input.
-fn run_with_input(args: &[&str], input: &[u8]) -> Output {
-    let mut child = ipn()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running ipn");
-    // The command may exit before reading (e.g. on an error): ignore EPIPE.
-    let _ = child.stdin.take().unwrap().write_all(input);
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A network path unique to this test and process, removed at the end.
-struct Net {
-    path: PathBuf,
-}
-
-impl Net {
-    fn new(name: &str) -> Net {
-        let path = std::env::temp_dir().join(format!("ipn-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        Net { path }
-    }
-
-    fn created(name: &str, extra: &[&str]) -> Net {
-        let net = Net::new(name);
-        let mut args = vec!["create", net.p()];
-        args.extend_from_slice(extra);
-        let out = run(&args);
-        assert!(out.status.success(), "create failed: {}", stderr(&out));
-        net
-    }
-
-    fn p(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-
-    fn status_json(&self) -> Value {
-        let out = run(&["status", self.p(), "--json"]);
-        assert!(out.status.success(), "status failed: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-    }
-
-    /// Waits until the network has exactly `readers` readers.
-    fn wait_for_readers(&self, readers: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let status = self.status_json();
-            if status["readers"].as_u64() == Some(readers) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {readers} readers: {status:#}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = run(&["rm", "--force", self.p()]);
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// A background `ipn` killed if the test ends early.
-struct Bg(Option<Child>);
-
-impl Bg {
-    fn spawn(args: &[&str]) -> Bg {
-        let child = ipn()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running ipn");
-        Bg(Some(child))
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.0.as_ref().unwrap().id() as i32)
-    }
-
-    /// Waits at most `limit` for the process to end; panics if it does not.
-    fn finish(mut self, limit: Duration) -> Output {
-        let mut child = self.0.take().unwrap();
-        let deadline = Instant::now() + limit;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "ipn did not exit within {limit:?}; stdout {:?} stderr {:?}",
-                    stdout(&out),
-                    stderr(&out)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn ports(status: &Value) -> &Vec<Value> {
-    status["ports"].as_array().expect("ports is an array")
-}
-
-const LONG: Duration = Duration::from_secs(10);
 
 #[test]
 fn create_prints_one_line_and_status_shows_parameters_as_table_and_json() {
@@ -313,19 +174,69 @@ fn sub_hex_prints_one_line_of_hex_bytes_per_frame() {
 }
 
 #[test]
-fn sub_text_replaces_invalid_utf8() {
+fn sub_text_escapes_invalid_utf8_byte_by_byte() {
     let net = Net::created("lossy-utf8", &[]);
     let sub = Bg::spawn(&["sub", net.p(), "--count", "1", "--timeout", "20"]);
     net.wait_for_readers(1);
-    run_with_input(&["pub", net.p()], b"a\xffb\n");
-    assert_eq!(stdout(&sub.finish(LONG)), "a\u{fffd}b\n");
+    run_with_input(&["pub", net.p()], b"a\xffb\xc3\n");
+    assert_eq!(stdout(&sub.finish(LONG)), "a\\xffb\\xc3\n");
 }
 
-/// The vde_plug stream format: a 2-byte big-endian length, then the frame.
-fn record(frame: &[u8]) -> Vec<u8> {
-    let mut r = (frame.len() as u16).to_be_bytes().to_vec();
-    r.extend_from_slice(frame);
-    r
+#[test]
+fn sub_text_shows_each_frame_as_one_escaped_line_that_cannot_pass_for_an_event() {
+    let net = Net::created("escape", &[]);
+    let sub = Bg::spawn(&[
+        "sub",
+        net.p(),
+        "--events",
+        "--count",
+        "3",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    // Colours, a cursor move, a bell and a newline followed by a forged
+    // event; a frame that is an event line; printable text kept as is.
+    let forged = b"\x1b[31mred\x1b[0m\x1b[2A\x07\r\n# readers=9 writers=9".to_vec();
+    let bare = b"# readers=8 writers=8".to_vec();
+    let kept = "tab\there, back\\slash, DEL\x7f, caf\u{e9}, \u{202e}bidi"
+        .as_bytes()
+        .to_vec();
+    let mut records = Vec::new();
+    for frame in [&forged, &bare, &kept] {
+        records.extend(record(frame));
+    }
+    let out = run_with_input(&["pub", "--raw", net.p()], &records);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sub.finish(LONG);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !out.stdout.contains(&0x1b),
+        "an escape reached the output: {text:?}"
+    );
+    assert!(
+        !out.stdout.contains(&b'\r'),
+        "a CR reached the output: {text:?}"
+    );
+    let frames: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        frames,
+        [
+            r"\x1b[31mred\x1b[0m\x1b[2A\x07\r\n# readers=9 writers=9",
+            r"\# readers=8 writers=8",
+            r"tab\there, back\\slash, DEL\x7f, café, \u{202e}bidi",
+        ],
+        "{text}"
+    );
+    // Every line starting with # is a real event: this sub alone reads,
+    // pub alone writes.
+    for event in text.lines().filter(|l| l.starts_with('#')) {
+        assert!(
+            ["# readers=1 writers=0", "# readers=1 writers=1"].contains(&event),
+            "{event:?} in {text}"
+        );
+    }
 }
 
 #[test]
@@ -466,12 +377,8 @@ fn sigterm_makes_a_waiting_pub_leave_with_status_143() {
         .spawn()
         .unwrap();
     let stdin = child.stdin.take().unwrap();
-    let deadline = Instant::now() + LONG;
-    while net.status_json()["writers"] != 1 {
-        assert!(Instant::now() < deadline, "pub never joined");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pub_ = Bg(Some(child));
+    let pub_ = Bg::adopt(child);
+    net.wait_for("pub join", |s| s["writers"] == 1);
     kill(pub_.pid(), Signal::SIGTERM).unwrap();
     let out = pub_.finish(LONG);
     drop(stdin);
@@ -507,19 +414,14 @@ fn status_shows_a_killed_sub_as_dead_or_gone() {
 #[test]
 fn sub_exits_quietly_when_the_reader_of_its_output_goes_away() {
     let net = Net::created("epipe", &[]);
-    let mut sub = ipn()
-        .args(["sub", net.p()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sub = Bg::spawn(&["sub", net.p()]);
     net.wait_for_readers(1);
     run_with_input(&["pub", net.p()], b"one\n");
     let mut first = [0u8; 4];
-    sub.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    let out = sub.child().stdout.as_mut().unwrap();
+    out.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"one\n");
-    drop(sub.stdout.take()); // like `| head -1` exiting
-    let sub = Bg(Some(sub));
+    drop(sub.child().stdout.take()); // like `| head -1` exiting
     let out = sub.finish(LONG);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
@@ -587,4 +489,42 @@ fn help_explains_every_command_with_examples() {
     for field in ["format_version", "rx_dropped", "readers", "description"] {
         assert!(help.contains(field), "{field:?} missing from status --help");
     }
+    let help = stdout(&run(&["sub", "--help"]));
+    for escape in [
+        r"\n",
+        r"\\",
+        r"\xHH",
+        r"\x1b",
+        r"\#",
+        "one frame is always one line",
+    ] {
+        assert!(help.contains(escape), "{escape:?} missing from sub --help");
+    }
+}
+
+#[test]
+fn test_guards_remove_the_network_its_files_and_processes_even_when_a_test_panics() {
+    let mut paths = None;
+    let mut pid = None;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let net = Net::created("guard", &[]);
+        let file = net.file("pcap");
+        std::fs::write(&file, b"capture").unwrap();
+        let sub = Bg::spawn(&["sub", net.p()]);
+        net.wait_for_readers(1);
+        paths = Some((net.path.clone(), file));
+        pid = Some(sub.pid());
+        panic!("a failing test");
+    }));
+    assert!(panicked.is_err());
+    let (net, file) = paths.expect("the test body ran");
+    assert!(!net.exists(), "{} outlived its guard", net.display());
+    assert!(!file.exists(), "{} outlived its guard", file.display());
+    // Reaped, not only killed: the pid is gone.
+    let gone = kill(pid.unwrap(), None);
+    assert_eq!(
+        gone,
+        Err(nix::errno::Errno::ESRCH),
+        "the sub outlived its guard"
+    );
 }

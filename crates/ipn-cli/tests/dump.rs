@@ -1,28 +1,18 @@
 //! `ipn dump`, run as a separate process, its captures read by the real
 //! tcpdump (which must be installed: scripts/deps.sh lists it).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileTypeExt;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{run, stderr, stdout, Bg, Net};
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use serde_json::Value;
 
+/// How long a dump or tcpdump process may take to end.
 const LONG: Duration = Duration::from_secs(20);
-
-fn ipn() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ipn"))
-}
-
-fn run(args: &[&str]) -> Output {
-    ipn().args(args).output().expect("running ipn")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// `ipn dump` exited with `code` and its summary line starts with `summary`.
 fn assert_ended(out: &Output, code: i32, summary: &str) {
@@ -42,135 +32,11 @@ fn tcpdump() -> Command {
     }
 }
 
-/// A network path unique to this test and process, removed at the end.
-struct Net {
-    path: PathBuf,
-}
-
-impl Net {
-    fn created(name: &str) -> Net {
-        let path = std::env::temp_dir().join(format!("ipn-dump-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        let net = Net { path };
-        let out = run(&["create", net.p()]);
-        assert!(out.status.success(), "create failed: {}", stderr(&out));
-        net
-    }
-
-    fn p(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-
-    /// A file next to the network (removed with it).
-    fn file(&self, name: &str) -> PathBuf {
-        PathBuf::from(format!("{}.{name}", self.p()))
-    }
-
-    fn status_json(&self) -> Value {
-        let out = run(&["status", self.p(), "--json"]);
-        assert!(out.status.success(), "status failed: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-    }
-
-    fn ports(&self) -> Vec<Value> {
-        self.status_json()["ports"].as_array().unwrap().clone()
-    }
-
-    /// Waits until `check` holds for `ipn status --json`.
-    fn wait_for(&self, what: &str, check: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + LONG;
-        loop {
-            let status = self.status_json();
-            if check(&status) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never saw {what}: {status:#}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_for_readers(&self, readers: u64) {
-        self.wait_for(&format!("{readers} readers"), |s| {
-            s["readers"].as_u64() == Some(readers)
-        });
-    }
-
-    /// Sends `frames` through `ipn pub --raw`.
-    fn publish(&self, frames: &[Vec<u8>]) {
-        let mut records = Vec::new();
-        for frame in frames {
-            records.extend_from_slice(&(frame.len() as u16).to_be_bytes());
-            records.extend_from_slice(frame);
-        }
-        let mut child = ipn()
-            .args(["pub", "--raw", self.p()])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&records).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "pub failed: {}", stderr(&out));
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = run(&["rm", "--force", self.p()]);
-        let _ = std::fs::remove_dir_all(&self.path);
-        for name in ["pcap", "missing"] {
-            let _ = std::fs::remove_file(self.file(name));
-        }
-    }
-}
-
-/// A background process killed if the test ends early.
-struct Bg(Option<Child>);
-
-impl Bg {
-    fn dump(args: &[&str]) -> Bg {
-        let child = ipn()
-            .arg("dump")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running ipn dump");
-        Bg(Some(child))
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().unwrap()
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.0.as_ref().unwrap().id() as i32)
-    }
-
-    /// Waits at most [`LONG`] for the process to end.
-    fn finish(mut self) -> Output {
-        let mut child = self.0.take().unwrap();
-        let deadline = Instant::now() + LONG;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!("did not exit within {LONG:?}; stderr {:?}", stderr(&out));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Starts `ipn dump ARGS` in the background.
+fn spawn_dump(args: &[&str]) -> Bg {
+    let mut all = vec!["dump"];
+    all.extend_from_slice(args);
+    Bg::spawn(&all)
 }
 
 /// An Ethernet frame: destination, source, ethertype, payload.
@@ -207,7 +73,7 @@ fn tcpdump_read(file: &str, extra: &[&str]) -> (Vec<Dumped>, String) {
         .unwrap();
     let err = stderr(&out);
     assert!(out.status.success(), "tcpdump -r {file} failed: {err}");
-    (parse_tcpdump(&String::from_utf8_lossy(&out.stdout)), err)
+    (parse_tcpdump(&stdout(&out)), err)
 }
 
 fn parse_tcpdump(text: &str) -> Vec<Dumped> {
@@ -237,9 +103,9 @@ fn parse_tcpdump(text: &str) -> Vec<Dumped> {
 
 #[test]
 fn tcpdump_reads_the_capture_with_its_macs_ethertypes_and_bytes() {
-    let net = Net::created("file");
+    let net = Net::created("file", &[]);
     let pcap = net.file("pcap");
-    let dump = Bg::dump(&[
+    let dump = spawn_dump(&[
         net.p(),
         "-w",
         pcap.to_str().unwrap(),
@@ -258,7 +124,7 @@ fn tcpdump_reads_the_capture_with_its_macs_ethertypes_and_bytes() {
         frame(A, B, 0x0806, &[0u8; 28]),
     ];
     net.publish(&frames);
-    let out = dump.finish();
+    let out = dump.finish(LONG);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
@@ -294,9 +160,9 @@ fn tcpdump_reads_the_capture_with_its_macs_ethertypes_and_bytes() {
 
 #[test]
 fn snaplen_keeps_the_first_bytes_and_records_the_original_length() {
-    let net = Net::created("snaplen");
+    let net = Net::created("snaplen", &[]);
     let pcap = net.file("pcap");
-    let dump = Bg::dump(&[
+    let dump = spawn_dump(&[
         net.p(),
         "-w",
         pcap.to_str().unwrap(),
@@ -316,7 +182,7 @@ fn snaplen_keeps_the_first_bytes_and_records_the_original_length() {
     ip.resize(80, 0);
     let sent = frame(B, A, 0x0800, &ip);
     net.publish(std::slice::from_ref(&sent));
-    let out = dump.finish();
+    let out = dump.finish(LONG);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let (packets, err) = tcpdump_read(pcap.to_str().unwrap(), &[]);
@@ -346,9 +212,9 @@ fn snaplen_keeps_the_first_bytes_and_records_the_original_length() {
 
 #[test]
 fn sigint_leaves_a_complete_capture_and_no_port() {
-    let net = Net::created("sigint");
+    let net = Net::created("sigint", &[]);
     let pcap = net.file("pcap");
-    let dump = Bg::dump(&[net.p(), "-w", pcap.to_str().unwrap()]);
+    let dump = spawn_dump(&[net.p(), "-w", pcap.to_str().unwrap()]);
     net.wait_for_readers(1);
     let frames: Vec<Vec<u8>> = (0..5u8)
         .map(|i| frame(BROADCAST, A, EXPERIMENTAL, &[i; 46]))
@@ -358,7 +224,7 @@ fn sigint_leaves_a_complete_capture_and_no_port() {
         s["ports"][0]["rx_frames"].as_u64() == Some(5)
     });
     kill(dump.pid(), Signal::SIGINT).unwrap();
-    let out = dump.finish();
+    let out = dump.finish(LONG);
     assert_ended(&out, 130, "5 frames captured, 0 dropped");
     let status = net.status_json();
     assert!(status["ports"].as_array().unwrap().is_empty(), "{status:#}");
@@ -373,8 +239,8 @@ fn sigint_leaves_a_complete_capture_and_no_port() {
 
 #[test]
 fn write_dash_streams_each_frame_down_the_pipe_as_it_arrives() {
-    let net = Net::created("pipe");
-    let mut dump = Bg::dump(&[net.p(), "-w", "-"]);
+    let net = Net::created("pipe", &[]);
+    let mut dump = spawn_dump(&[net.p(), "-w", "-"]);
     let mut stdout = dump.child().stdout.take().unwrap();
     // The global header comes at once, before any frame.
     let mut header = [0u8; 24];
@@ -396,15 +262,15 @@ fn write_dash_streams_each_frame_down_the_pipe_as_it_arrives() {
         assert_eq!(record[16..], sent[..]);
     }
     kill(dump.pid(), Signal::SIGTERM).unwrap();
-    let out = dump.finish();
+    let out = dump.finish(LONG);
     assert_ended(&out, 143, "3 frames captured");
     assert!(net.ports().is_empty());
 }
 
 #[test]
 fn piped_into_tcpdump_shows_frames_live_and_ends_when_tcpdump_does() {
-    let net = Net::created("live");
-    let mut dump = Bg::dump(&[net.p()]); // no -w: standard output is a pipe
+    let net = Net::created("live", &[]);
+    let mut dump = spawn_dump(&[net.p()]); // no -w: standard output is a pipe
     let pipe = dump.child().stdout.take().unwrap();
     let tcpdump = tcpdump()
         .args(["-r", "-", "-n", "-e", "-xx", "-l", "-c", "2"])
@@ -413,7 +279,7 @@ fn piped_into_tcpdump_shows_frames_live_and_ends_when_tcpdump_does() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let tcpdump = Bg(Some(tcpdump));
+    let mut tcpdump = Bg::adopt(tcpdump);
     net.wait_for_readers(1);
     let frames = vec![
         frame(BROADCAST, A, EXPERIMENTAL, b"live one"),
@@ -422,7 +288,6 @@ fn piped_into_tcpdump_shows_frames_live_and_ends_when_tcpdump_does() {
     // tcpdump (line-buffered with -l) prints the first frame before the
     // second is even sent: dump flushed it down the pipe.
     net.publish(&frames[..1]);
-    let mut tcpdump = tcpdump;
     let mut printed = BufReader::new(tcpdump.child().stdout.take().unwrap());
     let mut text = String::new();
     while !text.contains("0x0010:") {
@@ -432,7 +297,7 @@ fn piped_into_tcpdump_shows_frames_live_and_ends_when_tcpdump_does() {
     }
     net.publish(&frames[1..]);
     printed.read_to_string(&mut text).unwrap();
-    let out = tcpdump.finish();
+    let out = tcpdump.finish(LONG);
     assert!(out.status.success(), "tcpdump: {}", stderr(&out));
     let packets = parse_tcpdump(&text);
     assert_eq!(packets.len(), 2, "{packets:#?}");
@@ -440,14 +305,14 @@ fn piped_into_tcpdump_shows_frames_live_and_ends_when_tcpdump_does() {
         assert_eq!(&packet.bytes, sent, "{}", packet.line);
     }
     // tcpdump -c 2 exited: dump notices its reader is gone and leaves.
-    let out = dump.finish();
+    let out = dump.finish(LONG);
     assert_ended(&out, 0, "2 frames captured");
     assert!(net.ports().is_empty());
 }
 
 #[test]
 fn a_capture_file_in_a_missing_directory_is_a_clear_error() {
-    let net = Net::created("missingdir");
+    let net = Net::created("missingdir", &[]);
     let dir = net.file("missing");
     let file = dir.join("capture.pcap");
     let out = run(&["dump", net.p(), "-w", file.to_str().unwrap()]);
@@ -463,8 +328,121 @@ fn a_capture_file_in_a_missing_directory_is_a_clear_error() {
 }
 
 #[test]
+fn a_symbolic_link_as_capture_file_is_refused_and_what_it_points_to_is_untouched() {
+    let net = Net::created("symlink", &[]);
+    let precious = net.file("precious");
+    std::fs::write(&precious, b"not a capture: must survive").unwrap();
+    let nowhere = net.file("nowhere");
+    for (link, target) in [
+        (net.file("link"), &precious),
+        (net.file("dangling"), &nowhere),
+    ] {
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        let link_arg = link.to_str().unwrap();
+        let out = run(&[
+            "dump",
+            net.p(),
+            "-w",
+            link_arg,
+            "--count",
+            "1",
+            "--timeout",
+            "5",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("ipn: "), "{err}");
+        assert!(err.contains(link_arg), "{err}");
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert!(err.contains("will not follow it"), "{err}");
+        assert!(err.contains("give the real path"), "{err}");
+        assert!(net.ports().is_empty(), "a port was left behind");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    }
+    assert_eq!(
+        std::fs::read(&precious).unwrap(),
+        b"not a capture: must survive"
+    );
+    assert!(
+        !nowhere.exists(),
+        "dump created the file a dangling link names"
+    );
+}
+
+#[test]
+fn an_existing_capture_file_is_replaced_by_the_new_capture() {
+    let net = Net::created("replace", &[]);
+    let pcap = net.file("pcap");
+    std::fs::write(&pcap, vec![0x55; 10_000]).unwrap();
+    let dump = spawn_dump(&[
+        net.p(),
+        "-w",
+        pcap.to_str().unwrap(),
+        "--count",
+        "1",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    let sent = frame(BROADCAST, A, EXPERIMENTAL, b"into an old file");
+    net.publish(std::slice::from_ref(&sent));
+    assert_ended(&dump.finish(LONG), 0, "1 frames captured");
+    let (packets, _) = tcpdump_read(pcap.to_str().unwrap(), &[]);
+    assert_eq!(packets.len(), 1, "{packets:#?}");
+    assert_eq!(packets[0].bytes, sent);
+    let size = std::fs::metadata(&pcap).unwrap().len() as usize;
+    assert_eq!(
+        size,
+        24 + 16 + sent.len(),
+        "the old bytes were not all replaced"
+    );
+}
+
+#[test]
+fn a_fifo_as_capture_file_streams_to_its_reader() {
+    let net = Net::created("fifo", &[]);
+    let fifo = net.file("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // The reader first: opening a FIFO to write waits for one.
+    let tcpdump = tcpdump()
+        .args(["-r", fifo.to_str().unwrap(), "-n", "-e", "-xx"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tcpdump = Bg::adopt(tcpdump);
+    let dump = spawn_dump(&[
+        net.p(),
+        "-w",
+        fifo.to_str().unwrap(),
+        "--count",
+        "2",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    let frames = vec![
+        frame(BROADCAST, A, EXPERIMENTAL, b"through a fifo"),
+        frame(B, A, EXPERIMENTAL, &[7; 60]),
+    ];
+    net.publish(&frames);
+    assert_ended(&dump.finish(LONG), 0, "2 frames captured");
+    let out = tcpdump.finish(LONG);
+    assert!(out.status.success(), "tcpdump: {}", stderr(&out));
+    let packets = parse_tcpdump(&stdout(&out));
+    assert_eq!(packets.len(), 2, "{packets:#?}");
+    for (packet, sent) in packets.iter().zip(&frames) {
+        assert_eq!(&packet.bytes, sent, "{}", packet.line);
+    }
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
+#[test]
 fn timeout_without_the_counted_frames_is_an_error_but_the_file_is_complete() {
-    let net = Net::created("timeout");
+    let net = Net::created("timeout", &[]);
     let pcap = net.file("pcap");
     let out = run(&[
         "dump",
@@ -487,10 +465,10 @@ fn timeout_without_the_counted_frames_is_an_error_but_the_file_is_complete() {
 #[test]
 fn help_lists_dump_and_explains_its_options() {
     let out = run(&["--help"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("dump"));
+    assert!(stdout(&out).contains("dump"));
     let out = run(&["dump", "--help"]);
     assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = stdout(&out);
     for word in [
         "--write",
         "--snaplen",

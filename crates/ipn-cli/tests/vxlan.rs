@@ -6,102 +6,16 @@
 //! Needs root (namespaces, veth, vxlan), `ip`, `ping` and `bash`. A test
 //! that cannot run fails, saying why; it never passes by skipping.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStderr, Command, Output, Stdio};
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{must, ping, require_root, Attached, Lab, Net, StalledNet};
 use ipn::{JoinOptions, Port, RecvError};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
-fn ipn_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ipn")
-}
-
-/// Runs a command to completion; panics with its output if it fails.
-fn must(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}; this test needs it installed"));
-    assert!(
-        out.status.success(),
-        "{program} {}: {}\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test creates network namespaces and a kernel vxlan device: run it as root \
-         (scripts/test.sh does)"
-    );
-}
-
-/// Network namespaces deleted on drop, even when the test fails.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn new(names: &[&str]) -> Namespaces {
-        let mut ns = Namespaces(Vec::new());
-        for name in names {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-            must("ip", &["netns", "add", name]);
-            ns.0.push(name.to_string());
-            must("ip", &["-n", name, "link", "set", "lo", "up"]);
-        }
-        ns
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-        }
-    }
-}
-
-/// A child process killed on drop.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A network directory removed on drop.
-struct Net(PathBuf);
-
-impl Net {
-    fn created(name: &str) -> Net {
-        let path = std::env::temp_dir().join(format!("ipn-vxlan-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        must(ipn_bin(), &["create", path.to_str().unwrap()]);
-        Net(path)
-    }
-
-    fn p(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use nix::sys::signal::Signal;
 
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -210,48 +124,38 @@ impl Drop for Responder {
 }
 
 /// Starts `ipn vxlan ARGS` in namespace `ns`; returns once it printed its
-/// start line (which it must within 5 s), with the rest of its stderr.
-fn start_vxlan(ns: &str, args: &[&str]) -> (Kid, BufReader<ChildStderr>, String) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, ipn_bin(), "vxlan"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running ip netns exec ipn vxlan");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let kid = Kid(child);
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("joined") && line.contains("Ctrl-C to stop"),
-        "ipn vxlan did not start: {line}"
-    );
-    (kid, stderr, line)
+/// start line.
+fn start_vxlan(ns: &str, args: &[&str]) -> Attached {
+    let mut all = vec!["vxlan"];
+    all.extend_from_slice(args);
+    Attached::start_in(ns, &all)
 }
 
-/// Sends SIGINT, expects exit status 130, returns the rest of stderr.
-fn interrupt(mut kid: Kid, mut stderr: BufReader<ChildStderr>) -> String {
-    kill(Pid::from_raw(kid.0.id() as i32), Signal::SIGINT).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = kid.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "ipn vxlan ignored SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    assert_eq!(status.code(), Some(130), "status {status}; stderr: {rest}");
-    rest
+/// Sends SIGINT, expects exit status 130 within 5 s, returns the summary line.
+fn interrupt(vxlan: Attached) -> String {
+    let (status, said) = vxlan.signal_and_wait(Signal::SIGINT, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130), "status {status}; stderr: {said}");
+    summary_line(&said)
+}
+
+/// The summary line `ipn vxlan` prints when it stops.
+fn summary_line(said: &str) -> String {
+    said.lines()
+        .find(|l| l.contains("frames in from remote VTEPs"))
+        .unwrap_or_else(|| panic!("no summary line in {said:?}"))
+        .to_string()
 }
 
 /// Two hosts: A (10.220.0.1) and B (10.220.0.2) on a veth pair.
-fn two_hosts(tag: &str) -> (Namespaces, String, String) {
-    require_root();
+fn two_hosts(tag: &str) -> (Lab, String, String) {
+    require_root(
+        "the vxlan tests create network namespaces and kernel vxlan devices",
+        &["ip", "ping", "bash"],
+    );
     let pid = std::process::id();
-    let (a, b) = (format!("ipnvx{tag}A{pid}"), format!("ipnvx{tag}B{pid}"));
-    let ns = Namespaces::new(&[&a, &b]);
+    let mut lab = Lab::default();
+    let a = lab.netns(&format!("ipnvx{tag}A{pid}"));
+    let b = lab.netns(&format!("ipnvx{tag}B{pid}"));
     must(
         "ip",
         &[
@@ -266,37 +170,14 @@ fn two_hosts(tag: &str) -> (Namespaces, String, String) {
         must("ip", &["-n", n, "addr", "add", addr, "dev", dev]);
         must("ip", &["-n", n, "link", "set", dev, "up"]);
     }
-    (ns, a, b)
+    (lab, a, b)
 }
 
-/// Sends one UDP datagram made of `bytes` (printf escapes) from `ns`.
-fn send_udp(ns: &str, to: &str, bytes: &str) {
-    must(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "bash",
-            "-c",
-            &format!("printf '{bytes}' >/dev/udp/{to}/4789"),
-        ],
-    );
-}
-
-/// Pings `ip` from namespace `ns`; fails the test, saying `when`, with
-/// ping's output, unless every echo was answered.
-fn ping_ok(ns: &str, ip: &str, count: &str, when: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-c", count, "-W", "2", ip])
-        .output()
-        .expect("running ping (iputils-ping) in a namespace");
-    assert!(
-        out.status.success(),
-        "ping {when} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Sends `times` UDP datagrams made of `bytes` (printf escapes) from `ns`
+/// to port 4789 of `to`, in one process.
+fn send_udp(ns: &str, to: &str, bytes: &str, times: u32) {
+    let script = format!("for i in $(seq {times}); do printf '{bytes}' >/dev/udp/{to}/4789; done");
+    must("ip", &["netns", "exec", ns, "bash", "-c", &script]);
 }
 
 /// Host B's kernel vxlan device `vx0`: VNI 42, unicast to host A on the
@@ -333,14 +214,14 @@ fn kernel_vxlan_device(b: &str) {
 
 #[test]
 fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
-    let (_ns, a, b) = two_hosts("k");
+    let (_lab, a, b) = two_hosts("k");
     // Host B: a kernel vxlan device, VNI 42, to host A on the IANA port.
     kernel_vxlan_device(&b);
 
     // Host A: an ipn network with a responder for 10.221.0.1, and ipn vxlan.
-    let net = Net::created("kernel");
+    let net = Net::created("kernel", &[]);
     let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
-    let (kid, stderr, start) = start_vxlan(
+    let vxlan = start_vxlan(
         &a,
         &[
             net.p(),
@@ -353,11 +234,13 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
         ],
     );
     assert!(
-        start.contains("vxlan vni 42 <-> 10.220.0.2:4789"),
-        "{start}"
+        vxlan.joined.contains("vxlan vni 42 <-> 10.220.0.2:4789"),
+        "{}",
+        vxlan.joined
     );
 
-    ping_ok(&b, "10.221.0.1", "3", "from the kernel vxlan host");
+    // From the kernel vxlan host.
+    ping(&b, &["-c", "3", "-W", "2", "10.221.0.1"]);
     assert!(responder.replies.load(Ordering::Relaxed) >= 4); // ARP + 3 echoes
 
     // Bad input, from host B to ipn vxlan's port: another VNI (43) with a
@@ -367,17 +250,21 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
         &b,
         "10.220.0.1",
         &format!(r"\x08\x00\x00\x00\x00\x00\x2b\x00{frame}"),
+        1,
     );
     send_udp(
         &b,
         "10.220.0.1",
         &format!(r"\x00\x00\x00\x00\x00\x00\x2a\x00{frame}"),
+        1,
     );
-    send_udp(&b, "10.220.0.1", "garbage");
-    ping_ok(&b, "10.221.0.1", "2", "after bad datagrams");
+    send_udp(&b, "10.220.0.1", "garbage", 1);
+    // Still working after the bad datagrams.
+    ping(&b, &["-c", "2", "-W", "2", "10.221.0.1"]);
 
-    let summary = interrupt(kid, stderr);
-    eprintln!("{start}{summary}");
+    let start = vxlan.joined.clone();
+    let summary = interrupt(vxlan);
+    eprintln!("{start}\n{summary}");
     assert!(summary.contains("2 malformed datagrams"), "{summary}");
     assert!(summary.contains("1 for another VNI"), "{summary}");
     assert!(summary.contains("(0 send errors)"), "{summary}");
@@ -386,7 +273,7 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
 
 #[test]
 fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group() {
-    let (_ns, a, b) = two_hosts("g");
+    let (_lab, a, b) = two_hosts("g");
     must(
         "ip",
         &[
@@ -413,9 +300,9 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
     );
     must("ip", &["-n", &b, "link", "set", "vx0", "up"]);
 
-    let net = Net::created("group");
+    let net = Net::created("group", &[]);
     let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
-    let (kid, stderr, start) = start_vxlan(
+    let vxlan = start_vxlan(
         &a,
         &[
             net.p(),
@@ -430,12 +317,17 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
         ],
     );
     assert!(
-        start.contains("vxlan vni 42 <-> group 239.1.1.42:4789 on vethA"),
-        "{start}"
+        vxlan
+            .joined
+            .contains("vxlan vni 42 <-> group 239.1.1.42:4789 on vethA"),
+        "{}",
+        vxlan.joined
     );
-    ping_ok(&b, "10.221.0.1", "3", "over the multicast group");
-    let summary = interrupt(kid, stderr);
-    eprintln!("{start}{summary}");
+    // Over the multicast group.
+    ping(&b, &["-c", "3", "-W", "2", "10.221.0.1"]);
+    let start = vxlan.joined.clone();
+    let summary = interrupt(vxlan);
+    eprintln!("{start}\n{summary}");
     assert!(summary.contains("(0 send errors)"), "{summary}");
     assert!(summary.contains(" 0 unicast"), "{summary}");
     drop(responder);
@@ -445,38 +337,23 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
 /// on host A, the ipn network, and `ipn tap` with its TAP in host C.
 #[test]
 fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
-    let (mut ns, a, b) = two_hosts("t");
-    let c = format!("ipnvxtC{}", std::process::id());
-    ns.0.append(&mut Namespaces::new(&[&c]).0);
+    let (mut lab, a, b) = two_hosts("t");
+    let c = lab.netns(&format!("ipnvxtC{}", std::process::id()));
     kernel_vxlan_device(&b);
 
-    let net = Net::created("tap");
-    let mut tap = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &c,
-            ipn_bin(),
-            "tap",
-            net.p(),
-            "--name",
-            "tapC",
-            "--up",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running ipn tap");
-    let mut tap_err = BufReader::new(tap.stderr.take().unwrap());
-    let _tap = Kid(tap);
-    let mut line = String::new();
-    tap_err.read_line(&mut line).unwrap();
-    assert!(line.contains("tapC"), "ipn tap did not start: {line}");
+    let net = Net::created("tap", &[]);
+    let tap = Attached::start_in(&c, &["tap", net.p(), "--name", "tapC", "--up"]);
+    assert!(
+        tap.joined.contains("tapC"),
+        "ipn tap did not start: {}",
+        tap.joined
+    );
     must(
         "ip",
         &["-n", &c, "addr", "add", "10.221.0.1/24", "dev", "tapC"],
     );
 
-    let (kid, stderr, start) = start_vxlan(
+    let vxlan = start_vxlan(
         &a,
         &[
             net.p(),
@@ -495,20 +372,50 @@ fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
         // spare), in 1478-byte outer packets over the 1500-byte veth.
         (&b, "10.221.0.1", "1400"),
     ] {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", from, "ping", "-c", "2", "-W", "2", "-s", size, "-M", "do", to,
-            ])
-            .output()
-            .expect("running ping");
-        assert!(
-            out.status.success(),
-            "ping -s {size} from {from} to {to} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ping(from, &["-c", "2", "-W", "2", "-s", size, "-M", "do", to]);
     }
-    let summary = interrupt(kid, stderr);
-    eprintln!("{start}{summary}");
+    let start = vxlan.joined.clone();
+    let summary = interrupt(vxlan);
+    eprintln!("{start}\n{summary}");
     assert!(summary.contains("(0 send errors)"), "{summary}");
+}
+
+#[test]
+fn sigterm_stops_ipn_vxlan_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
+    let (_lab, a, b) = two_hosts("s");
+    let stalled = StalledNet::new("stalled-vxlan");
+    let vxlan = start_vxlan(
+        &a,
+        &[
+            stalled.p(),
+            "--vni",
+            "42",
+            "--remote",
+            "10.220.0.2",
+            "--local",
+            "10.220.0.1",
+        ],
+    );
+    // Well-formed VXLAN datagrams (VNI 42) from host B, each a frame for
+    // the network.
+    let frame = r"\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x09\x88\xb5hello";
+    send_udp(
+        &b,
+        "10.220.0.1",
+        &format!(r"\x08\x00\x00\x00\x00\x00\x2a\x00{frame}"),
+        100,
+    );
+    stalled.wait_for_blocked_sender("vxlan vni 42");
+
+    let (status, said) = vxlan.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
+    assert_eq!(status.code(), Some(143), "{said}");
+    let summary = summary_line(&said);
+    assert!(
+        summary.contains(&format!(
+            "ipn: vxlan vni 42 <-> 10.220.0.2:4789: {} frames in from remote VTEPs",
+            StalledNet::RING
+        )),
+        "{summary}"
+    );
+    stalled.assert_only_the_reader_is_left();
 }
