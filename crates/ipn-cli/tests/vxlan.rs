@@ -97,8 +97,10 @@ impl Responder {
                 match port.recv_timeout(&mut buf, Duration::from_millis(100)) {
                     Ok(len) => {
                         if let Some(reply) = answer(&buf[..len], mac, ip) {
-                            port.send(&reply).unwrap();
+                            // Counted before it leaves: once the pinger has
+                            // its reply, the count must already show it.
                             r.fetch_add(1, Ordering::Relaxed);
+                            port.send(&reply).unwrap();
                         }
                     }
                     Err(RecvError::TimedOut | RecvError::WouldBlock) => {}
