@@ -130,7 +130,16 @@ impl NetDir {
         let fd = match nix::fcntl::open(path, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOTDIR | Errno::ELOOP) if !made => {
-                return Err(OpenError::AlreadyExists { path: path.into() })
+                return Err(match not_a_directory(path) {
+                    // A link: say so. A file: it simply exists.
+                    OpenError::NotANetwork { reason, .. } if reason.contains("symbolic link") => {
+                        OpenError::NotANetwork {
+                            path: path.into(),
+                            reason,
+                        }
+                    }
+                    _ => OpenError::AlreadyExists { path: path.into() },
+                });
             }
             Err(e) => return Err(io_error(path, e.into())),
         };

@@ -112,22 +112,30 @@ pub fn holders(file: &File, max_ports: u32) -> Vec<(u32, u32)> {
 
 /// Slot numbers of the OFD write locks on file `key` (`MAJ:MIN:INO`) in
 /// the text of one fdinfo file, whose lock lines read
-/// `lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:1234 1099511627776 1099511627776`.
+/// `lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:1234 START END`, an
+/// inclusive byte range: the kernel merges adjacent locks of one open file
+/// description into one range.
 fn slots_locked_in<'a>(
     info: &'a str,
     key: &'a str,
     max_ports: u32,
 ) -> impl Iterator<Item = u32> + 'a {
-    info.lines().filter_map(move |line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.first() != Some(&"lock:") || !fields.contains(&"OFDLCK") {
-            return None;
-        }
-        let at = fields.iter().position(|f| *f == key)?;
-        let start: i64 = fields.get(at + 1)?.parse().ok()?;
-        let index = u32::try_from(start.checked_sub(LOCK_BASE)?).ok()?;
-        (index < max_ports).then_some(index)
-    })
+    info.lines()
+        .filter_map(move |line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.first() != Some(&"lock:") || !fields.contains(&"OFDLCK") {
+                return None;
+            }
+            let at = fields.iter().position(|f| *f == key)?;
+            let slot = |field: Option<&&str>| -> Option<i64> {
+                let byte: i64 = field?.parse().ok()?;
+                byte.checked_sub(LOCK_BASE).filter(|s| *s >= 0)
+            };
+            let first = slot(fields.get(at + 1))?;
+            let last = slot(fields.get(at + 2))?.min(i64::from(max_ports) - 1);
+            Some((first..=last).filter_map(|s| u32::try_from(s).ok()))
+        })
+        .flatten()
 }
 
 #[cfg(test)]
@@ -141,7 +149,8 @@ mod tests {
             "pos:\t0\nflags:\t02\nlock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:77 {} {}\n\
              lock:\t2: OFDLCK ADVISORY  WRITE -1 fe:00:78 {} {}\n\
              lock:\t3: POSIX  ADVISORY  WRITE 12 fe:00:77 {} {}\n\
-             lock:\t4: OFDLCK ADVISORY  WRITE -1 fe:00:77 {} {}\n",
+             lock:\t4: OFDLCK ADVISORY  WRITE -1 fe:00:77 {} {}\n\
+             lock:\t5: OFDLCK ADVISORY  WRITE -1 fe:00:77 {} {}\n",
             base + 3,
             base + 3,
             base + 5,
@@ -150,9 +159,11 @@ mod tests {
             base + 6,
             base + 9999,
             base + 9999,
+            base + 10,
+            base + 12,
         );
         let slots: Vec<u32> = slots_locked_in(&info, "fe:00:77", 64).collect();
-        assert_eq!(slots, vec![3]);
+        assert_eq!(slots, vec![3, 10, 11, 12]);
     }
 
     #[test]

@@ -319,6 +319,8 @@ fn join(path: &str, mode: &str, description: &str) -> Port {
 /// `shutdown read|write|both`, `status`, `leave`, `exit`.
 fn script() {
     let mut port: Option<Port> = None;
+    // Shared files opened by `lock-slots`, kept open so their locks stay.
+    let mut held: Vec<std::fs::File> = Vec::new();
     let mut tag = std::process::id();
     let mut seq = 0u64;
     let mut buf = vec![0u8; 65536];
@@ -336,6 +338,10 @@ fn script() {
                     }
                     Err(e) => format!("err {}", open_error_text(&e)),
                 }
+            }
+            (["lock-slots", path, from, to], _) => lock_slots(path, from, to, &mut held),
+            (["swap-links", dir, prefix, count, target, seconds], _) => {
+                swap_links(dir, prefix, count, target, seconds)
             }
             (["tag", n], _) => {
                 tag = n.parse().unwrap();
@@ -457,6 +463,61 @@ fn blast(args: &[&str]) {
             while port.try_recv(&mut buf).is_ok() {}
         }
     }
+}
+
+/// `lock-slots PATH FROM TO`: takes the liveness locks of slots
+/// `FROM..TO` of the network at PATH without joining (what a member may do
+/// to keep others out), and holds them until the peer exits.
+fn lock_slots(path: &str, from: &str, to: &str, held: &mut Vec<std::fs::File>) -> String {
+    let shm = std::path::Path::new(path).join("shm");
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&shm)
+    {
+        Ok(file) => file,
+        Err(e) => return format!("err {}: {e}", shm.display()),
+    };
+    let (from, to): (u64, u64) = (from.parse().unwrap(), to.parse().unwrap());
+    for index in from..to {
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: (ipn::raw_layout::LOCK_BASE + index) as libc::off_t,
+            l_len: 1,
+            l_pid: 0,
+        };
+        if let Err(e) = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)) {
+            return format!("err slot {index}: {e}");
+        }
+    }
+    held.push(file);
+    "ok".into()
+}
+
+/// `swap-links DIR PREFIX COUNT TARGET SECONDS`: for SECONDS, in the
+/// background, makes `DIR/PREFIX0` .. `DIR/PREFIX{COUNT-1}` symbolic links
+/// to TARGET again and again, each replaced atomically (a link made under
+/// a private name, renamed over the name): the fastest way a member has to
+/// swap names under another process.
+fn swap_links(dir: &str, prefix: &str, count: &str, target: &str, seconds: &str) -> String {
+    let dir = std::path::PathBuf::from(dir);
+    let (prefix, target) = (prefix.to_owned(), std::path::PathBuf::from(target));
+    let count: u32 = count.parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(seconds.parse().unwrap());
+    std::thread::spawn(move || {
+        let scratch = dir.join(format!(".swap.{}", std::process::id()));
+        while Instant::now() < until {
+            for i in 0..count {
+                let _ = std::fs::remove_file(&scratch);
+                if std::os::unix::fs::symlink(&target, &scratch).is_ok() {
+                    let _ = std::fs::rename(&scratch, dir.join(format!("{prefix}{i}")));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&scratch);
+    });
+    "ok".into()
 }
 
 /// `stream PATH`: joins, then sends frames and receives what waits, until
