@@ -20,10 +20,13 @@ JSON output (--json), format_version 1. Fields are only ever added:
   ring_slots      frames buffered per sender
   readers         live ports that read
   writers         live ports that write
-  ports           array, one object per joining, active or dead port:
+  ports           array, one object per joining, active, dead or held port:
     port          port number (its slot)
-    pid           process id of its owner
-    state         \"joining\", \"active\" or \"dead\"
+    pid           process id of its owner (held: of the process holding
+                  the slot's lock, 0 if it cannot be seen)
+    state         \"joining\", \"active\", \"dead\", or \"held\": not joined,
+                  but locked by a process (joining right now, or keeping
+                  the slot from others)
     reading       receives frames (bool)
     writing       sends frames (bool)
     description   text given when joining
@@ -213,12 +216,9 @@ fn rw(p: &PortStatus) -> &'static str {
 fn status_table(status: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let live = status
-        .ports
-        .iter()
-        .filter(|p| p.state != PortState::Dead)
-        .count();
-    let dead = status.ports.len() - live;
+    let count = |state: PortState| status.ports.iter().filter(|p| p.state == state).count();
+    let live = count(PortState::Active) + count(PortState::Joining);
+    let (dead, held) = (count(PortState::Dead), count(PortState::Held));
     let _ = writeln!(
         out,
         "network {}: {} {}, mtu {}, ring {} frames, {} port slots",
@@ -231,9 +231,14 @@ fn status_table(status: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "ports: {live} joined{}; readers {}, writers {}",
+        "ports: {live} joined{}{}; readers {}, writers {}",
         if dead > 0 {
             format!(", {dead} dead")
+        } else {
+            String::new()
+        },
+        if held > 0 {
+            format!(", {held} held without joining")
         } else {
             String::new()
         },
@@ -261,7 +266,10 @@ fn status_table(status: &Status) -> String {
         .map(|p| {
             [
                 p.index.to_string(),
-                p.pid.to_string(),
+                match p.pid {
+                    0 => "?".to_string(),
+                    pid => pid.to_string(),
+                },
                 p.state.name().to_string(),
                 rw(p).to_string(),
                 p.tx_frames.to_string(),
