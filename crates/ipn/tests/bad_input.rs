@@ -405,6 +405,11 @@ fn poisoned_heads_left_by_a_member_never_stall_a_lossless_sender() {
 
 // ----- property test: random scribbles ---------------------------------
 
+// The variants by their bare names, as the Debug form of a failing case
+// (printed by scripts/soak.sh as a regression test) spells them.
+#[allow(unused_imports)]
+use Spot::*;
+
 /// Where to scribble.
 #[derive(Debug, Clone)]
 enum Spot {
@@ -628,11 +633,13 @@ proptest! {
 
     #[test]
     fn scribbled_shared_file_gives_ok_or_errors_when_opened(case in before_open()) {
+        let _soak = common::soak_guard("scribbled_before_open", &case);
         scribbled_before_open(case);
     }
 
     #[test]
     fn scribbled_shared_file_gives_ok_or_errors_while_ports_are_joined(case in while_joined()) {
+        let _soak = common::soak_guard("scribbled_while_joined", &case);
         scribbled_while_joined(case);
     }
 }

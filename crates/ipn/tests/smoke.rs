@@ -1,15 +1,13 @@
+mod common;
+
+use common::TestNet;
 use ipn::{Config, JoinOptions, Network, Port};
 use std::time::Duration;
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("ipn-test-{}-{}", name, std::process::id()));
-    let _ = Network::remove(&p, true);
-    p
-}
-
 #[test]
 fn frame_reaches_other_ports_not_sender() {
-    let path = tmp("smoke");
+    let net = TestNet::empty("smoke");
+    let path = net.path().to_owned();
     Network::create(&path, &Config::default()).unwrap();
     let mut a = Port::join(&path, &JoinOptions::described("a")).unwrap();
     let mut b = Port::join(&path, &JoinOptions::described("b")).unwrap();
@@ -33,7 +31,8 @@ fn frame_reaches_other_ports_not_sender() {
 #[test]
 fn frames_sent_before_a_leave_arrive_before_the_leave_event() {
     use ipn::Message;
-    let path = tmp("event-order");
+    let net = TestNet::empty("event-order");
+    let path = net.path().to_owned();
     Network::create(&path, &Config::default()).unwrap();
     let mut sub = Port::join(&path, &JoinOptions::described("sub")).unwrap();
     sub.set_membership_events(true);
@@ -81,7 +80,8 @@ fn frames_sent_before_a_leave_arrive_before_the_leave_event() {
 #[test]
 fn new_occupant_of_a_reader_slot_is_woken_even_if_the_old_socket_lives_on() {
     use std::os::fd::AsFd;
-    let path = tmp("reoccupied");
+    let net = TestNet::empty("reoccupied");
+    let path = net.path().to_owned();
     let config = Config {
         max_ports: 2,
         ..Config::default()

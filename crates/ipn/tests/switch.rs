@@ -3,18 +3,19 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::TestNet;
 use ipn::{Config, JoinOptions, Network, Port, Protocol, RecvError};
 
-fn network(name: &str, lossless: bool) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("ipn-switch-{name}-{}", std::process::id()));
-    let _ = Network::remove(&path, true);
+/// A switch network, removed when the guard drops (even after a panic).
+fn network(name: &str, lossless: bool) -> TestNet {
     let config = Config {
         protocol: Protocol::Switch,
         lossless,
         ..Config::default()
     };
-    Network::create(&path, &config).unwrap();
-    path
+    TestNet::create(&format!("switch-{name}"), &config)
 }
 
 fn mac(n: u8) -> [u8; 6] {
@@ -58,7 +59,8 @@ fn join(path: &std::path::Path, name: &str) -> Port {
 
 #[test]
 fn unicast_to_a_learned_address_reaches_only_its_port() {
-    let path = network("unicast", false);
+    let net = network("unicast", false);
+    let path = net.path().to_owned();
     let (mut a, mut b, mut c) = (join(&path, "a"), join(&path, "b"), join(&path, "c"));
     // a announces itself with a broadcast: everyone receives it and learns a.
     a.send(&frame(BROADCAST, mac(1), 1)).unwrap();
@@ -82,7 +84,8 @@ fn unicast_to_a_learned_address_reaches_only_its_port() {
 
 #[test]
 fn unknown_and_multicast_destinations_flood() {
-    let path = network("flood", false);
+    let net = network("flood", false);
+    let path = net.path().to_owned();
     let (mut a, mut b, mut c) = (join(&path, "a"), join(&path, "b"), join(&path, "c"));
     a.send(&frame(mac(9), mac(1), 1)).unwrap(); // nobody has sent from mac 9
     expect(&mut b, 1);
@@ -98,7 +101,8 @@ fn unknown_and_multicast_destinations_flood() {
 
 #[test]
 fn address_of_a_port_that_left_floods_again() {
-    let path = network("left", false);
+    let net = network("left", false);
+    let path = net.path().to_owned();
     let (mut a, mut b, mut c) = (join(&path, "a"), join(&path, "b"), join(&path, "c"));
     a.send(&frame(BROADCAST, mac(1), 1)).unwrap();
     expect(&mut b, 1);
@@ -115,7 +119,8 @@ fn address_of_a_port_that_left_floods_again() {
 
 #[test]
 fn lossless_switch_delivers_unicast_without_stalling_on_bystanders() {
-    let path = network("lossless", true);
+    let net = network("lossless", true);
+    let path = net.path().to_owned();
     let (mut a, mut b, mut c) = (join(&path, "a"), join(&path, "b"), join(&path, "c"));
     a.send(&frame(BROADCAST, mac(1), 1)).unwrap();
     expect(&mut b, 1);

@@ -162,8 +162,9 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Dur
 }
 
 /// Settings for the property tests. By default (CI): a fixed seed, and the
-/// failures found before replayed first from `proptest-regressions/`, so
-/// that every run tests the same cases. With `IPN_SOAK` set (the soak run,
+/// failures found before replayed first from the `.proptest-regressions`
+/// file next to the test (committed), so that every run tests the same
+/// cases. With `IPN_SOAK` set (the soak run,
 /// `scripts/soak.sh`): random seeds and `IPN_SOAK_CASES` cases (100000 by
 /// default).
 pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
@@ -187,5 +188,41 @@ pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
             "proptest-regressions",
         ))),
         ..Config::default()
+    }
+}
+
+/// In a soak run (`IPN_SOAK` set), a guard that, if the check it covers
+/// panics, writes `case` as a ready-to-paste regression test calling
+/// `check` to `target/soak/CHECK.rs`. Proptest shrinks a failure by running
+/// smaller cases, so the file ends up holding the minimal one;
+/// `scripts/soak.sh` prints it.
+pub fn soak_guard<C: std::fmt::Debug>(check: &'static str, case: &C) -> SoakGuard {
+    SoakGuard {
+        check,
+        case: std::env::var_os("IPN_SOAK").map(|_| format!("{case:#?}")),
+    }
+}
+
+#[derive(Debug)]
+pub struct SoakGuard {
+    check: &'static str,
+    case: Option<String>,
+}
+
+impl Drop for SoakGuard {
+    fn drop(&mut self) {
+        let Some(case) = &self.case else { return };
+        if !std::thread::panicking() {
+            return;
+        }
+        // Debug prints a Vec as `[..]`; the cases' Vec fields become vec![].
+        let case = case.replace(": [", ": vec![").replace("\n", "\n    ");
+        let test = format!(
+            "#[test]\nfn regression_{check}_found_by_soak() {{\n    {check}({case});\n}}\n",
+            check = self.check
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/soak");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join(format!("{}.rs", self.check)), test);
     }
 }
