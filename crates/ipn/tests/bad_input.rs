@@ -28,9 +28,10 @@ fn peer_process_entry() {
 
 // Offsets in the shared file, derived from the layout itself.
 use ipn::raw_layout::{
-    ENTRY_HEAD, HEADER_CURSOR_TABLE_OFFSET, HEADER_MTU as MTU, HEADER_PROTOCOL as PROTOCOL,
-    HEADER_RINGS_OFFSET as RINGS_OFFSET, HEADER_SLOT_SIZE, HEADER_VERSION as VERSION,
-    PORT_ENTRY_SIZE as PORT_ENTRY, PORT_ENTRY_WORDS, PORT_TABLE, SLOT_ALIGN, SLOT_HEADER_SIZE,
+    ENTRY_ARMED, ENTRY_HEAD, HEADER_CURSOR_TABLE_OFFSET, HEADER_MTU as MTU,
+    HEADER_PROTOCOL as PROTOCOL, HEADER_RINGS_OFFSET as RINGS_OFFSET, HEADER_SLOT_SIZE,
+    HEADER_VERSION as VERSION, PORT_ENTRY_SIZE as PORT_ENTRY, PORT_ENTRY_WORDS, PORT_TABLE,
+    SLOT_ALIGN, SLOT_HEADER_SIZE,
 };
 
 fn patch(file: &Path, offset: u64, bytes: &[u8]) {
@@ -401,6 +402,33 @@ fn poisoned_heads_left_by_a_member_never_stall_a_lossless_sender() {
         sender.try_send(&frame::make(1, 68, 100)),
         Err(ipn::SendError::WouldBlock)
     ));
+}
+
+/// A member clears a sleeping reader's `armed` word, so that no sender
+/// rings its doorbell: a blocking receive still finds the frame, late (it
+/// looks again at least every second), never hangs.
+#[test]
+fn a_scribbled_armed_word_delays_a_blocking_reader_but_never_deafens_it() {
+    let net = TestNet::create("scribbled-armed", &Config::default());
+    let mut sender = Port::join(net.path(), &JoinOptions::described("sender")).unwrap();
+    let mut reader = Port::join(net.path(), &JoinOptions::described("reader")).unwrap();
+    let armed = PORT_TABLE + u64::from(reader.index()) * PORT_ENTRY + ENTRY_ARMED;
+    let receiving = std::thread::spawn(move || {
+        let mut buf = [0u8; 1514];
+        let started = std::time::Instant::now();
+        let got = reader.recv(&mut buf).map(|n| buf[..n].to_vec());
+        (got, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100)); // the reader sleeps, armed
+    patch(&net.shm(), armed, &0u32.to_le_bytes());
+    sender.send(b"are you there?").unwrap();
+    let (got, took) = within(
+        "a reader with a scribbled armed word",
+        Duration::from_secs(5),
+        move || receiving.join().unwrap(),
+    );
+    assert_eq!(got.unwrap(), b"are you there?");
+    assert!(took < Duration::from_secs(3), "found it after {took:?}");
 }
 
 // ----- property test: random scribbles ---------------------------------

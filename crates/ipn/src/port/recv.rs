@@ -20,6 +20,10 @@
 use std::time::{Duration, Instant};
 
 use super::{Message, Port, DEATH_CHECK_INTERVAL, YIELDS_BEFORE_SLEEP};
+
+/// Longest a blocking receive sleeps before looking at the rings again,
+/// even without a doorbell.
+const LONGEST_SLEEP: Duration = Duration::from_secs(1);
 use crate::error::RecvError;
 use crate::membership;
 use crate::ring::{self, Read};
@@ -155,9 +159,15 @@ impl Port {
             if wait == Some(Duration::ZERO) {
                 return Err(RecvError::TimedOut);
             }
-            if self.events {
-                wait = Some(wait.map_or(DEATH_CHECK_INTERVAL, |w| w.min(DEATH_CHECK_INTERVAL)));
-            }
+            // Never sleep unboundedly: a member may scribble our `armed`
+            // word so that no sender rings; we then find the frames late,
+            // not never.
+            let longest = if self.events {
+                DEATH_CHECK_INTERVAL
+            } else {
+                LONGEST_SLEEP
+            };
+            wait = Some(wait.map_or(longest, |w| w.min(longest)));
             self.publish_cursors();
             if self.wait_readable(wait)? {
                 // Readable: the next empty receive must drain, even if the
