@@ -228,6 +228,37 @@ mod tests {
     }
 
     #[test]
+    fn an_option_prefix_creates_what_it_names() {
+        let path = tmp("prefix");
+        let a = open(&format!("{}[hu]", path.display())).unwrap();
+        let status = ipn::Network::open(&path).unwrap().status();
+        assert_eq!(status.protocol, ipn::Protocol::Hub);
+        drop(a);
+        ipn::Network::remove(&path, true).unwrap();
+
+        let a = open(&format!("{}[sw/lossl]", path.display())).unwrap();
+        let status = ipn::Network::open(&path).unwrap().status();
+        assert_eq!(status.protocol, ipn::Protocol::Switch);
+        assert!(status.lossless);
+        drop(a);
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn ambiguous_option_is_einval_listing_the_options() {
+        let path = tmp("ambiguous");
+        let e = open(&format!("{}[m=5]", path.display())).unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL);
+        assert!(e.message.contains("'m' is ambiguous"), "{}", e.message);
+        assert!(
+            e.message.contains("the options are ports=N"),
+            "{}",
+            e.message
+        );
+        assert!(!path.exists(), "nothing created on a refused open");
+    }
+
+    #[test]
     fn vlan_is_eopnotsupp() {
         let e = open("/tmp/whatever[vlan=2]").unwrap_err();
         assert_eq!(e.errno, libc::EOPNOTSUPP);

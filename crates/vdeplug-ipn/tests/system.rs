@@ -245,6 +245,7 @@ fn c_client_sees_the_vdeplug_contract() {
     assert!(stderr.contains("unknown option 'bogus'"), "{stderr}");
     assert!(stderr.contains("'vlan' is not supported yet"), "{stderr}");
     assert!(stderr.contains("'hub' and 'switch' contradict"), "{stderr}");
+    assert!(stderr.contains("option 'm' is ambiguous"), "{stderr}");
     // Both connections left.
     assert_eq!(readers(&net), 0);
     Network::remove(&net, false).unwrap();

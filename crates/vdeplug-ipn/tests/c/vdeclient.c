@@ -158,6 +158,7 @@ static int check(const char *url)
 	char bad[4096];
 	const struct { const char *opts; int err; } cases[] = {
 		{"[bogus=1]", EINVAL}, {"[mtu=abc]", EINVAL}, {"[hub/switch]", EINVAL},
+		{"[m=5]", EINVAL}, {"[hu/sw]", EINVAL},
 		{"[vlan=2]", EOPNOTSUPP},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
