@@ -2,15 +2,35 @@
 //! libvdeplug's callers expect, in safe Rust. The C ABI in `ffi` is only
 //! a thin shell around [`Conn`].
 //!
-//! Contract with the callers (QEMU's `net/vde.c`, `vde_plug`, plain C):
+//! Contract with the callers (QEMU's `net/vde.c`, `vde_plug`, UML, plain
+//! C), from libvdeplug(3): "vde_recv returns the length of the packet
+//! received. It should never be less then 14 bytes (the length of an
+//! ethernet header). It returns -1 in case of error, it may return 1 to
+//! notify that a packet has been received but it must be dropped".
 //!
-//! - `recv` never blocks. It returns one frame, or `Ok(0)` when nothing
-//!   is waiting (a spurious readiness). Not an error: `vde_plug` quits on
-//!   a negative `vde_recv` and ignores anything shorter than an Ethernet
-//!   header, QEMU ignores `<= 0`, and vdeplug4's own `hub://` also returns
-//!   a non-frame length (1) for a wake-up that carried no frame.
+//! - `recv` never blocks. It returns a frame of at least 14 bytes
+//!   ([`Received::Frame`]), or something `vde_recv` reports as **1**, never
+//!   0 ([`Received::vde_recv_value`]): [`Received::NoFrame`], a wake-up
+//!   that brought nothing for this port (a port joined or left, a switch
+//!   frame addressed to another port, the one extra doorbell after the
+//!   last frame, or no wake-up at all), or [`Received::Runt`], a frame
+//!   shorter than an Ethernet header (a raw ipn port may send one),
+//!   consumed, dropped and counted ([`Conn::runts`]).
+//! - Why 1: 0 is outside the contract, and a caller that takes the
+//!   contract literally sees a closed connection (UML's `vde_user_read`
+//!   turns 0 into `-ENOTCONN`). 1 is the contract's "received but must be
+//!   dropped", and what vdeplug4's own `hub://` and `switch://` return in
+//!   the same cases (a connection request, a frame forwarded to another
+//!   node, a runt). `vde_plug` forwards only results `>= 14` and quits
+//!   only on `< 0`. QEMU's `net/vde.c` hands any result `> 0` to the
+//!   guest's NIC, which thus gets a 1-byte frame: before returning 1 the
+//!   first 14 bytes of the buffer (as many as fit) are zeroed, so that
+//!   frame goes to 00:00:00:00:00:00 from 00:00:00:00:00:00, which NIC
+//!   address filters drop unless the guest is promiscuous (and then its
+//!   stack drops it: too short, or no protocol).
 //! - The data fd is the port's doorbell: readable while frames wait, and
-//!   at most once more after the last one (the empty `recv` drains it).
+//!   at most once more after the last one (the `recv` that finds nothing
+//!   drains it).
 //! - `send` never blocks on a lossy network. On a lossless one it waits
 //!   for the slowest live reader unless `MSG_DONTWAIT` is given (then
 //!   `EAGAIN`). A frame over the MTU is `EMSGSIZE`, never a silent drop.
@@ -31,10 +51,43 @@ pub struct OpenFailure {
     pub message: String,
 }
 
+/// The shortest frame `vde_recv` may return: an Ethernet header.
+pub const ETH_HEADER: usize = 14;
+
+/// What `vde_recv` returns for a packet "received but [that] must be
+/// dropped" (libvdeplug(3)), and here for a wake-up without a frame.
+pub const DROPPED: usize = 1;
+
+/// What one [`Conn::recv`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A frame: this many bytes, at least [`ETH_HEADER`], were copied.
+    Frame(usize),
+    /// Nothing for this port: a wake-up for a port joining or leaving, for
+    /// a switch frame addressed to another port, the extra doorbell after
+    /// the last frame, or nothing at all.
+    NoFrame,
+    /// A frame shorter than an Ethernet header (this many bytes copied),
+    /// or cut that short by the caller's buffer: dropped and counted.
+    Runt(usize),
+}
+
+impl Received {
+    /// What `vde_recv` returns: the frame's length, or [`DROPPED`] (1),
+    /// never 0 (see the module docs).
+    pub fn vde_recv_value(self) -> usize {
+        match self {
+            Received::Frame(len) => len,
+            Received::NoFrame | Received::Runt(_) => DROPPED,
+        }
+    }
+}
+
 /// A joined port.
 #[derive(Debug)]
 pub struct Conn {
     port: Port,
+    runts: u64,
 }
 
 /// What the caller of `vde_open` may pass in `struct vde_open_args`.
@@ -92,19 +145,33 @@ impl Conn {
                 ),
             ));
         }
-        Ok(Conn { port })
+        Ok(Conn { port, runts: 0 })
     }
 
-    /// Receives one frame into `buf` without waiting; `Ok(0)` if none
-    /// waits. A frame longer than `buf` is truncated to it.
-    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, i32> {
-        match self.port.try_recv_after_poll(buf) {
-            Ok(n) => Ok(n),
-            Err(RecvError::WouldBlock) => Ok(0),
-            Err(RecvError::TimedOut) => Ok(0),
-            Err(RecvError::NotReading) => Err(libc::EBADF),
-            Err(RecvError::Io(e)) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
-        }
+    /// Receives one frame into `buf` without waiting. A frame longer than
+    /// `buf` is truncated to it. Unless it returns a frame, the first
+    /// [`ETH_HEADER`] bytes of `buf` (as many as fit) are zeroed, for
+    /// callers that use the 1 `vde_recv` then returns as a frame length.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<Received, i32> {
+        let received = match self.port.try_recv_after_poll(buf) {
+            Ok(len) if len >= ETH_HEADER => return Ok(Received::Frame(len)),
+            Ok(len) => {
+                self.runts += 1;
+                Received::Runt(len)
+            }
+            Err(RecvError::WouldBlock | RecvError::TimedOut) => Received::NoFrame,
+            Err(RecvError::NotReading) => return Err(libc::EBADF),
+            Err(RecvError::Io(e)) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        };
+        let header = buf.len().min(ETH_HEADER);
+        buf[..header].fill(0);
+        Ok(received)
+    }
+
+    /// How many runts [`Conn::recv`] dropped: frames shorter than an
+    /// Ethernet header, which libvdeplug(3) callers must never be given.
+    pub fn runts(&self) -> u64 {
+        self.runts
     }
 
     /// Sends one frame; returns its length.
@@ -182,13 +249,61 @@ mod tests {
         let mut b = open(&url).unwrap();
         assert_eq!(a.mtu(), 2000);
         let mut buf = [0u8; 4096];
-        assert_eq!(b.recv(&mut buf), Ok(0), "nothing waits yet");
+        assert_eq!(b.recv(&mut buf), Ok(Received::NoFrame), "nothing waits yet");
         assert_eq!(a.send(&[7u8; 60], false), Ok(60));
-        assert_eq!(b.recv(&mut buf), Ok(60));
+        assert_eq!(b.recv(&mut buf), Ok(Received::Frame(60)));
         assert_eq!(&buf[..60], &[7u8; 60]);
         assert_eq!(b.send(&[9u8; 1999], false), Ok(1999));
-        assert_eq!(a.recv(&mut buf), Ok(1999));
+        assert_eq!(a.recv(&mut buf), Ok(Received::Frame(1999)));
         drop((a, b));
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn a_wake_up_without_a_frame_is_1_never_0() {
+        let path = tmp("nothing");
+        let url = path.display().to_string();
+        let mut a = open(&url).unwrap();
+        let mut buf = [0xaau8; 64];
+        // Another port joins and leaves: a wake-up, and no frame.
+        drop(open(&url).unwrap());
+        let received = a.recv(&mut buf).unwrap();
+        assert_eq!(received, Received::NoFrame);
+        assert_eq!(received.vde_recv_value(), 1);
+        // A caller that delivers the 1 byte anyway (QEMU) delivers zeros.
+        assert_eq!(buf[..14], [0; 14]);
+        assert_eq!(buf[14..], [0xaa; 50], "nothing past the header is touched");
+        assert_eq!(a.recv(&mut buf).unwrap().vde_recv_value(), 1);
+        drop(a);
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn a_frame_shorter_than_an_ethernet_header_is_dropped_and_counted() {
+        let path = tmp("runt");
+        let mut conn = open(&path.display().to_string()).unwrap();
+        let mut raw = Port::join(&path, &JoinOptions::described("raw")).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            conn.recv(&mut buf),
+            Ok(Received::NoFrame),
+            "the raw port's join"
+        );
+        for len in [1, 13] {
+            raw.send(&vec![0x55; len]).unwrap();
+            let received = conn.recv(&mut buf).unwrap();
+            assert_eq!(received, Received::Runt(len));
+            assert_eq!(received.vde_recv_value(), 1);
+            assert_eq!(buf[..14], [0; 14]);
+        }
+        assert_eq!(conn.runts(), 2);
+        raw.send(&[0x55; 14]).unwrap();
+        assert_eq!(conn.recv(&mut buf), Ok(Received::Frame(14)));
+        // A buffer too short for an Ethernet header cannot hold a frame.
+        raw.send(&[0x55; 60]).unwrap();
+        assert_eq!(conn.recv(&mut buf[..10]), Ok(Received::Runt(10)));
+        assert_eq!(conn.runts(), 3);
+        drop((conn, raw));
         ipn::Network::remove(&path, true).unwrap();
     }
 

@@ -23,7 +23,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Mutex;
 
-use crate::conn::{report, Conn, OpenArgs, OpenFailure};
+use crate::conn::{report, Conn, OpenArgs, OpenFailure, Received};
 
 /// `struct vde_open_args` from `libvdeplug.h`.
 #[repr(C)]
@@ -191,7 +191,9 @@ fn ssize(result: std::thread::Result<Result<usize, i32>>) -> libc::ssize_t {
     }
 }
 
-/// `vde_recv`: one frame, or 0 if none waits (never blocks).
+/// `vde_recv`: one frame (at least 14 bytes), or 1 for "received but
+/// must be dropped" (libvdeplug(3)): no frame for us, or a runt. Never 0,
+/// which callers read as a closed connection; never blocks.
 unsafe extern "C" fn ipn_recv(
     conn: *mut VdeConn,
     buf: *mut c_void,
@@ -214,7 +216,7 @@ unsafe extern "C" fn ipn_recv(
             unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
         };
         // SAFETY: `conn` is what our open returned (libvdeplug contract).
-        unsafe { with_conn(conn, |c| c.recv(buf)) }
+        unsafe { with_conn(conn, |c| c.recv(buf).map(Received::vde_recv_value)) }
     })))
 }
 
