@@ -33,11 +33,21 @@
 //!   drains it).
 //! - `send` never blocks on a lossy network. On a lossless one it waits
 //!   for the slowest live reader unless `MSG_DONTWAIT` is given (then
-//!   `EAGAIN`). A frame over the MTU is `EMSGSIZE`, never a silent drop.
+//!   `EAGAIN`); a reader that died is not waited for. A frame over the
+//!   MTU is `EMSGSIZE`, never a silent drop.
+//! - One connection may be used by several threads at once (libvdeplug
+//!   does not forbid it; a program may receive on one thread and send on
+//!   another). The port is behind a lock held for one non-blocking step
+//!   at a time: a lossless `send` waits for room *between* attempts, with
+//!   the lock released, so it never holds up a `recv` (which could be the
+//!   very thing that lets the network make room).
 //! - Errors are errno values; nothing on the data path prints.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ipn::{JoinOptions, OpenError, Port, RecvError, SendError};
 
@@ -54,8 +64,9 @@ pub struct OpenFailure {
 /// The shortest frame `vde_recv` may return: an Ethernet header.
 pub const ETH_HEADER: usize = 14;
 
-/// What `vde_recv` returns for a packet "received but [that] must be
-/// dropped" (libvdeplug(3)), and here for a wake-up without a frame.
+/// What `vde_recv` returns "to notify that a packet has been received but
+/// it must be dropped" (libvdeplug(3)); here also for a wake-up that
+/// brought no frame.
 pub const DROPPED: usize = 1;
 
 /// What one [`Conn::recv`] found.
@@ -83,11 +94,29 @@ impl Received {
     }
 }
 
-/// A joined port.
+/// Between the attempts of a waiting lossless send, as in the core's own
+/// wait: a spin hint for the first attempts, then yielding the processor
+/// (a reader may need this core to make room), then sleeping
+/// [`WAIT_STEP`].
+const SPINS_BEFORE_YIELDING: u32 = 64;
+const ATTEMPTS_BEFORE_SLEEPING: u32 = 256;
+const WAIT_STEP: Duration = Duration::from_micros(50);
+
+/// How often a waiting lossless send looks for dead readers (as the
+/// core's own wait does).
+const DEATH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A joined port. Shared by every thread using the connection.
 #[derive(Debug)]
 pub struct Conn {
-    port: Port,
-    runts: u64,
+    /// Locked for one non-blocking step at a time, never while waiting;
+    /// uncontended, a lock costs one atomic operation.
+    port: Mutex<Port>,
+    /// Fixed when joining, read without the lock.
+    datafd: RawFd,
+    mtu: u32,
+    lossless: bool,
+    runts: AtomicU64,
 }
 
 /// What the caller of `vde_open` may pass in `struct vde_open_args`.
@@ -145,18 +174,31 @@ impl Conn {
                 ),
             ));
         }
-        Ok(Conn { port, runts: 0 })
+        Ok(Conn {
+            datafd: port.as_raw_fd(),
+            mtu: port.mtu(),
+            lossless: port.lossless(),
+            port: Mutex::new(port),
+            runts: AtomicU64::new(0),
+        })
+    }
+
+    /// The port, for one step. A panic in an earlier step (caught at the
+    /// C boundary) leaves it poisoned: every later call fails with `EIO`.
+    fn port(&self) -> Result<MutexGuard<'_, Port>, i32> {
+        self.port.lock().map_err(|_| libc::EIO)
     }
 
     /// Receives one frame into `buf` without waiting. A frame longer than
     /// `buf` is truncated to it. Unless it returns a frame, the first
     /// [`ETH_HEADER`] bytes of `buf` (as many as fit) are zeroed, for
     /// callers that use the 1 `vde_recv` then returns as a frame length.
-    pub fn recv(&mut self, buf: &mut [u8]) -> Result<Received, i32> {
-        let received = match self.port.try_recv_after_poll(buf) {
+    pub fn recv(&self, buf: &mut [u8]) -> Result<Received, i32> {
+        let result = self.port()?.try_recv_after_poll(buf);
+        let received = match result {
             Ok(len) if len >= ETH_HEADER => return Ok(Received::Frame(len)),
             Ok(len) => {
-                self.runts += 1;
+                self.runts.fetch_add(1, Ordering::Relaxed);
                 Received::Runt(len)
             }
             Err(RecvError::WouldBlock | RecvError::TimedOut) => Received::NoFrame,
@@ -171,15 +213,19 @@ impl Conn {
     /// How many runts [`Conn::recv`] dropped: frames shorter than an
     /// Ethernet header, which libvdeplug(3) callers must never be given.
     pub fn runts(&self) -> u64 {
-        self.runts
+        self.runts.load(Ordering::Relaxed)
     }
 
-    /// Sends one frame; returns its length.
-    pub fn send(&mut self, frame: &[u8], dont_wait: bool) -> Result<usize, i32> {
-        let result = if dont_wait || !self.port.lossless() {
-            self.port.try_send(frame)
-        } else {
-            self.port.send(frame)
+    /// Sends one frame; returns its length. On a lossless network without
+    /// room it waits, unless `dont_wait` (then `EAGAIN`).
+    pub fn send(&self, frame: &[u8], dont_wait: bool) -> Result<usize, i32> {
+        // A statement of its own: the lock is released at its end.
+        let first = self.port()?.try_send(frame);
+        let result = match first {
+            Err(SendError::WouldBlock) if self.lossless && !dont_wait => {
+                self.send_when_there_is_room(frame)?
+            }
+            result => result,
         };
         match result {
             Ok(()) => Ok(frame.len()),
@@ -190,14 +236,47 @@ impl Conn {
         }
     }
 
+    /// Lossless, no room: tries again until there is, with the port
+    /// released between attempts, so that other threads' `recv` and
+    /// `send` go on (see [`ATTEMPTS_BEFORE_SLEEPING`] for the pauses).
+    /// Every [`DEATH_CHECK_INTERVAL`] it looks for readers that died,
+    /// which are then no longer waited for.
+    fn send_when_there_is_room(&self, frame: &[u8]) -> Result<Result<(), SendError>, i32> {
+        let mut attempts = 0u32;
+        let mut next_death_check = Instant::now() + DEATH_CHECK_INTERVAL;
+        loop {
+            if attempts < SPINS_BEFORE_YIELDING {
+                std::hint::spin_loop();
+            } else if attempts < ATTEMPTS_BEFORE_SLEEPING {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(WAIT_STEP);
+            }
+            attempts = attempts.saturating_add(1);
+            let mut port = self.port()?;
+            if Instant::now() >= next_death_check {
+                // `Port::status` marks the ports whose owner died (their
+                // slot lock is free) as dead, and the next attempt stops
+                // waiting for them. (The core does this inside its own
+                // waiting `send`, which cannot release our lock.)
+                let _ = port.status();
+                next_death_check = Instant::now() + DEATH_CHECK_INTERVAL;
+            }
+            match port.try_send(frame) {
+                Err(SendError::WouldBlock) => {}
+                result => return Ok(result),
+            }
+        }
+    }
+
     /// The fd to poll for incoming frames.
     pub fn datafd(&self) -> RawFd {
-        self.port.as_raw_fd()
+        self.datafd
     }
 
     /// The network's MTU.
     pub fn mtu(&self) -> u32 {
-        self.port.mtu()
+        self.mtu
     }
 }
 
@@ -245,8 +324,8 @@ mod tests {
     fn open_creates_and_frames_flow_both_ways() {
         let path = tmp("flow");
         let url = format!("{}[mtu=2000]", path.display());
-        let mut a = open(&url).unwrap();
-        let mut b = open(&url).unwrap();
+        let a = open(&url).unwrap();
+        let b = open(&url).unwrap();
         assert_eq!(a.mtu(), 2000);
         let mut buf = [0u8; 4096];
         assert_eq!(b.recv(&mut buf), Ok(Received::NoFrame), "nothing waits yet");
@@ -263,7 +342,7 @@ mod tests {
     fn a_wake_up_without_a_frame_is_1_never_0() {
         let path = tmp("nothing");
         let url = path.display().to_string();
-        let mut a = open(&url).unwrap();
+        let a = open(&url).unwrap();
         let mut buf = [0xaau8; 64];
         // Another port joins and leaves: a wake-up, and no frame.
         drop(open(&url).unwrap());
@@ -281,7 +360,7 @@ mod tests {
     #[test]
     fn a_frame_shorter_than_an_ethernet_header_is_dropped_and_counted() {
         let path = tmp("runt");
-        let mut conn = open(&path.display().to_string()).unwrap();
+        let conn = open(&path.display().to_string()).unwrap();
         let mut raw = Port::join(&path, &JoinOptions::described("raw")).unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(
@@ -310,7 +389,7 @@ mod tests {
     #[test]
     fn oversize_frame_is_emsgsize() {
         let path = tmp("big");
-        let mut a = open(&path.display().to_string()).unwrap();
+        let a = open(&path.display().to_string()).unwrap();
         assert_eq!(a.send(&[0u8; 1515], false), Err(libc::EMSGSIZE));
         assert_eq!(a.send(&[], false), Err(libc::EINVAL));
         drop(a);
@@ -321,7 +400,7 @@ mod tests {
     fn lossless_full_reader_gives_eagain_with_dontwait() {
         let path = tmp("lossless");
         let url = format!("{}[lossless/ring=2]", path.display());
-        let mut a = open(&url).unwrap();
+        let a = open(&url).unwrap();
         let _b = open(&url).unwrap();
         assert_eq!(a.send(&[1u8; 60], true), Ok(60));
         assert_eq!(a.send(&[1u8; 60], true), Ok(60));

@@ -194,3 +194,37 @@ fn strict_receivers_get_every_broadcast_while_a_switch_sends_unicast_elsewhere()
     assert_eq!(unicast, FRAMES / 2, "the target's unicast frames");
     Network::remove(&net, true).unwrap();
 }
+
+/// Runs `contract MODE URL`, a check that judges for itself, and asserts
+/// that it passed; returns what it said.
+fn run_check(mode: &str, url: &str) -> String {
+    let mut child = command(c_client("contract"))
+        .args([mode, url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn contract");
+    let status = wait_exit(
+        &mut child,
+        &format!("contract {mode}"),
+        Duration::from_secs(60),
+    );
+    let mut said = String::new();
+    let _ = child.stdout.take().unwrap().read_to_string(&mut said);
+    assert!(status.success(), "contract {mode}: {status}: {said}");
+    eprintln!("contract {mode}: {said}");
+    said
+}
+
+#[test]
+fn a_blocked_lossless_send_does_not_hold_up_a_receive_on_the_same_connection() {
+    let net = scratch("blocked-send");
+    run_check("blocked-send", &format!("{}[lossless/ring=8]", url(&net)));
+    Network::remove(&net, true).unwrap();
+}
+
+#[test]
+fn a_blocked_lossless_send_is_freed_when_its_reader_is_killed() {
+    let net = scratch("dead-reader");
+    run_check("dead-reader", &format!("{}[lossless/ring=8]", url(&net)));
+    Network::remove(&net, true).unwrap();
+}

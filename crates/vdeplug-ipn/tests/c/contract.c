@@ -25,6 +25,21 @@
  *     receives until a frame from TARGET_MAC arrives (a switch learns
  *     where the target is), then sends every odd frame to the target
  *     alone: frame i is broadcast number i / 2 when i is even.
+ * contract blocked-send URL     (URL: a lossless network)
+ *     One thread's blocking vde_send waits for room; another thread's
+ *     vde_recv on the same connection must not wait for it. Connection A
+ *     fills the room of connection B, which does not read (vde_send with
+ *     MSG_DONTWAIT until EAGAIN); B sends RECVS frames to A; a thread
+ *     blocks in vde_send(A). Meanwhile the main thread receives B's
+ *     frames on A: each vde_recv must return within 100 ms. Then B reads
+ *     everything A sent, which makes room: the blocked vde_send returns
+ *     and its frame reaches B. Exits 0 if all holds; 3 if a vde_recv
+ *     waited behind the send (more than 1 s); 6 on any other failure.
+ * contract dead-reader URL      (URL: a lossless network)
+ *     A child process joins and never reads; A fills its room, then
+ *     blocks in vde_send, and the child is killed (SIGKILL) 300 ms
+ *     later: the send must return within 5 s (a dead reader is not
+ *     waited for). Exits 0 if so, 6 if not.
  *
  * Frames: destination, source, ethertype 0x88b5, then the frame's number
  * and its broadcast number (0xffffffff for unicast), both 32-bit
@@ -34,10 +49,16 @@
 #include <errno.h>
 #include <libvdeplug.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ETH_HDRLEN 14
@@ -175,12 +196,230 @@ static int send_count(const char *url, uint32_t count, const char *target)
 	return 0;
 }
 
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#define FAIL(...)                                           \
+	do {                                                    \
+		printf("FAIL line %d: ", __LINE__);                 \
+		printf(__VA_ARGS__);                                \
+		printf("\n");                                       \
+		fflush(stdout);                                     \
+		_exit(6);                                           \
+	} while (0)
+
+static void make_frame(unsigned char *f, const unsigned char src[6], uint32_t number)
+{
+	memset(f, 0, FRAME_LEN);
+	memcpy(f, BROADCAST, 6);
+	memcpy(f + 6, src, 6);
+	f[12] = 0x88; f[13] = 0xb5;
+	put32(f + 14, number);
+}
+
+/* Fills conn's peers' room with MSG_DONTWAIT sends; returns how many. */
+static uint32_t fill(VDECONN *conn, const unsigned char src[6])
+{
+	unsigned char frame[FRAME_LEN];
+	for (uint32_t sent = 0; sent < 1000000; sent++) {
+		make_frame(frame, src, sent);
+		if (vde_send(conn, frame, sizeof frame, MSG_DONTWAIT) != sizeof frame) {
+			if (errno != EAGAIN)
+				FAIL("vde_send MSG_DONTWAIT: %s, want EAGAIN", strerror(errno));
+			if (sent == 0)
+				FAIL("no room at all");
+			return sent;
+		}
+	}
+	FAIL("a lossless network never ran out of room");
+}
+
+struct blocked {
+	VDECONN *conn;
+	uint32_t number;
+	ssize_t result;
+	int error;
+	atomic_int done;
+};
+
+static void *blocking_send(void *arg)
+{
+	struct blocked *b = arg;
+	unsigned char frame[FRAME_LEN];
+	make_frame(frame, SENDER_MAC, b->number);
+	b->result = vde_send(b->conn, frame, sizeof frame, 0);
+	b->error = errno;
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+struct timed_recv {
+	VDECONN *conn;
+	unsigned char buf[VDE_ETHBUFSIZE];
+	ssize_t result;
+	double seconds;
+};
+
+static void *recv_once(void *arg)
+{
+	struct timed_recv *r = arg;
+	double start = now();
+	r->result = vde_recv(r->conn, r->buf, sizeof r->buf, 0);
+	r->seconds = now() - start;
+	return NULL;
+}
+
+/* One vde_recv in a thread of its own; if it has not returned after 1 s,
+ * it waits behind something: exit 3. */
+static void timed_recv(struct timed_recv *r)
+{
+	pthread_t thread;
+	if (pthread_create(&thread, NULL, recv_once, r) != 0)
+		FAIL("pthread_create");
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 1;
+	if (pthread_timedjoin_np(thread, NULL, &deadline) != 0) {
+		printf("vde_recv waited over 1 s behind the blocked vde_send\n");
+		fflush(stdout);
+		_exit(3);
+	}
+}
+
+#define RECVS 5
+
+static int blocked_send(const char *url)
+{
+	static const unsigned char B_MAC[6] = {0x02, 0, 0, 0, 0, 0xb0};
+	alarm(30); /* whatever happens, no hang */
+	VDECONN *a = open_or_die(url, "contract-a");
+	VDECONN *b = open_or_die(url, "contract-b");
+	/* The fds first, as a program (QEMU) does when it sets up. */
+	struct pollfd p = {.fd = vde_datafd(a), .events = POLLIN};
+	struct pollfd pb = {.fd = vde_datafd(b), .events = POLLIN};
+	uint32_t filled = fill(a, SENDER_MAC);
+	unsigned char frame[FRAME_LEN];
+	for (uint32_t i = 0; i < RECVS; i++) {
+		make_frame(frame, B_MAC, i);
+		if (vde_send(b, frame, sizeof frame, MSG_DONTWAIT) != sizeof frame)
+			FAIL("b's vde_send: %s", strerror(errno));
+	}
+
+	static struct blocked sender;
+	sender.conn = a;
+	sender.number = filled;
+	pthread_t thread;
+	if (pthread_create(&thread, NULL, blocking_send, &sender) != 0)
+		FAIL("pthread_create");
+	usleep(50 * 1000);
+	if (atomic_load(&sender.done))
+		FAIL("vde_send returned %zd with no room (errno %d)", sender.result, sender.error);
+
+	/* Receive B's frames on A while A's send is blocked. */
+	static struct timed_recv r;
+	r.conn = a;
+	double slowest = 0;
+	int calls = 0;
+	for (uint32_t got = 0; got < RECVS;) {
+		if (poll(&p, 1, 1000) <= 0)
+			FAIL("a: no readiness with b's frames waiting (got %u)", got);
+		timed_recv(&r);
+		calls++;
+		if (r.seconds > slowest)
+			slowest = r.seconds;
+		if (r.result == 1)
+			continue;
+		if (r.result != FRAME_LEN || memcmp(r.buf + 6, B_MAC, 6) != 0 || get32(r.buf + 14) != got)
+			FAIL("a: vde_recv gave %zd, not b's frame %u", r.result, got);
+		got++;
+	}
+	if (slowest > 0.1)
+		FAIL("a vde_recv took %.0f ms while a vde_send waited", slowest * 1000);
+	if (atomic_load(&sender.done))
+		FAIL("vde_send returned %zd while b still had no room", sender.result);
+
+	/* B reads: room for the blocked send, whose frame must reach B. */
+	uint32_t next = 0;
+	while (next <= filled) {
+		if (poll(&pb, 1, 5000) <= 0)
+			FAIL("b: nothing more after %u of %u frames", next, filled + 1);
+		ssize_t n = vde_recv(b, frame, sizeof frame, 0);
+		if (n == 1)
+			continue;
+		if (n != FRAME_LEN || get32(frame + 14) != next)
+			FAIL("b: vde_recv gave %zd, frame %u, want frame %u", n, get32(frame + 14), next);
+		next++;
+	}
+	pthread_join(thread, NULL);
+	if (sender.result != FRAME_LEN)
+		FAIL("the blocked vde_send returned %zd (%s)", sender.result, strerror(sender.error));
+	printf("ok: %d vde_recv while a vde_send waited, slowest %.3f ms; %u frames filled the room\n",
+	       calls, slowest * 1000, filled);
+	vde_close(a);
+	vde_close(b);
+	return 0;
+}
+
+static int dead_reader(const char *url)
+{
+	alarm(30);
+	int ready[2];
+	if (pipe(ready) < 0)
+		FAIL("pipe");
+	pid_t child = fork();
+	if (child == 0) {
+		VDECONN *stuck = open_or_die(url, "contract-stuck");
+		(void)stuck;
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	char c;
+	if (read(ready[0], &c, 1) != 1)
+		FAIL("the stuck reader did not join");
+	VDECONN *a = open_or_die(url, "contract-a");
+	uint32_t filled = fill(a, SENDER_MAC);
+	pid_t killer = fork();
+	if (killer == 0) {
+		usleep(300 * 1000);
+		kill(child, SIGKILL);
+		_exit(0);
+	}
+	unsigned char frame[FRAME_LEN];
+	make_frame(frame, SENDER_MAC, filled);
+	double start = now();
+	ssize_t n = vde_send(a, frame, sizeof frame, 0);
+	double waited = now() - start;
+	waitpid(killer, NULL, 0);
+	waitpid(child, NULL, 0);
+	if (n != FRAME_LEN)
+		FAIL("vde_send returned %zd (%s)", n, strerror(errno));
+	if (waited < 0.2)
+		FAIL("vde_send returned after %.0f ms: it did not wait for the live reader", waited * 1000);
+	if (waited > 5)
+		FAIL("vde_send waited %.1f s for a dead reader", waited);
+	printf("ok: a blocked vde_send returned %.0f ms after it began (the reader died at 300 ms)\n",
+	       waited * 1000);
+	vde_close(a);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 4 && strcmp(argv[1], "recv") == 0)
 		return recv_count(argv[2], strtoul(argv[3], NULL, 0));
 	if ((argc == 4 || argc == 5) && strcmp(argv[1], "send") == 0)
 		return send_count(argv[2], strtoul(argv[3], NULL, 0), argc == 5 ? argv[4] : NULL);
-	fprintf(stderr, "usage: contract recv URL COUNT | send URL COUNT [TARGET_MAC]\n");
+	if (argc == 3 && strcmp(argv[1], "blocked-send") == 0)
+		return blocked_send(argv[2]);
+	if (argc == 3 && strcmp(argv[1], "dead-reader") == 0)
+		return dead_reader(argv[2]);
+	fprintf(stderr, "usage: contract recv URL COUNT | send URL COUNT [TARGET_MAC] |\n"
+	                "       blocked-send URL | dead-reader URL\n");
 	return 2;
 }
