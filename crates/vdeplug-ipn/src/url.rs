@@ -767,22 +767,4 @@ mod tests {
             .mismatches(&status_of(1514, true))
             .is_empty());
     }
-
-    proptest::proptest! {
-        /// Whatever a program passes as a URL, parsing gives a URL or an
-        /// error, never a panic (the FFI layer catches panics, but a panic
-        /// would still be a bug).
-        #[test]
-        fn any_bytes_parse_or_give_an_error(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
-            let _ = parse(&bytes);
-        }
-
-        /// URL-shaped input, with brackets, slashes, quotes and escapes.
-        #[test]
-        fn url_shaped_input_parses_or_gives_an_error(text in "/[a-z/]{0,12}(\\[[a-z=0-9/'\"%\\\\]{0,30}\\]?)?") {
-            if let Ok(url) = parse(text.as_bytes()) {
-                let _ = url.options.config();
-            }
-        }
-    }
 }

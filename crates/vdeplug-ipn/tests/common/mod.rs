@@ -1,6 +1,7 @@
 //! Helpers shared by this crate's integration tests: the plugin as
 //! libvdeplug finds it, the C clients built against `-lvdeplug`, scratch
-//! paths, and waiting with a deadline.
+//! paths, waiting with a deadline, and the configuration of the property
+//! tests ([`proptest_config`]).
 //!
 //! Nothing is skipped: a missing tool or plugin fails the test with a
 //! message saying what to install or build. The plugin is the
@@ -16,6 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ipn::Network;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed};
 
 /// A directory holding only `libvdeplug_ipn.so`: a copy of the one cargo
 /// built for this test run (in `deps/`, next to the test binary).
@@ -156,4 +158,43 @@ pub fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> std::proce
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The seed of every property test run outside a soak.
+pub const PROPTEST_SEED: u64 = 0x6970_6e00; // "ipn\0"
+
+/// The configuration of this crate's property tests, whose source file is
+/// `tests/NAME.rs`.
+///
+/// - Normally (`cargo test`, CI): a fixed seed ([`PROPTEST_SEED`]), so
+///   every run tries the same cases and a failure comes back when run
+///   again, and proptest's default number of cases (`PROPTEST_CASES`).
+/// - With `IPN_SOAK` set: a random seed each run and `IPN_SOAK_CASES`
+///   cases (default 100000), to look for failures nobody has seen.
+///
+/// Either way a failure's seed is saved to `proptest-regressions/NAME.txt`
+/// (committed; commit what a soak adds), and the seeds in that file are
+/// tried first on every run.
+pub fn proptest_config(name: &str) -> ProptestConfig {
+    let regressions = format!(
+        "{}/proptest-regressions/{name}.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut config = ProptestConfig {
+        // Leaked: proptest keeps the path for the whole run (a few bytes
+        // per test function).
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(Box::leak(
+            regressions.into_boxed_str(),
+        )))),
+        rng_seed: RngSeed::Fixed(PROPTEST_SEED),
+        ..ProptestConfig::default()
+    };
+    if std::env::var_os("IPN_SOAK").is_some() {
+        config.rng_seed = RngSeed::Random;
+        config.cases = std::env::var("IPN_SOAK_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(100_000);
+    }
+    config
 }
