@@ -238,7 +238,7 @@ impl Conn {
 
     /// Lossless, no room: tries again until there is, with the port
     /// released between attempts, so that other threads' `recv` and
-    /// `send` go on (see [`ATTEMPTS_BEFORE_SLEEPING`] for the pauses).
+    /// `send` go on (see [`SPINS_BEFORE_YIELDING`] for the pauses).
     /// Every [`DEATH_CHECK_INTERVAL`] it looks for readers that died,
     /// which are then no longer waited for.
     fn send_when_there_is_room(&self, frame: &[u8]) -> Result<Result<(), SendError>, i32> {
