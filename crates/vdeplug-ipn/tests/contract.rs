@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{c_client, command, readers, scratch, url, wait_exit, wait_for, Guard};
-use ipn::{JoinOptions, Network, Port};
+use common::{c_client, command, readers, url, wait_exit, wait_for, Guard, ScratchNet};
+use ipn::{JoinOptions, Port};
 
 /// How many frames a stream test sends.
 const FRAMES: u32 = 20_000;
@@ -115,7 +115,7 @@ fn assert_all_received(receivers: Vec<StrictReceiver>, count: u32) {
 
 #[test]
 fn strict_receivers_get_every_frame_while_ports_join_and_leave() {
-    let net = scratch("strict-churn");
+    let net = ScratchNet::new("strict-churn");
     let u = format!("{}[lossless]", url(&net));
     let receivers: Vec<StrictReceiver> =
         (0..4).map(|_| StrictReceiver::spawn(&u, FRAMES)).collect();
@@ -135,12 +135,11 @@ fn strict_receivers_get_every_frame_while_ports_join_and_leave() {
     wait_for("the receivers to leave", Duration::from_secs(5), || {
         readers(&net) == 0
     });
-    Network::remove(&net, true).unwrap();
 }
 
 #[test]
 fn strict_receivers_get_every_broadcast_while_a_switch_sends_unicast_elsewhere() {
-    let net = scratch("strict-switch");
+    let net = ScratchNet::new("strict-switch");
     let u = format!("{}[switch/lossless]", url(&net));
     let receivers: Vec<StrictReceiver> = (0..4)
         .map(|_| StrictReceiver::spawn(&u, FRAMES.div_ceil(2)))
@@ -148,7 +147,7 @@ fn strict_receivers_get_every_broadcast_while_a_switch_sends_unicast_elsewhere()
     // The unicast target: a port that says hello until the sender learned
     // it (its first unicast arrives), and receives everything.
     let target_mac = [0x02, 0, 0, 0, 0, 0x7a];
-    let mut target = Port::join(&net, &JoinOptions::described("target")).unwrap();
+    let mut target = Port::join(&*net, &JoinOptions::described("target")).unwrap();
     wait_for(
         "the receivers and the target",
         Duration::from_secs(5),
@@ -192,7 +191,6 @@ fn strict_receivers_get_every_broadcast_while_a_switch_sends_unicast_elsewhere()
     stop.store(true, Ordering::Relaxed);
     let unicast = target_thread.join().unwrap();
     assert_eq!(unicast, FRAMES / 2, "the target's unicast frames");
-    Network::remove(&net, true).unwrap();
 }
 
 /// Runs `contract MODE URL`, a check that judges for itself, and asserts
@@ -217,14 +215,12 @@ fn run_check(mode: &str, url: &str) -> String {
 
 #[test]
 fn a_blocked_lossless_send_does_not_hold_up_a_receive_on_the_same_connection() {
-    let net = scratch("blocked-send");
+    let net = ScratchNet::new("blocked-send");
     run_check("blocked-send", &format!("{}[lossless/ring=8]", url(&net)));
-    Network::remove(&net, true).unwrap();
 }
 
 #[test]
 fn a_blocked_lossless_send_is_freed_when_its_reader_is_killed() {
-    let net = scratch("dead-reader");
+    let net = ScratchNet::new("dead-reader");
     run_check("dead-reader", &format!("{}[lossless/ring=8]", url(&net)));
-    Network::remove(&net, true).unwrap();
 }

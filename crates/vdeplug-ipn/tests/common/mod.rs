@@ -112,6 +112,30 @@ pub fn scratch(name: &str) -> PathBuf {
     path
 }
 
+/// A [`scratch`] path for a network, removed when dropped, whether the
+/// test passed or not.
+pub struct ScratchNet(PathBuf);
+
+impl ScratchNet {
+    pub fn new(name: &str) -> ScratchNet {
+        ScratchNet(scratch(name))
+    }
+}
+
+impl std::ops::Deref for ScratchNet {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchNet {
+    fn drop(&mut self) {
+        let _ = Network::remove(&self.0, true);
+    }
+}
+
 /// The `ipn://` URL of `path`.
 pub fn url(path: &Path) -> String {
     format!("ipn://{}", path.display())
