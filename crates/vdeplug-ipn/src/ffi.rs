@@ -91,6 +91,12 @@ struct IpnConn {
     conn: Conn,
 }
 
+// What `with_conn` relies on to hand one `&Conn` to several threads.
+const _: () = {
+    const fn sync<T: Sync>() {}
+    sync::<Conn>();
+};
+
 fn set_errno(errno: i32) {
     // SAFETY: __errno_location returns a valid pointer to this thread's
     // errno, which lives as long as the thread.
