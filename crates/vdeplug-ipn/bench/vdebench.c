@@ -8,8 +8,9 @@
  * Receivers are forked first, one at a time (receiver 0 opens
  * FIRST_RECV_URL if given: vdeplug4's hub:// makes its first opener the
  * hub, which forwards only while it calls vde_recv). Each receiver polls
- * its datafd and calls vde_recv until it returns <= 0 (ipn:// returns 0
- * when nothing waits; vde:// datafds are set O_NONBLOCK, giving EAGAIN).
+ * its datafd and calls vde_recv until it returns no frame, < 14 (ipn://
+ * returns 1 when nothing waits, as libvdeplug(3) allows; vde:// datafds
+ * are set O_NONBLOCK, giving -1/EAGAIN).
  * With -1, receiver 0 calls vde_recv once per readiness instead (the hub
  * owner's vde_recv blocks in epoll_wait when nothing is pending).
  *
@@ -80,9 +81,8 @@ static void receiver(const char *url, int once, int ready_fd, int stop_fd, int r
 				if ((len = vde_recv(conn, buf, sizeof buf, 0)) >= 14)
 					count++;
 			} else {
-				while ((len = vde_recv(conn, buf, sizeof buf, 0)) > 0)
-					if (len >= 14)
-						count++;
+				while ((len = vde_recv(conn, buf, sizeof buf, 0)) >= 14)
+					count++;
 			}
 		} else if (stopping && (n == 0 || now() - stop_at > 1.0)) {
 			break;

@@ -21,9 +21,8 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::Mutex;
 
-use crate::conn::{report, Conn, OpenArgs, OpenFailure};
+use crate::conn::{report, Conn, OpenArgs, OpenFailure, Received};
 
 /// `struct vde_open_args` from `libvdeplug.h`.
 #[repr(C)]
@@ -84,13 +83,19 @@ pub static vdeplug_ops: VdePlugModule = VdePlugModule {
 };
 
 /// Our connection object: the `vdeconn` header first, then our data.
-/// The mutex makes concurrent `vde_send`/`vde_recv` from two threads
-/// sound (libvdeplug does not forbid it); uncontended it costs one atomic.
+/// [`Conn`] is `Sync`: concurrent `vde_send`/`vde_recv` from several
+/// threads (libvdeplug does not forbid them) share it.
 #[repr(C)]
 struct IpnConn {
     header: VdeConn,
-    conn: Mutex<Conn>,
+    conn: Conn,
 }
+
+// What `with_conn` relies on to hand one `&Conn` to several threads.
+const _: () = {
+    const fn sync<T: Sync>() {}
+    sync::<Conn>();
+};
 
 fn set_errno(errno: i32) {
     // SAFETY: __errno_location returns a valid pointer to this thread's
@@ -138,7 +143,7 @@ unsafe extern "C" fn ipn_open(
                 handle: ptr::null_mut(),
                 module: &vdeplug_ops,
             },
-            conn: Mutex::new(conn),
+            conn,
         });
         Ok::<_, OpenFailure>(Box::into_raw(boxed).cast::<VdeConn>())
     }));
@@ -163,18 +168,17 @@ unsafe extern "C" fn ipn_open(
 /// to [`ipn_close`].
 unsafe fn with_conn<R>(
     conn: *mut VdeConn,
-    f: impl FnOnce(&mut Conn) -> Result<R, i32>,
+    f: impl FnOnce(&Conn) -> Result<R, i32>,
 ) -> Result<R, i32> {
     if conn.is_null() {
         return Err(libc::EBADF);
     }
     // SAFETY: by the caller's contract `conn` came from `Box::into_raw` of
     // an `IpnConn` (whose first field is the header, `repr(C)`), and is
-    // still live. We take a shared reference only; the `Conn` inside is
-    // reached through the mutex, so concurrent callers do not alias.
+    // still live. We take a shared reference only: `Conn` is `Sync` (its
+    // port is behind a mutex), so concurrent callers do not alias.
     let ipn = unsafe { &*conn.cast::<IpnConn>() };
-    let mut guard = ipn.conn.lock().map_err(|_| libc::EIO)?;
-    f(&mut guard)
+    f(&ipn.conn)
 }
 
 fn ssize(result: std::thread::Result<Result<usize, i32>>) -> libc::ssize_t {
@@ -191,7 +195,9 @@ fn ssize(result: std::thread::Result<Result<usize, i32>>) -> libc::ssize_t {
     }
 }
 
-/// `vde_recv`: one frame, or 0 if none waits (never blocks).
+/// `vde_recv`: one frame (at least 14 bytes), or 1 for "received but
+/// must be dropped" (libvdeplug(3)): no frame for us, or a runt. Never 0,
+/// which callers read as a closed connection; never blocks.
 unsafe extern "C" fn ipn_recv(
     conn: *mut VdeConn,
     buf: *mut c_void,
@@ -214,7 +220,7 @@ unsafe extern "C" fn ipn_recv(
             unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
         };
         // SAFETY: `conn` is what our open returned (libvdeplug contract).
-        unsafe { with_conn(conn, |c| c.recv(buf)) }
+        unsafe { with_conn(conn, |c| c.recv(buf).map(Received::vde_recv_value)) }
     })))
 }
 

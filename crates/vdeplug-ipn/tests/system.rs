@@ -3,113 +3,19 @@
 //! -lvdeplug`, and QEMU — with an ipn [`Port`] on the other side where
 //! the test needs to see the frames.
 //!
-//! Nothing is skipped: a missing tool or plugin fails the test with a
-//! message saying what to install or build. The plugin is the
-//! `libvdeplug_ipn.so` cargo built in this test's `deps/` directory
-//! (`cargo test -p vdeplug-ipn` builds it first), found by libvdeplug
+//! Nothing is skipped (see `common`): the plugin is found by libvdeplug
 //! through `LD_LIBRARY_PATH`, or `VDEPLUGIN_PATH` in one test.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use common::{command, readers, require, scratch, url, wait_for, Guard};
 use ipn::{Config, JoinOptions, Network, Port};
-
-// ----- environment ----------------------------------------------------
-
-/// A directory holding only `libvdeplug_ipn.so`: a copy of the one cargo
-/// built for this test run (in `deps/`, next to the test binary; the
-/// crate is also an rlib so that `cargo test` rebuilds it first).
-fn plugin_dir() -> PathBuf {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let deps = exe
-            .parent()
-            .expect("test binary lives in target/<profile>/deps");
-        let lib = deps.join("libvdeplug_ipn.so");
-        assert!(
-            lib.exists(),
-            "{} is missing: build it with `cargo build -p vdeplug-ipn`",
-            lib.display()
-        );
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vdeplug-plugin");
-        std::fs::create_dir_all(&dir).unwrap();
-        // Copy to a temporary name and rename, so no process ever maps a
-        // half-written file.
-        let tmp = dir.join(format!("libvdeplug_ipn.so.{}", std::process::id()));
-        std::fs::copy(&lib, &tmp).unwrap();
-        std::fs::rename(&tmp, dir.join("libvdeplug_ipn.so")).unwrap();
-        dir
-    })
-    .clone()
-}
-
-/// Fails loudly if a program the test needs is not installed.
-fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{program}` is not installed; install the Debian package `{package}`"
-    );
-}
-
-/// A command with the plugin on libvdeplug's search path, the way a user
-/// tries it without installing: `LD_LIBRARY_PATH=DIR` (libvdeplug's last
-/// resort is a plain `dlopen("libvdeplug_ipn.so")`). Unlike
-/// `VDEPLUGIN_PATH=DIR`, this keeps the system plugins (`vde://`) found.
-fn command(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    let mut dirs = vec![plugin_dir()];
-    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
-        dirs.extend(std::env::split_paths(&old));
-    }
-    cmd.env("LD_LIBRARY_PATH", std::env::join_paths(dirs).unwrap());
-    cmd.env_remove("VDEPLUGIN_PATH");
-    cmd
-}
-
-/// A fresh path for a test's network or switch.
-fn scratch(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("vdeplug-sys-{name}-{}", std::process::id()));
-    let _ = Network::remove(&path, true);
-    let _ = std::fs::remove_dir_all(&path);
-    path
-}
-
-fn url(path: &Path) -> String {
-    format!("ipn://{}", path.display())
-}
-
-/// Waits up to `timeout` for `cond`; panics with `what` if it never holds.
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Number of live reading ports on the network at `path` (0 if absent).
-fn readers(path: &Path) -> u32 {
-    Network::open(path)
-        .map(|n| n.status().membership.readers)
-        .unwrap_or(0)
-}
-
-/// Kills the child when dropped, so a failing test leaves no process.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An Ethernet frame: broadcast, source MAC 02:00:00:00:00:`src`,
 /// ethertype 0x88b5, then `len - 14` bytes derived from `seq`.
@@ -312,29 +218,9 @@ fn vde_switch_bridged_to_ipn_passes_frames_both_ways() {
     drop(end);
 }
 
-/// Builds tests/c/vdeclient.c once per test run (tests run in parallel).
+/// tests/c/vdeclient.c, built.
 fn vdeclient() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            require("cc", "gcc");
-            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vdeclient");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/vdeclient.c");
-            let status = Command::new("cc")
-                .args(["-O2", "-Wall", "-Werror", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .arg("-lvdeplug")
-                .status()
-                .expect("run cc");
-            assert!(
-                status.success(),
-                "compiling {} failed (is libvdeplug-dev installed?)",
-                src.display()
-            );
-            out
-        })
-        .clone()
+    common::c_client("vdeclient")
 }
 
 #[test]
@@ -343,7 +229,7 @@ fn c_client_sees_the_vdeplug_contract() {
     let net = scratch("cclient");
     // This one finds the plugin through VDEPLUGIN_PATH alone.
     let out = Command::new(&client)
-        .env("VDEPLUGIN_PATH", plugin_dir())
+        .env("VDEPLUGIN_PATH", common::plugin_dir())
         .env_remove("LD_LIBRARY_PATH")
         .arg("check")
         .arg(url(&net))
@@ -359,6 +245,7 @@ fn c_client_sees_the_vdeplug_contract() {
     assert!(stderr.contains("unknown option 'bogus'"), "{stderr}");
     assert!(stderr.contains("'vlan' is not supported yet"), "{stderr}");
     assert!(stderr.contains("'hub' and 'switch' contradict"), "{stderr}");
+    assert!(stderr.contains("option 'm' is ambiguous"), "{stderr}");
     // Both connections left.
     assert_eq!(readers(&net), 0);
     Network::remove(&net, false).unwrap();
@@ -370,7 +257,7 @@ fn c_client_and_rust_port_exchange_frames_across_processes() {
     let net = scratch("ccross");
     let mut port =
         Port::join_or_create(&net, &Config::default(), &JoinOptions::described("rust")).unwrap();
-    let mut child = command(client.to_str().unwrap())
+    let mut child = command(&client)
         .args(["recv", &url(&net), "3"])
         .stdout(Stdio::piped())
         .spawn()
@@ -391,7 +278,7 @@ fn c_client_and_rust_port_exchange_frames_across_processes() {
 
     let f = frame(0xf, 7, 333);
     let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
-    let status = command(client.to_str().unwrap())
+    let status = command(&client)
         .args(["send", &url(&net), &hex])
         .status()
         .unwrap();

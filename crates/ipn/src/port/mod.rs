@@ -354,7 +354,12 @@ impl Port {
         }
     }
 
-    fn sweep_dead(&mut self) {
+    /// Marks the ports whose process died (their slot lock is free) as
+    /// dead, so that lossless senders stop waiting for them, and wakes the
+    /// others to see it. `send` does this itself while it waits for room;
+    /// a caller that waits in a loop of its own around `try_send` calls it
+    /// every 100 ms or so.
+    pub fn sweep_dead(&mut self) {
         if membership::sweep_dead(&self.shm, Some(self.index)) > 0 {
             membership::wake_all(&self.shm, &mut self.bell, self.index);
         }

@@ -7,6 +7,9 @@
  * vdeclient check URL    two connections on URL: frames both ways with
  *                        their contents, datafd readiness, EMSGSIZE, and
  *                        the errors for bad URLs. Exit 0 iff all pass.
+ *
+ * vde_recv gives a frame (>= 14 bytes) or 1, "received but must be
+ * dropped" in libvdeplug(3), when the readiness brought no frame; never 0.
  * vdeclient recv URL N   receive N frames (poll + vde_recv), print each
  *                        as a line of hex on stdout, then exit 0.
  * vdeclient send URL HEX send one frame given in hex, then exit 0.
@@ -61,14 +64,14 @@ static ssize_t recv_within(VDECONN *conn, unsigned char *buf, size_t len, int ms
 		if (!readable(fd, ms))
 			return -1;
 		ssize_t n = vde_recv(conn, buf, len, 0);
-		if (n > 0)
+		if (n >= 14)
 			return n;
-		CHECK(n == 0, "vde_recv returned %zd errno %d", n, errno);
+		CHECK(n == 1, "vde_recv returned %zd errno %d", n, errno);
 	}
 	return -1;
 }
 
-/* After the last frame: at most one spurious readiness (vde_recv 0), then
+/* After the last frame: at most one spurious readiness (vde_recv 1), then
  * the datafd must stay quiet. */
 static void expect_quiet(VDECONN *conn, const char *who)
 {
@@ -77,7 +80,7 @@ static void expect_quiet(VDECONN *conn, const char *who)
 	int spurious = 0;
 	while (readable(fd, 0)) {
 		ssize_t n = vde_recv(conn, buf, sizeof buf, 0);
-		CHECK(n == 0, "%s: unexpected frame of %zd bytes", who, n);
+		CHECK(n == 1, "%s: unexpected vde_recv %zd (errno %d)", who, n, errno);
 		if (++spurious > 1)
 			break;
 	}
@@ -95,9 +98,9 @@ static int check(const char *url)
 	CHECK(vde_datafd(a) >= 0 && vde_datafd(b) >= 0 && vde_datafd(a) != vde_datafd(b),
 	      "datafds %d %d", vde_datafd(a), vde_datafd(b));
 
-	/* Nothing sent yet: not readable; vde_recv does not block, returns 0. */
+	/* Nothing sent yet: not readable; vde_recv does not block, returns 1. */
 	CHECK(!readable(vde_datafd(b), 200), "b readable before anything was sent");
-	CHECK(vde_recv(b, in, sizeof in, 0) == 0, "vde_recv on an empty port is not 0");
+	CHECK(vde_recv(b, in, sizeof in, 0) == 1, "vde_recv on an empty port is not 1");
 	expect_quiet(b, "b (fresh)");
 
 	/* a -> b, contents intact; b's datafd is readable while it waits. */
@@ -118,19 +121,19 @@ static int check(const char *url)
 	CHECK(n == 1514 && memcmp(in, out, 1514) == 0, "a got %zd bytes, not b's frame", n);
 	expect_quiet(a, "a after one frame");
 
-	/* A burst: poll then vde_recv until 0, in order. */
+	/* A burst: poll then vde_recv until it gives no frame (1), in order. */
 	for (unsigned i = 0; i < 50; i++) {
 		make_frame(out, 100, 0xa, i);
 		CHECK(vde_send(a, out, 100, 0) == 100, "burst send %u", i);
 	}
 	unsigned got = 0;
 	while (got < 50 && readable(vde_datafd(b), 1000)) {
-		while ((n = vde_recv(b, in, sizeof in, 0)) > 0) {
+		while ((n = vde_recv(b, in, sizeof in, 0)) >= 14) {
 			make_frame(out, 100, 0xa, got);
 			CHECK(n == 100 && memcmp(in, out, 100) == 0, "burst frame %u wrong", got);
 			got++;
 		}
-		CHECK(n == 0, "vde_recv after the burst: %zd (%s)", n, strerror(errno));
+		CHECK(n == 1, "vde_recv after the burst: %zd (%s)", n, strerror(errno));
 	}
 	CHECK(got == 50, "burst: received %u of 50", got);
 	expect_quiet(b, "b after the burst");
@@ -158,6 +161,7 @@ static int check(const char *url)
 	char bad[4096];
 	const struct { const char *opts; int err; } cases[] = {
 		{"[bogus=1]", EINVAL}, {"[mtu=abc]", EINVAL}, {"[hub/switch]", EINVAL},
+		{"[m=5]", EINVAL}, {"[hu/sw]", EINVAL},
 		{"[vlan=2]", EOPNOTSUPP},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -185,7 +189,7 @@ static int recv_n(const char *url, int count)
 			return 1;
 		}
 		ssize_t n;
-		while (got < count && (n = vde_recv(c, buf, sizeof buf, 0)) > 0) {
+		while (got < count && (n = vde_recv(c, buf, sizeof buf, 0)) >= 14) {
 			for (ssize_t i = 0; i < n; i++)
 				printf("%02x", buf[i]);
 			printf("\n");

@@ -1,0 +1,224 @@
+//! Helpers shared by this crate's integration tests: the plugin as
+//! libvdeplug finds it, the C clients built against `-lvdeplug`, scratch
+//! paths, waiting with a deadline, and the configuration of the property
+//! tests ([`proptest_config`]).
+//!
+//! Nothing is skipped: a missing tool or plugin fails the test with a
+//! message saying what to install or build. The plugin is the
+//! `libvdeplug_ipn.so` cargo built in the test's `deps/` directory
+//! (`cargo test -p vdeplug-ipn` builds it first, the crate being an rlib
+//! too), found by libvdeplug through `LD_LIBRARY_PATH` ([`command`]).
+
+#![allow(dead_code)] // each test file uses a part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ipn::Network;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed};
+
+/// A directory holding only `libvdeplug_ipn.so`: a copy of the one cargo
+/// built for this test run (in `deps/`, next to the test binary).
+pub fn plugin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let deps = exe
+            .parent()
+            .expect("test binary lives in target/<profile>/deps");
+        let lib = deps.join("libvdeplug_ipn.so");
+        assert!(
+            lib.exists(),
+            "{} is missing: build it with `cargo build -p vdeplug-ipn`",
+            lib.display()
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vdeplug-plugin");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Copy to a temporary name and rename, so no process ever maps a
+        // half-written file (test binaries run at the same time).
+        let tmp = dir.join(format!("libvdeplug_ipn.so.{}", std::process::id()));
+        std::fs::copy(&lib, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("libvdeplug_ipn.so")).unwrap();
+        dir
+    })
+    .clone()
+}
+
+/// Fails loudly if a program the test needs is not installed.
+pub fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{program}` is not installed; install the Debian package `{package}`"
+    );
+}
+
+/// A command with the plugin on libvdeplug's search path, the way a user
+/// tries it without installing: `LD_LIBRARY_PATH=DIR` (libvdeplug's last
+/// resort is a plain `dlopen("libvdeplug_ipn.so")`). Unlike
+/// `VDEPLUGIN_PATH=DIR`, this keeps the system plugins (`vde://`) found.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    let mut dirs = vec![plugin_dir()];
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+        dirs.extend(std::env::split_paths(&old));
+    }
+    cmd.env("LD_LIBRARY_PATH", std::env::join_paths(dirs).unwrap());
+    cmd.env_remove("VDEPLUGIN_PATH");
+    cmd
+}
+
+/// Builds `tests/c/NAME.c` with `cc -lvdeplug -pthread` once per test
+/// binary (tests run in parallel) and returns the executable.
+pub fn c_client(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, exe)) = built.iter().find(|(n, _)| n == name) {
+        return exe.clone();
+    }
+    require("cc", "gcc");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(format!("{name}.c"));
+    // Per test binary: two binaries building the same name at once must
+    // not write one file.
+    let exe =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let status = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-lvdeplug")
+        .status()
+        .expect("run cc");
+    assert!(
+        status.success(),
+        "compiling {} failed (is libvdeplug-dev installed?)",
+        src.display()
+    );
+    built.push((name.to_owned(), exe.clone()));
+    exe
+}
+
+/// A fresh path for a test's network or switch.
+pub fn scratch(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("vdeplug-sys-{name}-{}", std::process::id()));
+    let _ = Network::remove(&path, true);
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+/// A [`scratch`] path for a network, removed when dropped, whether the
+/// test passed or not.
+pub struct ScratchNet(PathBuf);
+
+impl ScratchNet {
+    pub fn new(name: &str) -> ScratchNet {
+        ScratchNet(scratch(name))
+    }
+}
+
+impl std::ops::Deref for ScratchNet {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchNet {
+    fn drop(&mut self) {
+        let _ = Network::remove(&self.0, true);
+    }
+}
+
+/// The `ipn://` URL of `path`.
+pub fn url(path: &Path) -> String {
+    format!("ipn://{}", path.display())
+}
+
+/// Waits up to `timeout` for `cond`; panics with `what` if it never holds.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Number of live reading ports on the network at `path` (0 if absent).
+pub fn readers(path: &Path) -> u32 {
+    Network::open(path)
+        .map(|n| n.status().membership.readers)
+        .unwrap_or(0)
+}
+
+/// Kills the child when dropped, so a failing test leaves no process.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; kills it and panics with
+/// `what` if it does not.
+pub fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The seed of every property test run outside a soak.
+pub const PROPTEST_SEED: u64 = 0x6970_6e00; // "ipn\0"
+
+/// The configuration of this crate's property tests, whose source file is
+/// `tests/NAME.rs`.
+///
+/// - Normally (`cargo test`, CI): a fixed seed ([`PROPTEST_SEED`]), so
+///   every run tries the same cases and a failure comes back when run
+///   again, and proptest's default number of cases (`PROPTEST_CASES`).
+/// - With `IPN_SOAK` set: a random seed each run and `IPN_SOAK_CASES`
+///   cases (default 100000), to look for failures nobody has seen.
+///
+/// Either way a failure's seed is saved to `proptest-regressions/NAME.txt`
+/// (committed; commit what a soak adds), and the seeds in that file are
+/// tried first on every run.
+pub fn proptest_config(name: &str) -> ProptestConfig {
+    let regressions = format!(
+        "{}/proptest-regressions/{name}.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut config = ProptestConfig {
+        // Leaked: proptest keeps the path for the whole run (a few bytes
+        // per test function).
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(Box::leak(
+            regressions.into_boxed_str(),
+        )))),
+        rng_seed: RngSeed::Fixed(PROPTEST_SEED),
+        ..ProptestConfig::default()
+    };
+    if std::env::var_os("IPN_SOAK").is_some() {
+        config.rng_seed = RngSeed::Random;
+        config.cases = std::env::var("IPN_SOAK_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(100_000);
+    }
+    config
+}
