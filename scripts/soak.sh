@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 cases=${1:-100000}
 export IPN_SOAK=1 IPN_SOAK_CASES=$cases
-rm -rf target/soak
+rm -rf target/soak target/soak-all.log
 failed=0
 
 soak() {
@@ -21,6 +21,7 @@ soak() {
   if ! cargo test --release -q "$@" 2>&1 | tee target/soak.log | tail -n 5; then
     failed=1
   fi
+  cat target/soak.log >> target/soak-all.log
   if grep -q "^watchdog:" target/soak.log; then
     echo "--- a case hung (not shrunk); as a regression test:"
     grep "^watchdog:" target/soak.log | sed -e 's/^watchdog: //' -e 's/ did not finish.*//'
@@ -32,6 +33,11 @@ mkdir -p target
 soak "shared file scribbled on" -p ipn --test bad_input scribbled_shared_file
 soak "plugin URLs" -p vdeplug-ipn --lib url::tests::
 
+if grep -q "minimal failing input" target/soak-all.log 2>/dev/null; then
+  echo
+  echo "--- proptest's minimal failing inputs:"
+  grep "minimal failing input" target/soak-all.log
+fi
 for f in target/soak/*.rs; do
   [ -e "$f" ] || continue
   echo

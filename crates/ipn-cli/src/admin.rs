@@ -58,7 +58,7 @@ pub struct CreateArgs {
     /// reach only the port that address sends from
     #[arg(long)]
     pub switch: bool,
-    /// Permission bits (octal) of the directory; its files get the same read/write bits
+    /// Permission bits (octal) of the directory; its files get the same read/write bits. A directory others may write to is also made sticky (0770 becomes 1770), so members can remove only their own files
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode, default_value = "0770")]
     pub mode: u32,
     /// Group owning the network (name or number); its members may join if --mode allows
@@ -129,7 +129,7 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
         config.max_ports,
         config.mtu,
         config.ring_slots,
-        config.mode,
+        config.directory_mode(),
     );
     Ok(())
 }

@@ -78,6 +78,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The mode the network directory gets: [`Config::mode`], made sticky
+    /// (as /tmp) when others than the owner may write to it, so that
+    /// members can remove or rename only their own files in it.
+    pub fn directory_mode(&self) -> u32 {
+        crate::files::dir_mode(self.mode)
+    }
+
     pub(crate) fn geometry(&self) -> Result<Geometry, OpenError> {
         if self.mode & !0o7777 != 0 {
             return Err(OpenError::InvalidConfig(format!(

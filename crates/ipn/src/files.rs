@@ -67,6 +67,7 @@ pub fn file_mode(dir_mode: u32) -> u32 {
 /// The mode a network directory gets for the `mode` asked for: sticky
 /// whenever someone other than the owner may write to it, so that members
 /// cannot remove or replace each other's files (or the creator's `shm`).
+/// (Public as `Config::directory_mode`.)
 pub fn dir_mode(mode: u32) -> u32 {
     if mode & 0o022 != 0 {
         mode | 0o1000
