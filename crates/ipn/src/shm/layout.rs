@@ -151,6 +151,7 @@ const _: () = assert!(std::mem::size_of::<SlotHeader>() as u64 == SLOT_HEADER_SI
 
 pub const DST_ALL: u32 = u32::MAX;
 
+#[cfg_attr(loom, allow(dead_code))] // the loom build maps nothing
 mod sealed {
     pub trait Sealed {}
 }
@@ -165,6 +166,7 @@ mod sealed {
 /// equal the sum of the fields), so that every bit pattern is a valid value,
 /// no byte is ever accessed non-atomically, and any alignment the type
 /// needs is at most 8. Sealed: no other module can add a type.
+#[cfg_attr(loom, allow(dead_code))]
 pub unsafe trait SharedPlain: sealed::Sealed {}
 
 macro_rules! shared_plain {
