@@ -18,6 +18,8 @@ JSON output (--json), format_version 1. Fields are only ever added:
   mtu             largest frame, bytes
   max_ports       port slots
   ring_slots      frames buffered per sender
+  ring_bytes      bytes of frames buffered per sender
+  memory          bytes of the shared file (the memory the network uses)
   readers         live ports that read
   writers         live ports that write
   ports           array, one object per joining, active, dead or held port:
@@ -51,6 +53,12 @@ pub struct CreateArgs {
     /// Frames buffered per sender, a power of two (2..=65536)
     #[arg(long, value_name = "FRAMES", default_value_t = Config::default().ring_slots)]
     pub ring: u32,
+    /// Bytes of frames buffered per sender, a power of two (e.g. 256K, 1M);
+    /// at least two frames of the MTU. Frames take only their own length,
+    /// so this, not the MTU, sets the memory a network uses
+    /// [default: 256K, or four frames of the MTU if more]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub ring_bytes: Option<u64>,
     /// Senders wait for the slowest live reader instead of dropping its frames
     #[arg(long)]
     pub lossless: bool,
@@ -64,6 +72,42 @@ pub struct CreateArgs {
     /// Group owning the network (name or number); its members may join if --mode allows
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+}
+
+/// A size in bytes: a number, optionally followed by K, M or G (binary).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("'{text}' is not a size such as 262144, 256K or 1M")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("'{text}' is not a size such as 262144, 256K or 1M"))
+}
+
+/// `bytes` for people: 256 KiB, 16.3 MiB.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -104,6 +148,7 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
         max_ports: args.ports,
         mtu: args.mtu,
         ring_slots: args.ring,
+        ring_bytes: args.ring_bytes,
         lossless: args.lossless,
         mode: args.mode,
         group,
@@ -113,7 +158,7 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
             Protocol::Hub
         },
     };
-    Network::create(&args.path, &config)?;
+    let status = Network::create(&args.path, &config)?.status();
     let group = match (&args.group, group) {
         (Some(name), Some(gid)) if name.parse::<u32>().is_err() => {
             format!(", group {name} ({gid})")
@@ -122,13 +167,15 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
         _ => String::new(),
     };
     println!(
-        "created {}: {} {}, {} ports, mtu {}, ring {} frames, mode {:04o}{group}",
+        "created {}: {} {}, {} ports, mtu {}, ring {} frames / {}, {} in all, mode {:04o}{group}",
         args.path.display(),
         if config.lossless { "lossless" } else { "lossy" },
         config.protocol.name(),
         config.max_ports,
         config.mtu,
         config.ring_slots,
+        human(status.ring_bytes),
+        human(status.memory),
         config.directory_mode(),
     );
     Ok(())
@@ -184,6 +231,8 @@ fn status_json(status: &Status) -> serde_json::Value {
         "mtu": status.mtu,
         "max_ports": status.max_ports,
         "ring_slots": status.ring_slots,
+        "ring_bytes": status.ring_bytes,
+        "memory": status.memory,
         "readers": status.membership.readers,
         "writers": status.membership.writers,
         "ports": ports,
@@ -221,13 +270,15 @@ fn status_table(status: &Status) -> String {
     let (dead, held) = (count(PortState::Dead), count(PortState::Held));
     let _ = writeln!(
         out,
-        "network {}: {} {}, mtu {}, ring {} frames, {} port slots",
+        "network {}: {} {}, mtu {}, ring {} frames / {}, {} port slots, {} in all",
         status.path.display(),
         if status.lossless { "lossless" } else { "lossy" },
         status.protocol.name(),
         status.mtu,
         status.ring_slots,
+        human(status.ring_bytes),
         status.max_ports,
+        human(status.memory),
     );
     let _ = writeln!(
         out,
@@ -320,6 +371,19 @@ fn status_table(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_print_for_people() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("256K"), Ok(256 << 10));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("K").is_err());
+        assert_eq!(human(256 << 10), "256 KiB");
+        assert_eq!(human(17_000_000), "16.2 MiB");
+        assert_eq!(human(100), "100 bytes");
+    }
 
     #[test]
     fn mode_parses_octal_with_or_without_prefix_and_rejects_junk() {

@@ -42,8 +42,8 @@ impl Protocol {
 }
 
 /// Parameters of a new network. `Config::default()` is a 64-port lossy hub
-/// with a 1514-byte MTU (an Ethernet frame without FCS), 256 frames of
-/// buffering per sender, mode 0770.
+/// with a 1514-byte MTU (an Ethernet frame without FCS), buffering up to
+/// 256 frames and 256 KiB per sender, mode 0770.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// How frames are delivered.
@@ -54,6 +54,11 @@ pub struct Config {
     pub mtu: u32,
     /// Frames buffered per sender; a power of two (2..=65536).
     pub ring_slots: u32,
+    /// Bytes of frames buffered per sender; a power of two, at least two
+    /// frames of `mtu` bytes, at most 1 GiB. `None`: 256 KiB, or four
+    /// frames of `mtu` bytes if that is more. Frames take only their own
+    /// length (rounded up to 8 bytes), so memory follows this, not the MTU.
+    pub ring_bytes: Option<u64>,
     /// Senders wait for the slowest live reader instead of overwriting.
     pub lossless: bool,
     /// Permission bits of the network directory; its files get the same
@@ -70,6 +75,7 @@ impl Default for Config {
             max_ports: 64,
             mtu: 1514,
             ring_slots: 256,
+            ring_bytes: None,
             lossless: false,
             mode: 0o770,
             group: None,
@@ -104,6 +110,8 @@ impl Config {
             self.max_ports,
             self.mtu,
             self.ring_slots,
+            self.ring_bytes
+                .unwrap_or_else(|| Geometry::default_ring_bytes(self.mtu)),
             flags,
         )
         .map_err(|e| OpenError::InvalidConfig(describe_geometry(&e)))

@@ -122,7 +122,7 @@ impl Doorbell {
     }
 
     /// Wakes port `index` (which may be this port itself).
-    pub fn ring(&mut self, index: u32) {
+    fn ring_port(&mut self, index: u32) {
         for _attempt in 0..2 {
             match self.connection(index) {
                 Some(fd) => match send(fd, &[], MsgFlags::MSG_DONTWAIT) {
@@ -168,7 +168,7 @@ impl Doorbell {
     /// word, which names the occupant). A connection to a replaced occupant
     /// could still "work" if the old socket lived on in a forked child, and
     /// the new occupant would never be woken.
-    pub fn keep_connected(&mut self, readers: &[(u32, u64)]) {
+    fn keep_connected_to(&mut self, readers: &[(u32, u64)]) {
         let before = std::mem::take(&mut self.occupants);
         self.occupants = readers.iter().copied().collect();
         let occupants = &self.occupants;
@@ -182,7 +182,7 @@ impl Doorbell {
     /// Consumes waiting doorbells so the fd stops being readable: `expected`
     /// of them if known (each was counted after it was sent, so it is
     /// already queued), else all of them.
-    pub fn drain(&self, expected: Option<u64>) {
+    fn drain_queued(&self, expected: Option<u64>) {
         let mut byte = [0u8; 1];
         let mut drained = 0u64;
         while expected != Some(drained)
@@ -202,8 +202,44 @@ impl Doorbell {
 
     /// Removes the socket's name, if it is still our socket (the fd stays
     /// usable until dropped).
-    pub fn unlink(&self) {
+    fn unlink_name(&self) {
         let (dev, ino) = self.own_identity;
         self.dir.remove_if_same(&self.own_name, dev, ino);
+    }
+}
+
+impl crate::wake::Bell for Doorbell {
+    fn ring(&mut self, index: u32) {
+        self.ring_port(index);
+    }
+
+    fn drain(&self, expected: Option<u64>) {
+        self.drain_queued(expected);
+    }
+
+    fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(w) => {
+                // Round up so a sub-millisecond wait does not spin.
+                let ms = w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(n) => Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn keep_connected(&mut self, readers: &[(u32, u64)]) {
+        self.keep_connected_to(readers);
+    }
+
+    fn unlink(&self) {
+        self.unlink_name();
     }
 }

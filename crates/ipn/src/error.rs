@@ -127,8 +127,11 @@ pub(crate) fn describe_geometry(e: &GeometryError) -> String {
         GeometryError::RingSlots(n) => format!(
             "ring depth {n} is not a power of two in {MIN_RING_SLOTS}..={MAX_RING_SLOTS}"
         ),
+        GeometryError::RingBytes { bytes, least } => format!(
+            "ring of {bytes} bytes: give a power of two from {least} (two frames of the MTU) to {MAX_RING_BYTES}"
+        ),
         GeometryError::TooLarge(size) => format!(
-            "shared file would be {size} bytes, over the {MAX_TOTAL_SIZE} limit; lower ports, mtu or ring depth"
+            "shared file would be {size} bytes, over the {MAX_TOTAL_SIZE} limit; lower ports, ring frames or ring bytes"
         ),
     }
 }

@@ -45,17 +45,20 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod config;
+#[cfg(not(loom))]
 mod doorbell;
 mod error;
 mod files;
 mod liveness;
 mod membership;
 mod network;
+mod pending;
 mod port;
 mod ring;
 mod shm;
 mod switch;
 mod sync;
+mod wake;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -8,11 +8,10 @@
 //! the generation in the compared word makes that swap fail if the slot was
 //! meanwhile reclaimed. Every change bumps `Header::membership_epoch`.
 
-use crate::doorbell::Doorbell;
 use crate::liveness;
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
-use crate::sync::{fence, Ordering};
+use crate::sync::Ordering;
 
 /// Reader and writer counts: the AF_IPN "numreaders/numwriters" event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,51 +81,6 @@ pub fn sweep_dead(shm: &SharedFile, me: Option<u32>) -> usize {
         shm.header().membership_epoch.fetch_add(1, Ordering::AcqRel);
     }
     found
-}
-
-/// Wakes every sleeping port (other than `me`), after a membership change.
-pub fn wake_all(shm: &SharedFile, bell: &mut Doorbell, me: u32) {
-    fence(Ordering::SeqCst);
-    for index in 0..shm.geometry().max_ports {
-        if index != me {
-            wake(shm, bell, index);
-        }
-    }
-}
-
-/// Rings port `index` if it sleeps. Exactly one waker wins the swap of
-/// `armed`, so a sleeping port gets one doorbell per sleep.
-pub fn wake(shm: &SharedFile, bell: &mut Doorbell, index: u32) {
-    let entry = shm.port(index);
-    if claim_wake(entry) {
-        bell.ring(index);
-        entry.rings.fetch_add(1, Ordering::Release);
-    }
-}
-
-/// The sleeper's half of the armed handshake (see `port`): ask for a
-/// doorbell, then a full fence, after which the caller must look at the
-/// rings once more before sleeping.
-#[inline]
-pub fn arm(entry: &PortEntry) {
-    entry.armed.store(1, Ordering::SeqCst);
-    fence(Ordering::SeqCst);
-}
-
-/// Takes back a request for a doorbell; `true` if it was still pending,
-/// i.e. no waker claimed it and nobody will ring for it.
-#[inline]
-pub fn disarm(entry: &PortEntry) -> bool {
-    entry.armed.swap(0, Ordering::AcqRel) == 1
-}
-
-/// The waker's half: whether the caller must ring `entry`'s doorbell,
-/// i.e. the port is armed and this caller won the swap that disarms it.
-/// The plain load first keeps the common case (not armed) from taking the
-/// cache line exclusively.
-#[inline]
-pub fn claim_wake(entry: &PortEntry) -> bool {
-    entry.armed.load(Ordering::Relaxed) == 1 && entry.armed.swap(0, Ordering::AcqRel) == 1
 }
 
 pub fn write_description(entry: &PortEntry, text: &str) {

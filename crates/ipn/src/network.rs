@@ -87,6 +87,10 @@ pub struct Status {
     pub mtu: u32,
     /// Frames buffered per sender.
     pub ring_slots: u32,
+    /// Bytes of frames buffered per sender.
+    pub ring_bytes: u64,
+    /// Size of the shared file: the memory the network uses.
+    pub memory: u64,
     /// Whether senders wait for slow readers.
     pub lossless: bool,
     /// Live readers and writers.
@@ -252,6 +256,8 @@ pub(crate) fn status_of(path: &Path, shm: &SharedFile) -> Status {
         max_ports: g.max_ports,
         mtu: g.mtu,
         ring_slots: g.ring_slots,
+        ring_bytes: g.ring_bytes,
+        memory: g.total_size,
         lossless: g.lossless(),
         membership: membership::counts(shm),
         ports,

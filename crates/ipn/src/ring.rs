@@ -1,43 +1,120 @@
-//! Transmit rings: how one sender hands frames to any number of readers.
+//! Transmit rings: how one sender hands variable-length frames to any
+//! number of readers.
 //!
-//! Every port owns one ring of `ring_slots` slots and is its only writer.
-//! Frame number `n` goes to slot `n % ring_slots`. Each slot is a seqlock:
+//! Every port owns one ring and is its only writer. A ring is
+//! `ring_slots` descriptors and `ring_bytes` bytes of data. Frame number
+//! `n` is described by descriptor `n % ring_slots`; its bytes follow the
+//! previous frame's in the data (at a multiple of 8, wrapping around at the
+//! end), so a 64-byte frame takes 64 bytes, not an MTU. Positions are
+//! counted in bytes since the ring's first frame and never wrap in
+//! practice (u64); the data index is the position modulo `ring_bytes`.
+//!
+//! Two seqlocks keep a reader from delivering a torn frame:
 //!
 //! ```text
-//! writer:  seq = 2n+1 (writing); fence(Release); len, dst, data; seq = 2n+2 (Release)
-//! reader:  s1 = seq (Acquire); len, data; fence(Acquire); s2 = seq
-//!          the copy is frame n iff s1 == s2 == 2n+2
+//! writer:  desc.seq = 2n+1; byte_reserve = end of frame n; fence(Release)
+//!          bytes; desc.pos, len, dst; desc.seq = 2n+2 (Release); head = n+1
+//! reader:  s1 = desc.seq (Acquire); pos, len, dst; copy bytes; fence(Acquire)
+//!          the copy is frame n iff s1 == desc.seq == 2n+2
+//!          and byte_reserve - pos <= ring_bytes (no byte was overwritten)
 //! ```
 //!
+//! The descriptor's sequence word says the descriptor describes frame n;
+//! the writer's `byte_reserve`, raised before any byte is overwritten, says
+//! whether the bytes it points to still hold that frame: a reader that saw
+//! any byte of a later frame also sees the reserve that announced it.
+//!
 //! A reader keeps its own cursor (the next frame number it wants) per
-//! sender. If the slot already holds a later frame, the reader was lapped:
-//! it jumps forward to half a ring behind the writer and counts what it
-//! skipped as drops. In a lossless network the sender never laps a live
-//! reader (it waits for the reader's published cursor), so lapping there
-//! means only that the reader joined or was found dead mid-stream.
+//! sender. If the descriptor already describes a later frame, the reader
+//! was lapped: it jumps forward to half a ring behind the writer and counts
+//! what it skipped as drops. A frame whose bytes were overwritten (the ring
+//! holds fewer large frames than descriptors) is skipped and counted too.
+//! In a lossless network the sender never overwrites what a live reader has
+//! not read (it waits, see `port::send`), so lapping there means only that
+//! the reader joined or was found dead mid-stream.
 //!
 //! Everything read here may have been scribbled on by another process:
-//! lengths are clamped, sequence arithmetic wraps, and nothing indexes
-//! memory with a value read from the ring.
+//! lengths are checked against the MTU, positions against the alignment,
+//! sequence arithmetic wraps, and data indexes are taken modulo the ring.
 
-use crate::shm::layout::{seq_done, seq_writing, DST_ALL};
-use crate::shm::{SharedFile, Slot};
+use crate::shm::layout::{round_up, seq_done, seq_writing, FRAME_ALIGN};
+use crate::shm::SharedFile;
 use crate::sync::{fence, AtomicU64, Ordering};
 
-/// Writes frame number `seq` of `sender`'s ring. The caller has checked
-/// `frame.len() <= mtu` and, in a lossless network, that every reader has
-/// consumed frame `seq - ring_slots`.
-pub fn write_frame(shm: &SharedFile, sender: u32, seq: u64, frame: &[u8], dst: u32) {
-    let slot = shm.slot(sender, seq);
-    slot.header.seq.store(seq_writing(seq), Ordering::Relaxed);
-    fence(Ordering::Release);
-    slot.header.len.store(frame.len() as u32, Ordering::Relaxed);
-    slot.header.dst.store(dst, Ordering::Relaxed);
-    store_bytes(slot.data, frame);
-    slot.header.seq.store(seq_done(seq), Ordering::Release);
-    shm.port(sender)
-        .head
-        .store(seq.wrapping_add(1), Ordering::Release);
+/// The writing side of a port's own ring: where the next frame goes, and
+/// where each frame still in the ring starts (for lossless room).
+#[derive(Debug)]
+pub struct TxRing {
+    /// Number of the next frame.
+    head: u64,
+    /// Position of the next frame's first byte.
+    byte_head: u64,
+    /// Position of frame `n` at `n % ring_slots`, for the frames still in
+    /// the ring. Ours alone: never read back from shared memory.
+    positions: Vec<u64>,
+}
+
+impl TxRing {
+    /// Continues the ring of slot `index` where its previous occupant left
+    /// it (readers' cursors for a slot run on across occupants). Any value
+    /// works: all ring arithmetic is modulo 2^64, and a byte position that
+    /// is not a multiple of 8 is rounded up.
+    pub fn resume(shm: &SharedFile, index: u32) -> TxRing {
+        let entry = shm.port(index);
+        let head = entry.head.load(Ordering::Acquire);
+        let reserve = entry.byte_reserve.load(Ordering::Acquire);
+        let byte_head = reserve.wrapping_add(FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1);
+        TxRing {
+            head,
+            byte_head,
+            positions: vec![byte_head; shm.geometry().ring_slots as usize],
+        }
+    }
+
+    /// Number of the next frame.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Bytes of the ring a frame of `len` bytes takes.
+    pub fn footprint(len: usize) -> u64 {
+        round_up(len as u64, FRAME_ALIGN)
+    }
+
+    /// Bytes between where frame `n` (at most a ring behind the head)
+    /// starts and where the next frame will; frames before our time count
+    /// as starting at the first byte we wrote.
+    pub fn bytes_since(&self, n: u64) -> u64 {
+        let slots = self.positions.len() as u64;
+        if self.head.wrapping_sub(n) > slots || n == self.head {
+            return 0;
+        }
+        self.byte_head
+            .wrapping_sub(self.positions[(n % slots) as usize])
+    }
+
+    /// Writes the next frame (`frame.len() <= mtu`, checked by the caller,
+    /// as is, in a lossless network, that every reader has the room).
+    pub fn write(&mut self, shm: &SharedFile, sender: u32, frame: &[u8], dst: u32) {
+        let n = self.head;
+        let pos = self.byte_head;
+        let end = pos.wrapping_add(Self::footprint(frame.len()));
+        let entry = shm.port(sender);
+        let desc = shm.descriptor(sender, n);
+        desc.seq.store(seq_writing(n), Ordering::Relaxed);
+        entry.byte_reserve.store(end, Ordering::Relaxed);
+        fence(Ordering::Release);
+        store_bytes(shm.ring_data(sender), pos, frame);
+        desc.pos.store(pos, Ordering::Relaxed);
+        desc.len.store(frame.len() as u32, Ordering::Relaxed);
+        desc.dst.store(dst, Ordering::Relaxed);
+        desc.seq.store(seq_done(n), Ordering::Release);
+        entry.head.store(n.wrapping_add(1), Ordering::Release);
+        let slots = self.positions.len() as u64;
+        self.positions[(n % slots) as usize] = pos;
+        self.head = n.wrapping_add(1);
+        self.byte_head = end;
+    }
 }
 
 /// Result of trying to read the frame at a reader's cursor.
@@ -56,15 +133,9 @@ pub enum Read {
 }
 
 /// Reads the frame at `*cursor` from `sender`'s ring into `buf`, advancing
-/// the cursor past it (or past what was lost). Every frame is accepted.
-#[cfg(all(loom, test))]
-pub fn read_frame(shm: &SharedFile, sender: u32, cursor: &mut u64, buf: &mut [u8]) -> Read {
-    read_frame_for(shm, sender, cursor, buf, None)
-}
-
-/// [`read_frame`] for port `me`: a frame addressed to another port (its
-/// `dst` is neither `me` nor [`DST_ALL`]) is not copied and gives
-/// [`Read::NotForUs`].
+/// the cursor past it (or past what was lost). With `me`, a frame
+/// addressed to another port (its `dst` is neither `me` nor `DST_ALL`) is
+/// not copied and gives [`Read::NotForUs`].
 pub fn read_frame_for(
     shm: &SharedFile,
     sender: u32,
@@ -73,35 +144,50 @@ pub fn read_frame_for(
     me: Option<u32>,
 ) -> Read {
     let n = *cursor;
-    let slot = shm.slot(sender, n);
-    let before = slot.header.seq.load(Ordering::Acquire);
-    if before == seq_done(n) {
-        let len = slot.header.len.load(Ordering::Relaxed) as usize;
-        let dst = slot.header.dst.load(Ordering::Relaxed);
-        let len = len.min(shm.geometry().mtu as usize);
-        let for_us = me.is_none_or(|me| dst == DST_ALL || dst == me);
-        let mut header = [0u8; 16];
-        if for_us {
-            load_bytes(slot, len.min(buf.len()), buf);
-        } else {
-            load_bytes(slot, len.min(header.len()), &mut header);
+    let desc = shm.descriptor(sender, n);
+    let before = desc.seq.load(Ordering::Acquire);
+    if before != seq_done(n) {
+        if is_before(before, seq_done(n)) {
+            return Read::Empty;
         }
-        fence(Ordering::Acquire);
-        if slot.header.seq.load(Ordering::Relaxed) == before && !for_us {
-            *cursor = n.wrapping_add(1);
-            let mut source = [0u8; 6];
-            source.copy_from_slice(&header[6..12]);
-            return Read::NotForUs { source };
-        }
-        if slot.header.seq.load(Ordering::Relaxed) == before {
-            *cursor = n.wrapping_add(1);
-            return Read::Frame { len, dst };
-        }
-        // Overwritten while we copied: fall through to the lapped case.
-    } else if is_before(before, seq_done(n)) {
-        return Read::Empty;
+        return lapped(shm, sender, cursor);
     }
-    lapped(shm, sender, cursor)
+    let g = shm.geometry();
+    let pos = desc.pos.load(Ordering::Relaxed);
+    let len = desc.len.load(Ordering::Relaxed) as usize;
+    let dst = desc.dst.load(Ordering::Relaxed);
+    if len == 0 || len > g.mtu as usize || !pos.is_multiple_of(FRAME_ALIGN) {
+        // No writer makes such a descriptor: scribbled. Skip the frame.
+        return lapped(shm, sender, cursor);
+    }
+    let data = shm.ring_data(sender);
+    let for_us = me.is_none_or(|me| dst == crate::shm::layout::DST_ALL || dst == me);
+    let mut header = [0u8; 16];
+    if for_us {
+        load_bytes(data, pos, len.min(buf.len()), buf);
+    } else {
+        load_bytes(data, pos, len.min(header.len()), &mut header);
+    }
+    fence(Ordering::Acquire);
+    let intact = desc.seq.load(Ordering::Relaxed) == before
+        && shm
+            .port(sender)
+            .byte_reserve
+            .load(Ordering::Relaxed)
+            .wrapping_sub(pos)
+            <= g.ring_bytes;
+    if !intact {
+        // Overwritten while we copied, or before: the lapped case.
+        return lapped(shm, sender, cursor);
+    }
+    *cursor = n.wrapping_add(1);
+    if for_us {
+        Read::Frame { len, dst }
+    } else {
+        let mut source = [0u8; 6];
+        source.copy_from_slice(&header[6..12]);
+        Read::NotForUs { source }
+    }
 }
 
 /// Whether sequence word `a` comes before `b` (wrapping comparison).
@@ -121,10 +207,11 @@ fn lapped(shm: &SharedFile, sender: u32, cursor: &mut u64) -> Read {
         *cursor = oldest;
         return Read::Lapped { skipped };
     }
-    // The head says we are not behind but the slot disagrees: the ring is
-    // inconsistent (scribbled, or a writer died mid-frame). Step over the
-    // one bad frame so the reader never spins on it, but never past the
-    // head: beyond it there is nothing to read yet, whatever slots say.
+    // The head says we are not behind but the frame is gone or bad: the
+    // ring is inconsistent (scribbled, a writer died mid-frame, or its bytes
+    // were overwritten by larger later frames). Step over the one frame so
+    // the reader never spins on it, but never past the head: beyond it
+    // there is nothing to read yet, whatever descriptors say.
     if is_before(*cursor, head) {
         *cursor = cursor.wrapping_add(1);
         Read::Lapped { skipped: 1 }
@@ -133,37 +220,44 @@ fn lapped(shm: &SharedFile, sender: u32, cursor: &mut u64) -> Read {
     }
 }
 
-/// Copies `frame` into slot data words with relaxed atomic stores.
-fn store_bytes(words: &[AtomicU64], frame: &[u8]) {
+/// Index of the data word holding byte position `pos` (a multiple of 8);
+/// the number of words is a power of two.
+fn word_index(data: &[AtomicU64], pos: u64) -> usize {
+    (pos / 8) as usize & (data.len() - 1)
+}
+
+/// Copies `frame` into the ring's data from byte position `pos`, wrapping
+/// around at the end, with relaxed atomic stores.
+fn store_bytes(data: &[AtomicU64], pos: u64, frame: &[u8]) {
+    let mut index = word_index(data, pos);
     let mut chunks = frame.chunks_exact(8);
-    for (word, chunk) in words.iter().zip(&mut chunks) {
+    for chunk in &mut chunks {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(chunk);
-        word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+        data[index].store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+        index = (index + 1) & (data.len() - 1);
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut bytes = [0u8; 8];
         bytes[..rest.len()].copy_from_slice(rest);
-        if let Some(word) = words.get(frame.len() / 8) {
-            word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
-        }
+        data[index].store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
     }
 }
 
-/// Copies the first `len` bytes of a slot's data into `buf[..len]`.
-fn load_bytes(slot: Slot<'_>, len: usize, buf: &mut [u8]) {
-    let out = &mut buf[..len];
-    let mut chunks = out.chunks_exact_mut(8);
-    for (word, chunk) in slot.data.iter().zip(&mut chunks) {
-        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+/// Copies `len` bytes from byte position `pos` of the ring's data into
+/// `buf[..len]`, wrapping around at the end.
+fn load_bytes(data: &[AtomicU64], pos: u64, len: usize, buf: &mut [u8]) {
+    let mut index = word_index(data, pos);
+    let mut chunks = buf[..len].chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        chunk.copy_from_slice(&data[index].load(Ordering::Relaxed).to_ne_bytes());
+        index = (index + 1) & (data.len() - 1);
     }
     let rest = chunks.into_remainder();
     if !rest.is_empty() {
-        if let Some(word) = slot.data.get(len / 8) {
-            let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
-            let n = rest.len();
-            rest.copy_from_slice(&bytes[..n]);
-        }
+        let bytes = data[index].load(Ordering::Relaxed).to_ne_bytes();
+        let n = rest.len();
+        rest.copy_from_slice(&bytes[..n]);
     }
 }

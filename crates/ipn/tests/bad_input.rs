@@ -28,10 +28,9 @@ fn peer_process_entry() {
 
 // Offsets in the shared file, derived from the layout itself.
 use ipn::raw_layout::{
-    ENTRY_ARMED, ENTRY_HEAD, HEADER_CURSOR_TABLE_OFFSET, HEADER_MTU as MTU,
-    HEADER_PROTOCOL as PROTOCOL, HEADER_RINGS_OFFSET as RINGS_OFFSET, HEADER_SLOT_SIZE,
+    DESCRIPTOR_SIZE, ENTRY_ARMED, ENTRY_HEAD, HEADER_CURSOR_TABLE_OFFSET, HEADER_MTU as MTU,
+    HEADER_PROTOCOL as PROTOCOL, HEADER_RINGS_OFFSET as RINGS_OFFSET, HEADER_RING_STRIDE,
     HEADER_VERSION as VERSION, PORT_ENTRY_SIZE as PORT_ENTRY, PORT_ENTRY_WORDS, PORT_TABLE,
-    SLOT_ALIGN, SLOT_HEADER_SIZE,
 };
 
 fn patch(file: &Path, offset: u64, bytes: &[u8]) {
@@ -268,14 +267,14 @@ fn scribbled_ring_head_never_panics_a_reader() {
     let mut reader = Port::join(net.path(), &JoinOptions::described("b")).unwrap();
     assert_eq!((sender.index(), reader.index()), (0, 1));
     let rings = read_u64(&shm, RINGS_OFFSET);
-    let slot_size = u64::from(read_u64(&shm, HEADER_SLOT_SIZE) as u32);
-    let slot_seq = |n: u64| rings + (n & 7) * slot_size;
+    // The sequence word of the descriptor of frame n in port 0's ring.
+    let slot_seq = |n: u64| rings + (n & 7) * DESCRIPTOR_SIZE;
     let seq_done = |n: u64| n.wrapping_mul(2).wrapping_add(2);
     let mut cursor = 0u64; // the reader's cursor in the sender's ring
     let mut buf = [0u8; 1514];
     for _round in 0..4 {
         let target = cursor.wrapping_add((1 << 63) - 1);
-        // The slot at the cursor holds a later frame, the head says the
+        // The descriptor at the cursor holds a later frame, the head says the
         // oldest frame left is `target`, and that one is being written.
         patch(
             &shm,
@@ -447,8 +446,8 @@ enum Spot {
     PortWord { port: u64, word: u64 },
     /// The cursor table (lossless) or what follows the port table.
     AfterPortTable(u64),
-    /// The seq or len/dst word of a ring slot.
-    SlotHeader { port: u64, slot: u64, word: u64 },
+    /// A word of a ring descriptor (seq, pos, len and dst, flags).
+    Descriptor { port: u64, slot: u64, word: u64 },
     /// Anywhere in the file.
     Anywhere(u64),
 }
@@ -466,7 +465,7 @@ fn spot() -> impl Strategy<Value = Spot> {
         (0u64..192).prop_map(Spot::Header),
         (0u64..4, 0..PORT_ENTRY_WORDS).prop_map(|(port, word)| Spot::PortWord { port, word }),
         (0u64..256).prop_map(Spot::AfterPortTable),
-        (0u64..4, 0u64..8, 0u64..2).prop_map(|(port, slot, word)| Spot::SlotHeader {
+        (0u64..4, 0u64..8, 0u64..4).prop_map(|(port, slot, word)| Spot::Descriptor {
             port,
             slot,
             word
@@ -481,7 +480,7 @@ fn value() -> impl Strategy<Value = u64> {
         Just(u64::MAX),
         Just(1u64 << 63),
         0u64..64,
-        (0u64..64).prop_map(|n| n * 2 + 2), // plausible slot seq words
+        (0u64..64).prop_map(|n| n * 2 + 2), // plausible sequence words
         any::<u64>(),
     ]
 }
@@ -504,18 +503,17 @@ const PROP_MTU: u32 = 128;
 /// Applies `scribbles` to the shared file whose rings start at `rings`
 /// (read from the header before any scribbling).
 fn apply(shm: &Path, rings: u64, scribbles: &[Scribble]) {
+    let ring_stride = read_u64(shm, HEADER_RING_STRIDE);
     let f = OpenOptions::new().read(true).write(true).open(shm).unwrap();
     let len = f.metadata().unwrap().len();
-    let slot_size = SLOT_ALIGN * (SLOT_HEADER_SIZE + u64::from(PROP_MTU)).div_ceil(SLOT_ALIGN);
-    let ring_size = slot_size * u64::from(PROP_SLOTS);
     let port_table_end = PORT_TABLE + PORT_ENTRY * u64::from(PROP_PORTS);
     for s in scribbles {
         let offset = match s.spot {
             Spot::Header(o) => o,
             Spot::PortWord { port, word } => PORT_TABLE + port * PORT_ENTRY + word * 8,
             Spot::AfterPortTable(o) => port_table_end + o * 8,
-            Spot::SlotHeader { port, slot, word } => {
-                rings + port * ring_size + slot * slot_size + word * 8
+            Spot::Descriptor { port, slot, word } => {
+                rings + port * ring_stride + slot * DESCRIPTOR_SIZE + word * 8
             }
             Spot::Anywhere(o) => o % len,
         };
@@ -678,7 +676,9 @@ proptest! {
 // prints new ones in this form).
 
 /// A reader went round `Read::Lapped` forever: a scribbled head (port 1's)
-/// and slot sequence words that always said "lapped" again.
+/// and sequence words that always said "lapped" again. (Found with the
+/// fixed-slot rings of layout version 2, where the descriptor words below
+/// were slot headers; kept as a scribble of the same places.)
 #[test]
 fn regression_reader_lapped_forever_by_a_scribbled_head() {
     scribbled_before_open(BeforeOpen {
@@ -691,7 +691,7 @@ fn regression_reader_lapped_forever_by_a_scribbled_head() {
                 byte: true,
             },
             Scribble {
-                spot: Spot::SlotHeader {
+                spot: Spot::Descriptor {
                     port: 1,
                     slot: 0,
                     word: 1,
@@ -700,7 +700,7 @@ fn regression_reader_lapped_forever_by_a_scribbled_head() {
                 byte: false,
             },
             Scribble {
-                spot: Spot::SlotHeader {
+                spot: Spot::Descriptor {
                     port: 3,
                     slot: 4,
                     word: 1,

@@ -753,6 +753,8 @@ mod tests {
             max_ports: 64,
             mtu,
             ring_slots: 256,
+            ring_bytes: 256 << 10,
+            memory: 17 << 20,
             lossless,
             membership: Default::default(),
             ports: Vec::new(),

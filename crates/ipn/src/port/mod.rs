@@ -1,30 +1,41 @@
 //! A port: one process's (or one thread's) place on a network.
 //!
-//! Sending writes the frame into the port's own ring and rings the doorbell
-//! of every reader that went to sleep (`send`). Receiving scans the rings of
-//! the other ports, round-robin, from a private cursor per ring, and sleeps
-//! on the doorbell when there is nothing (`recv`). This file holds what both
-//! sides share: joining, leaving, and the view of who else is there, rebuilt
-//! whenever the network's membership epoch changes.
+//! Sending writes the frame into the port's own ring, marks it pending for
+//! every reader and rings the doorbell of those that went to sleep
+//! (`send`). Receiving reads the rings of the senders marked pending for
+//! it, round-robin, from a private cursor per ring, keeps looking for a
+//! while when frames are due (`pace`), and sleeps on the doorbell when
+//! there is nothing (`recv`). Joining a network's files is `join`. This
+//! file holds what all of them share: taking up a slot in shared memory,
+//! leaving it, and the view of who else is there, rebuilt whenever the
+//! network's membership epoch changes.
+//!
+//! A port's state is split by who uses it: [`View`] (membership), [`Tx`]
+//! (sending), [`Rx`] (receiving), [`Events`] (membership events for the
+//! receiver), and the switch table. Under the loom model checker the same
+//! code runs over an in-memory network with a counting bell
+//! (`wake::LoomBell`) instead of sockets; only `join` is left out.
 
+#[cfg(not(loom))]
+mod join;
+mod pace;
 mod recv;
 mod send;
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, JoinOptions, Protocol};
-use crate::doorbell::Doorbell;
-use crate::error::OpenError;
-use crate::files::{self, NetDir, PlaceError};
-use crate::liveness;
+use crate::config::{JoinOptions, Protocol};
 use crate::membership::{self, Membership};
-use crate::network::{open_shared, status_of, Network, Status};
+use crate::network::{status_of, Status};
+use crate::pending::ScanSet;
+use crate::ring::TxRing;
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
 use crate::switch::MacTable;
 use crate::sync::Ordering;
+use crate::wake::{self, Bell, PortBell};
 
 /// What a receive can return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +58,6 @@ pub enum Shutdown {
     Both,
 }
 
-/// How many times a blocking receive yields the processor, looking for
-/// frames, before it arms the doorbell and sleeps.
-const YIELDS_BEFORE_SLEEP: u32 = 4;
-
 /// How often a waiting port checks for dead peers.
 const DEATH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -58,84 +65,83 @@ const DEATH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Port {
     path: PathBuf,
-    shm: SharedFile,
+    shm: Arc<SharedFile>,
     index: u32,
-    bell: Doorbell,
+    bell: PortBell,
+    /// `CAP_READ | CAP_WRITE`: what this port still does.
     caps: u32,
-    /// Membership epoch our lists were built from.
-    epoch: u64,
-    membership: Membership,
-    events: bool,
-    event_pending: bool,
-    /// Heads of the rings when the pending event was noticed: frames sent
-    /// before a membership change are delivered before the event.
-    event_barrier: Vec<(u32, u64)>,
-    // Send side.
-    head: u64,
-    join_head: u64,
-    readers: Vec<u32>,
-    /// Lossless: frames we may still send without looking at the readers'
-    /// cursors again.
-    room: u64,
-    // Receive side.
-    /// Next frame wanted from each slot's ring, for every slot: rings are
-    /// continuous across the slot's occupants, so `cursor..head` is exactly
-    /// what was sent there since we joined, even by a port that has left.
-    cursors: Vec<u64>,
-    /// Slots worth scanning: live writers, and rings with frames unread.
-    senders: Vec<u32>,
-    next_sender: usize,
-    armed: bool,
-    seen_rings: u64,
-    counters: Counters,
+    view: View,
+    tx: Tx,
+    rx: Rx,
+    events: Events,
     /// Switch mode: where each learned address lives.
     switch: Option<MacTable>,
 }
 
+/// Who else is there, as of membership epoch `epoch`.
 #[derive(Debug, Default)]
-struct Counters {
-    tx_frames: u64,
-    tx_bytes: u64,
-    rx_frames: u64,
-    rx_bytes: u64,
-    rx_dropped: u64,
+struct View {
+    epoch: u64,
+    membership: Membership,
+    /// Live reading ports other than us: whom a frame is for.
+    readers: Vec<u32>,
+}
+
+/// The sending side.
+#[derive(Debug)]
+struct Tx {
+    ring: TxRing,
+    /// Our ring's head when we joined: frames before it are not ours.
+    join_head: u64,
+    /// Lossless: frames and bytes we may still send without looking at the
+    /// readers' cursors again.
+    room_frames: u64,
+    room_bytes: u64,
+    frames: u64,
+    bytes: u64,
+}
+
+/// The receiving side.
+#[derive(Debug)]
+struct Rx {
+    /// Next frame wanted from each slot's ring, for every slot: rings are
+    /// continuous across the slot's occupants, so `cursor..head` is exactly
+    /// what was sent there since we joined, even by a port that has left.
+    cursors: Vec<u64>,
+    /// Senders whose rings are worth reading (see `pending`).
+    scan: ScanSet,
+    next_sender: u32,
+    /// Whether we asked for a doorbell and every doorbell since is counted.
+    armed: bool,
+    seen_rings: u64,
+    pace: pace::Pace,
+    frames: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+/// Membership events for the receiver.
+#[derive(Debug, Default)]
+struct Events {
+    enabled: bool,
+    pending: bool,
+    /// Heads of the rings when the pending event was noticed: frames sent
+    /// before a membership change are delivered before the event.
+    barrier: Vec<(u32, u64)>,
 }
 
 impl Port {
-    /// Joins the existing network at `path`.
-    pub fn join(path: impl AsRef<Path>, options: &JoinOptions) -> Result<Port, OpenError> {
-        let dir = NetDir::open(path.as_ref())?;
-        let file = dir.open_shm(true)?;
-        let shm = open_shared(dir.path(), file, true)?;
-        Port::attach(dir, shm, options)
-    }
-
-    /// Joins the network at `path`, creating it with `config` first if
-    /// there is none. Safe against concurrent creators.
-    pub fn join_or_create(
-        path: impl AsRef<Path>,
-        config: &Config,
+    /// Takes up slot `index` of `shm`, which the caller has claimed (its
+    /// lock is ours, or, under loom, nobody else's), with `bell` bound:
+    /// writes who we are, starts reading at every ring's head, and
+    /// announces us.
+    fn activate(
+        path: &Path,
+        shm: Arc<SharedFile>,
+        index: u32,
+        bell: PortBell,
         options: &JoinOptions,
-    ) -> Result<Port, OpenError> {
-        let path = path.as_ref();
-        for _ in 0..3 {
-            match Port::join(path, options) {
-                Err(OpenError::NotFound { .. }) => {}
-                // A directory without `shm`: `create` decides whether it
-                // may become a network (empty and ours) or says why not.
-                Err(OpenError::NotANetwork { .. }) if has_no_shm(path) => {}
-                other => return other,
-            }
-            match Network::create(path, config) {
-                Ok(_) | Err(OpenError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Port::join(path, options)
-    }
-
-    fn attach(dir: NetDir, shm: SharedFile, options: &JoinOptions) -> Result<Port, OpenError> {
-        let (index, bell) = claim_slot(&shm, &dir)?;
+    ) -> Port {
         let entry = shm.port(index);
         let generation = membership::generation(entry.state.load(Ordering::Acquire))
             .wrapping_add(1)
@@ -158,33 +164,44 @@ impl Port {
         ] {
             counter.store(0, r);
         }
+        // Nothing pending for us yet: whatever a previous occupant left.
+        for word in shm.pending(index) {
+            word.store(0, Ordering::Relaxed);
+        }
         // Armed from the start: the fd must become readable with the first
         // frame even for a user that only ever receives after poll says so.
         entry.armed.store(1, Ordering::SeqCst);
-        let head = entry.head.load(Ordering::Acquire);
-        entry.join_head.store(head, r);
+        let ring = TxRing::resume(&shm, index);
+        entry.join_head.store(ring.head(), r);
+        let g = *shm.geometry();
         let mut port = Port {
-            path: dir.path().into(),
+            path: path.into(),
             index,
-            bell,
             caps,
-            epoch: 0,
-            membership: Membership::default(),
-            events: false,
-            event_pending: false,
-            event_barrier: Vec::new(),
-            head,
-            join_head: head,
-            readers: Vec::new(),
-            room: 0,
-            cursors: Vec::new(),
-            senders: Vec::new(),
-            next_sender: 0,
-            armed: true,
-            seen_rings: entry.rings.load(Ordering::Acquire),
-            counters: Counters::default(),
-            switch: (Protocol::from_code(shm.geometry().protocol) == Some(Protocol::Switch))
+            view: View::default(),
+            tx: Tx {
+                join_head: ring.head(),
+                ring,
+                room_frames: 0,
+                room_bytes: 0,
+                frames: 0,
+                bytes: 0,
+            },
+            rx: Rx {
+                cursors: Vec::new(),
+                scan: ScanSet::new(g.max_ports),
+                next_sender: 0,
+                armed: true,
+                seen_rings: entry.rings.load(Ordering::Acquire),
+                pace: pace::Pace::default(),
+                frames: 0,
+                bytes: 0,
+                dropped: 0,
+            },
+            events: Events::default(),
+            switch: (Protocol::from_code(g.protocol) == Some(Protocol::Switch))
                 .then(MacTable::default),
+            bell,
             shm,
         };
         port.start_cursors();
@@ -196,16 +213,28 @@ impl Port {
             .header()
             .membership_epoch
             .fetch_add(1, Ordering::SeqCst);
-        membership::wake_all(&port.shm, &mut port.bell, index);
+        wake::wake_all(&port.shm, &mut port.bell, index);
         port.refresh_membership();
-        port.event_pending = false;
-        Ok(port)
+        port.events.pending = false;
+        port
+    }
+
+    /// A port on an in-memory network, for the model checker: slot `index`
+    /// is taken as is, and `bell` counts the wake-ups.
+    #[cfg(loom)]
+    pub(crate) fn in_memory(
+        shm: Arc<SharedFile>,
+        index: u32,
+        bell: PortBell,
+        options: &JoinOptions,
+    ) -> Port {
+        Port::activate(Path::new("(in memory)"), shm, index, bell, options)
     }
 
     /// A new reader starts at every ring's current head: it receives what
     /// is sent from now on.
     fn start_cursors(&mut self) {
-        self.cursors = (0..self.shm.geometry().max_ports)
+        self.rx.cursors = (0..self.shm.geometry().max_ports)
             .map(|index| self.shm.port(index).head.load(Ordering::Acquire))
             .collect();
         self.publish_cursors();
@@ -218,7 +247,7 @@ impl Port {
         if !self.shm.geometry().lossless() {
             return;
         }
-        for (index, &cursor) in self.cursors.iter().enumerate() {
+        for (index, &cursor) in self.rx.cursors.iter().enumerate() {
             let index = index as u32;
             let published = self.shm.cursor(self.index, index);
             if index != self.index && published.load(Ordering::Relaxed) != cursor {
@@ -250,7 +279,7 @@ impl Port {
     /// Current reader and writer counts.
     pub fn membership(&mut self) -> Membership {
         self.check_membership();
-        self.membership
+        self.view.membership
     }
 
     /// Ask for [`Message::Membership`] from [`Port::try_recv_message`] and
@@ -258,7 +287,7 @@ impl Port {
     /// While waiting in `recv_message`, the port also looks for dead peers
     /// every 100 ms so that deaths are reported promptly.
     pub fn set_membership_events(&mut self, enabled: bool) {
-        self.events = enabled;
+        self.events.enabled = enabled;
     }
 
     /// A snapshot of the whole network.
@@ -288,7 +317,7 @@ impl Port {
             .header()
             .membership_epoch
             .fetch_add(1, Ordering::SeqCst);
-        membership::wake_all(&self.shm, &mut self.bell, self.index);
+        wake::wake_all(&self.shm, &mut self.bell, self.index);
     }
 
     /// `Err(path)` once the shared file was truncated under us (see
@@ -304,17 +333,19 @@ impl Port {
     // ----- membership -------------------------------------------------
 
     fn check_membership(&mut self) {
-        if self.shm.header().membership_epoch.load(Ordering::Acquire) != self.epoch {
+        if self.shm.header().membership_epoch.load(Ordering::Acquire) != self.view.epoch {
             self.refresh_membership();
         }
     }
 
-    /// Rebuilds the reader and sender lists from the port table.
+    /// Rebuilds the reader list from the port table, and looks once at
+    /// every ring that may hold frames for us (live writers, rings with
+    /// frames unread): a sender that joined may have sent before it knew
+    /// of us.
     fn refresh_membership(&mut self) {
-        self.epoch = self.shm.header().membership_epoch.load(Ordering::Acquire);
+        self.view.epoch = self.shm.header().membership_epoch.load(Ordering::Acquire);
         let mut readers = Vec::new();
         let mut occupants = Vec::new();
-        let mut senders = Vec::new();
         for index in 0..self.shm.geometry().max_ports {
             if index == self.index {
                 continue;
@@ -322,33 +353,32 @@ impl Port {
             let entry = self.shm.port(index);
             let word = entry.state.load(Ordering::Acquire);
             let caps = entry.caps.load(Ordering::Acquire);
-            let active = membership::state(word) == STATE_ACTIVE;
-            if active && caps & CAP_READ != 0 {
+            if membership::state(word) == STATE_ACTIVE && caps & CAP_READ != 0 {
                 readers.push(index);
                 occupants.push((index, word));
             }
             let alive_writer = membership::claims_alive(word) && caps & CAP_WRITE != 0;
-            let unread = entry.head.load(Ordering::Acquire) != self.cursors[index as usize];
+            let unread = entry.head.load(Ordering::Acquire) != self.rx.cursors[index as usize];
             if alive_writer || unread {
-                senders.push(index);
+                self.rx.scan.insert(index);
             }
         }
         self.bell.keep_connected(&occupants);
         if let Some(table) = &mut self.switch {
             table.forget_departed(&self.shm);
         }
-        self.readers = readers;
-        self.senders = senders;
-        self.room = 0;
+        self.view.readers = readers;
+        self.tx.room_frames = 0;
+        self.tx.room_bytes = 0;
         let counts = membership::counts(&self.shm);
-        if counts != self.membership {
-            self.membership = counts;
-            self.event_pending = self.events;
-            if self.events {
-                self.event_barrier = self
-                    .senders
-                    .iter()
-                    .map(|&s| (s, self.shm.port(s).head.load(Ordering::Acquire)))
+        if counts != self.view.membership {
+            self.view.membership = counts;
+            self.events.pending = self.events.enabled;
+            if self.events.enabled {
+                self.events.barrier = (0..self.shm.geometry().max_ports)
+                    .filter(|&s| s != self.index)
+                    .map(|s| (s, self.shm.port(s).head.load(Ordering::Acquire)))
+                    .filter(|&(s, head)| head != self.rx.cursors[s as usize])
                     .collect();
             }
         }
@@ -361,105 +391,9 @@ impl Port {
     /// every 100 ms or so.
     pub fn sweep_dead(&mut self) {
         if membership::sweep_dead(&self.shm, Some(self.index)) > 0 {
-            membership::wake_all(&self.shm, &mut self.bell, self.index);
+            wake::wake_all(&self.shm, &mut self.bell, self.index);
         }
     }
-}
-
-/// Whether `path` is a directory without a `shm` (as one left by a
-/// creator that died before finishing).
-fn has_no_shm(path: &Path) -> bool {
-    NetDir::open(path)
-        .and_then(|dir| dir.names())
-        .is_ok_and(|names| !names.iter().any(|n| n == files::SHM_NAME))
-}
-
-/// Takes a free port slot and binds its doorbell: first a slot marked free
-/// or dead, else one whose owner died without anybody noticing yet. The
-/// lock decides who gets a slot; a slot whose doorbell name is held by a
-/// file we may not replace (another member's, in the sticky directory) is
-/// passed over.
-fn claim_slot(shm: &SharedFile, dir: &NetDir) -> Result<(u32, Doorbell), OpenError> {
-    let max_ports = shm.geometry().max_ports;
-    let shm_error = |e| files::io_error(&dir.display_path(files::SHM_NAME), e);
-    let mut occupied = Vec::new();
-    for want_unclaimed in [true, false] {
-        for index in 0..max_ports {
-            let word = shm.port(index).state.load(Ordering::Acquire);
-            if membership::claims_alive(word) == want_unclaimed {
-                continue;
-            }
-            if !liveness::try_lock(shm.file(), index).map_err(shm_error)? {
-                continue;
-            }
-            match Doorbell::bind(dir, index) {
-                Ok(bell) => return Ok((index, bell)),
-                Err(PlaceError::Occupied) => {
-                    liveness::unlock(shm.file(), index).map_err(shm_error)?;
-                    occupied.push(index);
-                }
-                Err(PlaceError::Io(e)) => {
-                    let _ = liveness::unlock(shm.file(), index);
-                    return Err(files::io_error(
-                        &dir.display_path(&files::bell_name(index)),
-                        e,
-                    ));
-                }
-            }
-        }
-    }
-    Err(OpenError::Full {
-        path: dir.path().into(),
-        max_ports,
-        detail: why_full(shm, &occupied),
-    })
-}
-
-/// Says who holds the slots of a full network: joined ports, processes
-/// that took slot locks without joining, doorbell names we may not use.
-fn why_full(shm: &SharedFile, occupied: &[u32]) -> String {
-    let max_ports = shm.geometry().max_ports;
-    let joined = (0..max_ports)
-        .filter(|&i| membership::claims_alive(shm.port(i).state.load(Ordering::Acquire)))
-        .count();
-    let mut parts = vec![format!("{joined} joined")];
-    let unjoined: Vec<u32> = (0..max_ports)
-        .filter(|&i| {
-            !membership::claims_alive(shm.port(i).state.load(Ordering::Acquire))
-                && !occupied.contains(&i)
-                && liveness::is_held(shm.file(), i).unwrap_or(false)
-        })
-        .collect();
-    if !unjoined.is_empty() {
-        let holders = liveness::holders(shm.file(), max_ports);
-        let mut pids: Vec<u32> = holders
-            .iter()
-            .filter(|(slot, _)| unjoined.contains(slot))
-            .map(|&(_, pid)| pid)
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        let who = if pids.is_empty() {
-            "by processes you cannot see".to_string()
-        } else {
-            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-            format!("by pid {}", list.join(", "))
-        };
-        parts.push(format!(
-            "{} locked without joining {who} (`ipn status` lists them)",
-            unjoined.len()
-        ));
-    }
-    if !occupied.is_empty() {
-        let names: Vec<String> = occupied.iter().map(|&i| files::bell_name(i)).collect();
-        parts.push(format!(
-            "{} unusable by you: their doorbell names ({}) are held by files you may not \
-             replace (the network's owner or root can remove them)",
-            occupied.len(),
-            names.join(", ")
-        ));
-    }
-    format!(" ({})", parts.join("; "))
 }
 
 impl Drop for Port {
@@ -476,15 +410,17 @@ impl Drop for Port {
     }
 }
 
-impl AsRawFd for Port {
+#[cfg(not(loom))]
+impl std::os::fd::AsRawFd for Port {
     /// The doorbell socket: readable while frames wait for this port.
-    fn as_raw_fd(&self) -> RawFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.bell.raw_fd()
     }
 }
 
-impl AsFd for Port {
-    fn as_fd(&self) -> BorrowedFd<'_> {
+#[cfg(not(loom))]
+impl std::os::fd::AsFd for Port {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.bell.fd()
     }
 }

@@ -1,15 +1,18 @@
-//! Sending: write the frame into our own ring, then wake the readers that
-//! sleep. On a lossless network, first wait until every live reading port
-//! has room (never for a port that died or stopped reading).
+//! Sending: write the frame into our own ring, mark it pending for the
+//! readers it is for, then wake the readers that sleep. On a lossless
+//! network, first wait until every live reading port has room (never for a
+//! port that died or stopped reading).
 
 use std::time::{Duration, Instant};
 
 use super::{Port, DEATH_CHECK_INTERVAL};
 use crate::error::SendError;
 use crate::membership;
-use crate::ring;
+use crate::pending;
+use crate::ring::TxRing;
 use crate::shm::layout::*;
 use crate::sync::{fence, Ordering};
+use crate::wake;
 
 impl Port {
     /// Sends a frame. On a lossless network waits until every live reader
@@ -47,51 +50,58 @@ impl Port {
         }
         self.check_membership();
         let lossless = self.shm.geometry().lossless();
-        if lossless && self.room == 0 {
-            self.wait_for_space(wait)?;
+        let footprint = TxRing::footprint(frame.len());
+        if lossless && (self.tx.room_frames == 0 || self.tx.room_bytes < footprint) {
+            self.wait_for_room(footprint, wait)?;
         }
         let dst = match &self.switch {
             Some(table) => table.destination(&self.shm, frame),
             None => DST_ALL,
         };
-        ring::write_frame(&self.shm, self.index, self.head, frame, dst);
-        self.head = self.head.wrapping_add(1);
+        self.tx.ring.write(&self.shm, self.index, frame, dst);
         if lossless {
-            self.room -= 1;
+            self.tx.room_frames -= 1;
+            self.tx.room_bytes -= footprint;
         }
-        self.counters.tx_frames = self.counters.tx_frames.wrapping_add(1);
-        self.counters.tx_bytes = self.counters.tx_bytes.wrapping_add(frame.len() as u64);
-        let entry = self.shm.port(self.index);
-        entry
-            .tx_frames
-            .store(self.counters.tx_frames, Ordering::Relaxed);
-        entry
-            .tx_bytes
-            .store(self.counters.tx_bytes, Ordering::Relaxed);
+        self.count_sent(frame.len());
         fence(Ordering::SeqCst);
-        // A reader that joined since our last look must be woken too.
+        // A reader that joined since our last look must be told too.
         self.check_membership();
-        if dst != DST_ALL && !self.shm.geometry().lossless() {
+        for &reader in &self.view.readers {
+            pending::mark(&self.shm, reader, self.index);
+        }
+        if dst != DST_ALL && !lossless {
             // Only the addressee reads it. (Lossless: every reader must
             // still step over it, or its cursor would hold us back.)
-            membership::wake(&self.shm, &mut self.bell, dst);
+            wake::wake(&self.shm, &mut self.bell, dst);
             return Ok(());
         }
-        for i in 0..self.readers.len() {
-            membership::wake(&self.shm, &mut self.bell, self.readers[i]);
+        for i in 0..self.view.readers.len() {
+            wake::wake(&self.shm, &mut self.bell, self.view.readers[i]);
         }
         Ok(())
     }
 
-    /// Lossless: how many frames we may send before the slowest live
-    /// reader would be lapped. All arithmetic is modulo 2^64 on distances
-    /// from our head, so any head value (even one a previous occupant of
-    /// the slot scribbled, say 2^64 - 3) works as well as any other.
-    fn compute_room(&self) -> u64 {
-        let slots = u64::from(self.shm.geometry().ring_slots);
-        let since_join = self.head.wrapping_sub(self.join_head);
-        let mut room = slots;
-        for &reader in &self.readers {
+    fn count_sent(&mut self, len: usize) {
+        self.tx.frames = self.tx.frames.wrapping_add(1);
+        self.tx.bytes = self.tx.bytes.wrapping_add(len as u64);
+        let entry = self.shm.port(self.index);
+        entry.tx_frames.store(self.tx.frames, Ordering::Relaxed);
+        entry.tx_bytes.store(self.tx.bytes, Ordering::Relaxed);
+    }
+
+    /// Lossless: how many frames, and bytes, we may send before the
+    /// slowest live reader would be lapped. All arithmetic is modulo 2^64
+    /// on distances from our head, so any head value (even one a previous
+    /// occupant of the slot scribbled, say 2^64 - 3) works as well as any
+    /// other.
+    fn compute_room(&self) -> (u64, u64) {
+        let g = self.shm.geometry();
+        let slots = u64::from(g.ring_slots);
+        let head = self.tx.ring.head();
+        let since_join = head.wrapping_sub(self.tx.join_head);
+        let (mut frames, mut bytes) = (slots, g.ring_bytes);
+        for &reader in &self.view.readers {
             let entry = self.shm.port(reader);
             let word = entry.state.load(Ordering::Acquire);
             if membership::state(word) != STATE_ACTIVE
@@ -102,7 +112,7 @@ impl Port {
             let cursor = self.shm.cursor(reader, self.index).load(Ordering::Acquire);
             // Frames of ours this reader has not read. A cursor from before
             // we joined (the previous occupant's frames) counts as our join.
-            let unread = self.head.wrapping_sub(cursor);
+            let unread = head.wrapping_sub(cursor);
             let lag = unread.min(since_join);
             if (unread as i64) < 0 || lag > slots {
                 // No consistent cursor is ahead of our head or more than a
@@ -111,20 +121,25 @@ impl Port {
                 // reader republishes its cursors before sleeping.
                 continue;
             }
-            room = room.min(slots - lag);
+            frames = frames.min(slots - lag);
+            let oldest = head.wrapping_sub(lag);
+            bytes = bytes.min(
+                g.ring_bytes
+                    .saturating_sub(self.tx.ring.bytes_since(oldest)),
+            );
         }
-        room
+        (frames, bytes)
     }
 
-    fn wait_for_space(&mut self, wait: Wait) -> Result<(), SendError> {
+    fn wait_for_room(&mut self, footprint: u64, wait: Wait) -> Result<(), SendError> {
         let mut spins = 0u32;
         let mut next_death_check = Instant::now() + DEATH_CHECK_INTERVAL;
         loop {
             self.check_damage()
                 .map_err(|path| SendError::Damaged { path })?;
             self.check_membership();
-            self.room = self.compute_room();
-            if self.room > 0 {
+            (self.tx.room_frames, self.tx.room_bytes) = self.compute_room();
+            if self.tx.room_frames > 0 && self.tx.room_bytes >= footprint {
                 return Ok(());
             }
             match wait {

@@ -6,9 +6,16 @@
 //! Header                      one page, written once by the creator
 //! PortEntry  x max_ports      one per port slot (state, pid, counters, ...)
 //! cursor     x max_ports^2    lossless only: cursor[reader][sender], u64
+//! pending    x max_ports      one bitmap per reader: which senders may
+//!                               have frames for it (see `pending`)
 //! ring       x max_ports      one transmit ring per port slot:
-//!   Slot     x ring_slots       SlotHeader + mtu bytes, rounded to 64
+//!   Descriptor x ring_slots     frame number, position, length, destination
+//!   data       ring_bytes       the frames' bytes, back to back
 //! ```
+//!
+//! Frames are variable length: a ring holds up to `ring_slots` frames and
+//! `ring_bytes` bytes of them, so memory grows with the traffic a ring must
+//! buffer, not with the MTU (see `ring`).
 //!
 //! Invariants:
 //! - Every field is an atomic, padding included, because any field may be
@@ -24,7 +31,8 @@
 //!   against the computed ones, never trusted.
 //! - Each word has one writer (the port that owns the slot), except the
 //!   `state` word (compare-and-swap with a generation number), `armed`
-//!   (the owner sets it, senders swap it off) and `rings` (senders add).
+//!   (the owner sets it, senders swap it off), `rings` (senders add) and
+//!   the pending bitmaps (senders set bits, the owner takes them).
 
 use crate::sync::{AtomicU32, AtomicU64};
 
@@ -32,15 +40,16 @@ use crate::sync::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPNnet\0\x01");
 /// Bumped on every incompatible change of this file's layout; the test
 /// `layout_version_is_pinned_to_the_sizes_and_offsets` fails until it is.
-/// (2: port entries grew from 256 to 320 bytes; padding became atomic.)
-pub const LAYOUT_VERSION: u32 = 2;
+/// (2: port entries grew from 256 to 320 bytes; padding became atomic.
+/// 3: variable-length frames in byte rings; pending-sender bitmaps.)
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Size of the header region; the port table starts here.
 pub const HEADER_SIZE: u64 = 4096;
-/// Bytes before the data of a frame slot.
-pub const SLOT_HEADER_SIZE: u64 = 16;
-/// Alignment of every ring slot (one cache line).
-pub const SLOT_ALIGN: u64 = 64;
+/// Size of a ring descriptor.
+pub const DESCRIPTOR_SIZE: u64 = 32;
+/// Frames start at multiples of this in a ring's data.
+pub const FRAME_ALIGN: u64 = 8;
 
 /// Header flag: the sender waits for the slowest live reader.
 pub const FLAG_LOSSLESS: u32 = 1;
@@ -53,12 +62,19 @@ pub const MAX_MTU: u32 = 65535;
 pub const MAX_PORTS: u32 = 4096;
 pub const MIN_RING_SLOTS: u32 = 2;
 pub const MAX_RING_SLOTS: u32 = 1 << 16;
-/// Upper bound of the whole file: 64 GiB (sparse, but mapped at once).
+#[cfg(not(loom))]
+pub const MIN_RING_BYTES: u64 = 4096;
+/// The model checker explores every access: its rings are tiny.
+#[cfg(loom)]
+pub const MIN_RING_BYTES: u64 = 64;
+pub const MAX_RING_BYTES: u64 = 1 << 30;
+/// Upper bound of the whole file: 64 GiB.
 pub const MAX_TOTAL_SIZE: u64 = 64 << 30;
 
 /// The creator's parameters, at the start of the file.
 #[repr(C)]
 pub struct Header {
+    // Line 0.
     pub magic: AtomicU64,
     pub version: AtomicU32,
     pub protocol: AtomicU32,
@@ -66,13 +82,18 @@ pub struct Header {
     pub mtu: AtomicU32,
     pub ring_slots: AtomicU32,
     pub flags: AtomicU32,
-    pub slot_size: AtomicU32,
     pub port_entry_size: AtomicU32,
+    pub descriptor_size: AtomicU32,
+    pub ring_bytes: AtomicU64,
     pub port_table_offset: AtomicU64,
     pub cursor_table_offset: AtomicU64,
+    // Line 1.
+    pub pending_table_offset: AtomicU64,
     pub rings_offset: AtomicU64,
+    pub ring_stride: AtomicU64,
     pub total_size: AtomicU64,
-    _pad0: [AtomicU64; 7],
+    _pad0: [AtomicU64; 4],
+    // Line 2.
     /// Bumped by every join, leave, shutdown and detected death, so that a
     /// port re-reads the port table only when membership changed.
     pub membership_epoch: AtomicU64,
@@ -112,11 +133,15 @@ pub struct PortEntry {
     // Line 1
     pub description: [AtomicU64; DESCRIPTION_LEN / 8],
     // Line 2: written by the owner for every frame it sends.
-    /// Sequence number of the next frame this port will send.
+    /// Number of the next frame this port will send.
     pub head: AtomicU64,
+    /// Bytes of its ring written, or about to be written, so far: a reader
+    /// that copied bytes at position `p` knows they were intact if, after
+    /// copying, `byte_reserve - p <= ring_bytes` (see `ring`).
+    pub byte_reserve: AtomicU64,
     pub tx_frames: AtomicU64,
     pub tx_bytes: AtomicU64,
-    _pad2: [AtomicU64; 5],
+    _pad2: [AtomicU64; 4],
     // Line 3: the sleep handshake, read by every sender after every frame.
     /// 1 while the owner sleeps and wants a doorbell; a sender that swaps
     /// it to 0 must ring.
@@ -135,19 +160,27 @@ pub struct PortEntry {
 #[cfg(not(loom))] // loom's atomics are larger than the real ones.
 const _: () = assert!(std::mem::size_of::<PortEntry>() == 320);
 
-/// The fixed part of a ring slot; `mtu` bytes of frame data follow,
-/// stored as `u64` words.
+/// One frame of a ring: which frame, where its bytes are, how many, and
+/// for whom. A seqlock: `seq` says which frame it describes and whether
+/// that frame is complete.
 #[repr(C)]
-pub struct SlotHeader {
+pub struct Descriptor {
     /// 0: never written; `2n + 1`: frame `n` being written; `2n + 2`:
     /// frame `n` complete.
     pub seq: AtomicU64,
+    /// Byte position of the frame in the ring (a multiple of
+    /// [`FRAME_ALIGN`], counted from the ring's first byte ever written;
+    /// taken modulo `ring_bytes` to index the data).
+    pub pos: AtomicU64,
     pub len: AtomicU32,
     /// Destination port in switch mode; [`DST_ALL`] floods.
     pub dst: AtomicU32,
+    /// Reserved for per-frame metadata (0).
+    pub flags: AtomicU32,
+    _pad: AtomicU32,
 }
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<SlotHeader>() as u64 == SLOT_HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<Descriptor>() as u64 == DESCRIPTOR_SIZE);
 
 pub const DST_ALL: u32 = u32::MAX;
 
@@ -162,7 +195,7 @@ mod sealed {
 /// # Safety
 ///
 /// Implement only for `#[repr(C)]` types made of nothing but atomics,
-/// padding included (no implicit padding either: the size assertions below
+/// padding included (no implicit padding either: the size assertions above
 /// equal the sum of the fields), so that every bit pattern is a valid value,
 /// no byte is ever accessed non-atomically, and any alignment the type
 /// needs is at most 8. Sealed: no other module can add a type.
@@ -178,11 +211,11 @@ macro_rules! shared_plain {
         unsafe impl SharedPlain for $t {}
     )*};
 }
-shared_plain!(Header, PortEntry, SlotHeader, AtomicU64, AtomicU32);
+shared_plain!(Header, PortEntry, Descriptor, AtomicU64, AtomicU32);
 
-/// All-zero structures, as in a freshly sized (sparse) file, for the
-/// in-memory backend of the loom model checker: loom's atomics cannot be
-/// cast from memory, they must be constructed.
+/// All-zero structures, as in a freshly sized file, for the in-memory
+/// backend of the loom model checker: loom's atomics cannot be cast from
+/// memory, they must be constructed.
 #[cfg(loom)]
 #[cfg_attr(not(test), allow(dead_code))] // used by loom_tests only
 mod zeroed {
@@ -206,11 +239,14 @@ mod zeroed {
                 mtu: z32(),
                 ring_slots: z32(),
                 flags: z32(),
-                slot_size: z32(),
                 port_entry_size: z32(),
+                descriptor_size: z32(),
+                ring_bytes: z64(),
                 port_table_offset: z64(),
                 cursor_table_offset: z64(),
+                pending_table_offset: z64(),
                 rings_offset: z64(),
+                ring_stride: z64(),
                 total_size: z64(),
                 _pad0: std::array::from_fn(|_| z64()),
                 membership_epoch: z64(),
@@ -229,6 +265,7 @@ mod zeroed {
                 _pad0: std::array::from_fn(|_| z64()),
                 description: std::array::from_fn(|_| z64()),
                 head: z64(),
+                byte_reserve: z64(),
                 tx_frames: z64(),
                 tx_bytes: z64(),
                 _pad2: std::array::from_fn(|_| z64()),
@@ -244,23 +281,26 @@ mod zeroed {
         }
     }
 
-    impl SlotHeader {
-        pub fn zeroed() -> SlotHeader {
-            SlotHeader {
+    impl Descriptor {
+        pub fn zeroed() -> Descriptor {
+            Descriptor {
                 seq: z64(),
+                pos: z64(),
                 len: z32(),
                 dst: z32(),
+                flags: z32(),
+                _pad: z32(),
             }
         }
     }
 }
 
-/// Sequence word of a slot while frame `n` is being written.
+/// Sequence word of a descriptor while frame `n` is being written.
 pub const fn seq_writing(n: u64) -> u64 {
     n.wrapping_mul(2).wrapping_add(1)
 }
 
-/// Sequence word of a slot once frame `n` is complete.
+/// Sequence word of a descriptor once frame `n` is complete.
 pub const fn seq_done(n: u64) -> u64 {
     n.wrapping_mul(2).wrapping_add(2)
 }
@@ -273,12 +313,18 @@ pub struct Geometry {
     pub max_ports: u32,
     pub mtu: u32,
     pub ring_slots: u32,
+    pub ring_bytes: u64,
     pub flags: u32,
-    pub slot_size: u64,
     pub port_table_offset: u64,
     pub cursor_table_offset: u64,
+    pub pending_table_offset: u64,
+    /// Bytes of one reader's pending bitmap (a whole number of cache lines).
+    pub pending_stride: u64,
     pub rings_offset: u64,
-    pub ring_size: u64,
+    /// Bytes from one port's ring to the next: descriptors, then data.
+    pub ring_stride: u64,
+    /// Offset of the data within a ring (after the descriptors, page aligned).
+    pub ring_data_offset: u64,
     pub total_size: u64,
 }
 
@@ -288,15 +334,37 @@ pub enum GeometryError {
     Ports(u32),
     Mtu(u32),
     RingSlots(u32),
+    /// Not a power of two in range, or not room for two largest frames.
+    RingBytes {
+        bytes: u64,
+        least: u64,
+    },
     TooLarge(u64),
 }
 
 impl Geometry {
+    /// The smallest ring that holds two frames of `mtu` bytes (so that a
+    /// sender can always make progress), and a page.
+    pub fn least_ring_bytes(mtu: u32) -> u64 {
+        (2 * round_up(u64::from(mtu), FRAME_ALIGN))
+            .next_power_of_two()
+            .max(MIN_RING_BYTES)
+    }
+
+    /// The ring size a network gets when none is asked for: 256 KiB, or
+    /// four frames of `mtu` bytes if that is more.
+    pub fn default_ring_bytes(mtu: u32) -> u64 {
+        (4 * round_up(u64::from(mtu), FRAME_ALIGN))
+            .next_power_of_two()
+            .max(256 << 10)
+    }
+
     pub fn compute(
         protocol: u32,
         max_ports: u32,
         mtu: u32,
         ring_slots: u32,
+        ring_bytes: u64,
         flags: u32,
     ) -> Result<Geometry, GeometryError> {
         if max_ports == 0 || max_ports > MAX_PORTS {
@@ -309,9 +377,15 @@ impl Geometry {
         {
             return Err(GeometryError::RingSlots(ring_slots));
         }
+        let least = Self::least_ring_bytes(mtu);
+        if !(least..=MAX_RING_BYTES).contains(&ring_bytes) || !ring_bytes.is_power_of_two() {
+            return Err(GeometryError::RingBytes {
+                bytes: ring_bytes,
+                least,
+            });
+        }
         // All products below are of values bounded above, so they fit in
-        // u64 by a wide margin (4096 * 65536 * 65600 < 2^64).
-        let slot_size = round_up(SLOT_HEADER_SIZE + u64::from(mtu), SLOT_ALIGN);
+        // u64 by a wide margin (4096 * (2^21 + 2^30) < 2^43).
         let ports = u64::from(max_ports);
         let port_table_offset = HEADER_SIZE;
         let cursor_table_offset =
@@ -321,9 +395,12 @@ impl Geometry {
         } else {
             0
         };
-        let rings_offset = round_up(cursor_table_offset + cursor_table_size, 4096);
-        let ring_size = slot_size * u64::from(ring_slots);
-        let total_size = rings_offset + ports * ring_size;
+        let pending_table_offset = round_up(cursor_table_offset + cursor_table_size, 4096);
+        let pending_stride = round_up(ports.div_ceil(64) * 8, 64);
+        let rings_offset = round_up(pending_table_offset + ports * pending_stride, 4096);
+        let ring_data_offset = round_up(u64::from(ring_slots) * DESCRIPTOR_SIZE, 4096);
+        let ring_stride = ring_data_offset + ring_bytes;
+        let total_size = rings_offset + ports * ring_stride;
         if total_size > MAX_TOTAL_SIZE {
             return Err(GeometryError::TooLarge(total_size));
         }
@@ -332,12 +409,15 @@ impl Geometry {
             max_ports,
             mtu,
             ring_slots,
+            ring_bytes,
             flags,
-            slot_size,
             port_table_offset,
             cursor_table_offset,
+            pending_table_offset,
+            pending_stride,
             rings_offset,
-            ring_size,
+            ring_stride,
+            ring_data_offset,
             total_size,
         })
     }
@@ -346,13 +426,19 @@ impl Geometry {
         self.flags & FLAG_LOSSLESS != 0
     }
 
-    /// Number of `u64` data words in a slot.
-    pub fn slot_words(&self) -> usize {
-        ((self.slot_size - SLOT_HEADER_SIZE) / 8) as usize
+    /// Number of `u64` data words in a ring.
+    pub fn ring_words(&self) -> usize {
+        (self.ring_bytes / 8) as usize
+    }
+
+    /// Number of `u64` words in a reader's pending bitmap that hold bits.
+    pub fn pending_words(&self) -> usize {
+        self.max_ports.div_ceil(64) as usize
     }
 }
 
-fn round_up(value: u64, to: u64) -> u64 {
+/// `value` rounded up to a multiple of `to`.
+pub fn round_up(value: u64, to: u64) -> u64 {
     value.div_ceil(to) * to
 }
 
@@ -369,18 +455,27 @@ pub mod offsets {
     pub const HEADER_VERSION: u64 = offset_of!(Header, version) as u64;
     pub const HEADER_PROTOCOL: u64 = offset_of!(Header, protocol) as u64;
     pub const HEADER_MTU: u64 = offset_of!(Header, mtu) as u64;
-    pub const HEADER_SLOT_SIZE: u64 = offset_of!(Header, slot_size) as u64;
+    pub const HEADER_RING_SLOTS: u64 = offset_of!(Header, ring_slots) as u64;
+    pub const HEADER_RING_BYTES: u64 = offset_of!(Header, ring_bytes) as u64;
     pub const HEADER_CURSOR_TABLE_OFFSET: u64 = offset_of!(Header, cursor_table_offset) as u64;
+    pub const HEADER_PENDING_TABLE_OFFSET: u64 = offset_of!(Header, pending_table_offset) as u64;
     pub const HEADER_RINGS_OFFSET: u64 = offset_of!(Header, rings_offset) as u64;
+    pub const HEADER_RING_STRIDE: u64 = offset_of!(Header, ring_stride) as u64;
     /// The port table starts right after the header page.
     pub const PORT_TABLE: u64 = super::HEADER_SIZE;
     pub const PORT_ENTRY_SIZE: u64 = size_of::<PortEntry>() as u64;
     pub const PORT_ENTRY_WORDS: u64 = PORT_ENTRY_SIZE / 8;
     pub const ENTRY_STATE: u64 = offset_of!(PortEntry, state) as u64;
     pub const ENTRY_HEAD: u64 = offset_of!(PortEntry, head) as u64;
+    pub const ENTRY_BYTE_RESERVE: u64 = offset_of!(PortEntry, byte_reserve) as u64;
     pub const ENTRY_ARMED: u64 = offset_of!(PortEntry, armed) as u64;
-    pub const SLOT_HEADER_SIZE: u64 = super::SLOT_HEADER_SIZE;
-    pub const SLOT_ALIGN: u64 = super::SLOT_ALIGN;
+    pub const DESCRIPTOR_SIZE: u64 = super::DESCRIPTOR_SIZE;
+    pub const DESCRIPTOR_POS: u64 = offset_of!(Descriptor, pos) as u64;
+    pub const DESCRIPTOR_LEN: u64 = offset_of!(Descriptor, len) as u64;
+    /// Where a ring's data starts, from the ring's start, for `ring_slots`.
+    pub fn ring_data_offset(ring_slots: u64) -> u64 {
+        round_up(ring_slots * super::DESCRIPTOR_SIZE, 4096)
+    }
     /// Where the per-slot liveness locks start (beyond the end of the file).
     pub const LOCK_BASE: u64 = crate::liveness::LOCK_BASE as u64;
 }
@@ -391,20 +486,32 @@ mod tests {
 
     #[test]
     fn geometry_rejects_out_of_range_parameters() {
+        let bytes = 256 << 10;
         assert_eq!(
-            Geometry::compute(0, 0, 1514, 256, 0),
+            Geometry::compute(0, 0, 1514, 256, bytes, 0),
             Err(GeometryError::Ports(0))
         );
         assert_eq!(
-            Geometry::compute(0, 8, 63, 256, 0),
+            Geometry::compute(0, 8, 63, 256, bytes, 0),
             Err(GeometryError::Mtu(63))
         );
         assert_eq!(
-            Geometry::compute(0, 8, 1514, 100, 0),
+            Geometry::compute(0, 8, 1514, 100, bytes, 0),
             Err(GeometryError::RingSlots(100))
         );
+        assert_eq!(
+            Geometry::compute(0, 8, 65535, 256, 65536, 0),
+            Err(GeometryError::RingBytes {
+                bytes: 65536,
+                least: 131072
+            })
+        );
         assert!(matches!(
-            Geometry::compute(0, 4096, 65535, 65536, 0),
+            Geometry::compute(0, 8, 1514, 256, 3 << 12, 0),
+            Err(GeometryError::RingBytes { .. })
+        ));
+        assert!(matches!(
+            Geometry::compute(0, 4096, 65535, 65536, MAX_RING_BYTES, 0),
             Err(GeometryError::TooLarge(_))
         ));
     }
@@ -420,30 +527,49 @@ mod tests {
             u64::from(LAYOUT_VERSION),
             HEADER_SIZE,
             size_of::<Header>() as u64,
+            offset_of!(Header, ring_bytes) as u64,
+            offset_of!(Header, pending_table_offset) as u64,
             offset_of!(Header, membership_epoch) as u64,
             size_of::<PortEntry>() as u64,
             offset_of!(PortEntry, description) as u64,
             offset_of!(PortEntry, head) as u64,
+            offset_of!(PortEntry, byte_reserve) as u64,
             offset_of!(PortEntry, armed) as u64,
             offset_of!(PortEntry, rx_frames) as u64,
-            size_of::<SlotHeader>() as u64,
-            SLOT_ALIGN,
+            size_of::<Descriptor>() as u64,
+            offset_of!(Descriptor, len) as u64,
+            FRAME_ALIGN,
         ];
         assert_eq!(
             layout,
-            [2, 4096, 192, 128, 320, 64, 128, 192, 256, 16, 64],
+            [3, 4096, 192, 40, 64, 128, 320, 64, 128, 136, 192, 256, 32, 16, 8],
             "the shared file's layout changed: bump LAYOUT_VERSION and update this pin with it"
         );
     }
 
     #[test]
     fn geometry_places_regions_in_order_and_aligned() {
-        let g = Geometry::compute(0, 64, 1514, 256, FLAG_LOSSLESS).unwrap();
-        assert_eq!(g.slot_size % SLOT_ALIGN, 0);
-        assert!(g.slot_size >= SLOT_HEADER_SIZE + 1514);
-        assert!(g.cursor_table_offset >= g.port_table_offset + 64 * 256);
-        assert!(g.rings_offset >= g.cursor_table_offset + 64 * 64 * 8);
+        let g = Geometry::compute(0, 64, 1514, 256, 256 << 10, FLAG_LOSSLESS).unwrap();
+        assert!(g.cursor_table_offset >= g.port_table_offset + 64 * 320);
+        assert!(g.pending_table_offset >= g.cursor_table_offset + 64 * 64 * 8);
+        assert!(g.rings_offset >= g.pending_table_offset + 64 * g.pending_stride);
+        assert_eq!(g.pending_stride % 64, 0);
         assert_eq!(g.rings_offset % 4096, 0);
-        assert_eq!(g.total_size, g.rings_offset + 64 * g.ring_size);
+        assert_eq!(g.ring_stride % 4096, 0);
+        assert_eq!(g.total_size, g.rings_offset + 64 * g.ring_stride);
+    }
+
+    /// Memory no longer grows with the MTU: a 64-port network at MTU 65535
+    /// fits in 128 MiB, and the default network is no larger than with
+    /// fixed MTU-sized slots.
+    #[test]
+    fn memory_follows_the_ring_not_the_mtu() {
+        let jumbo =
+            Geometry::compute(0, 64, 65535, 256, Geometry::default_ring_bytes(65535), 0).unwrap();
+        assert!(jumbo.total_size <= 128 << 20, "{}", jumbo.total_size);
+        let default =
+            Geometry::compute(0, 64, 1514, 256, Geometry::default_ring_bytes(1514), 0).unwrap();
+        let fixed_slots = 64 * 256 * round_up(16 + 1514, 64);
+        assert!(default.total_size <= fixed_slots, "{}", default.total_size);
     }
 }

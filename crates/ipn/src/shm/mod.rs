@@ -80,10 +80,12 @@ struct InMemory {
     header: Header,
     ports: Vec<PortEntry>,
     cursors: Vec<AtomicU64>,
-    /// `max_ports * ring_slots` slots, ring after ring.
-    slot_headers: Vec<SlotHeader>,
-    /// `slot_words` data words per slot, in the order of `slot_headers`.
-    slot_data: Vec<AtomicU64>,
+    /// `pending_words` words per reader, reader after reader.
+    pending: Vec<AtomicU64>,
+    /// `ring_slots` descriptors per port, ring after ring.
+    descriptors: Vec<Descriptor>,
+    /// `ring_words` data words per port, ring after ring.
+    data: Vec<AtomicU64>,
 }
 
 #[cfg(not(loom))]
@@ -148,13 +150,17 @@ impl SharedFile {
         h.max_ports.store(geometry.max_ports, r);
         h.mtu.store(geometry.mtu, r);
         h.ring_slots.store(geometry.ring_slots, r);
+        h.ring_bytes.store(geometry.ring_bytes, r);
         h.flags.store(geometry.flags, r);
-        h.slot_size.store(geometry.slot_size as u32, r);
         h.port_entry_size
             .store(std::mem::size_of::<PortEntry>() as u32, r);
+        h.descriptor_size.store(DESCRIPTOR_SIZE as u32, r);
         h.port_table_offset.store(geometry.port_table_offset, r);
         h.cursor_table_offset.store(geometry.cursor_table_offset, r);
+        h.pending_table_offset
+            .store(geometry.pending_table_offset, r);
         h.rings_offset.store(geometry.rings_offset, r);
+        h.ring_stride.store(geometry.ring_stride, r);
         h.total_size.store(geometry.total_size, r);
         // Magic last: a reader of a half-written file sees "not ipn".
         h.magic.store(MAGIC, Ordering::Release);
@@ -174,7 +180,8 @@ impl SharedFile {
         }
         let header_geometry = Geometry {
             total_size: HEADER_SIZE,
-            ..Geometry::compute(0, 1, MIN_MTU, MIN_RING_SLOTS, 0).expect("minimal geometry")
+            ..Geometry::compute(0, 1, MIN_MTU, MIN_RING_SLOTS, MIN_RING_BYTES, 0)
+                .expect("minimal geometry")
         };
         let header_only = Self::map(file, header_geometry, false).map_err(Err)?;
         let geometry = validate(header_only.header(), size).map_err(Ok)?;
@@ -275,31 +282,50 @@ impl SharedFile {
         self.at(g.cursor_table_offset + index * 8)
     }
 
-    /// The slot of `sender`'s ring that holds frame number `seq`.
-    pub fn slot(&self, sender: u32, seq: u64) -> Slot<'_> {
+    /// Reader `reader`'s pending bitmap: bit `s` of word `s / 64` says
+    /// sender `s` may have frames for it.
+    pub fn pending(&self, reader: u32) -> &[AtomicU64] {
+        let g = &self.geometry;
+        assert!(reader < g.max_ports, "reader index out of range");
+        let offset = g.pending_table_offset + u64::from(reader) * g.pending_stride;
+        self.words(offset, g.pending_words())
+    }
+
+    /// The descriptor of `sender`'s ring that holds frame number `seq`.
+    pub fn descriptor(&self, sender: u32, seq: u64) -> &Descriptor {
         let g = &self.geometry;
         assert!(sender < g.max_ports, "sender index out of range");
         let index = seq & u64::from(g.ring_slots - 1);
-        let offset = g.rings_offset + u64::from(sender) * g.ring_size + index * g.slot_size;
-        let header: &SlotHeader = self.at(offset);
-        let data_offset = offset + SLOT_HEADER_SIZE;
-        let words = g.slot_words();
-        let end = data_offset + words as u64 * 8;
-        assert!(end <= g.total_size, "slot out of bounds");
-        // SAFETY: `data_offset..end` lies inside the mapping (asserted) and
-        // inside this slot (slot_size = header + words * 8), is 8-aligned
-        // (slots are 64-aligned, the header is 16 bytes), and AtomicU64 is
-        // valid for any bit pattern. Lifetime bound to `&self`.
-        let data = unsafe {
+        self.at(g.rings_offset + u64::from(sender) * g.ring_stride + index * DESCRIPTOR_SIZE)
+    }
+
+    /// The data words of `sender`'s ring.
+    pub fn ring_data(&self, sender: u32) -> &[AtomicU64] {
+        let g = &self.geometry;
+        assert!(sender < g.max_ports, "sender index out of range");
+        let offset = g.rings_offset + u64::from(sender) * g.ring_stride + g.ring_data_offset;
+        self.words(offset, g.ring_words())
+    }
+
+    /// `count` words at `offset`.
+    fn words(&self, offset: u64, count: usize) -> &[AtomicU64] {
+        let end = (count as u64)
+            .checked_mul(8)
+            .and_then(|len| offset.checked_add(len));
+        assert!(
+            end.is_some_and(|end| end <= self.geometry.total_size) && offset.is_multiple_of(8),
+            "shared memory access out of bounds"
+        );
+        // SAFETY: `offset..offset + 8 * count` lies inside the mapping
+        // (asserted) and is 8-aligned (asserted; the mapping is page
+        // aligned); AtomicU64 is valid for any bit pattern and made for
+        // sharing. The slice borrows `&self`, so the mapping outlives it.
+        unsafe {
             std::slice::from_raw_parts(
-                self.base
-                    .as_ptr()
-                    .add(data_offset as usize)
-                    .cast::<AtomicU64>(),
-                words,
+                self.base.as_ptr().add(offset as usize).cast::<AtomicU64>(),
+                count,
             )
-        };
-        Slot { header, data }
+        }
     }
 }
 
@@ -320,22 +346,24 @@ impl SharedFile {
     pub fn in_memory(geometry: Geometry) -> SharedFile {
         let g = &geometry;
         let ports = g.max_ports as usize;
-        let slots = ports * g.ring_slots as usize;
         let cursors = if g.lossless() { ports * ports } else { 0 };
+        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         let memory = InMemory {
             header: Header::zeroed(),
             ports: (0..ports).map(|_| PortEntry::zeroed()).collect(),
-            cursors: (0..cursors).map(|_| AtomicU64::new(0)).collect(),
-            slot_headers: (0..slots).map(|_| SlotHeader::zeroed()).collect(),
-            slot_data: (0..slots * g.slot_words())
-                .map(|_| AtomicU64::new(0))
+            cursors: zeros(cursors),
+            pending: zeros(ports * g.pending_words()),
+            descriptors: (0..ports * g.ring_slots as usize)
+                .map(|_| Descriptor::zeroed())
                 .collect(),
+            data: zeros(ports * g.ring_words()),
         };
         let h = &memory.header;
         let r = Ordering::Relaxed;
         h.max_ports.store(g.max_ports, r);
         h.mtu.store(g.mtu, r);
         h.ring_slots.store(g.ring_slots, r);
+        h.ring_bytes.store(g.ring_bytes, r);
         h.flags.store(g.flags, r);
         h.magic.store(MAGIC, r);
         SharedFile {
@@ -388,25 +416,29 @@ impl SharedFile {
         &self.memory.cursors[reader as usize * g.max_ports as usize + sender as usize]
     }
 
-    /// The slot of `sender`'s ring that holds frame number `seq`.
-    pub fn slot(&self, sender: u32, seq: u64) -> Slot<'_> {
+    /// Reader `reader`'s pending bitmap.
+    pub fn pending(&self, reader: u32) -> &[AtomicU64] {
+        let g = &self.geometry;
+        assert!(reader < g.max_ports, "reader index out of range");
+        let words = g.pending_words();
+        &self.memory.pending[reader as usize * words..(reader as usize + 1) * words]
+    }
+
+    /// The descriptor of `sender`'s ring that holds frame number `seq`.
+    pub fn descriptor(&self, sender: u32, seq: u64) -> &Descriptor {
         let g = &self.geometry;
         assert!(sender < g.max_ports, "sender index out of range");
-        let index = seq & u64::from(g.ring_slots - 1);
-        let slot = sender as usize * g.ring_slots as usize + index as usize;
-        let words = g.slot_words();
-        Slot {
-            header: &self.memory.slot_headers[slot],
-            data: &self.memory.slot_data[slot * words..(slot + 1) * words],
-        }
+        let index = (seq & u64::from(g.ring_slots - 1)) as usize;
+        &self.memory.descriptors[sender as usize * g.ring_slots as usize + index]
     }
-}
 
-/// One frame slot of a ring: its header and its data words.
-#[derive(Clone, Copy)]
-pub struct Slot<'a> {
-    pub header: &'a SlotHeader,
-    pub data: &'a [AtomicU64],
+    /// The data words of `sender`'s ring.
+    pub fn ring_data(&self, sender: u32) -> &[AtomicU64] {
+        let g = &self.geometry;
+        assert!(sender < g.max_ports, "sender index out of range");
+        let words = g.ring_words();
+        &self.memory.data[sender as usize * words..(sender as usize + 1) * words]
+    }
 }
 
 /// Checks a header read from a file of `file_size` bytes and computes the
@@ -426,16 +458,27 @@ pub fn validate(h: &Header, file_size: u64) -> Result<Geometry, Invalid> {
         h.max_ports.load(r),
         h.mtu.load(r),
         h.ring_slots.load(r),
+        h.ring_bytes.load(r),
         h.flags.load(r),
     )
     .map_err(Invalid::Parameters)?;
-    let checks: [(&'static str, u64, u64); 6] = [
-        ("slot size", u64::from(h.slot_size.load(r)), g.slot_size),
+    let checks: [(&'static str, u64, u64); 8] = [
         (
             "port entry size",
             u64::from(h.port_entry_size.load(r)),
             std::mem::size_of::<PortEntry>() as u64,
         ),
+        (
+            "descriptor size",
+            u64::from(h.descriptor_size.load(r)),
+            DESCRIPTOR_SIZE,
+        ),
+        (
+            "pending table offset",
+            h.pending_table_offset.load(r),
+            g.pending_table_offset,
+        ),
+        ("ring stride", h.ring_stride.load(r), g.ring_stride),
         (
             "port table offset",
             h.port_table_offset.load(r),

@@ -1,0 +1,160 @@
+//! Pending bits: which senders may have frames for a reader, so that a
+//! receive looks only at those rings, whatever the number of joined ports.
+//!
+//! Each reader has a bitmap in shared memory (`shm::pending`), bit `s` for
+//! sender `s`. A sender sets the bit, after writing a frame, if it is not
+//! set already (a load, and in the steady state nothing more). The reader
+//! keeps a private set of senders to scan: every bit it has seen set since
+//! it last went to sleep. Only when it is about to sleep does it take the
+//! bitmap back to zero (one swap per word), and then it must look once more
+//! at every sender it took, after arming its doorbell:
+//!
+//! ```text
+//! sender                                 reader (about to sleep)
+//!   write frame; fence(SeqCst)             taken = swap(bits, 0)
+//!   if bit clear: fetch_or(bit)            armed = 1; fence(SeqCst)
+//!   if swap(armed, 0) == 1: ring           scan taken | bits
+//! ```
+//!
+//! A sender that found its bit still set wrote its frame before the
+//! reader's swap, so the reader's scan of the senders it took sees the
+//! frame; a sender that found it clear sets it, and then either the reader
+//! sees the bit in its last look, or the sender sees `armed` and rings
+//! (see `wake`). The loom tests check this with the real send and receive
+//! code.
+//!
+//! Bits are only hints: a scribbled bitmap makes a reader scan more rings,
+//! or fewer until its next wake-up (a blocking receive wakes at least every
+//! second and then scans every live writer).
+
+use crate::shm::SharedFile;
+use crate::sync::Ordering;
+
+/// Word and mask of port `index`'s bit.
+fn bit(index: u32) -> (usize, u64) {
+    ((index / 64) as usize, 1u64 << (index % 64))
+}
+
+/// Sender's half: says to `reader` that `sender` wrote a frame. The
+/// caller issued a SeqCst fence after writing it.
+#[inline]
+pub fn mark(shm: &SharedFile, reader: u32, sender: u32) {
+    let (word, mask) = bit(sender);
+    if let Some(w) = shm.pending(reader).get(word) {
+        if w.load(Ordering::Relaxed) & mask == 0 {
+            w.fetch_or(mask, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A reader's private set of senders to scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanSet {
+    words: Vec<u64>,
+}
+
+impl ScanSet {
+    /// An empty set for a network of `max_ports` ports.
+    pub fn new(max_ports: u32) -> ScanSet {
+        ScanSet {
+            words: vec![0; max_ports.div_ceil(64) as usize],
+        }
+    }
+
+    /// Adds `index`.
+    pub fn insert(&mut self, index: u32) {
+        let (word, mask) = bit(index);
+        if let Some(w) = self.words.get_mut(word) {
+            *w |= mask;
+        }
+    }
+
+    /// Adds the bits senders set in `reader`'s shared bitmap (they stay
+    /// set there).
+    pub fn gather(&mut self, shm: &SharedFile, reader: u32) {
+        for (mine, shared) in self.words.iter_mut().zip(shm.pending(reader)) {
+            *mine |= shared.load(Ordering::Acquire);
+        }
+    }
+
+    /// Before sleeping: the set becomes exactly the senders that set their
+    /// bit since the last time (taken from the shared bitmap, which is left
+    /// all zero). The caller arms, then scans this set and the bitmap once
+    /// more (module docs).
+    pub fn take(&mut self, shm: &SharedFile, reader: u32) {
+        for (mine, shared) in self.words.iter_mut().zip(shm.pending(reader)) {
+            *mine = if shared.load(Ordering::Relaxed) == 0 {
+                0
+            } else {
+                shared.swap(0, Ordering::SeqCst)
+            };
+        }
+    }
+
+    /// How many senders are in the set.
+    pub fn len(&self) -> u32 {
+        self.words.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// The first sender in the set at or after `start`, wrapping around
+    /// (so that scans can go round-robin and a busy sender cannot starve
+    /// the others). Looks at whole words: cheap for any number of ports.
+    pub fn next_from(&self, start: u32) -> Option<u32> {
+        let count = self.words.len();
+        if count == 0 {
+            return None;
+        }
+        let start = start % (count as u32 * 64);
+        let (first, _) = bit(start);
+        let first = first % count;
+        let below_start = (1u64 << (start % 64)) - 1;
+        for k in 0..=count {
+            let index = (first + k) % count;
+            let mut word = self.words[index];
+            if k == 0 {
+                word &= !below_start;
+            } else if k == count {
+                word &= below_start;
+            }
+            if word != 0 {
+                return Some(index as u32 * 64 + word.trailing_zeros());
+            }
+        }
+        None
+    }
+
+    /// Whether the set is empty.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(max_ports: u32, members: &[u32]) -> ScanSet {
+        let mut s = ScanSet::new(max_ports);
+        for &m in members {
+            s.insert(m);
+        }
+        s
+    }
+
+    #[test]
+    fn next_from_goes_round_robin_across_words() {
+        let s = set(200, &[3, 70, 130, 199]);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.next_from(0), Some(3));
+        assert_eq!(s.next_from(4), Some(70));
+        assert_eq!(s.next_from(70), Some(70));
+        assert_eq!(s.next_from(71), Some(130));
+        assert_eq!(s.next_from(131), Some(199));
+        assert_eq!(s.next_from(200), Some(3), "wraps past the end");
+        let one = set(64, &[5]);
+        assert_eq!(one.next_from(6), Some(5), "wraps within one word");
+        assert_eq!(set(64, &[]).next_from(9), None);
+        assert!(set(64, &[]).is_empty());
+    }
+}

@@ -1,0 +1,132 @@
+//! Waking a port that went to sleep: the `armed` handshake, and the bell
+//! that carries the wake-up.
+//!
+//! ```text
+//! reader (found nothing)              sender
+//!   armed = 1                           write frame, head += 1
+//!   fence(SeqCst)                       fence(SeqCst)
+//!   look at the rings again             if swap(armed, 0) == 1: ring
+//! ```
+//!
+//! Either the reader's second look sees the frame, or the sender sees
+//! `armed == 1` and rings; both may happen, never neither. Exactly one
+//! waker wins the swap, so a sleeping port gets one doorbell per sleep;
+//! the waker then adds one to the port's `rings` count, so that the port
+//! knows, without a system call, how many doorbells wait to be drained.
+//!
+//! The bell itself is behind [`Bell`]: in normal builds the port's socket
+//! doorbell ([`crate::doorbell::Doorbell`]), whose fd is the port's
+//! pollable fd; under the loom model checker ([`LoomBell`]) a count of
+//! datagrams per port, so that the model checker runs the real send and
+//! receive code with only the socket replaced.
+
+use std::io;
+use std::time::Duration;
+
+use crate::shm::layout::PortEntry;
+use crate::shm::SharedFile;
+use crate::sync::{fence, Ordering};
+
+/// What the data path needs from a doorbell.
+pub trait Bell {
+    /// Wakes port `index` (which may be this port itself): one datagram.
+    fn ring(&mut self, index: u32);
+    /// Consumes waiting wake-ups: `expected` of them if known (each was
+    /// counted after it was rung, so it is already queued), else all.
+    fn drain(&self, expected: Option<u64>);
+    /// Waits until woken or `timeout` (`None`: forever); `Ok(true)` if woken.
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<bool>;
+    /// The ports we ring now, each with its slot's state word (which names
+    /// the occupant), so that connections to departed occupants go.
+    fn keep_connected(&mut self, readers: &[(u32, u64)]);
+    /// Leaving: removes what others use to reach us.
+    fn unlink(&self);
+}
+
+/// The bell ports use: the socket doorbell, or the model checker's count.
+#[cfg(not(loom))]
+pub type PortBell = crate::doorbell::Doorbell;
+#[cfg(loom)]
+pub type PortBell = LoomBell;
+
+/// The sleeper's half: ask for a doorbell, then a full fence, after which
+/// the caller must look at the rings once more before sleeping.
+#[inline]
+pub fn arm(entry: &PortEntry) {
+    entry.armed.store(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+}
+
+/// Takes back a request for a doorbell; `true` if it was still pending,
+/// i.e. no waker claimed it and nobody will ring for it.
+#[inline]
+pub fn disarm(entry: &PortEntry) -> bool {
+    entry.armed.swap(0, Ordering::AcqRel) == 1
+}
+
+/// The waker's half: whether the caller must ring `entry`'s doorbell,
+/// i.e. the port is armed and this caller won the swap that disarms it.
+/// The plain load first keeps the common case (not armed) from taking the
+/// cache line exclusively.
+#[inline]
+pub fn claim_wake(entry: &PortEntry) -> bool {
+    entry.armed.load(Ordering::Relaxed) == 1 && entry.armed.swap(0, Ordering::AcqRel) == 1
+}
+
+/// Rings port `index` if it sleeps. The caller issued a SeqCst fence after
+/// writing what the port should find.
+pub fn wake(shm: &SharedFile, bell: &mut impl Bell, index: u32) {
+    let entry = shm.port(index);
+    if claim_wake(entry) {
+        bell.ring(index);
+        entry.rings.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Wakes every sleeping port (other than `me`), after a membership change.
+pub fn wake_all(shm: &SharedFile, bell: &mut impl Bell, me: u32) {
+    fence(Ordering::SeqCst);
+    for index in 0..shm.geometry().max_ports {
+        if index != me {
+            wake(shm, bell, index);
+        }
+    }
+}
+
+/// The model checker's bell: a count of queued wake-ups per port, shared
+/// by every port of a test network.
+#[cfg(loom)]
+#[derive(Debug, Clone)]
+pub struct LoomBell {
+    /// This port.
+    pub me: u32,
+    /// Wake-ups queued at each port's "socket".
+    pub queued: loom::sync::Arc<Vec<crate::sync::AtomicU64>>,
+}
+
+#[cfg(loom)]
+impl Bell for LoomBell {
+    fn ring(&mut self, index: u32) {
+        self.queued[index as usize].fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn drain(&self, expected: Option<u64>) {
+        let queued = &self.queued[self.me as usize];
+        match expected {
+            None => queued.store(0, Ordering::SeqCst),
+            Some(n) => {
+                let _ = queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                    Some(q.saturating_sub(n))
+                });
+            }
+        }
+    }
+
+    fn wait(&self, _timeout: Option<Duration>) -> io::Result<bool> {
+        Ok(self.queued[self.me as usize].load(Ordering::SeqCst) > 0)
+    }
+
+    fn keep_connected(&mut self, _readers: &[(u32, u64)]) {}
+
+    fn unlink(&self) {}
+}
