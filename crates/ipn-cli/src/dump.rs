@@ -277,6 +277,7 @@ pub fn dump(args: &DumpArgs) -> anyhow::Result<Outcome> {
         description: args.description.clone(),
         read: true,
         write: false,
+        ..Default::default()
     };
     let mut port = Port::join(&args.path, &options)?;
     // Only now, so that a missing network leaves no empty file behind.

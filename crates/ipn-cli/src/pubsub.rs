@@ -79,6 +79,7 @@ pub fn publish(args: &PubArgs) -> anyhow::Result<Outcome> {
         description: args.description.clone(),
         read: false,
         write: true,
+        ..Default::default()
     };
     let mut port = join(&args.path, args.create, &options)?;
     let mtu = port.mtu() as usize;
@@ -217,6 +218,7 @@ pub fn subscribe(args: &SubArgs) -> anyhow::Result<Outcome> {
         description: args.description.clone(),
         read: true,
         write: false,
+        ..Default::default()
     };
     let mut port = join(&args.path, args.create, &options)?;
     port.set_membership_events(args.events);

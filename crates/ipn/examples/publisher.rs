@@ -68,6 +68,7 @@ fn publish(args: &Args) -> Result<(), Box<dyn Error>> {
         description: format!("publisher pid {}", std::process::id()),
         read: false,
         write: true,
+        ..Default::default()
     };
     let mut port = Port::join_or_create(&args.path, &config, &options)?;
     println!(

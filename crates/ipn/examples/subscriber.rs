@@ -56,6 +56,7 @@ fn subscribe(args: &Args) -> Result<(), Box<dyn Error>> {
         description: format!("subscriber pid {}", std::process::id()),
         read: true,
         write: false,
+        ..Default::default()
     };
     let mut port = Port::join_or_create(&args.path, &Config::default(), &options)?;
     port.set_membership_events(true);

@@ -2,6 +2,7 @@
 //! ([`JoinOptions`]).
 
 use crate::error::{describe_geometry, OpenError};
+use crate::ethernet::Vlan;
 use crate::shm::layout::{Geometry, FLAG_LOSSLESS};
 
 /// How frames are delivered.
@@ -127,6 +128,8 @@ pub struct JoinOptions {
     pub read: bool,
     /// Send frames.
     pub write: bool,
+    /// 802.1Q membership: transparent (the default), access or trunk.
+    pub vlan: Vlan,
 }
 
 impl Default for JoinOptions {
@@ -135,6 +138,7 @@ impl Default for JoinOptions {
             description: String::new(),
             read: true,
             write: true,
+            vlan: Vlan::Transparent,
         }
     }
 }

@@ -48,6 +48,7 @@ mod config;
 #[cfg(not(loom))]
 mod doorbell;
 mod error;
+pub mod ethernet;
 mod files;
 mod liveness;
 mod membership;

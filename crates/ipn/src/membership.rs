@@ -8,6 +8,7 @@
 //! the generation in the compared word makes that swap fail if the slot was
 //! meanwhile reclaimed. Every change bumps `Header::membership_epoch`.
 
+use crate::ethernet::{Mac, Vlan, VlanSet};
 use crate::liveness;
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
@@ -104,4 +105,69 @@ pub fn read_description(entry: &PortEntry) -> String {
     }
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Publishes port `index`'s VLAN membership, for `status`.
+pub fn write_vlan(shm: &SharedFile, index: u32, vlan: &Vlan) {
+    let entry = shm.vlan(index);
+    let r = Ordering::Relaxed;
+    let (mode, vid, trunk) = match vlan {
+        Vlan::Transparent => (VLAN_TRANSPARENT, 0, None),
+        Vlan::Access(vid) => (VLAN_ACCESS, *vid, None),
+        Vlan::Trunk { vlans, native } => (VLAN_TRUNK, native.unwrap_or(0), Some(vlans)),
+    };
+    entry.mode.store(mode, r);
+    entry.vid.store(u32::from(vid), r);
+    let empty = VlanSet::new();
+    for (word, bits) in entry.trunk.iter().zip(trunk.unwrap_or(&empty).words()) {
+        word.store(*bits, r);
+    }
+    entry.address_count.store(0, r);
+}
+
+/// Port `index`'s VLAN membership as it published it (a scribbled entry
+/// reads as some other membership, never as an error).
+pub fn read_vlan(shm: &SharedFile, index: u32) -> Vlan {
+    let entry = shm.vlan(index);
+    let r = Ordering::Relaxed;
+    let vid = (entry.vid.load(r) & 0x0fff) as u16;
+    match entry.mode.load(r) {
+        VLAN_ACCESS => Vlan::Access(vid),
+        VLAN_TRUNK => Vlan::Trunk {
+            vlans: VlanSet::from_words(std::array::from_fn(|i| entry.trunk[i].load(r))),
+            native: (vid != 0).then_some(vid),
+        },
+        _ => Vlan::Transparent,
+    }
+}
+
+/// Publishes that port `index` sends from `source` in VLAN `vlan` (switch
+/// mode, for `status`); beyond [`PUBLISHED_ADDRESSES`] the oldest goes.
+pub fn publish_address(shm: &SharedFile, index: u32, vlan: u16, source: Mac) {
+    let entry = shm.vlan(index);
+    let count = entry.address_count.load(Ordering::Relaxed);
+    let mut word = [0u8; 8];
+    word[2..].copy_from_slice(&source);
+    let value = u64::from(vlan) << 48 | u64::from_be_bytes(word);
+    entry.addresses[(count % PUBLISHED_ADDRESSES as u64) as usize].store(value, Ordering::Relaxed);
+    entry
+        .address_count
+        .store(count.wrapping_add(1), Ordering::Release);
+}
+
+/// The (VLAN, address) pairs port `index` published, oldest first.
+pub fn read_addresses(shm: &SharedFile, index: u32) -> Vec<(u16, Mac)> {
+    let entry = shm.vlan(index);
+    let count = entry.address_count.load(Ordering::Acquire);
+    let kept = count.min(PUBLISHED_ADDRESSES as u64);
+    (count - kept..count)
+        .map(|i| {
+            let value =
+                entry.addresses[(i % PUBLISHED_ADDRESSES as u64) as usize].load(Ordering::Relaxed);
+            let bytes = value.to_be_bytes();
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&bytes[2..]);
+            ((value >> 48) as u16, mac)
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use crate::config::{Config, Protocol};
 use crate::error::{describe_invalid, OpenError};
+use crate::ethernet::{Mac, Vlan};
 use crate::files::{self, NetDir};
 use crate::liveness;
 use crate::membership::{self, Membership};
@@ -62,6 +63,12 @@ pub struct PortStatus {
     pub reading: bool,
     /// Active and sending.
     pub writing: bool,
+    /// 802.1Q membership, as the port published it.
+    pub vlan: Vlan,
+    /// Switch networks: the (VLAN, source address) pairs the port has sent
+    /// from (its last 16), with `None` for untagged frames — what a
+    /// switch's address table shows for that port.
+    pub addresses: Vec<(Option<u16>, Mac)>,
     /// Frames sent since this port joined.
     pub tx_frames: u64,
     /// Bytes sent since this port joined.
@@ -72,6 +79,8 @@ pub struct PortStatus {
     pub rx_bytes: u64,
     /// Frames this port missed because it read too slowly (lossy).
     pub rx_dropped: u64,
+    /// Frames this port sent that did not belong to its VLANs.
+    pub tx_dropped: u64,
 }
 
 /// A snapshot of a network and every port in it.
@@ -238,6 +247,15 @@ pub(crate) fn status_of(path: &Path, shm: &SharedFile) -> Status {
             index,
             pid: entry.pid.load(r),
             description: membership::read_description(entry),
+            vlan: membership::read_vlan(shm, index),
+            addresses: if g.protocol == Protocol::Switch.code() {
+                membership::read_addresses(shm, index)
+                    .into_iter()
+                    .map(|(vlan, mac)| ((vlan != crate::switch::UNTAGGED).then_some(vlan), mac))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             state,
             reading: caps & CAP_READ != 0 && state == PortState::Active,
             writing: caps & CAP_WRITE != 0 && state == PortState::Active,
@@ -246,6 +264,7 @@ pub(crate) fn status_of(path: &Path, shm: &SharedFile) -> Status {
             rx_frames: entry.rx_frames.load(r),
             rx_bytes: entry.rx_bytes.load(r),
             rx_dropped: entry.rx_dropped.load(r),
+            tx_dropped: entry.tx_dropped.load(r),
         });
     }
     ports.extend(held_slots(shm, &held));
@@ -279,6 +298,8 @@ fn held_slots(shm: &SharedFile, held: &[u32]) -> Vec<PortStatus> {
                 .find(|&&(slot, _)| slot == index)
                 .map_or(0, |&(_, pid)| pid),
             description: String::new(),
+            vlan: Vlan::Transparent,
+            addresses: Vec::new(),
             state: PortState::Held,
             reading: false,
             writing: false,
@@ -287,6 +308,7 @@ fn held_slots(shm: &SharedFile, held: &[u32]) -> Vec<PortStatus> {
             rx_frames: 0,
             rx_bytes: 0,
             rx_dropped: 0,
+            tx_dropped: 0,
         })
         .collect()
 }

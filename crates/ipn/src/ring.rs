@@ -37,7 +37,8 @@
 //! lengths are checked against the MTU, positions against the alignment,
 //! sequence arithmetic wraps, and data indexes are taken modulo the ring.
 
-use crate::shm::layout::{round_up, seq_done, seq_writing, FRAME_ALIGN};
+use crate::ethernet::{Egress, Mac, Tci, Vlan, TAG_LEN};
+use crate::shm::layout::{round_up, seq_done, seq_writing, DST_ALL, FRAME_ALIGN, TAGGED};
 use crate::shm::SharedFile;
 use crate::sync::{fence, AtomicU64, Ordering};
 
@@ -94,8 +95,17 @@ impl TxRing {
     }
 
     /// Writes the next frame (`frame.len() <= mtu`, checked by the caller,
-    /// as is, in a lossless network, that every reader has the room).
-    pub fn write(&mut self, shm: &SharedFile, sender: u32, frame: &[u8], dst: u32) {
+    /// as is, in a lossless network, that every reader has the room), its
+    /// 802.1Q tag (taken out of `frame`, which is stored untagged) in the
+    /// descriptor.
+    pub fn write(
+        &mut self,
+        shm: &SharedFile,
+        sender: u32,
+        frame: &[u8],
+        dst: u32,
+        tag: Option<Tci>,
+    ) {
         let n = self.head;
         let pos = self.byte_head;
         let end = pos.wrapping_add(Self::footprint(frame.len()));
@@ -108,6 +118,10 @@ impl TxRing {
         desc.pos.store(pos, Ordering::Relaxed);
         desc.len.store(frame.len() as u32, Ordering::Relaxed);
         desc.dst.store(dst, Ordering::Relaxed);
+        desc.tag.store(
+            tag.map_or(0, |t| TAGGED | u32::from(t.0)),
+            Ordering::Relaxed,
+        );
         desc.seq.store(seq_done(n), Ordering::Release);
         entry.head.store(n.wrapping_add(1), Ordering::Release);
         let slots = self.positions.len() as u64;
@@ -120,28 +134,37 @@ impl TxRing {
 /// Result of trying to read the frame at a reader's cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
-    /// A frame of `len` bytes (of which `min(len, buf.len())` were copied),
-    /// addressed to `dst`.
-    Frame { len: usize, dst: u32 },
+    /// A frame of `len` bytes as delivered (of which `min(len, buf.len())`
+    /// were copied), in VLAN `tag` on the network.
+    Frame { len: usize, tag: Option<Tci> },
     /// The sender has not written that frame yet.
     Empty,
     /// The sender overwrote it: the cursor moved forward by `skipped`.
     Lapped { skipped: u64 },
-    /// A frame addressed to another port (switch mode): only its Ethernet
-    /// source address was read, so the reader can learn where it lives.
-    NotForUs { source: [u8; 6] },
+    /// A frame for another port (switch mode) or another VLAN: only its
+    /// Ethernet source address was read, so the reader can learn where it
+    /// lives.
+    NotForUs { source: Mac, tag: Option<Tci> },
+}
+
+/// Which frames a reader takes: all, or (switch mode) those addressed to
+/// `me` or flooded; and by its VLAN membership, with or without their tag.
+#[derive(Debug, Clone, Copy)]
+pub struct Filter<'a> {
+    pub me: Option<u32>,
+    pub vlan: &'a Vlan,
 }
 
 /// Reads the frame at `*cursor` from `sender`'s ring into `buf`, advancing
-/// the cursor past it (or past what was lost). With `me`, a frame
-/// addressed to another port (its `dst` is neither `me` nor `DST_ALL`) is
-/// not copied and gives [`Read::NotForUs`].
+/// the cursor past it (or past what was lost). A frame `filter` refuses is
+/// not copied and gives [`Read::NotForUs`]. A frame delivered with its
+/// 802.1Q tag gets the tag back in its bytes, 4 bytes longer.
 pub fn read_frame_for(
     shm: &SharedFile,
     sender: u32,
     cursor: &mut u64,
     buf: &mut [u8],
-    me: Option<u32>,
+    filter: Filter<'_>,
 ) -> Read {
     let n = *cursor;
     let desc = shm.descriptor(sender, n);
@@ -156,18 +179,30 @@ pub fn read_frame_for(
     let pos = desc.pos.load(Ordering::Relaxed);
     let len = desc.len.load(Ordering::Relaxed) as usize;
     let dst = desc.dst.load(Ordering::Relaxed);
+    let tag_word = desc.tag.load(Ordering::Relaxed);
+    let tag = (tag_word & TAGGED != 0).then_some(Tci(tag_word as u16));
     if len == 0 || len > g.mtu as usize || !pos.is_multiple_of(FRAME_ALIGN) {
         // No writer makes such a descriptor: scribbled. Skip the frame.
         return lapped(shm, sender, cursor);
     }
     let data = shm.ring_data(sender);
-    let for_us = me.is_none_or(|me| dst == crate::shm::layout::DST_ALL || dst == me);
+    let egress = filter.vlan.egress(tag);
+    let for_us = egress != Egress::Skip && filter.me.is_none_or(|me| dst == DST_ALL || dst == me);
     let mut header = [0u8; 16];
-    if for_us {
-        load_bytes(data, pos, len.min(buf.len()), buf);
-    } else {
-        load_bytes(data, pos, len.min(header.len()), &mut header);
-    }
+    let delivered = match (for_us, egress, tag) {
+        (true, Egress::AsIs, Some(tci)) => {
+            load_tagged(data, pos, len, tci, buf);
+            len + TAG_LEN
+        }
+        (true, _, _) => {
+            load_bytes(data, pos, len.min(buf.len()), buf);
+            len
+        }
+        (false, _, _) => {
+            load_bytes(data, pos, len.min(header.len()), &mut header);
+            len
+        }
+    };
     fence(Ordering::Acquire);
     let intact = desc.seq.load(Ordering::Relaxed) == before
         && shm
@@ -182,11 +217,14 @@ pub fn read_frame_for(
     }
     *cursor = n.wrapping_add(1);
     if for_us {
-        Read::Frame { len, dst }
+        Read::Frame {
+            len: delivered,
+            tag,
+        }
     } else {
         let mut source = [0u8; 6];
         source.copy_from_slice(&header[6..12]);
-        Read::NotForUs { source }
+        Read::NotForUs { source, tag }
     }
 }
 
@@ -242,6 +280,37 @@ fn store_bytes(data: &[AtomicU64], pos: u64, frame: &[u8]) {
         let mut bytes = [0u8; 8];
         bytes[..rest.len()].copy_from_slice(rest);
         data[index].store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+    }
+}
+
+/// Copies a frame of `len` stored bytes into `buf` with its tag put back
+/// after the addresses (as much as fits in `buf`).
+fn load_tagged(data: &[AtomicU64], pos: u64, len: usize, tci: Tci, buf: &mut [u8]) {
+    let addresses = 12.min(len).min(buf.len());
+    load_bytes(data, pos, addresses, buf);
+    if buf.len() > 12 {
+        let room = (buf.len() - 12).min(TAG_LEN);
+        buf[12..12 + room].copy_from_slice(&tci.to_bytes()[..room]);
+    }
+    if let Some(rest) = buf.get_mut(12 + TAG_LEN..) {
+        let n = (len - addresses).min(rest.len());
+        load_from(data, pos, addresses, &mut rest[..n]);
+    }
+}
+
+/// Copies frame bytes `from..from + out.len()` (any offset) from the
+/// frame at byte position `pos` into `out`.
+fn load_from(data: &[AtomicU64], pos: u64, from: usize, out: &mut [u8]) {
+    let mut index = word_index(data, pos + (from / 8 * 8) as u64);
+    let mut skip = from % 8;
+    let mut done = 0;
+    while done < out.len() {
+        let bytes = data[index].load(Ordering::Relaxed).to_ne_bytes();
+        let n = (8 - skip).min(out.len() - done);
+        out[done..done + n].copy_from_slice(&bytes[skip..skip + n]);
+        done += n;
+        skip = 0;
+        index = (index + 1) & (data.len() - 1);
     }
 }
 

@@ -331,6 +331,7 @@ fn lossless_sender_recovers_from_a_scribbled_reader_cursor() {
             description: "c".into(),
             read: false,
             write: true,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -35,6 +35,7 @@ fn write_only(description: &str) -> JoinOptions {
         description: description.into(),
         read: false,
         write: true,
+        ..Default::default()
     }
 }
 

@@ -40,6 +40,7 @@ fn lossy_slow_reader_never_slows_the_sender() {
             description: "sender".into(),
             read: false,
             write: true,
+            ..Default::default()
         },
     )
     .unwrap();

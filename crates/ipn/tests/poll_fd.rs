@@ -167,6 +167,7 @@ fn poll_driven_reader_never_misses_a_wakeup() {
             description: "poller".into(),
             read: true,
             write: false,
+            ..Default::default()
         },
     )
     .unwrap();

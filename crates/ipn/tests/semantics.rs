@@ -149,11 +149,13 @@ fn read_only_port_cannot_send_and_write_only_port_cannot_receive() {
         description: "ro".into(),
         read: true,
         write: false,
+        ..Default::default()
     };
     let write_only = JoinOptions {
         description: "wo".into(),
         read: false,
         write: true,
+        ..Default::default()
     };
     let mut ro = Port::join(net.path(), &read_only).unwrap();
     let mut wo = Port::join(net.path(), &write_only).unwrap();

@@ -90,6 +90,7 @@ fn churn(net: &Path, stop: Arc<AtomicBool>) -> JoinHandle<u32> {
                 description: "churn".into(),
                 read: cycles % 2 == 0,
                 write: true,
+                ..Default::default()
             };
             let port = Port::join(&net, &options).expect("churn join");
             std::thread::sleep(Duration::from_millis(1));

@@ -242,6 +242,7 @@ fn ipn_send(spec: &WorkerSpec) -> Result<()> {
         description: "bench sender".into(),
         read: false,
         write: true,
+        ..Default::default()
     };
     let mut port = ipn::Port::join(&spec.path, &options)
         .with_context(|| format!("joining {}", spec.path.display()))?;
@@ -259,6 +260,7 @@ fn ipn_recv(spec: &WorkerSpec) -> Result<()> {
         description: format!("bench receiver {}", spec.index),
         read: true,
         write: false,
+        ..Default::default()
     };
     let mut port = ipn::Port::join(&spec.path, &options)
         .with_context(|| format!("joining {}", spec.path.display()))?;

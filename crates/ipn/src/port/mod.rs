@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{JoinOptions, Protocol};
+use crate::ethernet::Vlan;
 use crate::membership::{self, Membership};
 use crate::network::{status_of, Status};
 use crate::pending::ScanSet;
@@ -74,8 +75,21 @@ pub struct Port {
     tx: Tx,
     rx: Rx,
     events: Events,
-    /// Switch mode: where each learned address lives.
-    switch: Option<MacTable>,
+    /// Switch mode: where each learned address lives, and the (VLAN,
+    /// source address) pairs we published for `status`.
+    switch: Option<Switching>,
+    /// 802.1Q membership: which frames we send into which VLAN, and
+    /// receive.
+    vlan: Vlan,
+    /// Where a tagged frame is put together without its tag.
+    scratch: Vec<u8>,
+}
+
+/// Switch mode's private state.
+#[derive(Debug, Default)]
+struct Switching {
+    table: MacTable,
+    published: std::collections::HashSet<(u16, crate::ethernet::Mac)>,
 }
 
 /// Who else is there, as of membership epoch `epoch`.
@@ -99,6 +113,8 @@ struct Tx {
     room_bytes: u64,
     frames: u64,
     bytes: u64,
+    /// Frames not sent: outside our VLANs.
+    dropped: u64,
 }
 
 /// The receiving side.
@@ -155,9 +171,11 @@ impl Port {
         entry.pid.store(std::process::id(), r);
         entry.caps.store(caps, r);
         membership::write_description(entry, &options.description);
+        membership::write_vlan(&shm, index, &options.vlan);
         for counter in [
             &entry.tx_frames,
             &entry.tx_bytes,
+            &entry.tx_dropped,
             &entry.rx_frames,
             &entry.rx_bytes,
             &entry.rx_dropped,
@@ -186,6 +204,7 @@ impl Port {
                 room_bytes: 0,
                 frames: 0,
                 bytes: 0,
+                dropped: 0,
             },
             rx: Rx {
                 cursors: Vec::new(),
@@ -200,7 +219,9 @@ impl Port {
             },
             events: Events::default(),
             switch: (Protocol::from_code(g.protocol) == Some(Protocol::Switch))
-                .then(MacTable::default),
+                .then(Switching::default),
+            vlan: options.vlan.clone(),
+            scratch: Vec::new(),
             bell,
             shm,
         };
@@ -266,9 +287,21 @@ impl Port {
         &self.path
     }
 
-    /// Largest frame the network carries, in bytes.
+    /// Largest frame the network carries, in bytes, not counting an
+    /// 802.1Q tag: a tagged frame may be 4 bytes longer.
     pub fn mtu(&self) -> u32 {
         self.shm.geometry().mtu
+    }
+
+    /// Largest frame a receive can return: the MTU plus an 802.1Q tag. A
+    /// buffer this long never truncates.
+    pub fn max_frame(&self) -> usize {
+        self.shm.geometry().mtu as usize + crate::ethernet::TAG_LEN
+    }
+
+    /// This port's 802.1Q membership.
+    pub fn vlan(&self) -> &Vlan {
+        &self.vlan
     }
 
     /// Whether senders wait for slow readers on this network.
@@ -364,8 +397,8 @@ impl Port {
             }
         }
         self.bell.keep_connected(&occupants);
-        if let Some(table) = &mut self.switch {
-            table.forget_departed(&self.shm);
+        if let Some(switching) = &mut self.switch {
+            switching.table.forget_departed(&self.shm);
         }
         self.view.readers = readers;
         self.tx.room_frames = 0;

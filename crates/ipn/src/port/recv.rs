@@ -15,6 +15,7 @@ use super::{Message, Port, DEATH_CHECK_INTERVAL};
 use crate::error::RecvError;
 use crate::ring::{self, Read};
 use crate::shm::layout::*;
+use crate::switch;
 use crate::sync::Ordering;
 use crate::wake::{self, Bell};
 
@@ -227,21 +228,25 @@ impl Port {
     /// reads without a frame.
     fn read_from(&mut self, sender: u32, budget: u32, buf: &mut [u8]) -> Option<usize> {
         let lossless = self.shm.geometry().lossless();
-        let me = self.switch.is_some().then_some(self.index);
+        let filter = ring::Filter {
+            me: self.switch.is_some().then_some(self.index),
+            vlan: &self.vlan,
+        };
         for _ in 0..budget {
             let cursor = &mut self.rx.cursors[sender as usize];
-            let read = ring::read_frame_for(&self.shm, sender, cursor, buf, me);
+            let read = ring::read_frame_for(&self.shm, sender, cursor, buf, filter);
             if lossless && read != Read::Empty {
                 self.shm
                     .cursor(self.index, sender)
                     .store(*cursor, Ordering::Release);
             }
             match read {
-                Read::Frame { len, .. } => {
-                    if let (Some(table), Some(source)) = (&mut self.switch, buf.get(6..12)) {
+                Read::Frame { len, tag } => {
+                    if let (Some(switching), Some(source)) = (&mut self.switch, buf.get(6..12)) {
                         let mut mac = [0u8; 6];
                         mac.copy_from_slice(source);
-                        table.learn(&self.shm, mac, sender);
+                        let vlan = switch::vlan_key(tag);
+                        switching.table.learn(&self.shm, vlan, mac, sender);
                     }
                     self.count_received(len);
                     return Some(len.min(buf.len()));
@@ -254,9 +259,10 @@ impl Port {
                         .rx_dropped
                         .store(self.rx.dropped, Ordering::Relaxed);
                 }
-                Read::NotForUs { source } => {
-                    if let Some(table) = &mut self.switch {
-                        table.learn(&self.shm, source, sender);
+                Read::NotForUs { source, tag } => {
+                    if let Some(switching) = &mut self.switch {
+                        let vlan = switch::vlan_key(tag);
+                        switching.table.learn(&self.shm, vlan, source, sender);
                     }
                 }
                 Read::Empty => return None,

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use super::{Port, DEATH_CHECK_INTERVAL};
 use crate::error::SendError;
+use crate::ethernet::{self, Ingress};
 use crate::membership;
 use crate::pending;
 use crate::ring::TxRing;
 use crate::shm::layout::*;
+use crate::switch;
 use crate::sync::{fence, Ordering};
 use crate::wake;
 
@@ -38,32 +40,59 @@ impl Port {
         }
         self.check_damage()
             .map_err(|path| SendError::Damaged { path })?;
+        if frame.is_empty() {
+            return Err(SendError::Empty);
+        }
+        // The tag travels in the descriptor; the MTU limits the rest.
+        let view = ethernet::Frame::new_checked(frame);
+        let given_tag = view.and_then(|v| v.tag());
+        let stored_len = frame.len() - given_tag.map_or(0, |_| ethernet::TAG_LEN);
         let mtu = self.shm.geometry().mtu;
-        if frame.len() > mtu as usize {
+        if stored_len > mtu as usize {
             return Err(SendError::TooBig {
                 len: frame.len(),
                 mtu,
             });
         }
-        if frame.is_empty() {
-            return Err(SendError::Empty);
-        }
+        let tag = match self.vlan.ingress(given_tag) {
+            Ingress::Accept(tag) => tag,
+            Ingress::Drop => {
+                self.count_dropped();
+                return Ok(());
+            }
+        };
         self.check_membership();
         let lossless = self.shm.geometry().lossless();
-        let footprint = TxRing::footprint(frame.len());
+        let footprint = TxRing::footprint(stored_len);
         if lossless && (self.tx.room_frames == 0 || self.tx.room_bytes < footprint) {
             self.wait_for_room(footprint, wait)?;
         }
-        let dst = match &self.switch {
-            Some(table) => table.destination(&self.shm, frame),
-            None => DST_ALL,
+        let dst = match (&mut self.switch, view) {
+            (Some(switching), Some(view)) => {
+                let vlan = switch::vlan_key(tag);
+                if switching.published.insert((vlan, view.src())) {
+                    membership::publish_address(&self.shm, self.index, vlan, view.src());
+                }
+                switching.table.destination(&self.shm, vlan, &view.dst())
+            }
+            _ => DST_ALL,
         };
-        self.tx.ring.write(&self.shm, self.index, frame, dst);
+        let stored = match view {
+            Some(view) if given_tag.is_some() => {
+                let (addresses, rest) = view.untagged_parts();
+                self.scratch.clear();
+                self.scratch.extend_from_slice(addresses);
+                self.scratch.extend_from_slice(rest);
+                &self.scratch[..]
+            }
+            _ => frame,
+        };
+        self.tx.ring.write(&self.shm, self.index, stored, dst, tag);
         if lossless {
             self.tx.room_frames -= 1;
             self.tx.room_bytes -= footprint;
         }
-        self.count_sent(frame.len());
+        self.count_sent(stored_len);
         fence(Ordering::SeqCst);
         // A reader that joined since our last look must be told too.
         self.check_membership();
@@ -80,6 +109,14 @@ impl Port {
             wake::wake(&self.shm, &mut self.bell, self.view.readers[i]);
         }
         Ok(())
+    }
+
+    fn count_dropped(&mut self) {
+        self.tx.dropped = self.tx.dropped.wrapping_add(1);
+        self.shm
+            .port(self.index)
+            .tx_dropped
+            .store(self.tx.dropped, Ordering::Relaxed);
     }
 
     fn count_sent(&mut self, len: usize) {

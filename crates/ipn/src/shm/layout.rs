@@ -8,6 +8,8 @@
 //! cursor     x max_ports^2    lossless only: cursor[reader][sender], u64
 //! pending    x max_ports      one bitmap per reader: which senders may
 //!                               have frames for it (see `pending`)
+//! VlanEntry  x max_ports      each port's 802.1Q membership, and the
+//!                               addresses it sends from (switch mode)
 //! ring       x max_ports      one transmit ring per port slot:
 //!   Descriptor x ring_slots     frame number, position, length, destination
 //!   data       ring_bytes       the frames' bytes, back to back
@@ -41,7 +43,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPNnet\0\x01");
 /// Bumped on every incompatible change of this file's layout; the test
 /// `layout_version_is_pinned_to_the_sizes_and_offsets` fails until it is.
 /// (2: port entries grew from 256 to 320 bytes; padding became atomic.
-/// 3: variable-length frames in byte rings; pending-sender bitmaps.)
+/// 3: variable-length frames in byte rings; pending-sender bitmaps; VLAN
+/// tags in descriptors and each port's VLAN membership.)
 pub const LAYOUT_VERSION: u32 = 3;
 
 /// Size of the header region; the port table starts here.
@@ -89,10 +92,11 @@ pub struct Header {
     pub cursor_table_offset: AtomicU64,
     // Line 1.
     pub pending_table_offset: AtomicU64,
+    pub vlan_table_offset: AtomicU64,
     pub rings_offset: AtomicU64,
     pub ring_stride: AtomicU64,
     pub total_size: AtomicU64,
-    _pad0: [AtomicU64; 4],
+    _pad0: [AtomicU64; 3],
     // Line 2.
     /// Bumped by every join, leave, shutdown and detected death, so that a
     /// port re-reads the port table only when membership changed.
@@ -141,7 +145,9 @@ pub struct PortEntry {
     pub byte_reserve: AtomicU64,
     pub tx_frames: AtomicU64,
     pub tx_bytes: AtomicU64,
-    _pad2: [AtomicU64; 4],
+    /// Frames this port sent that did not belong to its VLANs.
+    pub tx_dropped: AtomicU64,
+    _pad2: [AtomicU64; 3],
     // Line 3: the sleep handshake, read by every sender after every frame.
     /// 1 while the owner sleeps and wants a doorbell; a sender that swaps
     /// it to 0 must ring.
@@ -172,17 +178,51 @@ pub struct Descriptor {
     /// [`FRAME_ALIGN`], counted from the ring's first byte ever written;
     /// taken modulo `ring_bytes` to index the data).
     pub pos: AtomicU64,
+    /// Length of the frame as stored: without its 802.1Q tag.
     pub len: AtomicU32,
     /// Destination port in switch mode; [`DST_ALL`] floods.
     pub dst: AtomicU32,
-    /// Reserved for per-frame metadata (0).
-    pub flags: AtomicU32,
+    /// The frame's 802.1Q tag, taken out of its bytes: [`TAGGED`] | TCI,
+    /// or 0 for an untagged frame.
+    pub tag: AtomicU32,
     _pad: AtomicU32,
 }
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Descriptor>() as u64 == DESCRIPTOR_SIZE);
 
 pub const DST_ALL: u32 = u32::MAX;
+/// Bit of [`Descriptor::tag`] that says the frame is tagged.
+pub const TAGGED: u32 = 1 << 16;
+
+/// `VlanEntry::mode` values.
+pub const VLAN_TRANSPARENT: u32 = 0;
+pub const VLAN_ACCESS: u32 = 1;
+pub const VLAN_TRUNK: u32 = 2;
+/// Most source addresses a port publishes (switch mode).
+pub const PUBLISHED_ADDRESSES: usize = 16;
+
+/// A port's 802.1Q membership and, in switch mode, the addresses it sends
+/// from, for `ipn status`. Written by the owner only; nobody routes by it
+/// (each port keeps its own membership privately), so a scribble misleads
+/// only `status`.
+#[repr(C)]
+pub struct VlanEntry {
+    /// `VLAN_TRANSPARENT`, `VLAN_ACCESS` or `VLAN_TRUNK`.
+    pub mode: AtomicU32,
+    /// The access VLAN, or the trunk's native VLAN (0: none).
+    pub vid: AtomicU32,
+    /// How many of `addresses` are set (at most [`PUBLISHED_ADDRESSES`];
+    /// the newest replaces the oldest beyond that).
+    pub address_count: AtomicU64,
+    _pad0: [AtomicU64; 6],
+    /// The trunk's VLANs: bit `v % 64` of word `v / 64`.
+    pub trunk: [AtomicU64; 64],
+    /// `vid << 48 | mac` of each (VLAN, source address) sent from, with
+    /// `vid` 0xffff for untagged frames.
+    pub addresses: [AtomicU64; PUBLISHED_ADDRESSES],
+}
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<VlanEntry>() == 704);
 
 #[cfg_attr(loom, allow(dead_code))] // the loom build maps nothing
 mod sealed {
@@ -211,7 +251,7 @@ macro_rules! shared_plain {
         unsafe impl SharedPlain for $t {}
     )*};
 }
-shared_plain!(Header, PortEntry, Descriptor, AtomicU64, AtomicU32);
+shared_plain!(Header, PortEntry, Descriptor, VlanEntry, AtomicU64, AtomicU32);
 
 /// All-zero structures, as in a freshly sized file, for the in-memory
 /// backend of the loom model checker: loom's atomics cannot be cast from
@@ -245,6 +285,7 @@ mod zeroed {
                 port_table_offset: z64(),
                 cursor_table_offset: z64(),
                 pending_table_offset: z64(),
+                vlan_table_offset: z64(),
                 rings_offset: z64(),
                 ring_stride: z64(),
                 total_size: z64(),
@@ -268,6 +309,7 @@ mod zeroed {
                 byte_reserve: z64(),
                 tx_frames: z64(),
                 tx_bytes: z64(),
+                tx_dropped: z64(),
                 _pad2: std::array::from_fn(|_| z64()),
                 armed: z32(),
                 _pad3: z32(),
@@ -288,8 +330,21 @@ mod zeroed {
                 pos: z64(),
                 len: z32(),
                 dst: z32(),
-                flags: z32(),
+                tag: z32(),
                 _pad: z32(),
+            }
+        }
+    }
+
+    impl VlanEntry {
+        pub fn zeroed() -> VlanEntry {
+            VlanEntry {
+                mode: z32(),
+                vid: z32(),
+                address_count: z64(),
+                _pad0: std::array::from_fn(|_| z64()),
+                trunk: std::array::from_fn(|_| z64()),
+                addresses: std::array::from_fn(|_| z64()),
             }
         }
     }
@@ -320,6 +375,7 @@ pub struct Geometry {
     pub pending_table_offset: u64,
     /// Bytes of one reader's pending bitmap (a whole number of cache lines).
     pub pending_stride: u64,
+    pub vlan_table_offset: u64,
     pub rings_offset: u64,
     /// Bytes from one port's ring to the next: descriptors, then data.
     pub ring_stride: u64,
@@ -397,7 +453,9 @@ impl Geometry {
         };
         let pending_table_offset = round_up(cursor_table_offset + cursor_table_size, 4096);
         let pending_stride = round_up(ports.div_ceil(64) * 8, 64);
-        let rings_offset = round_up(pending_table_offset + ports * pending_stride, 4096);
+        let vlan_table_offset = round_up(pending_table_offset + ports * pending_stride, 64);
+        let vlan_table_size = ports * std::mem::size_of::<VlanEntry>() as u64;
+        let rings_offset = round_up(vlan_table_offset + vlan_table_size, 4096);
         let ring_data_offset = round_up(u64::from(ring_slots) * DESCRIPTOR_SIZE, 4096);
         let ring_stride = ring_data_offset + ring_bytes;
         let total_size = rings_offset + ports * ring_stride;
@@ -415,6 +473,7 @@ impl Geometry {
             cursor_table_offset,
             pending_table_offset,
             pending_stride,
+            vlan_table_offset,
             rings_offset,
             ring_stride,
             ring_data_offset,
@@ -469,6 +528,8 @@ pub mod offsets {
     pub const ENTRY_HEAD: u64 = offset_of!(PortEntry, head) as u64;
     pub const ENTRY_BYTE_RESERVE: u64 = offset_of!(PortEntry, byte_reserve) as u64;
     pub const ENTRY_ARMED: u64 = offset_of!(PortEntry, armed) as u64;
+    pub const HEADER_VLAN_TABLE_OFFSET: u64 = offset_of!(Header, vlan_table_offset) as u64;
+    pub const VLAN_ENTRY_SIZE: u64 = size_of::<VlanEntry>() as u64;
     pub const DESCRIPTOR_SIZE: u64 = super::DESCRIPTOR_SIZE;
     pub const DESCRIPTOR_POS: u64 = offset_of!(Descriptor, pos) as u64;
     pub const DESCRIPTOR_LEN: u64 = offset_of!(Descriptor, len) as u64;
@@ -534,15 +595,23 @@ mod tests {
             offset_of!(PortEntry, description) as u64,
             offset_of!(PortEntry, head) as u64,
             offset_of!(PortEntry, byte_reserve) as u64,
+            offset_of!(PortEntry, tx_dropped) as u64,
             offset_of!(PortEntry, armed) as u64,
             offset_of!(PortEntry, rx_frames) as u64,
             size_of::<Descriptor>() as u64,
             offset_of!(Descriptor, len) as u64,
+            offset_of!(Descriptor, tag) as u64,
+            size_of::<VlanEntry>() as u64,
+            offset_of!(VlanEntry, trunk) as u64,
+            offset_of!(VlanEntry, addresses) as u64,
             FRAME_ALIGN,
         ];
         assert_eq!(
             layout,
-            [3, 4096, 192, 40, 64, 128, 320, 64, 128, 136, 192, 256, 32, 16, 8],
+            [
+                3, 4096, 192, 40, 64, 128, 320, 64, 128, 136, 160, 192, 256, 32, 16, 24, 704, 64,
+                576, 8
+            ],
             "the shared file's layout changed: bump LAYOUT_VERSION and update this pin with it"
         );
     }
@@ -552,7 +621,8 @@ mod tests {
         let g = Geometry::compute(0, 64, 1514, 256, 256 << 10, FLAG_LOSSLESS).unwrap();
         assert!(g.cursor_table_offset >= g.port_table_offset + 64 * 320);
         assert!(g.pending_table_offset >= g.cursor_table_offset + 64 * 64 * 8);
-        assert!(g.rings_offset >= g.pending_table_offset + 64 * g.pending_stride);
+        assert!(g.vlan_table_offset >= g.pending_table_offset + 64 * g.pending_stride);
+        assert!(g.rings_offset >= g.vlan_table_offset + 64 * 704);
         assert_eq!(g.pending_stride % 64, 0);
         assert_eq!(g.rings_offset % 4096, 0);
         assert_eq!(g.ring_stride % 4096, 0);

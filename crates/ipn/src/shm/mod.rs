@@ -82,6 +82,7 @@ struct InMemory {
     cursors: Vec<AtomicU64>,
     /// `pending_words` words per reader, reader after reader.
     pending: Vec<AtomicU64>,
+    vlans: Vec<VlanEntry>,
     /// `ring_slots` descriptors per port, ring after ring.
     descriptors: Vec<Descriptor>,
     /// `ring_words` data words per port, ring after ring.
@@ -159,6 +160,7 @@ impl SharedFile {
         h.cursor_table_offset.store(geometry.cursor_table_offset, r);
         h.pending_table_offset
             .store(geometry.pending_table_offset, r);
+        h.vlan_table_offset.store(geometry.vlan_table_offset, r);
         h.rings_offset.store(geometry.rings_offset, r);
         h.ring_stride.store(geometry.ring_stride, r);
         h.total_size.store(geometry.total_size, r);
@@ -282,6 +284,13 @@ impl SharedFile {
         self.at(g.cursor_table_offset + index * 8)
     }
 
+    /// Port `index`'s VLAN membership and published addresses.
+    pub fn vlan(&self, index: u32) -> &VlanEntry {
+        let g = &self.geometry;
+        assert!(index < g.max_ports, "port index out of range");
+        self.at(g.vlan_table_offset + u64::from(index) * std::mem::size_of::<VlanEntry>() as u64)
+    }
+
     /// Reader `reader`'s pending bitmap: bit `s` of word `s / 64` says
     /// sender `s` may have frames for it.
     pub fn pending(&self, reader: u32) -> &[AtomicU64] {
@@ -353,6 +362,7 @@ impl SharedFile {
             ports: (0..ports).map(|_| PortEntry::zeroed()).collect(),
             cursors: zeros(cursors),
             pending: zeros(ports * g.pending_words()),
+            vlans: (0..ports).map(|_| VlanEntry::zeroed()).collect(),
             descriptors: (0..ports * g.ring_slots as usize)
                 .map(|_| Descriptor::zeroed())
                 .collect(),
@@ -416,6 +426,12 @@ impl SharedFile {
         &self.memory.cursors[reader as usize * g.max_ports as usize + sender as usize]
     }
 
+    /// Port `index`'s VLAN membership and published addresses.
+    pub fn vlan(&self, index: u32) -> &VlanEntry {
+        assert!(index < self.geometry.max_ports, "port index out of range");
+        &self.memory.vlans[index as usize]
+    }
+
     /// Reader `reader`'s pending bitmap.
     pub fn pending(&self, reader: u32) -> &[AtomicU64] {
         let g = &self.geometry;
@@ -462,7 +478,7 @@ pub fn validate(h: &Header, file_size: u64) -> Result<Geometry, Invalid> {
         h.flags.load(r),
     )
     .map_err(Invalid::Parameters)?;
-    let checks: [(&'static str, u64, u64); 8] = [
+    let checks: [(&'static str, u64, u64); 9] = [
         (
             "port entry size",
             u64::from(h.port_entry_size.load(r)),
@@ -479,6 +495,11 @@ pub fn validate(h: &Header, file_size: u64) -> Result<Geometry, Invalid> {
             g.pending_table_offset,
         ),
         ("ring stride", h.ring_stride.load(r), g.ring_stride),
+        (
+            "VLAN table offset",
+            h.vlan_table_offset.load(r),
+            g.vlan_table_offset,
+        ),
         (
             "port table offset",
             h.port_table_offset.load(r),

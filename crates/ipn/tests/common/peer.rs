@@ -288,6 +288,7 @@ fn options(mode: &str, description: &str) -> JoinOptions {
         description: description.to_owned(),
         read: mode.contains('r'),
         write: mode.contains('w'),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,223 @@
+//! 802.1Q VLANs: access, trunk and transparent ports, on hub and switch
+//! networks. Frames never cross VLANs; access ports see their VLAN
+//! untagged, trunks see theirs tagged (the native one untagged),
+//! transparent ports see every frame as on the wire; learning is per VLAN;
+//! `status` shows each port's membership and, on a switch, the addresses
+//! it sends from.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestNet;
+use ipn::ethernet::{Frame, Tci, Vlan, VlanSet};
+use ipn::{Config, JoinOptions, Network, OpenError, Port, Protocol, RecvError};
+
+const SHORT: Duration = Duration::from_millis(50);
+
+fn join(net: &TestNet, name: &str, vlan: Vlan) -> Port {
+    Port::join(
+        net.path(),
+        &JoinOptions {
+            description: name.into(),
+            vlan,
+            ..JoinOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn trunk(vlans: &[u16], native: Option<u16>) -> Vlan {
+    Vlan::Trunk {
+        vlans: vlans.iter().copied().collect::<VlanSet>(),
+        native,
+    }
+}
+
+/// An Ethernet frame from `src` to `dst`, tagged with `vid` if given,
+/// carrying `payload`.
+fn ethernet(dst: [u8; 6], src: [u8; 6], vid: Option<u16>, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    if let Some(vid) = vid {
+        f.extend_from_slice(&Tci::for_vlan(vid).to_bytes());
+    }
+    f.extend_from_slice(&0x88b5u16.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+const BCAST: [u8; 6] = [0xff; 6];
+
+fn mac(n: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0, n]
+}
+
+/// What `port` receives now: each frame's tag (if any) and payload.
+fn received(port: &mut Port) -> Vec<(Option<u16>, Vec<u8>)> {
+    let mut buf = vec![0u8; port.max_frame()];
+    let mut got = Vec::new();
+    loop {
+        match port.recv_timeout(&mut buf, SHORT) {
+            Ok(n) => {
+                let frame = Frame::new_checked(&buf[..n]).expect("an Ethernet frame");
+                let header = 14 + frame.tag().map_or(0, |_| 4);
+                got.push((frame.tag().map(Tci::vid), buf[header..n].to_vec()));
+            }
+            Err(RecvError::TimedOut) => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn each_protocol(test: impl Fn(Protocol)) {
+    test(Protocol::Hub);
+    test(Protocol::Switch);
+}
+
+#[test]
+fn access_ports_of_one_vlan_talk_untagged_and_never_hear_another_vlan() {
+    each_protocol(|protocol| {
+        let net = TestNet::create(
+            &format!("vlan-access-{}", protocol.name()),
+            &Config {
+                protocol,
+                ..Config::default()
+            },
+        );
+        let mut a10 = join(&net, "a10", Vlan::Access(10));
+        let mut b10 = join(&net, "b10", Vlan::Access(10));
+        let mut c20 = join(&net, "c20", Vlan::Access(20));
+        let mut tap = join(&net, "transparent", Vlan::Transparent);
+        let mut t = join(&net, "trunk", trunk(&[10, 20], Some(1)));
+        a10.send(&ethernet(BCAST, mac(1), None, b"to ten")).unwrap();
+        c20.send(&ethernet(BCAST, mac(3), None, b"to twenty"))
+            .unwrap();
+        assert_eq!(received(&mut b10), vec![(None, b"to ten".to_vec())]);
+        assert_eq!(received(&mut a10), vec![], "a10 hears nothing of VLAN 20");
+        assert_eq!(received(&mut c20), vec![], "c20 hears nothing of VLAN 10");
+        // The transparent port and the trunk see both, tagged.
+        let both = vec![
+            (Some(10), b"to ten".to_vec()),
+            (Some(20), b"to twenty".to_vec()),
+        ];
+        assert_eq!(received(&mut tap), both, "{}", protocol.name());
+        assert_eq!(received(&mut t), both, "{}", protocol.name());
+    });
+}
+
+#[test]
+fn a_trunk_sends_into_its_vlans_its_native_vlan_untagged_and_drops_the_rest() {
+    each_protocol(|protocol| {
+        let net = TestNet::create(
+            &format!("vlan-trunk-{}", protocol.name()),
+            &Config {
+                protocol,
+                ..Config::default()
+            },
+        );
+        let mut t = join(&net, "trunk", trunk(&[10, 20], Some(1)));
+        let mut a10 = join(&net, "a10", Vlan::Access(10));
+        let mut a1 = join(&net, "a1", Vlan::Access(1));
+        let mut a30 = join(&net, "a30", Vlan::Access(30));
+        t.send(&ethernet(BCAST, mac(9), Some(10), b"tagged 10"))
+            .unwrap();
+        t.send(&ethernet(BCAST, mac(9), None, b"native")).unwrap();
+        t.send(&ethernet(BCAST, mac(9), Some(30), b"not mine"))
+            .unwrap();
+        assert_eq!(received(&mut a10), vec![(None, b"tagged 10".to_vec())]);
+        assert_eq!(received(&mut a1), vec![(None, b"native".to_vec())]);
+        assert_eq!(received(&mut a30), vec![], "VLAN 30 is not the trunk's");
+        // The native VLAN arrives untagged at the trunk too.
+        a1.send(&ethernet(BCAST, mac(5), None, b"from native"))
+            .unwrap();
+        assert_eq!(received(&mut t), vec![(None, b"from native".to_vec())]);
+        // An access port's tagged frame is dropped; both drops are counted.
+        a10.send(&ethernet(BCAST, mac(2), Some(10), b"tagged at access"))
+            .unwrap();
+        assert_eq!(received(&mut t), vec![]);
+        let status = Network::open(net.path()).unwrap().status();
+        let dropped = |name: &str| {
+            status
+                .ports
+                .iter()
+                .find(|p| p.description == name)
+                .unwrap()
+                .tx_dropped
+        };
+        assert_eq!((dropped("trunk"), dropped("a10")), (1, 1));
+    });
+}
+
+#[test]
+fn vlan_4094_and_priority_bits_survive_a_transparent_round_trip() {
+    let net = TestNet::create("vlan-ids", &Config::default());
+    let mut a = join(&net, "a", Vlan::Transparent);
+    let mut b = join(&net, "b", Vlan::Transparent);
+    let mut frame = ethernet(BCAST, mac(1), Some(4094), b"x");
+    frame[14] |= 0xa0; // priority 5
+    a.send(&frame).unwrap();
+    let mut buf = vec![0u8; b.max_frame()];
+    let n = b.recv_timeout(&mut buf, SHORT).unwrap();
+    assert_eq!(&buf[..n], &frame[..], "byte for byte, tag included");
+    // The MTU counts the frame without its tag.
+    let full = ethernet(BCAST, mac(1), Some(7), &[0u8; 1500]);
+    assert_eq!(full.len(), 1518);
+    a.send(&full).unwrap();
+    assert_eq!(b.recv_timeout(&mut buf, SHORT).unwrap(), 1518);
+}
+
+#[test]
+fn switch_learning_is_per_vlan() {
+    let net = TestNet::create(
+        "vlan-learning",
+        &Config {
+            protocol: Protocol::Switch,
+            ..Config::default()
+        },
+    );
+    // The same address behind different ports in VLANs 10 and 20.
+    let mut x10 = join(&net, "x10", Vlan::Access(10));
+    let mut x20 = join(&net, "x20", Vlan::Access(20));
+    let mut t = join(&net, "trunk", trunk(&[10, 20], None));
+    let mut watcher10 = join(&net, "w10", Vlan::Access(10));
+    x10.send(&ethernet(BCAST, mac(7), None, b"hello 10"))
+        .unwrap();
+    x20.send(&ethernet(BCAST, mac(7), None, b"hello 20"))
+        .unwrap();
+    assert_eq!(received(&mut t).len(), 2);
+    assert_eq!(received(&mut watcher10).len(), 1);
+    // The trunk's unicast to mac 7 in VLAN 20 reaches x20 only.
+    t.send(&ethernet(mac(7), mac(9), Some(20), b"unicast 20"))
+        .unwrap();
+    assert_eq!(received(&mut x20), vec![(None, b"unicast 20".to_vec())]);
+    assert_eq!(received(&mut x10), vec![]);
+    assert_eq!(received(&mut watcher10), vec![]);
+    let status = Network::open(net.path()).unwrap().status();
+    let port = |name: &str| status.ports.iter().find(|p| p.description == name).unwrap();
+    assert_eq!(port("x10").vlan, Vlan::Access(10));
+    assert_eq!(port("x10").addresses, vec![(Some(10), mac(7))]);
+    assert_eq!(port("x20").addresses, vec![(Some(20), mac(7))]);
+    assert_eq!(port("trunk").addresses, vec![(Some(20), mac(9))]);
+    assert_eq!(port("trunk").vlan, trunk(&[10, 20], None));
+}
+
+#[test]
+fn vlan_ids_out_of_range_are_refused_at_join() {
+    let net = TestNet::create("vlan-range", &Config::default());
+    for vlan in [Vlan::Access(0), Vlan::Access(4095), trunk(&[], None)] {
+        match Port::join(
+            net.path(),
+            &JoinOptions {
+                vlan: vlan.clone(),
+                ..JoinOptions::default()
+            },
+        ) {
+            Err(e @ OpenError::InvalidConfig(_)) => {
+                assert!(e.to_string().contains("VLAN"), "{e}")
+            }
+            other => panic!("{vlan:?}: {other:?}"),
+        }
+    }
+}
