@@ -129,16 +129,19 @@ impl Tci {
     }
 }
 
-/// A set of VLAN IDs (0..=4095).
+/// A set of VLAN IDs (0..=4095): 512 bytes, boxed so that a [`Vlan`]
+/// stays small.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VlanSet {
-    bits: [u64; 64],
+    bits: Box<[u64; 64]>,
 }
 
 impl VlanSet {
     /// The empty set.
     pub fn new() -> VlanSet {
-        VlanSet { bits: [0; 64] }
+        VlanSet {
+            bits: Box::new([0; 64]),
+        }
     }
 
     /// Adds `vid`.
@@ -165,7 +168,9 @@ impl VlanSet {
 
     /// A set from 64 words.
     pub fn from_words(bits: [u64; 64]) -> VlanSet {
-        VlanSet { bits }
+        VlanSet {
+            bits: Box::new(bits),
+        }
     }
 }
 
