@@ -122,8 +122,12 @@ impl Network {
             Ok(shm) => Ok(Network { dir, shm }),
             Err(e) => {
                 if made {
-                    // Leave nothing behind (say, no space for the file).
-                    let _ = dir.remove_network();
+                    // Leave nothing behind (say, no space for the file),
+                    // but only an empty directory: a concurrent creator
+                    // that won the race to link `shm` (we then fail with
+                    // AlreadyExists) may already have ports in it.
+                    drop(dir);
+                    let _ = std::fs::remove_dir(path);
                 }
                 Err(e)
             }

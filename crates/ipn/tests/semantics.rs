@@ -375,3 +375,37 @@ fn frames_sent_by_a_port_that_left_are_still_delivered() {
     }
     assert!(failures.is_empty(), "frames lost:\n{}", failures.join("\n"));
 }
+
+/// Many processes join-or-create the same new network at once (as QEMU
+/// VMs started together do through the plugin): exactly one network is
+/// made, every joiner gets in, and they all see each other. Found by the
+/// VM test: the creator that lost the race removed the directory it had
+/// made, with the winner's network and a joiner's doorbell in it.
+#[test]
+fn concurrent_join_or_create_makes_one_network_that_everyone_joins() {
+    for round in 0..20 {
+        let net = TestNet::empty(&format!("race-{round}"));
+        let path = net.arg();
+        let mut peers: Vec<Peer> = (0..4).map(|_| Peer::spawn("script", &[])).collect();
+        for p in &mut peers {
+            p.expect_word("ready", Duration::from_secs(10));
+        }
+        for p in &mut peers {
+            p.tell(&format!("join-or-create {path} rw racer"));
+        }
+        for p in &mut peers {
+            let answer = p.expect(Duration::from_secs(10));
+            assert!(answer.starts_with("ok"), "round {round}: {answer}");
+        }
+        for p in &mut peers {
+            assert_eq!(
+                p.ok("status"),
+                "4 4 4",
+                "round {round}: readers writers ports"
+            );
+        }
+        for p in peers {
+            p.finish();
+        }
+    }
+}

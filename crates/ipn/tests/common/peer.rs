@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipn::{JoinOptions, Message, OpenError, Port, RecvError, SendError, Shutdown};
+use ipn::{Config, JoinOptions, Message, OpenError, Port, RecvError, SendError, Shutdown};
 
 use super::frame::{self, Tracker};
 
@@ -330,8 +330,13 @@ fn script() {
         let words: Vec<&str> = line.split_whitespace().collect();
         let answer = match (words.as_slice(), port.as_mut()) {
             (["exit"], _) => break,
-            (["join", path, mode, description], _) => {
-                match Port::join(path, &options(mode, description)) {
+            (["join" | "join-or-create", path, mode, description], _) => {
+                let joined = if words[0] == "join" {
+                    Port::join(path, &options(mode, description))
+                } else {
+                    Port::join_or_create(path, &Config::default(), &options(mode, description))
+                };
+                match joined {
                     Ok(p) => {
                         let index = p.index();
                         port = Some(p);
