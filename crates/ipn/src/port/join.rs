@@ -46,6 +46,10 @@ impl Port {
                 // A directory without `shm`: `create` decides whether it
                 // may become a network (empty and ours) or says why not.
                 Err(OpenError::NotANetwork { .. }) if has_no_shm(path) => {}
+                // It has one now: another creator just linked it. Join
+                // again (a `shm` that is not a network fails the same way
+                // each time, and the last join says why).
+                Err(OpenError::NotANetwork { .. }) => continue,
                 other => return other,
             }
             match Network::create(path, config) {
