@@ -1,6 +1,6 @@
 //! The bytes of `PATH/shm`: every structure another process can see.
 //!
-//! The file is, in order:
+//! Layout version 4. The file is, in order:
 //!
 //! ```text
 //! Header                      one page, written once by the creator
@@ -43,9 +43,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPNnet\0\x01");
 /// Bumped on every incompatible change of this file's layout; the test
 /// `layout_version_is_pinned_to_the_sizes_and_offsets` fails until it is.
 /// (2: port entries grew from 256 to 320 bytes; padding became atomic.
-/// 3: variable-length frames in byte rings; pending-sender bitmaps; VLAN
-/// tags in descriptors and each port's VLAN membership.)
-pub const LAYOUT_VERSION: u32 = 3;
+/// 3: variable-length frames in byte rings; pending-sender bitmaps.
+/// 4: VLAN tags in descriptors and each port's VLAN membership.)
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Size of the header region; the port table starts here.
 pub const HEADER_SIZE: u64 = 4096;
