@@ -609,7 +609,7 @@ mod tests {
         assert_eq!(
             layout,
             [
-                3, 4096, 192, 40, 64, 128, 320, 64, 128, 136, 160, 192, 256, 32, 16, 24, 704, 64,
+                4, 4096, 192, 40, 64, 128, 320, 64, 128, 136, 160, 192, 256, 32, 16, 24, 704, 64,
                 576, 8
             ],
             "the shared file's layout changed: bump LAYOUT_VERSION and update this pin with it"
