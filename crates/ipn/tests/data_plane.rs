@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::frame;
-use common::peer::Peer;
 use common::TestNet;
 use ipn::{Config, JoinOptions, Network, OpenError, Port};
 
@@ -95,31 +94,7 @@ fn lossless_frames_of_every_length_cross_a_ring_limited_by_bytes() {
         ..Config::default()
     };
     let net = TestNet::create("bytes-limited", &config);
-    let count = 5_000u64;
-    let n = count.to_string();
-    let path = net.arg();
-    let mut readers: Vec<Peer> = (0..3)
-        .map(|_| Peer::spawn("recv-verify", &[&path, "1", &n, "1", "0", "0"]))
-        .collect();
-    for r in &mut readers {
-        r.expect_word("ready", LONG);
-    }
-    let mut sender = Peer::spawn("send-seq", &[&path, "1", &n, "1514", "w"]);
-    sender.expect_word("ready", LONG);
-    sender.tell("go");
-    sender.expect_word("done", LONG);
-    for r in &mut readers {
-        let done = r.expect_word("done", LONG);
-        let v: Vec<u64> = done.split(' ').map(|x| x.parse().unwrap()).collect();
-        assert_eq!(
-            v,
-            vec![count, 0, count, 0],
-            "received gaps rx_frames rx_dropped"
-        );
-    }
-    for p in readers.into_iter().chain([sender]) {
-        p.finish();
-    }
+    common::peer::lossless_stream(&net.arg(), 5_000, &[(0, 0); 3], LONG);
 }
 
 /// A lossy reader that stops reading while large frames stream through a

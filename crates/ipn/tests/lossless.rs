@@ -84,33 +84,7 @@ fn blocked_send(mut sender: Port, seq: u64) -> mpsc::Receiver<(Instant, Result<(
 #[test]
 fn lossless_delivers_every_frame_to_three_reader_processes() {
     let net = TestNet::create("lossless-3", &lossless(64));
-    let count = 20_000u64;
-    let n = count.to_string();
-    let path = net.arg();
-    let mut readers = vec![
-        Peer::spawn("recv-verify", &[&path, "1", &n, "1", "0", "0"]),
-        Peer::spawn("recv-verify", &[&path, "1", &n, "1", "0", "0"]),
-        Peer::spawn("recv-verify", &[&path, "1", &n, "1", "500", "2000"]),
-    ];
-    for r in &mut readers {
-        r.expect_word("ready", LONG);
-    }
-    let mut sender = Peer::spawn("send-seq", &[&path, "1", &n, "1514", "w"]);
-    sender.expect_word("ready", LONG);
-    sender.tell("go");
-    sender.expect_word("done", LONG);
-    for r in &mut readers {
-        let done = r.expect_word("done", LONG);
-        let v: Vec<u64> = done.split(' ').map(|x| x.parse().unwrap()).collect();
-        assert_eq!(
-            v,
-            vec![count, 0, count, 0],
-            "received gaps rx_frames rx_dropped"
-        );
-    }
-    for p in readers.into_iter().chain([sender]) {
-        p.finish();
-    }
+    common::peer::lossless_stream(&net.arg(), 20_000, &[(0, 0), (0, 0), (500, 2000)], LONG);
 }
 
 #[test]
