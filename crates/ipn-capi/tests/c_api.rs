@@ -194,3 +194,12 @@ fn the_library_has_its_soname_and_exports_only_the_api() {
     declared.dedup();
     assert_eq!(exported, declared);
 }
+
+#[test]
+fn the_pkg_config_file_has_this_version_and_links_libipn() {
+    let pc = std::fs::read_to_string(Path::new(CRATE).join("ipn.pc")).unwrap();
+    let version = format!("\nVersion: {}\n", env!("CARGO_PKG_VERSION"));
+    assert!(pc.contains(&version), "ipn.pc must say{version}");
+    assert!(pc.contains("\nName: ipn\n"), "{pc}");
+    assert!(pc.contains("\nLibs: -L${libdir} -lipn\n"), "{pc}");
+}
