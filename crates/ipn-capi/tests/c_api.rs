@@ -8,7 +8,8 @@
 //!   room, bad configurations and flags, a full network, a busy remove),
 //!   frames and `poll` on `ipn_fd`, and the ABI rules of
 //!   `struct ipn_config` (a smaller one refused, a larger one from a newer
-//!   header accepted when its extra fields are zero, `E2BIG` if not).
+//!   header accepted when its extra fields are zero, `E2BIG` if not);
+//!   run as `nobody` against root's network, it gets `EACCES`.
 //! - `examples/exchange.c`, the example the package ships, runs as it
 //!   would for a user: two processes exchanging frames.
 //!
@@ -18,6 +19,7 @@
 //! library its soname in a directory of its own. A missing C compiler
 //! fails the test, saying what to install.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -137,6 +139,40 @@ fn c_program_gets_the_errno_values_ipn_h_promises() {
         "{}",
         show(&out)
     );
+}
+
+/// The network's mode keeps `nobody` out: `ipn_join` fails with `EACCES`
+/// and says so. Needs root (CI runs as root); fails otherwise.
+#[test]
+fn c_program_of_an_outsider_gets_eacces() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it runs the C program as the user nobody (CI runs as root)"
+    );
+    let program = compile("tests/c/capi.c", "capi-outsider");
+    // Copies nobody can reach, whatever the checkout's permissions.
+    let scratch = Scratch::new("outsider");
+    std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (from, name) in [
+        (program, "capi"),
+        (library_dir().join("libipn.so.0"), "libipn.so.0"),
+    ] {
+        std::fs::copy(from, scratch.0.join(name)).unwrap();
+        std::fs::set_permissions(scratch.0.join(name), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let net = scratch.0.join("net");
+    ipn_core::Network::create(&net, &ipn_core::Config::default()).unwrap(); // mode 0770, root's
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(scratch.0.join("capi"))
+        .arg("--outsider")
+        .arg(&net)
+        .env("LD_LIBRARY_PATH", &scratch.0)
+        .output()
+        .expect("`setpriv` is not installed: install the Debian package util-linux");
+    let _ = ipn_core::Network::remove(&net, true);
+    assert!(out.status.success(), "{}", show(&out));
 }
 
 #[test]

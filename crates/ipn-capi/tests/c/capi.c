@@ -3,6 +3,7 @@
  * and errno with what ipn.h promises. Built and run by tests/c_api.rs:
  *
  *     capi SCRATCH_DIR EXPECTED_VERSION
+ *     capi --outsider NETWORK       (as a user who may not join NETWORK)
  *
  * SCRATCH_DIR is an existing empty directory the networks are made in.
  * Prints "ok NAME" per check and "all ok" at the end; exits 1 at the first
@@ -314,10 +315,24 @@ static void lossless_send_without_room_is_eagain(void)
     ok("lossless_send_without_room_is_eagain");
 }
 
+/* Run by a user the network's mode and group keep out. */
+static int outsider(const char *path)
+{
+    NULL_WITH(ipn_join(path, "outsider"), EACCES);
+    CHECK(strstr(ipn_last_error(), "permission denied") != NULL, "the message says why: %s",
+          ipn_last_error());
+    FAILS_WITH(ipn_remove(path, IPN_REMOVE_FORCE), EACCES);
+    ok("outsider_gets_eacces");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--outsider") == 0)
+        return outsider(argv[2]);
     if (argc != 3) {
-        fprintf(stderr, "usage: %s SCRATCH_DIR EXPECTED_VERSION\n", argv[0]);
+        fprintf(stderr, "usage: %s SCRATCH_DIR EXPECTED_VERSION\n"
+                        "       %s --outsider NETWORK\n", argv[0], argv[0]);
         return 2;
     }
     scratch = argv[1];
