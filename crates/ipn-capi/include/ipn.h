@@ -39,7 +39,9 @@
  *     first network. It handles only faults inside network mappings and
  *     passes every other SIGBUS to the handler installed before it (or,
  *     if that was the default, the process dies of SIGBUS as usual).
- *   - A blocking call interrupted by a signal handler may fail with EINTR.
+ *   - Signal handlers do not interrupt a wait: ipn_recv() and ipn_send()
+ *     go on waiting until their timeout. To stay responsive to signals,
+ *     wait with a timeout, or poll ipn_fd() yourself.
  *
  * ABI stability (soname libipn.so.0)
  *
@@ -226,7 +228,8 @@ ssize_t ipn_send_timeout(struct ipn_port *port, const void *frame, size_t len,
  *   EBADF     port is NULL, or it was joined write-only
  *   EFAULT    buf is NULL and len is not 0
  *   EINVAL    timeout_ms below -1
- *   EINTR     a signal handler interrupted the wait
+ *   ENOMEM    the kernel could not wait on the port's fd (another system
+ *             error of poll(2) is passed on the same way)
  *   ENETDOWN  the network is damaged (see ipn_send)
  *   EIO       internal error
  * With poll(2): when ipn_fd() is readable, call ipn_recv(port, buf, len, 0)
