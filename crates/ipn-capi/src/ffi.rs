@@ -370,3 +370,48 @@ pub extern "C" fn ipn_version() -> *const c_char {
         };
     VERSION.as_ptr()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    fn last_error() -> String {
+        // SAFETY: ipn_last_error returns a valid NUL-terminated string,
+        // unchanged until the next failure on this thread.
+        unsafe { CStr::from_ptr(ipn_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_eio_and_a_message_not_an_unwind() {
+        let result = guarded(|| -> Result<isize, Failure> { panic!("boom at the boundary") });
+        assert_eq!(to_c(result, -1), -1);
+        assert_eq!(errno(), libc::EIO);
+        let said = last_error();
+        assert!(
+            said.contains("internal error") && said.contains("boom at the boundary"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn null_arguments_are_errors_not_crashes() {
+        // SAFETY: NULL is allowed for every pointer argument below.
+        unsafe {
+            assert!(ipn_join(ptr::null(), ptr::null()).is_null());
+            assert_eq!(errno(), libc::EFAULT);
+            assert_eq!(ipn_send(ptr::null_mut(), ptr::null(), 10), -1);
+            assert_eq!(errno(), libc::EBADF);
+            assert_eq!(ipn_fd(ptr::null_mut()), -1);
+            assert_eq!(errno(), libc::EBADF);
+            assert_eq!(ipn_config_init_size(ptr::null_mut(), 48), -1);
+            assert_eq!(errno(), libc::EFAULT);
+            ipn_close(ptr::null_mut());
+        }
+    }
+}
