@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # ipn end to end: one publisher, several subscribers, one of them killed
 # with -9 mid-stream, a late joiner, and `ipn status` showing it all; then
-# two QEMU virtual machines plugged into an ipn network ping each other.
+# two QEMU virtual machines plugged into an ipn network ping each other;
+# then a network reaches the host with no privileges: `vde_plug ipn://...
+# slirp://`, run by an ordinary user, gives a VM a DHCP lease, and the VM
+# fetches a page the host serves on 127.0.0.1.
 # No server process is involved at any point: the network is a directory.
 #
 # Usage: scripts/demo.sh [--no-vm]
 #   Needs cargo. The VM part installs QEMU and friends with apt-get when
 #   missing (root), and builds a tiny VM image from Debian packages (cached
 #   in /var/tmp/ipn-vm); --no-vm stops after the publish/subscribe part.
+#   Run as root, the slirp part runs as the user nobody.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -172,7 +176,62 @@ if ((with_vms)); then
         say "The last status taken while both were joined (frames are Ethernet frames: ARP, ICMP):"
         cat "$work/vms.last"
     fi
+
+    # The world without root. As root, the unprivileged part runs as
+    # nobody, in a directory of its own, with its own copies of the plugin
+    # and of the VM script (the checkout may be where nobody cannot go).
+    world=$work/world
+    mkdir -p "$world/plugin" "$world/www" "$world/user"
+    chmod 0755 "$work"
+    cp target/release/libvdeplug_ipn.so "$world/plugin/"
+    cp scripts/vm/dhcp-fetch-test.sh "$world/"
+    chmod -R a+rX "$world"
+    unpriv=()
+    who=$(id -un)
+    if ((EUID == 0)); then
+        who=nobody
+        chown nobody:nogroup "$world/user"
+        unpriv=(setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all --)
+    fi
+    port=$((20000 + RANDOM % 30000))
+    while [[ -n $(ss -Htln "sport = :$port") ]]; do port=$((20000 + RANDOM % 30000)); done
+    printf 'Hello from the host! This page is served on 127.0.0.1:%s only; you are in a VM on ipn://%s.\n' \
+        "$port" "$world/user/net" >"$world/www/index.html"
+
+    step "11. The world, without root: vdeplug4's slirp module on an ipn network"
+    say "libvdeplug-slirp is a user-mode TCP/IP host: DHCP, NAT, DNS. vde_plug plugs it into"
+    say "an ipn network, run by an ordinary user ($who): no TAP, no bridge, no firewall rule."
+    say "Its 10.0.2.2 is the host's loopback: a page served on 127.0.0.1:$port is http://10.0.2.2:$port/."
+    printf '%s$ busybox httpd -f -p 127.0.0.1:%s -h www &%s\n' "$dim" "$port" "$off"
+    "${unpriv[@]}" busybox httpd -f -p "127.0.0.1:$port" -h "$world/www" &
+    pid[httpd]=$!
+    printf '%s$ vde_plug ipn://%s slirp:// &%s\n' "$dim" "$world/user/net" "$off"
+    "${unpriv[@]}" env LD_LIBRARY_PATH="$world/plugin" \
+        vde_plug "ipn://$world/user/net" slirp:// &
+    pid[slirp]=$!
+    for _ in $(seq 100); do
+        "$ipn" status "$world/user/net" --json 2>/dev/null | grep -q '"readers": 1,' && break
+        sleep 0.05
+    done
+
+    step "12. A VM joins ipn://$world/user/net, asks for a lease and fetches http://10.0.2.2:$port/"
+    status=0
+    page=$("${unpriv[@]}" env LD_LIBRARY_PATH="$world/plugin" TMPDIR="$world/user" \
+        bash "$world/dhcp-fetch-test.sh" "ipn://$world/user/net" \
+        "http://10.0.2.2:$port/index.html" "${IPN_VM_CACHE:-/var/tmp/ipn-vm}") || status=$?
+    if ((status != 0)); then
+        echo "demo: the VM did not fetch the host's page (see the log above)" >&2
+        exit 1
+    fi
+    say "The VM printed the page it fetched:"
+    say "  ${green}${page}${off}"
+    say "Both vde_plug and QEMU ran as $who; so can any user's VMs. More: man libvdeplug_slirp"
+    say "(tcpfwd= forwards host ports into the network), README.md, ipn(1)."
+    kill "${pid[slirp]}" "${pid[httpd]}" 2>/dev/null || true
+    wait "${pid[slirp]}" "${pid[httpd]}" 2>/dev/null || true
+    unset 'pid[slirp]' 'pid[httpd]'
 fi
 
 step "Done: the networks are removed on exit (ipn rm --force)."
-say "Next: ipn --help, man -l crates/ipn-cli/ipn.1, ipn bench, crates/vdeplug-ipn/README.md."
+say "Next: ipn --help, man -l crates/ipn-cli/ipn.1, ipn bench, crates/vdeplug-ipn/README.md,"
+say "      scripts/package.sh (the Debian package: ipn, the plugin, libipn and ipn.h)."

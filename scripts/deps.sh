@@ -14,7 +14,10 @@ packages=(
   iputils-ping procps  # ping, sysctl in the tap/grab tests
   busybox-static cpio xz-utils kmod  # the tiny VM images
   util-linux passwd # setpriv/runuser/useradd for the permission tests
-  gcc libc6-dev     # C clients of libvdeplug
+  gcc libc6-dev     # C clients of libvdeplug and of libipn
+  binutils          # readelf, nm, strip: libipn's soname and symbols, the package
+  libvdeplug-slirp  # slirp://: a network's NAT, DHCP and DNS without root
+  dpkg-dev pkgconf man-db  # the Debian package: dpkg-shlibdeps, pkg-config ipn, man ipn
 )
 
 missing=()

@@ -3,7 +3,8 @@
 # checks formatting and lints, runs the Rust test suites (unit, multi-process,
 # CLI, vdeplug plugin with vde_plug / vde_switch / C clients), model-checks
 # the concurrency core with loom, then the system tests that boot QEMU
-# virtual machines on an ipn network.
+# virtual machines on an ipn network, and finally builds the Debian
+# package, installs it, tests it and removes it.
 #
 # Usage: scripts/test.sh        (as root: the tests create users, TAPs, VMs)
 set -euo pipefail
@@ -59,3 +60,8 @@ done
 echo
 echo "system: $system_passed passed, $system_failed failed"
 [ "$system_failed" -eq 0 ]
+
+step "Debian package: build, install, test with no environment, remove"
+# Removes the package when it ends, whether it passed or not (a trap in
+# the script): an installed plugin would shadow other builds' copies.
+scripts/package-test.sh
