@@ -398,6 +398,7 @@ impl Handle {
             description: description.to_owned(),
             read: !write_only,
             write: !read_only,
+            ..JoinOptions::default()
         };
         let joined = if flags & JOIN_CREATE != 0 {
             let default = Config::default();
