@@ -31,6 +31,7 @@ soak() {
 
 mkdir -p target
 soak "shared file scribbled on" -p ipn --test bad_input scribbled_shared_file
+soak "offload segmentation" -p ipn --test offload
 soak "plugin URLs" -p vdeplug-ipn --lib url::tests::
 
 if grep -q "minimal failing input" target/soak-all.log 2>/dev/null; then

@@ -10,15 +10,44 @@
 //! Link settings (up, MTU) go through the `ip` tool of iproute2, never
 //! hand-written netlink ([`set_link`]).
 //!
-//! The only `unsafe` is the `TUNSETIFF` ioctl, in the `sys` submodule.
+//! ## Offloads
+//!
+//! [`Tap::open_with`] with [`TapOptions::offload`] also asks for
+//! `IFF_VNET_HDR`: every frame, both ways, then follows a 10-byte
+//! virtio-net header ([`ipn::offload::VirtioNetHdr`], little-endian:
+//! `TUNSETVNETLE`), and the kernel is told (`TUNSETOFFLOAD`) that we take
+//! frames with checksums left to complete and TCP frames of up to 64 KiB
+//! to segment (TSO over IPv4 and IPv6, with ECN), and UDP ones (USO) where
+//! the kernel knows them. [`Tap::offloads`] says what it accepted.
+//! [`Tap::recv_with_hdr`] and [`Tap::send_with_hdr`] move a header and a
+//! frame; [`ipn::offload::segment`] makes wire frames of them.
+//!
+//! Without offloads (the default, and [`Tap::open`]) frames come and go
+//! without a header, as always. Offloads are a setting of the device, not
+//! of the open file: a persistent TAP keeps those of whoever had it last,
+//! and would go on sending 64 KiB frames with unfinished checksums. So
+//! opening without offloads clears them (`TUNSETOFFLOAD 0`).
+//!
+//! A TAP with offloads is still a correct [`Link`]: [`Link::recv`]
+//! segments and checksums what the kernel hands over and gives the frames
+//! one by one (while some are left, [`Link::fd`] is an always-readable
+//! eventfd, so that a caller that polls first comes back for them);
+//! [`Link::send`] sends a frame with an empty header.
+//!
+//! The only `unsafe` is the ioctls, in the `sys` submodule.
 
 #![deny(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::ops::{BitOr, Range};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
+
+use ipn::offload::{self, HdrLayout, VirtioNetHdr, MAX_GSO_FRAME};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::Link;
 
@@ -92,19 +121,109 @@ pub enum TapError {
     },
 }
 
+/// How to open a TAP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapOptions {
+    /// Virtio-net headers and offloads (see the module doc). Off: frames
+    /// without headers, checksums complete, none larger than the MTU.
+    pub offload: bool,
+}
+
+/// Offloads of a TAP: the `TUN_F_*` bits of `TUNSETOFFLOAD`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads(pub u32);
+
+impl Offloads {
+    /// None: the kernel completes checksums and segments itself.
+    pub const NONE: Offloads = Offloads(0);
+    /// `TUN_F_CSUM`: frames may come with checksums to complete.
+    pub const CSUM: Offloads = Offloads(libc::TUN_F_CSUM);
+    /// `TUN_F_TSO4`: TCP over IPv4 may come unsegmented.
+    pub const TSO4: Offloads = Offloads(libc::TUN_F_TSO4);
+    /// `TUN_F_TSO6`: TCP over IPv6 may come unsegmented.
+    pub const TSO6: Offloads = Offloads(libc::TUN_F_TSO6);
+    /// `TUN_F_TSO_ECN`: ... also with CWR set (`GSO_ECN`).
+    pub const TSO_ECN: Offloads = Offloads(libc::TUN_F_TSO_ECN);
+    /// `TUN_F_UFO`: legacy UDP fragmentation offload (never asked for).
+    pub const UFO: Offloads = Offloads(libc::TUN_F_UFO);
+    /// `TUN_F_USO4`: UDP over IPv4 may come unsegmented (Linux 6.2).
+    pub const USO4: Offloads = Offloads(libc::TUN_F_USO4);
+    /// `TUN_F_USO6`: UDP over IPv6 may come unsegmented (Linux 6.2).
+    pub const USO6: Offloads = Offloads(libc::TUN_F_USO6);
+
+    /// What [`TapOptions::offload`] asks for: checksums, TSO (with ECN),
+    /// USO. Kernels before 6.2 refuse USO; then it is asked without.
+    pub const WANTED: Offloads = Offloads(
+        Offloads::CSUM.0
+            | Offloads::TSO4.0
+            | Offloads::TSO6.0
+            | Offloads::TSO_ECN.0
+            | Offloads::USO4.0
+            | Offloads::USO6.0,
+    );
+
+    /// Whether every bit of `other` is set here.
+    pub fn contains(self, other: Offloads) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl BitOr for Offloads {
+    type Output = Offloads;
+    fn bitor(self, other: Offloads) -> Offloads {
+        Offloads(self.0 | other.0)
+    }
+}
+
 /// A TAP interface, open and attached: a [`Link`].
 #[derive(Debug)]
 pub struct Tap {
     file: File,
     name: String,
+    /// With `IFF_VNET_HDR`: the header's form, the offloads, and what
+    /// [`Link::recv`] cut and has not given yet.
+    vnet: Option<Vnet>,
+}
+
+/// The state of a TAP with virtio-net headers.
+#[derive(Debug)]
+struct Vnet {
+    layout: HdrLayout,
+    offloads: Offloads,
+    /// For [`Link::recv`]: one frame as read, `MAX_GSO_FRAME` bytes.
+    read_buf: Vec<u8>,
+    /// For [`Link::recv`]: segments made and not yet given, as ranges of
+    /// `segments`.
+    segments: Vec<u8>,
+    ready: VecDeque<Range<usize>>,
+    /// Always readable (an eventfd holding 1): [`Link::fd`] while segments
+    /// are ready, so that a caller that polls before each `recv` comes
+    /// back for them although the kernel has nothing more.
+    ready_fd: EventFd,
+    /// Frames [`Link::recv`] dropped: refused by `segment`, or a segment
+    /// larger than the caller's buffer.
+    dropped: u64,
 }
 
 impl Tap {
     /// Opens `/dev/net/tun` and creates the TAP `name`, or attaches to the
     /// existing persistent TAP of that name. A `%d` in the name lets the
     /// kernel pick a number (`ipn%d` gives `ipn0`, `ipn1`...);
-    /// [`Tap::name`] then says which.
+    /// [`Tap::name`] then says which. No offloads: the same as
+    /// [`Tap::open_with`] and `TapOptions::default()`.
     pub fn open(name: &str) -> Result<Tap, TapError> {
+        Tap::open_with(name, TapOptions::default())
+    }
+
+    /// [`Tap::open`], with options: with `offload`, virtio-net headers and
+    /// offloads (see the module doc); without, and on an existing
+    /// persistent TAP, the offloads a previous user left are cleared.
+    pub fn open_with(name: &str, options: TapOptions) -> Result<Tap, TapError> {
         check_name(name)?;
         let file = OpenOptions::new()
             .read(true)
@@ -123,7 +242,7 @@ impl Tap {
                     source,
                 },
             })?;
-        let chosen = sys::set_iff_tap(file.as_fd(), name).map_err(|source| {
+        let chosen = sys::set_iff_tap(file.as_fd(), name, options.offload).map_err(|source| {
             let name = name.to_string();
             match source.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::EACCES) => TapError::PermissionDenied {
@@ -139,12 +258,171 @@ impl Tap {
                 },
             }
         })?;
-        Ok(Tap { file, name: chosen })
+        let io_error = |what: &str, source: io::Error| TapError::Io {
+            name: chosen.clone(),
+            what: what.into(),
+            source,
+        };
+        let vnet = if options.offload {
+            let layout = HdrLayout::Basic;
+            sys::set_vnet_hdr_size(file.as_fd(), layout.size())
+                .map_err(|e| io_error("TUNSETVNETHDRSZ", e))?;
+            // Little-endian headers on any host (virtio 1.0); host order
+            // is little-endian already on x86 and most others, where a
+            // kernel too old for TUNSETVNETLE (before 4.1) is harmless.
+            if let Err(e) = sys::set_vnet_le(file.as_fd()) {
+                if cfg!(target_endian = "big") {
+                    return Err(io_error("TUNSETVNETLE", e));
+                }
+            }
+            let offloads = negotiate(file.as_fd()).map_err(|e| io_error("TUNSETOFFLOAD", e))?;
+            let ready_fd =
+                EventFd::from_value_and_flags(1, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                    .map_err(|e| io_error("eventfd", e.into()))?;
+            Some(Vnet {
+                layout,
+                offloads,
+                read_buf: Vec::new(),
+                segments: Vec::new(),
+                ready: VecDeque::new(),
+                ready_fd,
+                dropped: 0,
+            })
+        } else {
+            sys::set_offload(file.as_fd(), Offloads::NONE)
+                .map_err(|e| io_error("TUNSETOFFLOAD 0 (clearing the offloads a previous user of this persistent TAP left)", e))?;
+            None
+        };
+        Ok(Tap {
+            file,
+            name: chosen,
+            vnet,
+        })
     }
 
     /// The interface's name, as the kernel chose it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The offloads the kernel accepted; [`Offloads::NONE`] without
+    /// [`TapOptions::offload`].
+    pub fn offloads(&self) -> Offloads {
+        self.vnet.as_ref().map_or(Offloads::NONE, |v| v.offloads)
+    }
+
+    /// The form of the virtio-net header before each frame, if there is
+    /// one (with [`TapOptions::offload`]: the 10-byte form).
+    pub fn vnet_hdr(&self) -> Option<HdrLayout> {
+        self.vnet.as_ref().map(|v| v.layout)
+    }
+
+    /// Frames [`Link::recv`] dropped on a TAP with offloads: the kernel
+    /// handed over a frame [`ipn::offload::segment`] refused (never
+    /// expected), or a segment did not fit the caller's buffer. Counted
+    /// rather than ending a bridge.
+    pub fn dropped(&self) -> u64 {
+        self.vnet.as_ref().map_or(0, |v| v.dropped)
+    }
+
+    /// Gives one waiting frame, without blocking, with its virtio-net
+    /// header: `Ok(Some((header, len)))`, the frame in `buf[..len]`;
+    /// `Ok(None)` if none waits. Without [`TapOptions::offload`] the header
+    /// is empty (no GSO, checksums complete).
+    ///
+    /// With offloads a frame can be up to [`MAX_GSO_FRAME`] bytes, and a
+    /// smaller `buf` is refused (`InvalidInput`) rather than have the
+    /// kernel drop a frame that does not fit.
+    pub fn recv_with_hdr(&mut self, buf: &mut [u8]) -> io::Result<Option<(VirtioNetHdr, usize)>> {
+        let Some(vnet) = &self.vnet else {
+            return Ok(Link::recv(self, buf)?.map(|len| (VirtioNetHdr::default(), len)));
+        };
+        if buf.len() < MAX_GSO_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "tap {}: a receive buffer of {} bytes is too small for a frame with \
+                     offloads (up to {MAX_GSO_FRAME} bytes)",
+                    self.name,
+                    buf.len()
+                ),
+            ));
+        }
+        read_frame(&self.file, &self.name, vnet.layout, buf)
+    }
+
+    /// Takes one frame with its virtio-net header: the kernel segments it
+    /// or completes its checksum as the header says, and checks the header
+    /// (an error is about this frame only).
+    ///
+    /// Without [`TapOptions::offload`] there is no header to send: a
+    /// header that asks for anything (GSO, NEEDS_CSUM) is refused
+    /// (`InvalidInput`); segment the frame first
+    /// ([`ipn::offload::segment`]).
+    pub fn send_with_hdr(&mut self, hdr: &VirtioNetHdr, frame: &[u8]) -> io::Result<()> {
+        let Some(vnet) = &self.vnet else {
+            if hdr.is_gso() || hdr.needs_csum() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "tap {} was opened without offloads: it takes no GSO frame or \
+                         unfinished checksum; segment the frame first (ipn::offload::segment)",
+                        self.name
+                    ),
+                ));
+            }
+            return Link::send(self, frame);
+        };
+        let bytes = hdr.to_bytes();
+        let parts = [
+            IoSlice::new(&bytes[..vnet.layout.size()]),
+            IoSlice::new(frame),
+        ];
+        // One write, one frame; a TAP never takes part of one.
+        self.file.write_vectored(&parts).map(|_| ())
+    }
+}
+
+/// Reads one header and frame from a TAP with headers, the frame into
+/// `buf`.
+fn read_frame(
+    mut file: &File,
+    name: &str,
+    layout: HdrLayout,
+    buf: &mut [u8],
+) -> io::Result<Option<(VirtioNetHdr, usize)>> {
+    let mut hdr = [0u8; 12];
+    let hdr = &mut hdr[..layout.size()];
+    let len = loop {
+        let mut parts = [IoSliceMut::new(hdr), IoSliceMut::new(buf)];
+        match file.read_vectored(&mut parts) {
+            Ok(len) => break len,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let header = VirtioNetHdr::parse(&hdr[..len.min(hdr.len())], layout).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("tap {name}: a read of {len} bytes: {e}"),
+        )
+    })?;
+    Ok(Some((header, len - layout.size())))
+}
+
+/// Asks for [`Offloads::WANTED`], and without USO if the kernel refuses it
+/// (EINVAL: before Linux 6.2); returns what was accepted.
+fn negotiate(fd: BorrowedFd<'_>) -> io::Result<Offloads> {
+    let wanted = Offloads::WANTED;
+    match sys::set_offload(fd, wanted) {
+        Ok(()) => Ok(wanted),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let without_uso = Offloads(wanted.0 & !(Offloads::USO4.0 | Offloads::USO6.0));
+            sys::set_offload(fd, without_uso)?;
+            Ok(without_uso)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -154,10 +432,16 @@ impl Link for Tap {
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        match &self.vnet {
+            Some(vnet) if !vnet.ready.is_empty() => vnet.ready_fd.as_fd(),
+            _ => self.file.as_fd(),
+        }
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if self.vnet.is_some() {
+            return self.recv_segmented(buf);
+        }
         loop {
             match self.file.read(buf) {
                 Ok(len) => return Ok(Some(len)),
@@ -169,8 +453,47 @@ impl Link for Tap {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        if self.vnet.is_some() {
+            return self.send_with_hdr(&VirtioNetHdr::default(), frame);
+        }
         // One write, one frame; a TAP never takes part of one.
         self.file.write(frame).map(|_| ())
+    }
+}
+
+impl Tap {
+    /// [`Link::recv`] with offloads: the next segment of the last frame
+    /// read, or the next frame read, segmented (segments of at most
+    /// `buf.len()` bytes) and checksummed.
+    fn recv_segmented(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let Tap { file, name, vnet } = self;
+        let Some(vnet) = vnet else {
+            return Ok(None);
+        };
+        loop {
+            while let Some(range) = vnet.ready.pop_front() {
+                let segment = &vnet.segments[range];
+                if let Some(out) = buf.get_mut(..segment.len()) {
+                    out.copy_from_slice(segment);
+                    return Ok(Some(segment.len()));
+                }
+                vnet.dropped += 1;
+            }
+            vnet.read_buf.resize(MAX_GSO_FRAME, 0);
+            let Some((hdr, len)) = read_frame(file, name, vnet.layout, &mut vnet.read_buf)? else {
+                return Ok(None);
+            };
+            vnet.segments.clear();
+            let (segments, ready) = (&mut vnet.segments, &mut vnet.ready);
+            let cut = offload::segment(&hdr, &vnet.read_buf[..len], buf.len(), |s| {
+                let start = segments.len();
+                segments.extend_from_slice(s);
+                ready.push_back(start..segments.len());
+            });
+            if cut.is_err() {
+                vnet.dropped += 1;
+            }
+        }
     }
 }
 
@@ -273,10 +596,10 @@ mod sys {
     const _: () = assert!(std::mem::size_of::<libc::ifreq>() == 40);
     const _: () = assert!(libc::IFNAMSIZ == 16);
 
-    /// `ioctl(fd, TUNSETIFF, {name, IFF_TAP | IFF_NO_PI})`: makes `fd`
-    /// (an open `/dev/net/tun`) the TAP `name`. Returns the name the kernel
-    /// gave it (it expands `%d`).
-    pub fn set_iff_tap(fd: BorrowedFd<'_>, name: &str) -> io::Result<String> {
+    /// `ioctl(fd, TUNSETIFF, {name, IFF_TAP | IFF_NO_PI [| IFF_VNET_HDR]})`:
+    /// makes `fd` (an open `/dev/net/tun`) the TAP `name`. Returns the name
+    /// the kernel gave it (it expands `%d`).
+    pub fn set_iff_tap(fd: BorrowedFd<'_>, name: &str, vnet_hdr: bool) -> io::Result<String> {
         let bytes = name.as_bytes();
         if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
@@ -289,7 +612,8 @@ mod sys {
         }
         // The name stays NUL-terminated: it is shorter than IFNAMSIZ and
         // the rest of the array is zero.
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        let vnet = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
         // SAFETY: `fd` is open for the call's duration (BorrowedFd);
         // TUNSETIFF reads and writes exactly sizeof(struct ifreq) bytes at
         // the pointer, which is a live, exclusively borrowed libc::ifreq of
@@ -307,6 +631,44 @@ mod sys {
             .map(|&c| c as u8)
             .collect();
         Ok(String::from_utf8_lossy(&chosen).into_owned())
+    }
+
+    /// `ioctl(fd, TUNSETVNETHDRSZ, &len)`: the size of the virtio-net
+    /// header before each frame (10 or 12; the kernel refuses less than 10).
+    pub fn set_vnet_hdr_size(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+        let len =
+            libc::c_int::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `fd` is open for the call (BorrowedFd); TUNSETVNETHDRSZ
+        // reads one int at the pointer, which points to a live c_int.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) };
+        check(rc)
+    }
+
+    /// `ioctl(fd, TUNSETVNETLE, &1)`: headers in little-endian order.
+    pub fn set_vnet_le(fd: BorrowedFd<'_>) -> io::Result<()> {
+        let le: libc::c_int = 1;
+        // SAFETY: `fd` is open for the call (BorrowedFd); TUNSETVNETLE
+        // reads one int at the pointer, which points to a live c_int.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETLE, &le) };
+        check(rc)
+    }
+
+    /// `ioctl(fd, TUNSETOFFLOAD, bits)`: the offloads of the device (the
+    /// argument is the value itself, not a pointer).
+    pub fn set_offload(fd: BorrowedFd<'_>, offloads: super::Offloads) -> io::Result<()> {
+        let bits = libc::c_ulong::from(offloads.bits());
+        // SAFETY: `fd` is open for the call (BorrowedFd); TUNSETOFFLOAD
+        // takes its argument by value and dereferences nothing.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, bits) };
+        check(rc)
+    }
+
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }
 

@@ -53,6 +53,7 @@ mod files;
 mod liveness;
 mod membership;
 mod network;
+pub mod offload;
 mod pending;
 mod port;
 mod ring;
