@@ -439,6 +439,8 @@ impl Handle {
                 SendError::WouldBlock | SendError::TimedOut => libc::EAGAIN,
                 SendError::NotWriting => libc::EBADF,
                 SendError::Damaged { .. } => libc::ENETDOWN,
+                // C ports do not take offloads (yet): never parsed.
+                SendError::Offload(_) => libc::EINVAL,
             };
             Failure::new(errno, e.to_string())
         })

@@ -130,6 +130,12 @@ pub struct JoinOptions {
     pub write: bool,
     /// 802.1Q membership: transparent (the default), access or trunk.
     pub vlan: Vlan,
+    /// Take offloads: every frame sent and received is preceded by a
+    /// 10-byte virtio-net header (as on a TAP with `IFF_VNET_HDR`), and may
+    /// be a GSO frame of up to 64 KiB or have its checksum left to complete.
+    /// Such frames reach other offload ports whole; ports without offloads
+    /// get the wire frames they stand for, cut and checksummed in software.
+    pub offload: bool,
 }
 
 impl Default for JoinOptions {
@@ -139,6 +145,7 @@ impl Default for JoinOptions {
             read: true,
             write: true,
             vlan: Vlan::Transparent,
+            offload: false,
         }
     }
 }

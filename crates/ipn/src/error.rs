@@ -71,6 +71,10 @@ pub enum SendError {
     /// under this port; the port cannot be used any more.
     #[error("{}", damaged_message(.path))]
     Damaged { path: PathBuf },
+    /// A port that takes offloads sent a virtio-net header that does not
+    /// describe its frame.
+    #[error("bad virtio-net header: {0}")]
+    Offload(crate::offload::OffloadError),
 }
 
 /// Why no frame was received.

@@ -344,6 +344,29 @@ impl VirtioNetHdr {
         Ok(need)
     }
 
+    /// Moves the offsets into the frame (`hdr_len`, `csum_start`) by
+    /// `delta` bytes, when an 802.1Q tag is taken out of the frame (-4) or
+    /// put back (+4). Offsets that are 0 (unused) stay 0; none goes below 0.
+    pub fn shift_offsets(&mut self, delta: i32) {
+        let shift = |v: u16| {
+            if v == 0 {
+                0
+            } else {
+                (i32::from(v) + delta).clamp(0, i32::from(u16::MAX)) as u16
+            }
+        };
+        self.hdr_len = shift(self.hdr_len);
+        if self.needs_csum() {
+            self.csum_start = shift(self.csum_start);
+        }
+    }
+
+    /// Whether the header asks nothing: no segmentation, no checksum to
+    /// complete (a frame with such a header is a plain frame).
+    pub fn is_plain(&self) -> bool {
+        !self.is_gso() && !self.needs_csum()
+    }
+
     /// The header in the 12-byte form; its first 10 bytes are the 10-byte
     /// form.
     pub fn to_bytes(&self) -> [u8; 12] {

@@ -38,7 +38,10 @@
 //! sequence arithmetic wraps, and data indexes are taken modulo the ring.
 
 use crate::ethernet::{Egress, Mac, Tci, Vlan, TAG_LEN};
-use crate::shm::layout::{round_up, seq_done, seq_writing, DST_ALL, FRAME_ALIGN, TAGGED};
+use crate::offload::{HdrLayout, VirtioNetHdr, MAX_GSO_FRAME};
+use crate::shm::layout::{
+    round_up, seq_done, seq_writing, DST_ALL, FRAME_ALIGN, TAGGED, VNET_HDR_SPACE, WITH_VNET_HDR,
+};
 use crate::shm::SharedFile;
 use crate::sync::{fence, AtomicU64, Ordering};
 
@@ -77,9 +80,10 @@ impl TxRing {
         self.head
     }
 
-    /// Bytes of the ring a frame of `len` bytes takes.
-    pub fn footprint(len: usize) -> u64 {
-        round_up(len as u64, FRAME_ALIGN)
+    /// Bytes of the ring a frame of `len` bytes takes, with a virtio-net
+    /// header before it if `with_hdr`.
+    pub fn footprint(len: usize, with_hdr: bool) -> u64 {
+        round_up(len as u64, FRAME_ALIGN) + if with_hdr { VNET_HDR_SPACE } else { 0 }
     }
 
     /// Bytes between where frame `n` (at most a ring behind the head)
@@ -94,10 +98,11 @@ impl TxRing {
             .wrapping_sub(self.positions[(n % slots) as usize])
     }
 
-    /// Writes the next frame (`frame.len() <= mtu`, checked by the caller,
-    /// as is, in a lossless network, that every reader has the room), its
-    /// 802.1Q tag (taken out of `frame`, which is stored untagged) in the
-    /// descriptor.
+    /// Writes the next frame (`frame.len() <= mtu`, or with a header up to
+    /// `MAX_GSO_FRAME`, checked by the caller, as is, in a lossless network,
+    /// that every reader has the room), its 802.1Q tag (taken out of
+    /// `frame`, which is stored untagged) in the descriptor, and its
+    /// virtio-net header, if any, just before its bytes.
     pub fn write(
         &mut self,
         shm: &SharedFile,
@@ -105,16 +110,24 @@ impl TxRing {
         frame: &[u8],
         dst: u32,
         tag: Option<Tci>,
+        hdr: Option<&VirtioNetHdr>,
     ) {
         let n = self.head;
-        let pos = self.byte_head;
-        let end = pos.wrapping_add(Self::footprint(frame.len()));
+        let start = self.byte_head;
+        let pos = start.wrapping_add(if hdr.is_some() { VNET_HDR_SPACE } else { 0 });
+        let end = start.wrapping_add(Self::footprint(frame.len(), hdr.is_some()));
         let entry = shm.port(sender);
         let desc = shm.descriptor(sender, n);
         desc.seq.store(seq_writing(n), Ordering::Relaxed);
         entry.byte_reserve.store(end, Ordering::Relaxed);
         fence(Ordering::Release);
-        store_bytes(shm.ring_data(sender), pos, frame);
+        let data = shm.ring_data(sender);
+        if let Some(hdr) = hdr {
+            let mut space = [0u8; VNET_HDR_SPACE as usize];
+            space[..12].copy_from_slice(&hdr.to_bytes());
+            store_bytes(data, start, &space);
+        }
+        store_bytes(data, pos, frame);
         desc.pos.store(pos, Ordering::Relaxed);
         desc.len.store(frame.len() as u32, Ordering::Relaxed);
         desc.dst.store(dst, Ordering::Relaxed);
@@ -122,10 +135,14 @@ impl TxRing {
             tag.map_or(0, |t| TAGGED | u32::from(t.0)),
             Ordering::Relaxed,
         );
+        desc.offload.store(
+            if hdr.is_some() { WITH_VNET_HDR } else { 0 },
+            Ordering::Relaxed,
+        );
         desc.seq.store(seq_done(n), Ordering::Release);
         entry.head.store(n.wrapping_add(1), Ordering::Release);
         let slots = self.positions.len() as u64;
-        self.positions[(n % slots) as usize] = pos;
+        self.positions[(n % slots) as usize] = start;
         self.head = n.wrapping_add(1);
         self.byte_head = end;
     }
@@ -135,8 +152,16 @@ impl TxRing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
     /// A frame of `len` bytes as delivered (of which `min(len, buf.len())`
-    /// were copied), in VLAN `tag` on the network.
-    Frame { len: usize, tag: Option<Tci> },
+    /// were copied), in VLAN `tag` on the network, with its virtio-net
+    /// header if it has one (offsets counted in the frame as delivered).
+    Frame {
+        len: usize,
+        tag: Option<Tci>,
+        hdr: Option<VirtioNetHdr>,
+        /// The frame went into the reader's `gso_buf`, not `buf`: it has a
+        /// header and the reader does not take offloads (see [`Filter`]).
+        in_gso_buf: bool,
+    },
     /// The sender has not written that frame yet.
     Empty,
     /// The sender overwrote it: the cursor moved forward by `skipped`.
@@ -149,10 +174,13 @@ pub enum Read {
 
 /// Which frames a reader takes: all, or (switch mode) those addressed to
 /// `me` or flooded; and by its VLAN membership, with or without their tag.
+/// A reader that does not take `offload`s gets frames with a virtio-net
+/// header in its `gso_buf`, whole, to segment them.
 #[derive(Debug, Clone, Copy)]
 pub struct Filter<'a> {
     pub me: Option<u32>,
     pub vlan: &'a Vlan,
+    pub offload: bool,
 }
 
 /// Reads the frame at `*cursor` from `sender`'s ring into `buf`, advancing
@@ -164,6 +192,7 @@ pub fn read_frame_for(
     sender: u32,
     cursor: &mut u64,
     buf: &mut [u8],
+    gso_buf: &mut Vec<u8>,
     filter: Filter<'_>,
 ) -> Read {
     let n = *cursor;
@@ -181,13 +210,31 @@ pub fn read_frame_for(
     let dst = desc.dst.load(Ordering::Relaxed);
     let tag_word = desc.tag.load(Ordering::Relaxed);
     let tag = (tag_word & TAGGED != 0).then_some(Tci(tag_word as u16));
-    if len == 0 || len > g.mtu as usize || !pos.is_multiple_of(FRAME_ALIGN) {
+    let with_hdr = desc.offload.load(Ordering::Relaxed) & WITH_VNET_HDR != 0;
+    let longest = if with_hdr {
+        MAX_GSO_FRAME
+    } else {
+        g.mtu as usize
+    };
+    if len == 0 || len > longest || !pos.is_multiple_of(FRAME_ALIGN) {
         // No writer makes such a descriptor: scribbled. Skip the frame.
         return lapped(shm, sender, cursor);
     }
     let data = shm.ring_data(sender);
     let egress = filter.vlan.egress(tag);
     let for_us = egress != Egress::Skip && filter.me.is_none_or(|me| dst == DST_ALL || dst == me);
+    let start = pos.wrapping_sub(if with_hdr { VNET_HDR_SPACE } else { 0 });
+    let mut hdr_bytes = [0u8; VNET_HDR_SPACE as usize];
+    if for_us && with_hdr {
+        load_bytes(data, start, hdr_bytes.len(), &mut hdr_bytes);
+    }
+    let in_gso_buf = for_us && with_hdr && !filter.offload;
+    let buf = if in_gso_buf {
+        gso_buf.resize(len + TAG_LEN, 0);
+        &mut gso_buf[..]
+    } else {
+        buf
+    };
     let mut header = [0u8; 16];
     let delivered = match (for_us, egress, tag) {
         (true, Egress::AsIs, Some(tci)) => {
@@ -209,7 +256,7 @@ pub fn read_frame_for(
             .port(sender)
             .byte_reserve
             .load(Ordering::Relaxed)
-            .wrapping_sub(pos)
+            .wrapping_sub(start)
             <= g.ring_bytes;
     if !intact {
         // Overwritten while we copied, or before: the lapped case.
@@ -217,9 +264,21 @@ pub fn read_frame_for(
     }
     *cursor = n.wrapping_add(1);
     if for_us {
+        let hdr = with_hdr
+            .then(|| VirtioNetHdr::parse(&hdr_bytes, HdrLayout::Basic).ok())
+            .flatten()
+            .map(|mut hdr| {
+                if delivered > len {
+                    // The tag was put back: offsets move past it.
+                    hdr.shift_offsets(TAG_LEN as i32);
+                }
+                hdr
+            });
         Read::Frame {
             len: delivered,
             tag,
+            hdr,
+            in_gso_buf,
         }
     } else {
         let mut source = [0u8; 6];

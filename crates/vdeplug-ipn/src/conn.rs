@@ -235,6 +235,8 @@ impl Conn {
             Err(SendError::WouldBlock) | Err(SendError::TimedOut) => Err(libc::EAGAIN),
             Err(SendError::NotWriting) => Err(libc::EBADF),
             Err(SendError::Damaged { .. }) => Err(libc::ENETDOWN),
+            // Plugin ports never take offloads: no header is parsed.
+            Err(SendError::Offload(_)) => Err(libc::EINVAL),
         }
     }
 

@@ -20,6 +20,7 @@
 mod join;
 mod pace;
 mod recv;
+mod segments;
 mod send;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,10 @@ pub enum Shutdown {
     Both,
 }
 
+/// Bytes of the virtio-net header before every frame of a port that takes
+/// offloads (`struct virtio_net_hdr`, as a TAP with `IFF_VNET_HDR`).
+pub const VNET_HDR_LEN: usize = 10;
+
 /// How often a waiting port checks for dead peers.
 const DEATH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -83,6 +88,10 @@ pub struct Port {
     vlan: Vlan,
     /// Where a tagged frame is put together without its tag.
     scratch: Vec<u8>,
+    /// Whether this port takes offloads: its frames, both ways, are a
+    /// virtio-net header and a frame (up to `offload::MAX_GSO_FRAME`), as on
+    /// a TAP opened with `IFF_VNET_HDR`.
+    offload: bool,
 }
 
 /// Switch mode's private state.
@@ -134,6 +143,10 @@ struct Rx {
     frames: u64,
     bytes: u64,
     dropped: u64,
+    /// A frame with a header, read whole to be cut for us.
+    gso_buf: Vec<u8>,
+    /// The wire frames cut from it, still to be received.
+    segments: segments::Segments,
 }
 
 /// Membership events for the receiver.
@@ -216,12 +229,15 @@ impl Port {
                 frames: 0,
                 bytes: 0,
                 dropped: 0,
+                gso_buf: Vec::new(),
+                segments: segments::Segments::default(),
             },
             events: Events::default(),
             switch: (Protocol::from_code(g.protocol) == Some(Protocol::Switch))
                 .then(Switching::default),
             vlan: options.vlan.clone(),
             scratch: Vec::new(),
+            offload: options.offload,
             bell,
             shm,
         };
@@ -293,10 +309,21 @@ impl Port {
         self.shm.geometry().mtu
     }
 
-    /// Largest frame a receive can return: the MTU plus an 802.1Q tag. A
-    /// buffer this long never truncates.
+    /// Largest frame a receive can return: the MTU plus an 802.1Q tag, or
+    /// on a port that takes offloads a virtio-net header and a frame of up
+    /// to `offload::MAX_GSO_FRAME` bytes. A buffer this long never
+    /// truncates.
     pub fn max_frame(&self) -> usize {
-        self.shm.geometry().mtu as usize + crate::ethernet::TAG_LEN
+        if self.offload {
+            VNET_HDR_LEN + crate::offload::MAX_GSO_FRAME
+        } else {
+            self.shm.geometry().mtu as usize + crate::ethernet::TAG_LEN
+        }
+    }
+
+    /// Whether this port takes offloads (see [`JoinOptions::offload`]).
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// This port's 802.1Q membership.

@@ -11,10 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Message, Port, DEATH_CHECK_INTERVAL};
+use super::{Message, Port, DEATH_CHECK_INTERVAL, VNET_HDR_LEN};
 use crate::error::RecvError;
+use crate::ethernet::TAG_LEN;
+use crate::offload::HdrLayout;
 use crate::ring::{self, Read};
 use crate::shm::layout::*;
+use crate::shm::SharedFile;
 use crate::switch;
 use crate::sync::Ordering;
 use crate::wake::{self, Bell};
@@ -176,8 +179,13 @@ impl Port {
         }
     }
 
-    /// One pass: a pending membership event, else one frame.
+    /// One pass: a pending membership event, else one frame (first those
+    /// cut from a frame with offloads, then from the rings).
     fn poll_once(&mut self, buf: &mut [u8]) -> Option<Message> {
+        if let Some(len) = self.rx.segments.pop_into(buf) {
+            self.count_received(len);
+            return Some(Message::Frame(len));
+        }
         self.check_membership();
         if self.events.pending && !self.frames_before_event() {
             if let Some(len) = self.read_any(buf) {
@@ -231,33 +239,73 @@ impl Port {
         let filter = ring::Filter {
             me: self.switch.is_some().then_some(self.index),
             vlan: &self.vlan,
+            offload: self.offload,
+        };
+        // A port that takes offloads gets a header, then the frame.
+        let header = if self.offload {
+            VNET_HDR_LEN.min(buf.len())
+        } else {
+            0
         };
         for _ in 0..budget {
             let cursor = &mut self.rx.cursors[sender as usize];
-            let read = ring::read_frame_for(&self.shm, sender, cursor, buf, filter);
+            let out = &mut buf[header..];
+            let read =
+                ring::read_frame_for(&self.shm, sender, cursor, out, &mut self.rx.gso_buf, filter);
             if lossless && read != Read::Empty {
                 self.shm
                     .cursor(self.index, sender)
                     .store(*cursor, Ordering::Release);
             }
             match read {
-                Read::Frame { len, tag } => {
-                    if let (Some(switching), Some(source)) = (&mut self.switch, buf.get(6..12)) {
+                Read::Frame {
+                    len,
+                    tag,
+                    hdr,
+                    in_gso_buf,
+                } => {
+                    let frame: &[u8] = if in_gso_buf {
+                        &self.rx.gso_buf[..len]
+                    } else {
+                        &buf[header..]
+                    };
+                    if let (Some(switching), Some(source)) = (&mut self.switch, frame.get(6..12)) {
                         let mut mac = [0u8; 6];
                         mac.copy_from_slice(source);
                         let vlan = switch::vlan_key(tag);
                         switching.table.learn(&self.shm, vlan, mac, sender);
                     }
+                    if in_gso_buf {
+                        // Cut it into the wire frames it stands for.
+                        let hdr = hdr.unwrap_or_default();
+                        let mtu = self.shm.geometry().mtu as usize
+                            + if len > 0 && tag.is_some() { TAG_LEN } else { 0 };
+                        let cut = self
+                            .rx
+                            .segments
+                            .fill(&hdr, &mut self.rx.gso_buf[..len], mtu);
+                        match cut.ok().and_then(|()| self.rx.segments.pop_into(buf)) {
+                            Some(n) => {
+                                self.count_received(n);
+                                return Some(n);
+                            }
+                            None => {
+                                // A header that does not describe its
+                                // frame: the frame cannot be delivered.
+                                count_lost(&mut self.rx.dropped, &self.shm, self.index, 1);
+                                continue;
+                            }
+                        }
+                    }
+                    if self.offload {
+                        let hdr = hdr.unwrap_or_default();
+                        let _ = hdr.write(&mut buf[..header], HdrLayout::Basic);
+                    }
                     self.count_received(len);
-                    return Some(len.min(buf.len()));
+                    return Some((header + len).min(buf.len()));
                 }
                 Read::Lapped { skipped } => {
-                    // Saturating: a scribbled head can claim any loss.
-                    self.rx.dropped = self.rx.dropped.saturating_add(skipped);
-                    self.shm
-                        .port(self.index)
-                        .rx_dropped
-                        .store(self.rx.dropped, Ordering::Relaxed);
+                    count_lost(&mut self.rx.dropped, &self.shm, self.index, skipped)
                 }
                 Read::NotForUs { source, tag } => {
                     if let Some(switching) = &mut self.switch {
@@ -320,4 +368,14 @@ impl Port {
         }
         self.rx.armed = false;
     }
+}
+
+/// Counts `frames` port `index` will never get (lapped, or undeliverable)
+/// in `dropped` and its shared counter.
+fn count_lost(dropped: &mut u64, shm: &SharedFile, index: u32, frames: u64) {
+    // Saturating: a scribbled head can claim any loss.
+    *dropped = dropped.saturating_add(frames);
+    shm.port(index)
+        .rx_dropped
+        .store(*dropped, Ordering::Relaxed);
 }

@@ -9,6 +9,7 @@ use super::{Port, DEATH_CHECK_INTERVAL};
 use crate::error::SendError;
 use crate::ethernet::{self, Ingress};
 use crate::membership;
+use crate::offload::{self, HdrLayout, VirtioNetHdr};
 use crate::pending;
 use crate::ring::TxRing;
 use crate::shm::layout::*;
@@ -40,19 +41,68 @@ impl Port {
         }
         self.check_damage()
             .map_err(|path| SendError::Damaged { path })?;
+        if !self.offload {
+            return self.send_frame(frame, None, wait);
+        }
+        let (hdr, frame) =
+            VirtioNetHdr::split(frame, HdrLayout::Basic).map_err(SendError::Offload)?;
+        if hdr.is_plain() {
+            return self.send_frame(frame, None, wait);
+        }
+        hdr.gso().map_err(SendError::Offload)?;
+        // A frame with its header must fit twice in the ring, or a lossless
+        // sender could never make room for it: cut it here instead.
+        let ring_bytes = self.shm.geometry().ring_bytes;
+        if TxRing::footprint(frame.len(), true) > ring_bytes / 2 {
+            let mtu = self.shm.geometry().mtu as usize;
+            let tagged = ethernet::Frame::new_checked(frame).and_then(|v| v.tag());
+            let mut segments = super::segments::Segments::default();
+            let mut whole = frame.to_vec();
+            segments
+                .fill(
+                    &hdr,
+                    &mut whole,
+                    mtu + tagged.map_or(0, |_| ethernet::TAG_LEN),
+                )
+                .map_err(SendError::Offload)?;
+            let mut buf = vec![0u8; mtu + ethernet::TAG_LEN];
+            while let Some(len) = segments.pop_into(&mut buf) {
+                self.send_frame(&buf[..len], None, wait)?;
+            }
+            return Ok(());
+        }
+        self.send_frame(frame, Some(hdr), wait)
+    }
+
+    /// Sends `frame` (with `hdr`, if it asks for offloads) as the port's
+    /// membership and the network's limits say.
+    fn send_frame(
+        &mut self,
+        frame: &[u8],
+        mut hdr: Option<VirtioNetHdr>,
+        wait: Wait,
+    ) -> Result<(), SendError> {
         if frame.is_empty() {
             return Err(SendError::Empty);
         }
-        // The tag travels in the descriptor; the MTU limits the rest.
+        // The tag travels in the descriptor; the MTU limits the rest (a
+        // GSO frame stands for frames within it).
         let view = ethernet::Frame::new_checked(frame);
         let given_tag = view.and_then(|v| v.tag());
         let stored_len = frame.len() - given_tag.map_or(0, |_| ethernet::TAG_LEN);
         let mtu = self.shm.geometry().mtu;
-        if stored_len > mtu as usize {
+        let longest = match hdr {
+            Some(_) => offload::MAX_GSO_FRAME,
+            None => mtu as usize,
+        };
+        if stored_len > longest {
             return Err(SendError::TooBig {
                 len: frame.len(),
                 mtu,
             });
+        }
+        if let (Some(hdr), Some(_)) = (&mut hdr, given_tag) {
+            hdr.shift_offsets(-(ethernet::TAG_LEN as i32));
         }
         let tag = match self.vlan.ingress(given_tag) {
             Ingress::Accept(tag) => tag,
@@ -63,7 +113,7 @@ impl Port {
         };
         self.check_membership();
         let lossless = self.shm.geometry().lossless();
-        let footprint = TxRing::footprint(stored_len);
+        let footprint = TxRing::footprint(stored_len, hdr.is_some());
         if lossless && (self.tx.room_frames == 0 || self.tx.room_bytes < footprint) {
             self.wait_for_room(footprint, wait)?;
         }
@@ -87,7 +137,9 @@ impl Port {
             }
             _ => frame,
         };
-        self.tx.ring.write(&self.shm, self.index, stored, dst, tag);
+        self.tx
+            .ring
+            .write(&self.shm, self.index, stored, dst, tag, hdr.as_ref());
         if lossless {
             self.tx.room_frames -= 1;
             self.tx.room_bytes -= footprint;

@@ -1,6 +1,6 @@
 //! The bytes of `PATH/shm`: every structure another process can see.
 //!
-//! Layout version 4. The file is, in order:
+//! Layout version 5. The file is, in order:
 //!
 //! ```text
 //! Header                      one page, written once by the creator
@@ -44,8 +44,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"IPNnet\0\x01");
 /// `layout_version_is_pinned_to_the_sizes_and_offsets` fails until it is.
 /// (2: port entries grew from 256 to 320 bytes; padding became atomic.
 /// 3: variable-length frames in byte rings; pending-sender bitmaps.
-/// 4: VLAN tags in descriptors and each port's VLAN membership.)
-pub const LAYOUT_VERSION: u32 = 4;
+/// 4: VLAN tags in descriptors and each port's VLAN membership.
+/// 5: virtio-net headers (offloads) before frames that carry one.)
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Size of the header region; the port table starts here.
 pub const HEADER_SIZE: u64 = 4096;
@@ -185,7 +186,10 @@ pub struct Descriptor {
     /// The frame's 802.1Q tag, taken out of its bytes: [`TAGGED`] | TCI,
     /// or 0 for an untagged frame.
     pub tag: AtomicU32,
-    _pad: AtomicU32,
+    /// [`WITH_VNET_HDR`]: a virtio-net header (GSO, checksum offload)
+    /// stands in the [`VNET_HDR_SPACE`] bytes before the frame's bytes,
+    /// and the frame may be up to `offload::MAX_GSO_FRAME` bytes long.
+    pub offload: AtomicU32,
 }
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Descriptor>() as u64 == DESCRIPTOR_SIZE);
@@ -193,6 +197,11 @@ const _: () = assert!(std::mem::size_of::<Descriptor>() as u64 == DESCRIPTOR_SIZ
 pub const DST_ALL: u32 = u32::MAX;
 /// Bit of [`Descriptor::tag`] that says the frame is tagged.
 pub const TAGGED: u32 = 1 << 16;
+/// Bit of [`Descriptor::offload`]: a virtio-net header precedes the frame.
+pub const WITH_VNET_HDR: u32 = 1;
+/// Bytes a virtio-net header takes in a ring, before its frame (the
+/// 10-byte header, rounded to the frame alignment).
+pub const VNET_HDR_SPACE: u64 = 16;
 
 /// `VlanEntry::mode` values.
 pub const VLAN_TRANSPARENT: u32 = 0;
@@ -331,7 +340,7 @@ mod zeroed {
                 len: z32(),
                 dst: z32(),
                 tag: z32(),
-                _pad: z32(),
+                offload: z32(),
             }
         }
     }
@@ -601,6 +610,7 @@ mod tests {
             size_of::<Descriptor>() as u64,
             offset_of!(Descriptor, len) as u64,
             offset_of!(Descriptor, tag) as u64,
+            offset_of!(Descriptor, offload) as u64,
             size_of::<VlanEntry>() as u64,
             offset_of!(VlanEntry, trunk) as u64,
             offset_of!(VlanEntry, addresses) as u64,
@@ -609,8 +619,8 @@ mod tests {
         assert_eq!(
             layout,
             [
-                4, 4096, 192, 40, 64, 128, 320, 64, 128, 136, 160, 192, 256, 32, 16, 24, 704, 64,
-                576, 8
+                5, 4096, 192, 40, 64, 128, 320, 64, 128, 136, 160, 192, 256, 32, 16, 24, 28, 704,
+                64, 576, 8
             ],
             "the shared file's layout changed: bump LAYOUT_VERSION and update this pin with it"
         );

@@ -1,0 +1,232 @@
+//! Offloads across a network: a port that takes offloads sends and
+//! receives a virtio-net header before every frame (as a TAP with
+//! IFF_VNET_HDR); its GSO frames reach other offload ports whole, and every
+//! other port gets the wire frames they stand for, cut and checksummed in
+//! software.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestNet;
+use ipn::ethernet::{Tci, Vlan, VlanSet};
+use ipn::offload::{HdrLayout, VirtioNetHdr, F_NEEDS_CSUM, GSO_TCPV4};
+use ipn::{Config, JoinOptions, Port, RecvError};
+
+const SHORT: Duration = Duration::from_millis(100);
+
+fn join(net: &TestNet, name: &str, offload: bool, vlan: Vlan) -> Port {
+    Port::join(
+        net.path(),
+        &JoinOptions {
+            description: name.into(),
+            offload,
+            vlan,
+            ..JoinOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A TCPv4 segment of `payload` bytes as a TCP stack hands it to a NIC
+/// with TSO: one frame, headers once, checksum left to complete
+/// (pseudo-header sum in place), and the header that says so.
+fn tso_frame(payload: usize, vid: Option<u16>) -> (VirtioNetHdr, Vec<u8>) {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+    if let Some(vid) = vid {
+        f.extend_from_slice(&Tci::for_vlan(vid).to_bytes());
+    }
+    let ip = f.len() + 2;
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = 20 + 20 + payload;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    let ip_sum = checksum(&f[ip..ip + 20], 0);
+    f[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    let tcp = f.len();
+    f.extend_from_slice(&[
+        0x30, 0x39, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff,
+    ]);
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend((0..payload).map(|i| (i % 251) as u8));
+    // The pseudo-header's sum (of a segment-sized length is what Linux
+    // leaves; segment() recomputes per segment anyway).
+    let hdr = VirtioNetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: (tcp + 20) as u16,
+        gso_size: 1448,
+        csum_start: tcp as u16,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    (hdr, f)
+}
+
+/// The Internet checksum of `bytes`, starting from `sum`.
+fn checksum(bytes: &[u8], mut sum: u32) -> u16 {
+    for pair in bytes.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Checks a wire TCPv4 frame (untagged, or tagged if `tagged`): IP header
+/// and TCP checksums valid; returns the TCP payload.
+fn verify_wire(frame: &[u8], tagged: bool) -> Vec<u8> {
+    let ip = if tagged { 18 } else { 14 };
+    assert_eq!(checksum(&frame[ip..ip + 20], 0), 0, "IPv4 header checksum");
+    let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
+    assert_eq!(frame.len(), ip + total, "IPv4 total length");
+    let tcp = &frame[ip + 20..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&frame[ip + 12..ip + 20]);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    let sum: u32 = pseudo
+        .chunks(2)
+        .map(|p| u32::from(u16::from_be_bytes([p[0], p[1]])))
+        .sum();
+    assert_eq!(checksum(tcp, sum), 0, "TCP checksum");
+    tcp[20..].to_vec()
+}
+
+fn with_hdr(hdr: &VirtioNetHdr, frame: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 10];
+    hdr.write(&mut out, HdrLayout::Basic).unwrap();
+    out.extend_from_slice(frame);
+    out
+}
+
+fn receive_all(port: &mut Port) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; port.max_frame()];
+    let mut got = Vec::new();
+    loop {
+        match port.recv_timeout(&mut buf, SHORT) {
+            Ok(n) => got.push(buf[..n].to_vec()),
+            Err(RecvError::TimedOut) => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_gso_frame_reaches_offload_ports_whole_and_others_as_checksummed_segments() {
+    let config = Config {
+        lossless: true,
+        ..Config::default()
+    };
+    let net = TestNet::create("offload-ports", &config);
+    let mut sender = join(&net, "tap", true, Vlan::Transparent);
+    let mut vm = join(&net, "vhost", true, Vlan::Transparent);
+    let mut dump = join(&net, "dump", false, Vlan::Transparent);
+    let (hdr, frame) = tso_frame(20_000, None);
+    sender.send(&with_hdr(&hdr, &frame)).unwrap();
+
+    let whole = receive_all(&mut vm);
+    assert_eq!(whole.len(), 1, "one GSO frame for the offload port");
+    let (got_hdr, got_frame) = VirtioNetHdr::split(&whole[0], HdrLayout::Basic).unwrap();
+    assert_eq!((got_hdr, got_frame), (hdr, &frame[..]));
+
+    let segments = receive_all(&mut dump);
+    assert_eq!(segments.len(), 20_000usize.div_ceil(1448));
+    let mut payload = Vec::new();
+    for s in &segments {
+        assert!(s.len() <= 1514, "a segment of {} bytes", s.len());
+        payload.extend(verify_wire(s, false));
+    }
+    assert_eq!(payload, frame[54..], "the byte stream, whole and in order");
+}
+
+#[test]
+fn offload_frames_keep_their_vlan_and_header_offsets_across_tags() {
+    let net = TestNet::create("offload-vlan", &Config::default());
+    let trunk = Vlan::Trunk {
+        vlans: [10u16].into_iter().collect::<VlanSet>(),
+        native: None,
+    };
+    let mut sender = join(&net, "trunk", true, trunk);
+    let mut access = join(&net, "access10", true, Vlan::Access(10));
+    let mut plain = join(&net, "transparent", false, Vlan::Transparent);
+    let mut other = join(&net, "access20", false, Vlan::Access(20));
+    let (hdr, frame) = tso_frame(4_000, Some(10));
+    sender.send(&with_hdr(&hdr, &frame)).unwrap();
+
+    // The access port gets it untagged, its header's offsets 4 bytes less.
+    let got = receive_all(&mut access);
+    assert_eq!(got.len(), 1);
+    let (h, f) = VirtioNetHdr::split(&got[0], HdrLayout::Basic).unwrap();
+    assert_eq!(h.csum_start, hdr.csum_start - 4);
+    assert_eq!(&f[..12], &frame[..12]);
+    assert_eq!(&f[12..], &frame[16..]);
+    // The transparent port without offloads gets tagged wire frames.
+    let segments = receive_all(&mut plain);
+    assert_eq!(segments.len(), 4_000usize.div_ceil(1448));
+    let payload: Vec<u8> = segments.iter().flat_map(|s| verify_wire(s, true)).collect();
+    assert_eq!(payload, frame[58..]);
+    assert!(receive_all(&mut other).is_empty(), "never across VLANs");
+}
+
+#[test]
+fn a_gso_frame_larger_than_half_the_ring_is_cut_by_its_sender() {
+    let config = Config {
+        ring_bytes: Some(16 << 10),
+        lossless: true,
+        ..Config::default()
+    };
+    let net = TestNet::create("offload-small-ring", &config);
+    let mut sender = join(&net, "tap", true, Vlan::Transparent);
+    let mut vm = join(&net, "vm", true, Vlan::Transparent);
+    let (hdr, frame) = tso_frame(30_000, None);
+    let count = 30_000usize.div_ceil(1448);
+    // The 21 segments are twice the ring: the reader reads as they come.
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; vm.max_frame()];
+        (0..count)
+            .map(|_| {
+                let n = vm.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
+                buf[..n].to_vec()
+            })
+            .collect::<Vec<_>>()
+    });
+    sender.send(&with_hdr(&hdr, &frame)).unwrap();
+    let got = reader.join().unwrap();
+    let payload: Vec<u8> = got
+        .iter()
+        .flat_map(|f| {
+            let (h, wire) = VirtioNetHdr::split(f, HdrLayout::Basic).unwrap();
+            assert!(h.is_plain(), "already cut: no offload left");
+            verify_wire(wire, false)
+        })
+        .collect();
+    assert_eq!(payload, frame[54..]);
+}
+
+#[test]
+fn a_header_that_does_not_describe_its_frame_is_refused_at_send() {
+    let net = TestNet::create("offload-bad", &Config::default());
+    let mut sender = join(&net, "tap", true, Vlan::Transparent);
+    let (mut hdr, frame) = tso_frame(3_000, None);
+    hdr.gso_type = 9;
+    let e = sender.send(&with_hdr(&hdr, &frame)).unwrap_err();
+    assert!(e.to_string().contains("virtio-net header"), "{e}");
+    assert!(sender.send(&[0u8; 5]).is_err(), "shorter than a header");
+}
