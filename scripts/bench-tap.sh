@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Host-path benchmark: two network namespaces joined through
-#   ipn        two `ipn tap` on one ipn network (MTU 1514, and 9014 with
-#              TAP MTU 9000),
+#   ipn        two `ipn tap` on one ipn network: MTU 1514 with offloads
+#              (the default: the kernel's 64 KiB GSO frames cross whole),
+#              MTU 1514 with --no-offload (wire frames only), MTU 9014 and
+#              65535 (TAP MTU 9000 and 65521) with offloads,
+#   bridge     a Linux bridge with a veth pair to each namespace, what
+#              people use to join namespaces in the kernel,
 #   vde_switch two `vde_plug tap://NAME vde:///SWITCH` on a vde2 vde_switch,
 #   hub://     vdeplug4's hub: `vde_plug hub:///HUB tap://A` (it owns the
 #              hub) and `vde_plug vde:///HUB tap://B`,
@@ -183,14 +187,32 @@ case_hub() {
 	cleanup
 }
 
-# case_ipn LABEL NETWORK_MTU SUBNET
+case_bridge() {
+	local a=ipnbt-br-a-$tag b=ipnbt-br-b-$tag m=ipnbt-br-m-$tag
+	netns "$a"; netns "$b"; netns "$m"
+	ip -n "$m" link add "br$tag" type bridge
+	ip -n "$m" link set "br$tag" up
+	ip link add "bra$tag" netns "$a" type veth peer name "brA$tag" netns "$m"
+	ip link add "brb$tag" netns "$b" type veth peer name "brB$tag" netns "$m"
+	for port in "brA$tag" "brB$tag"; do
+		ip -n "$m" link set "$port" master "br$tag"
+		ip -n "$m" link set "$port" up
+	done
+	ip -n "$a" addr add 10.230.6.1/24 dev "bra$tag"; ip -n "$a" link set "bra$tag" up
+	ip -n "$b" addr add 10.230.6.2/24 dev "brb$tag"; ip -n "$b" link set "brb$tag" up
+	measure "bridge" "$a" "$b" 10.230.6.2
+	cleanup
+}
+
+# case_ipn LABEL NETWORK_MTU SUBNET [TAP OPTIONS...]
 case_ipn() {
-	local label=$1 mtu=$2 net=$3 a=ipnbt-ipn$2-a-$tag b=ipnbt-ipn$2-b-$tag
+	local label=$1 mtu=$2 net=$3 a=ipnbt-ipn$3-a-$tag b=ipnbt-ipn$3-b-$tag
+	shift 3
 	netns "$a"; netns "$b"
 	"$ipn" create "$work/ipn$mtu" --mtu "$mtu" >/dev/null
 	# ipn tap sets the TAP's MTU to the network's minus the Ethernet header.
-	"$ipn" tap "$work/ipn$mtu" --name "bia$tag" 2>"$work/ipn$mtu.a.log" & started $!
-	"$ipn" tap "$work/ipn$mtu" --name "bib$tag" 2>"$work/ipn$mtu.b.log" & started $!
+	"$ipn" tap "$work/ipn$mtu" --name "bia$tag" "$@" 2>"$work/ipn$mtu.a.log" & started $!
+	"$ipn" tap "$work/ipn$mtu" --name "bib$tag" "$@" 2>"$work/ipn$mtu.b.log" & started $!
 	wait_link "bia$tag"; wait_link "bib$tag"
 	place "bia$tag" "$a" "10.230.$net.1/24"
 	place "bib$tag" "$b" "10.230.$net.2/24"
@@ -209,10 +231,13 @@ echo "iperf3 client in namespace a, server in namespace b; TCP: iperf3 -c B -t $
 : >"$work/results"
 : >"$work/drops"
 case_veth
+case_bridge
 case_vde_switch
 case_hub
 case_ipn "ipn tap (MTU 1514)" 1514 4
+case_ipn "ipn tap (MTU 1514, --no-offload)" 1514 7 --no-offload
 case_ipn "ipn tap (MTU 9014)" 9014 5
+case_ipn "ipn tap (MTU 65535)" 65535 8
 echo
 
 python3 - "$work/results" "$work/drops" <<'EOF'
@@ -220,18 +245,21 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 drops = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip())
 res = {r[0]: (float(r[1]), float(r[2]), float(r[3])) for r in rows}
-order = ["ipn tap (MTU 1514)", "ipn tap (MTU 9014)", "vde_switch", "hub://", "veth"]
+order = ["ipn tap (MTU 1514)", "ipn tap (MTU 1514, --no-offload)", "ipn tap (MTU 9014)",
+         "ipn tap (MTU 65535)", "vde_switch", "hub://", "bridge", "veth"]
 vt, vu, _ = res["vde_switch"]
+bt = res["bridge"][0]
 def ratio(x, v):
     return f"{x / v:.2f}x" if v > 0 else "-"
-print("| path | TCP Mbit/s | x vde_switch | UDP 64 B pps received | x vde_switch | UDP loss |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| path | TCP Mbit/s | x bridge | x vde_switch | UDP 64 B pps received | x vde_switch | UDP loss |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for name in order:
     if name not in res:
         continue
     t, u, loss = res[name]
-    label = name + (" (kernel reference)" if name == "veth" else "")
-    print(f"| {label} | {t / 1e6:.0f} | {ratio(t, vt)} | {u:.0f} | {ratio(u, vu)} | {loss:.1f}% |")
+    label = {"veth": "veth pair (kernel reference)",
+             "bridge": "Linux bridge + veth (kernel)"}.get(name, name)
+    print(f"| {label} | {t / 1e6:.0f} | {ratio(t, bt)} | {ratio(t, vt)} | {u:.0f} | {ratio(u, vu)} | {loss:.1f}% |")
 if drops:
     print()
     print("ipn frames dropped by lapped readers (lossy hub, counted by ipn status): " +

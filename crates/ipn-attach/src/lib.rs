@@ -48,6 +48,21 @@ pub trait Link {
     fn check(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Whether the link carries a virtio-net header before each frame
+    /// (a TAP with offloads). The bridge then needs a port that takes
+    /// offloads, and moves header and frame together with
+    /// [`Link::recv_vnet`] and [`Link::send_vnet`]: GSO frames cross whole.
+    fn offloads(&self) -> bool {
+        false
+    }
+    /// [`Link::recv`] with the virtio-net header before the frame.
+    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.recv(buf)
+    }
+    /// [`Link::send`] with the virtio-net header before the frame.
+    fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.send(buf)
+    }
 }
 
 /// What a [`bridge`] moved.
@@ -99,14 +114,16 @@ pub fn bridge(
     stop: &dyn Fn() -> bool,
 ) -> Result<BridgeStats, BridgeError> {
     let mut stats = BridgeStats::default();
-    let mut buf = vec![0u8; 65536];
+    let mut buf = vec![0u8; port.max_frame().max(65536)];
+    // Headers and frames cross together when both sides take offloads.
+    let vnet = port.offload() && link.offloads();
     while !stop() {
         let (port_ready, link_ready) = wait(port, link)?;
         if port_ready {
-            network_to_link(port, link, &mut buf, &mut stats)?;
+            network_to_link(port, link, &mut buf, &mut stats, vnet)?;
         }
         if link_ready {
-            link_to_network(port, link, &mut buf, &mut stats, stop)?;
+            link_to_network(port, link, &mut buf, &mut stats, stop, vnet)?;
         }
         link.check().map_err(|source| BridgeError::Link {
             link: link.describe(),
@@ -140,6 +157,7 @@ fn network_to_link(
     link: &mut dyn Link,
     buf: &mut [u8],
     stats: &mut BridgeStats,
+    vnet: bool,
 ) -> Result<(), BridgeError> {
     for i in 0..BATCH {
         let received = if i == 0 {
@@ -148,7 +166,11 @@ fn network_to_link(
             port.try_recv(buf)
         };
         match received {
-            Ok(len) => match link.send(&buf[..len]) {
+            Ok(len) => match if vnet {
+                link.send_vnet(&buf[..len])
+            } else {
+                link.send(&buf[..len])
+            } {
                 Ok(()) => stats.from_network += 1,
                 Err(_) => stats.link_refused += 1,
             },
@@ -167,9 +189,15 @@ fn link_to_network(
     buf: &mut [u8],
     stats: &mut BridgeStats,
     stop: &dyn Fn() -> bool,
+    vnet: bool,
 ) -> Result<(), BridgeError> {
     for _ in 0..BATCH {
-        let len = match link.recv(buf) {
+        let received = if vnet {
+            link.recv_vnet(buf)
+        } else {
+            link.recv(buf)
+        };
+        let len = match received {
             Ok(Some(len)) => len,
             Ok(None) => break,
             Err(source) => {

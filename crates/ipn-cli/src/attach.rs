@@ -17,7 +17,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use ipn::{Config, JoinOptions, Port};
 use ipn_attach::grab::Grab;
-use ipn_attach::tap::{self, LinkSettings, Tap};
+use ipn_attach::tap::{self, LinkSettings, Tap, TapOptions};
 use ipn_attach::{bridge, BridgeError, BridgeStats, Link};
 
 use crate::signals;
@@ -36,6 +36,13 @@ pub struct TapArgs {
     /// Create the network with default settings if there is none at PATH
     #[arg(long)]
     pub create: bool,
+    /// Without offloads: the TAP gives and takes wire frames only (no
+    /// virtio-net header, no 64 KiB GSO frames, every checksum complete),
+    /// as ipn did before offloads. With them (the default), the kernel's
+    /// GSO frames cross the network whole to ports that take offloads and
+    /// are cut in software for the others.
+    #[arg(long)]
+    pub no_offload: bool,
 }
 
 #[derive(Args, Debug)]
@@ -52,8 +59,11 @@ pub struct GrabArgs {
     pub create: bool,
 }
 
-fn join(path: &Path, create: bool, description: String) -> anyhow::Result<Port> {
-    let options = JoinOptions::described(description);
+fn join(path: &Path, create: bool, description: String, offload: bool) -> anyhow::Result<Port> {
+    let options = JoinOptions {
+        offload,
+        ..JoinOptions::described(description)
+    };
     let port = if create {
         Port::join_or_create(path, &Config::default(), &options)?
     } else {
@@ -66,9 +76,13 @@ pub fn tap(args: &TapArgs) -> anyhow::Result<Outcome> {
     signals::install()?;
     // The TAP first: the kernel may pick its name, which the port's
     // description shows. If joining fails, the TAP goes with the process.
-    let mut tap = Tap::open(&args.name)?;
+    let options = TapOptions {
+        offload: !args.no_offload,
+    };
+    let mut tap = Tap::open_with(&args.name, options)?;
     let name = tap.name().to_string();
-    let mut port = join(&args.path, args.create, format!("tap {name}"))?;
+    let offload = Link::offloads(&tap);
+    let mut port = join(&args.path, args.create, format!("tap {name}"), offload)?;
     let settings = LinkSettings {
         mtu: tap::interface_mtu(port.mtu()),
         up: args.up,
@@ -86,7 +100,12 @@ pub fn tap(args: &TapArgs) -> anyhow::Result<Outcome> {
 pub fn grab(args: &GrabArgs) -> anyhow::Result<Outcome> {
     signals::install()?;
     let mut grab = Grab::open(&args.ifname, args.promisc)?;
-    let mut port = join(&args.path, args.create, format!("grab {}", args.ifname))?;
+    let mut port = join(
+        &args.path,
+        args.create,
+        format!("grab {}", args.ifname),
+        false,
+    )?;
     let outcome = run(&mut port, &mut grab, &args.path)?;
     if grab.outgoing_skipped() > 0 {
         eprintln!(
