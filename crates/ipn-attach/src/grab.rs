@@ -16,6 +16,15 @@
 //! The consequence: frames the host itself sends out of the grabbed
 //! interface do not reach the network (the host joins through a TAP).
 //!
+//! 802.1Q tags: a NIC (or veth) that strips VLAN tags on receive, as most
+//! do (`rx-vlan-offload`), hands the kernel frames whose tag lives beside
+//! the bytes, and an `AF_PACKET` socket then reads them untagged. The
+//! socket asks for each frame's `PACKET_AUXDATA`, and [`Grab`] puts a tag
+//! the kernel took out back in its place after the addresses, as libpcap
+//! does: a trunk on the wire stays a trunk in the network. Frames sent
+//! into the interface carry their tag in their bytes, which every driver
+//! takes.
+//!
 //! Promiscuous mode (`promisc`) is a `PACKET_ADD_MEMBERSHIP` of type
 //! `PACKET_MR_PROMISC` on the socket, not the interface flag: the kernel
 //! counts it per socket and takes it back when the socket is closed, even
@@ -29,8 +38,8 @@
 //! [`Link::check`], at most once a second; a deleted interface is an
 //! `ENODEV` error.
 //!
-//! The `unsafe` calls (bind, setsockopt, recvfrom with a `sockaddr_ll`)
-//! are in its `sys` submodule.
+//! The `unsafe` calls (bind, setsockopt, recvmsg with a `sockaddr_ll` and
+//! control messages) are in its `sys` submodule.
 
 #![deny(unsafe_code)]
 
@@ -38,9 +47,14 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use ipn::ethernet::TAG_LEN;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 
 use crate::Link;
+
+/// Bytes of an Ethernet frame before its EtherType or 802.1Q tag: the
+/// destination and source addresses.
+const ADDRESSES_LEN: usize = 12;
 
 /// Why an interface could not be grabbed, each naming it.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +146,7 @@ impl Grab {
         )
         .map_err(|e| io_err("opening an AF_PACKET socket")(e.into()))?;
         sys::bind_all_protocols(socket.as_fd(), bound).map_err(io_err("binding to it"))?;
+        sys::enable_auxdata(socket.as_fd()).map_err(io_err("asking for PACKET_AUXDATA"))?;
         if promisc {
             sys::add_promisc_membership(socket.as_fd(), bound)
                 .map_err(io_err("setting promiscuous mode"))?;
@@ -181,10 +196,12 @@ impl Link for Grab {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // Room to put back a tag the kernel took out.
+        let room = buf.len().saturating_sub(TAG_LEN);
         loop {
-            match sys::recv_frame(self.socket.as_fd(), buf) {
-                Ok((_, libc::PACKET_OUTGOING)) => self.outgoing_skipped += 1,
-                Ok((len, _)) => return Ok(Some(len)),
+            match sys::recv_frame(self.socket.as_fd(), &mut buf[..room]) {
+                Ok(got) if got.pkttype == libc::PACKET_OUTGOING => self.outgoing_skipped += 1,
+                Ok(got) => return Ok(Some(put_back_tag(buf, got.len, got.tag))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Said once when the interface goes down (not fatal: the
@@ -220,6 +237,22 @@ impl Link for Grab {
             .map(|_| ())
             .map_err(io::Error::from)
     }
+}
+
+/// Puts the 802.1Q tag (TPID, TCI) the kernel took out of the frame in
+/// `buf[..len]` back after its addresses; returns the frame's new length.
+/// `buf` has room for it (see `recv`).
+fn put_back_tag(buf: &mut [u8], len: usize, tag: Option<(u16, u16)>) -> usize {
+    let Some((tpid, tci)) = tag else {
+        return len;
+    };
+    if len < ADDRESSES_LEN || len + TAG_LEN > buf.len() {
+        return len; // No frame to tag (never from the kernel).
+    }
+    buf.copy_within(ADDRESSES_LEN..len, ADDRESSES_LEN + TAG_LEN);
+    buf[ADDRESSES_LEN..ADDRESSES_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
+    buf[ADDRESSES_LEN + 2..ADDRESSES_LEN + TAG_LEN].copy_from_slice(&tci.to_be_bytes());
+    len + TAG_LEN
 }
 
 /// The system calls that need `unsafe`.
@@ -295,31 +328,147 @@ mod sys {
         Ok(())
     }
 
-    /// `recvfrom(fd, buf, MSG_DONTWAIT, &sockaddr_ll)`: one frame, and its
-    /// `sll_pkttype` (`PACKET_HOST`, `PACKET_OUTGOING`, ...). A frame
-    /// longer than `buf` is cut to it.
-    pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, u8)> {
-        // SAFETY: sockaddr_ll is plain old data; all-zeroes is valid.
-        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: `fd` is open for the call; the kernel writes at most
-        // `buf.len()` bytes into `buf` (an exclusively borrowed slice) and
-        // at most `len` bytes (its size) into `addr`, then updates `len`.
+    /// `setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, 1)`: every frame
+    /// received comes with a `tpacket_auxdata` control message, which says
+    /// whether the kernel took an 802.1Q tag out of it.
+    pub fn enable_auxdata(fd: BorrowedFd<'_>) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: `fd` is open for the call; the kernel reads at most
+        // `optlen` bytes at the pointer, a live c_int of that size.
         let rc = unsafe {
-            libc::recvfrom(
+            libc::setsockopt(
                 fd.as_raw_fd(),
-                buf.as_mut_ptr().cast::<libc::c_void>(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut addr as *mut libc::sockaddr_ll).cast::<libc::sockaddr>(),
-                &mut len,
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                (&on as *const libc::c_int).cast::<libc::c_void>(),
+                size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
+        Ok(())
+    }
+
+    /// One frame read by [`recv_frame`].
+    #[derive(Debug, Clone, Copy)]
+    pub struct Received {
+        /// Bytes written into the buffer.
+        pub len: usize,
+        /// `sll_pkttype`: `PACKET_HOST`, `PACKET_OUTGOING`, ...
+        pub pkttype: u8,
+        /// The 802.1Q tag (TPID, TCI) the kernel took out of the frame's
+        /// bytes, if it did.
+        pub tag: Option<(u16, u16)>,
+    }
+
+    /// Room for one `tpacket_auxdata` control message (CMSG_SPACE of 20
+    /// bytes is 40 on 64-bit Linux), as 8-byte words so that the
+    /// `cmsghdr`s in it are aligned.
+    const CONTROL_WORDS: usize = 8;
+
+    /// `recvmsg(fd, buf, MSG_DONTWAIT)` with a `sockaddr_ll` and room for
+    /// the `PACKET_AUXDATA` control message: one frame, its packet type
+    /// and the tag the kernel took out of it. A frame longer than `buf` is
+    /// cut to it.
+    pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+        // SAFETY: sockaddr_ll and msghdr are plain old data; all-zeroes is
+        // valid for both (null pointers, zero lengths).
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        let mut control = [0u64; CONTROL_WORDS];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast::<libc::c_void>(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_ll).cast::<libc::c_void>();
+        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast::<libc::c_void>();
+        msg.msg_controllen = size_of::<[u64; CONTROL_WORDS]>();
+        // SAFETY: `fd` is open for the call; every pointer in `msg` is to a
+        // live, exclusively borrowed object of the length given with it
+        // (`buf` through `iov`, `addr`, `control`), which the kernel
+        // writes at most, then updates the lengths in `msg`.
+        let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut tag = None;
+        // SAFETY: `msg` was filled by recvmsg: its control pointer and
+        // (updated) length describe `control`, which is still alive, and
+        // CMSG_FIRSTHDR / CMSG_NXTHDR return null or a header inside it.
+        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        while !cmsg.is_null() {
+            // SAFETY: non-null headers from CMSG_FIRSTHDR/NXTHDR are
+            // within `control`, which is 8-byte aligned as cmsghdr needs.
+            let header = unsafe { &*cmsg };
+            let wanted = size_of::<libc::tpacket_auxdata>();
+            // SAFETY: CMSG_LEN only computes a length.
+            let full = unsafe { libc::CMSG_LEN(wanted as u32) } as usize;
+            if header.cmsg_level == libc::SOL_PACKET
+                && header.cmsg_type == libc::PACKET_AUXDATA
+                && header.cmsg_len >= full
+            {
+                // SAFETY: the message holds `wanted` bytes of data after
+                // its header (checked just above), inside `control`;
+                // tpacket_auxdata is plain old data, read unaligned.
+                let aux = unsafe {
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>())
+                };
+                // libpcap's test: a tag is there if the kernel says so, or
+                // (older kernels) if it has a non-zero TCI.
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 || aux.tp_vlan_tci != 0 {
+                    let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                        aux.tp_vlan_tpid
+                    } else {
+                        ipn::ethernet::ETHERTYPE_VLAN
+                    };
+                    tag = Some((tpid, aux.tp_vlan_tci));
+                }
+            }
+            // SAFETY: `cmsg` is a header within `msg`'s control buffer.
+            cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+        }
         // The kernel fills sll_pkttype for every AF_PACKET frame; `addr`
         // was zeroed, so a short address still reads as defined bytes.
-        Ok((rc as usize, addr.sll_pkttype))
+        Ok(Received {
+            len: rc as usize,
+            pkttype: addr.sll_pkttype,
+            tag,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipn::ethernet::{Frame, Tci};
+
+    #[test]
+    fn a_tag_the_kernel_took_out_is_put_back_after_the_addresses() {
+        let mut untagged = vec![0xffu8; 6];
+        untagged.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        untagged.extend_from_slice(&[0x08, 0x06]);
+        untagged.extend_from_slice(b"payload");
+        let mut buf = vec![0u8; untagged.len() + TAG_LEN];
+        buf[..untagged.len()].copy_from_slice(&untagged);
+        assert_eq!(put_back_tag(&mut buf, untagged.len(), None), untagged.len());
+        let tci = Tci(0xa000 | 4000); // priority 5, VLAN 4000
+        let len = put_back_tag(&mut buf, untagged.len(), Some((0x8100, tci.0)));
+        assert_eq!(len, untagged.len() + TAG_LEN);
+        let view = Frame::new_checked(&buf[..len]).unwrap();
+        assert_eq!(view.tag(), Some(tci));
+        assert_eq!(view.src(), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(view.ethertype(), 0x0806);
+        let (addresses, rest) = view.untagged_parts();
+        assert_eq!([addresses, rest].concat(), untagged);
+        // No room, or no frame: left as it is.
+        let mut short = untagged.clone();
+        let n = short.len();
+        assert_eq!(put_back_tag(&mut short, n, Some((0x8100, 10))), n);
+        assert_eq!(short, untagged);
     }
 }

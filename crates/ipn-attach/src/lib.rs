@@ -100,6 +100,11 @@ pub enum BridgeError {
 /// Most frames moved in one direction before looking at the other.
 const BATCH: usize = 256;
 
+/// Bytes of the bridge's buffer at least: any datagram a VXLAN socket
+/// takes, any frame a TAP or a grabbed interface gives (their MTU is at
+/// most 65535), and room for a grabbed frame's 802.1Q tag put back.
+pub const LINK_BUFFER: usize = 65536 + ipn::ethernet::TAG_LEN;
+
 /// Longest the bridge waits (for either side, or for room in a lossless
 /// network) before asking its caller whether to stop.
 pub const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -114,7 +119,9 @@ pub fn bridge(
     stop: &dyn Fn() -> bool,
 ) -> Result<BridgeStats, BridgeError> {
     let mut stats = BridgeStats::default();
-    let mut buf = vec![0u8; port.max_frame().max(65536)];
+    // Both ways through one buffer: a frame of the network, tag included
+    // (`max_frame`), never truncated; and whatever a link gives.
+    let mut buf = vec![0u8; port.max_frame().max(LINK_BUFFER)];
     // Headers and frames cross together when both sides take offloads.
     let vnet = port.offload() && link.offloads();
     while !stop() {

@@ -10,6 +10,10 @@
 //!   replication, as the kernel does with `bridge fdb append
 //!   00:00:00:00:00:00 dst IP`), or to the multicast group; unless its
 //!   destination MAC was learned behind one remote, then only there.
+//!   Addresses are learned per VLAN (the frame's 802.1Q tag, if any), as
+//!   the network's switch learns them: a MAC behind one remote in VLAN 10
+//!   says nothing of the same MAC in VLAN 20. Addresses and tags are read
+//!   through [`ipn::ethernet::Frame`].
 //! - Receiving: a datagram is a frame only if its I bit is set, its VNI is
 //!   ours and it holds at least an Ethernet header. Anything else is
 //!   counted ([`VxlanStats`]) and dropped; what comes from the network
@@ -32,6 +36,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use ipn::ethernet::{self, Frame, Mac, Tci};
+
 use crate::Link;
 
 /// The IANA-assigned VXLAN UDP port.
@@ -48,8 +54,6 @@ pub const IPV4_HEADROOM: usize = 50;
 /// The same over IPv6 (outer header of 40 bytes).
 pub const IPV6_HEADROOM: usize = 70;
 
-/// The shortest frame accepted: an Ethernet header.
-const MIN_FRAME: usize = 14;
 /// The I flag: the VNI field is valid.
 const FLAG_I: u8 = 0x08;
 /// Learned addresses kept at most (like the kernel's fdb, bounded).
@@ -92,7 +96,7 @@ pub enum Rejected {
 
 /// The frame inside `datagram`, if it is a VXLAN datagram for `vni`.
 pub fn parse(datagram: &[u8], vni: u32) -> Result<&[u8], Rejected> {
-    if datagram.len() < HEADER_LEN + MIN_FRAME {
+    if datagram.len() < HEADER_LEN + ethernet::HEADER_LEN {
         return Err(Rejected::TooShort);
     }
     if datagram[0] & FLAG_I == 0 {
@@ -200,6 +204,15 @@ pub struct VxlanStats {
     pub unicast: u64,
 }
 
+/// What the forwarding table is keyed by: the frame's VLAN (`None`:
+/// untagged) and an address.
+type FdbKey = (Option<u16>, Mac);
+
+/// The key of `frame`'s destination or source address.
+fn fdb_key(frame: &Frame<'_>, mac: Mac) -> FdbKey {
+    (frame.tag().map(Tci::vid), mac)
+}
+
 /// A VXLAN tunnel endpoint: a [`Link`] whose frames travel in UDP.
 #[derive(Debug)]
 pub struct Vxlan {
@@ -212,7 +225,8 @@ pub struct Vxlan {
     learning: bool,
     /// The VXLAN port, where learned VTEPs are sent to.
     port: u16,
-    fdb: HashMap<[u8; 6], (SocketAddr, Instant)>,
+    /// Where each (VLAN, MAC) was last seen from, and when.
+    fdb: HashMap<FdbKey, (SocketAddr, Instant)>,
     out: Vec<u8>,
     stats: VxlanStats,
     description: String,
@@ -325,24 +339,22 @@ impl Vxlan {
         self.stats
     }
 
-    /// The remote a unicast MAC was learned behind, if still fresh.
-    fn learned(&mut self, mac: &[u8]) -> Option<SocketAddr> {
-        let mac: [u8; 6] = mac.try_into().ok()?;
-        match self.fdb.get(&mac) {
+    /// The remote a unicast MAC was learned behind (in that VLAN), if
+    /// still fresh.
+    fn learned(&mut self, key: FdbKey) -> Option<SocketAddr> {
+        match self.fdb.get(&key) {
             Some(&(vtep, seen)) if seen.elapsed() < FDB_AGEING => Some(vtep),
             Some(_) => {
-                self.fdb.remove(&mac);
+                self.fdb.remove(&key);
                 None
             }
             None => None,
         }
     }
 
-    fn learn(&mut self, mac: &[u8], from: SocketAddr) {
-        let Ok(mac) = <[u8; 6]>::try_from(mac) else {
-            return;
-        };
-        if mac[0] & 1 != 0 || mac == [0; 6] {
+    fn learn(&mut self, key: FdbKey, from: SocketAddr) {
+        let (_, mac) = key;
+        if ethernet::is_group(&mac) || mac == [0; 6] {
             return; // Group or null source: not an address of anyone.
         }
         // A VTEP sends from any source port (the kernel hashes flows over
@@ -353,13 +365,13 @@ impl Vxlan {
             // Only configured remotes may draw our unicast to them.
             None => return,
         };
-        if self.fdb.len() >= FDB_CAPACITY && !self.fdb.contains_key(&mac) {
+        if self.fdb.len() >= FDB_CAPACITY && !self.fdb.contains_key(&key) {
             self.fdb.retain(|_, (_, seen)| seen.elapsed() < FDB_AGEING);
             if self.fdb.len() >= FDB_CAPACITY {
                 return; // Full of live entries: flooding still works.
             }
         }
-        self.fdb.insert(mac, (vtep, Instant::now()));
+        self.fdb.insert(key, (vtep, Instant::now()));
     }
 
     fn send_one(&mut self, to: SocketAddr) -> io::Result<()> {
@@ -426,8 +438,8 @@ impl Link for Vxlan {
                 self.stats.malformed += 1;
                 continue;
             }
-            let frame_len = match parse(&buf[..len], self.vni) {
-                Ok(frame) => frame.len(),
+            let frame = match parse(&buf[..len], self.vni) {
+                Ok(frame) => frame,
                 Err(Rejected::OtherVni(_)) => {
                     self.stats.other_vni += 1;
                     continue;
@@ -438,16 +450,12 @@ impl Link for Vxlan {
                 }
             };
             self.stats.received += 1;
+            let frame_len = frame.len();
             if self.learning {
-                let source = [
-                    buf[HEADER_LEN + 6],
-                    buf[HEADER_LEN + 7],
-                    buf[HEADER_LEN + 8],
-                    buf[HEADER_LEN + 9],
-                    buf[HEADER_LEN + 10],
-                    buf[HEADER_LEN + 11],
-                ];
-                self.learn(&source, canonical(from));
+                // A tagged frame cut short has no VLAN to learn it in.
+                if let Some(view) = Frame::new_checked(frame) {
+                    self.learn(fdb_key(&view, view.src()), canonical(from));
+                }
             }
             buf.copy_within(HEADER_LEN..len, 0);
             return Ok(Some(frame_len));
@@ -460,8 +468,10 @@ impl Link for Vxlan {
         self.out.resize(HEADER_LEN, 0);
         write_header(self.vni, &mut self.out);
         self.out.extend_from_slice(frame);
-        let unicast = match frame.get(..6) {
-            Some(dst) if self.learning && dst[0] & 1 == 0 => self.learned(dst),
+        let unicast = match Frame::new_checked(frame) {
+            Some(view) if self.learning && !ethernet::is_group(&view.dst()) => {
+                self.learned(fdb_key(&view, view.dst()))
+            }
             _ => None,
         };
         if let Some(vtep) = unicast {
@@ -689,5 +699,45 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert!(decoy.recv_from(&mut buf).is_ok(), "decoy missed a flood");
+    }
+
+    fn tagged(dst: [u8; 6], src: [u8; 6], vid: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = frame(dst, src, payload);
+        f.splice(12..12, Tci::for_vlan(vid).to_bytes());
+        f
+    }
+
+    #[test]
+    fn addresses_are_learned_per_vlan() {
+        let (mut a, mut b) = pair(8);
+        let mac_b = [2, 0, 0, 0, 0, 0xb];
+        let mut buf = vec![0u8; 65536];
+        b.send(&tagged([0xff; 6], mac_b, 10, b"arp in 10")).unwrap();
+        let n = recv_wait(&mut a, &mut buf).unwrap();
+        assert_eq!(&buf[12..16], &Tci::for_vlan(10).to_bytes(), "tag kept");
+        assert_eq!(n, 14 + 4 + 9);
+        let decoy = UdpSocket::bind("127.0.0.1:0").unwrap();
+        decoy.set_nonblocking(true).unwrap();
+        a.flood.push(decoy.local_addr().unwrap());
+        // Learned in VLAN 10: unicast there goes to b alone...
+        a.send(&tagged(mac_b, [2, 0, 0, 0, 0, 0xa], 10, b"to b in 10"))
+            .unwrap();
+        recv_wait(&mut b, &mut buf).expect("unicast reaches b");
+        assert_eq!(a.stats().unicast, 1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            decoy.recv_from(&mut buf).is_err(),
+            "decoy got VLAN 10's unicast"
+        );
+        // ...while the same address in VLAN 20, or untagged, is unknown.
+        for f in [
+            tagged(mac_b, [2, 0, 0, 0, 0, 0xa], 20, b"to b in 20"),
+            frame(mac_b, [2, 0, 0, 0, 0, 0xa], b"untagged"),
+        ] {
+            a.send(&f).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(decoy.recv_from(&mut buf).is_ok(), "not flooded: {f:?}");
+        }
+        assert_eq!(a.stats().unicast, 1);
     }
 }
