@@ -21,6 +21,7 @@ use ipn_attach::tap::{self, LinkSettings, Tap, TapOptions};
 use ipn_attach::{bridge, BridgeError, BridgeStats, Link};
 
 use crate::signals;
+use crate::vlan::{self, VlanArgs};
 use crate::Outcome;
 
 #[derive(Args, Debug)]
@@ -43,6 +44,8 @@ pub struct TapArgs {
     /// are cut in software for the others.
     #[arg(long)]
     pub no_offload: bool,
+    #[command(flatten)]
+    pub vlan: VlanArgs,
 }
 
 #[derive(Args, Debug)]
@@ -57,11 +60,20 @@ pub struct GrabArgs {
     /// Create the network with default settings if there is none at PATH
     #[arg(long)]
     pub create: bool,
+    #[command(flatten)]
+    pub vlan: VlanArgs,
 }
 
-fn join(path: &Path, create: bool, description: String, offload: bool) -> anyhow::Result<Port> {
+fn join(
+    path: &Path,
+    create: bool,
+    description: String,
+    offload: bool,
+    vlan: &VlanArgs,
+) -> anyhow::Result<Port> {
     let options = JoinOptions {
         offload,
+        vlan: vlan.membership(),
         ..JoinOptions::described(description)
     };
     let port = if create {
@@ -82,7 +94,13 @@ pub fn tap(args: &TapArgs) -> anyhow::Result<Outcome> {
     let mut tap = Tap::open_with(&args.name, options)?;
     let name = tap.name().to_string();
     let offload = Link::offloads(&tap);
-    let mut port = join(&args.path, args.create, format!("tap {name}"), offload)?;
+    let mut port = join(
+        &args.path,
+        args.create,
+        format!("tap {name}"),
+        offload,
+        &args.vlan,
+    )?;
     let settings = LinkSettings {
         mtu: tap::interface_mtu(port.mtu()),
         up: args.up,
@@ -105,6 +123,7 @@ pub fn grab(args: &GrabArgs) -> anyhow::Result<Outcome> {
         args.create,
         format!("grab {}", args.ifname),
         false,
+        &args.vlan,
     )?;
     let outcome = run(&mut port, &mut grab, &args.path)?;
     if grab.outgoing_skipped() > 0 {
@@ -121,9 +140,10 @@ pub fn grab(args: &GrabArgs) -> anyhow::Result<Outcome> {
 fn run(port: &mut Port, link: &mut dyn Link, path: &Path) -> anyhow::Result<Outcome> {
     let what = link.describe();
     eprintln!(
-        "ipn: {what} joined {} as port {}; Ctrl-C to stop",
+        "ipn: {what} joined {} as port {}{}; Ctrl-C to stop",
         path.display(),
-        port.index()
+        port.index(),
+        vlan::joined_as(port)
     );
     let stats = bridge(port, link, &|| signals::caught().is_some()).map_err(|e| match e {
         // The TAP (EBADFD) or grabbed interface (ENODEV) was deleted
@@ -136,7 +156,12 @@ fn run(port: &mut Port, link: &mut dyn Link, path: &Path) -> anyhow::Result<Outc
         // Display only: BridgeError's message already holds its source.
         other => anyhow!("{other}; left {}", path.display()),
     })?;
-    eprintln!("ipn: {what} left {}: {}", path.display(), summary(&stats));
+    eprintln!(
+        "ipn: {what} left {}: {}{}",
+        path.display(),
+        summary(&stats),
+        vlan::dropped_text(port)
+    );
     Ok(match signals::caught() {
         Some(signal) => Outcome::Signal(signal),
         None => Outcome::Done,

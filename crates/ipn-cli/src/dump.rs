@@ -35,6 +35,7 @@ use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 
 use crate::limits::{Limits, Next};
 use crate::signals::{self, TICK};
+use crate::vlan::VlanArgs;
 use crate::Outcome;
 
 #[derive(Args, Debug)]
@@ -60,6 +61,8 @@ pub struct DumpArgs {
     /// Description shown by `ipn status`
     #[arg(long, short, value_name = "TEXT", default_value = "ipn dump")]
     pub description: String,
+    #[command(flatten)]
+    pub vlan: VlanArgs,
 }
 
 /// The buffered output, shared between the [`PcapWriter`] (which encodes
@@ -277,13 +280,15 @@ pub fn dump(args: &DumpArgs) -> anyhow::Result<Outcome> {
         description: args.description.clone(),
         read: true,
         write: false,
+        vlan: args.vlan.membership(),
         ..Default::default()
     };
     let mut port = Port::join(&args.path, &options)?;
     // Only now, so that a missing network leaves no empty file behind.
     let target = Target::open(file)?;
-    let mtu = port.mtu();
-    let snaplen = args.snaplen.unwrap_or(mtu);
+    // Whole frames: the MTU, plus an 802.1Q tag.
+    let longest = u32::try_from(port.max_frame()).unwrap_or(u32::MAX);
+    let snaplen = args.snaplen.unwrap_or(longest);
     let header = PcapHeader {
         snaplen,
         datalink: DataLink::ETHERNET,
@@ -321,7 +326,7 @@ fn capture(
     captured: &mut u64,
 ) -> anyhow::Result<Outcome> {
     let snaplen = sink.writer.snaplen() as usize;
-    let mut buf = vec![0u8; port.mtu() as usize];
+    let mut buf = vec![0u8; port.max_frame()];
     loop {
         let wait = match limits.next(*captured, "captured")? {
             Next::Wait(wait) => wait,

@@ -4,7 +4,8 @@
 //! (frames as text lines safe for a terminal), `stream` (frames on
 //! stdin/stdout), `dump` (pcap captures), `signals` (leaving cleanly on
 //! SIGINT/SIGTERM), `attach` (tap, grab: host interfaces), `vxlan` (VXLAN
-//! tunnel endpoint), `bench` (measurements).
+//! tunnel endpoint), `vlan` (the 802.1Q options of every command that
+//! joins), `bench` (measurements).
 
 mod admin;
 mod attach;
@@ -15,6 +16,7 @@ mod limits;
 mod pubsub;
 mod signals;
 mod stream;
+mod vlan;
 mod vxlan;
 
 use std::process::ExitCode;
@@ -35,7 +37,13 @@ Examples:
   ipn grab /tmp/net eth1                   eth1's wire joins the network
   ipn vxlan /tmp/net --vni 42 --remote 192.0.2.7   join another host's network
   ipn create /tmp/lan --switch             a learning switch instead of a hub
+  ipn tap /tmp/lan --name tap10 --vlan 10  an access port of VLAN 10 (untagged)
+  ipn tap /tmp/lan --name trk --trunk 10,20 --native 1   a trunk (tagged)
   ipn rm /tmp/net
+
+Every command that joins (tap, grab, vxlan, pub, sub, dump) takes --vlan N
+(access port), or --trunk LIST [--native N] (trunk); without them a port
+is transparent: every frame as on the wire, tagged or not.
 
 A network is a directory; its mode and group say who may join.
 Exit status: 0 success, 1 error, 130 after SIGINT, 143 after SIGTERM.
@@ -97,7 +105,7 @@ enum Command {
             instead: each frame a 2-byte big-endian length, then that many bytes. On a \
             lossless network a send waits until every live reader has room. A line or \
             record longer than the network's MTU stops with an error naming it.",
-        after_help = "Examples:\n  seq 1000 | ipn pub /tmp/net\n  tail -f /var/log/syslog | ipn pub --create /tmp/log\n  vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net"
+        after_help = "Examples:\n  seq 1000 | ipn pub /tmp/net\n  tail -f /var/log/syslog | ipn pub --create /tmp/log\n  vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net\n  vde_plug vde:///tmp/sw | ipn pub --raw /tmp/lan --vlan 10    its frames join VLAN 10"
     )]
     Pub(pubsub::PubArgs),
     /// Subscribe: print every frame received as one escaped line (or --hex, --raw)
@@ -116,7 +124,7 @@ enum Command {
             every frame. A port receives what is sent after it joined. Stops after \
             --count frames, after --timeout seconds, at SIGINT/SIGTERM, or when standard \
             output is closed (e.g. `| head`).",
-        after_help = "Examples:\n  ipn sub /tmp/net\n  ipn sub /tmp/net --count 1 --timeout 5\n  ipn sub /tmp/net --events --hex\n  ipn sub --raw /tmp/net | vde_plug vde:///tmp/sw\n\nA frame 'a<TAB>b<ESC>[31m<LF># x' prints as the line: a\\tb\\x1b[31m\\n# x"
+        after_help = "Examples:\n  ipn sub /tmp/net\n  ipn sub /tmp/net --count 1 --timeout 5\n  ipn sub /tmp/net --events --hex\n  ipn sub --raw /tmp/net | vde_plug vde:///tmp/sw\n  ipn sub /tmp/lan --vlan 10 --hex        VLAN 10's frames only, untagged\n\nA frame 'a<TAB>b<ESC>[31m<LF># x' prints as the line: a\\tb\\x1b[31m\\n# x"
     )]
     Sub(pubsub::SubArgs),
     /// Capture every frame as a pcap file for tcpdump or Wireshark
@@ -133,7 +141,7 @@ enum Command {
             SIGINT/SIGTERM, or when the reader of standard output goes away, always leaving \
             a complete capture; then prints on standard error how many frames were captured \
             and how many the port lost because it read too slowly.",
-        after_help = "Examples:\n  ipn dump /tmp/net -w /tmp/net.pcap\n  ipn dump /tmp/net | tcpdump -r - -n -e\n  ipn dump /tmp/net -w - --snaplen 64 | wireshark -k -i -\n  ipn dump /tmp/net -w first10.pcap --count 10 --timeout 60"
+        after_help = "Examples:\n  ipn dump /tmp/net -w /tmp/net.pcap\n  ipn dump /tmp/net | tcpdump -r - -n -e\n  ipn dump /tmp/net -w - --snaplen 64 | wireshark -k -i -\n  ipn dump /tmp/net -w first10.pcap --count 10 --timeout 60\n  ipn dump /tmp/lan | tcpdump -r - -n -e vlan 10    tags as on the wire (transparent)\n  ipn dump /tmp/lan --vlan 20 -w vlan20.pcap       VLAN 20 only, untagged"
     )]
     Dump(dump::DumpArgs),
     /// Join remote hosts' networks over standard VXLAN (RFC 7348), e.g. a kernel vxlan device
@@ -150,7 +158,7 @@ enum Command {
             headroom (70 over IPv6): the outer packet is 20 (IPv4) + 8 (UDP) + 8 (VXLAN) \
             bytes plus the frame. Prints a line when it starts and a summary when it stops \
             (SIGINT/SIGTERM).",
-        after_help = "Examples:\n  ipn vxlan /tmp/net --vni 42 --remote 10.1.1.2 --local 10.1.1.1\n  ipn vxlan /tmp/net --vni 42 --remote 10.1.1.2 --remote 10.1.1.3:8472\n  ipn vxlan /tmp/net --vni 42 --group 239.1.1.1 --dev eth0\n\nThe matching kernel device on host 10.1.1.2:\n  ip link add vx0 type vxlan id 42 remote 10.1.1.1 local 10.1.1.2 dstport 4789 dev eth0"
+        after_help = "Examples:\n  ipn vxlan /tmp/net --vni 42 --remote 10.1.1.2 --local 10.1.1.1\n  ipn vxlan /tmp/net --vni 42 --remote 10.1.1.2 --remote 10.1.1.3:8472\n  ipn vxlan /tmp/net --vni 42 --group 239.1.1.1 --dev eth0\n  ipn vxlan /tmp/lan --vni 43 --remote 10.1.1.2 --vlan 10     VLAN 10, untagged in the tunnel\n\nThe matching kernel device on host 10.1.1.2:\n  ip link add vx0 type vxlan id 42 remote 10.1.1.1 local 10.1.1.2 dstport 4789 dev eth0"
     )]
     Vxlan(vxlan::VxlanArgs),
     /// Join the host through a TAP interface (needs CAP_NET_ADMIN)
@@ -167,7 +175,7 @@ enum Command {
             interface's name and port on standard error when it starts, and a summary \
             (frames each way, frames refused) when it stops. Frames over the network's MTU \
             are counted and dropped.",
-        after_help = "Examples:\n  ipn tap /tmp/net --name tap0 --up && ip addr add 10.0.0.1/24 dev tap0\n  ipn tap /tmp/net &                        creates ipn0, ipn1, ...\n  ip tuntap add mode tap user alice name tap7 && ipn tap /tmp/net --name tap7\n  ip link set tap0 netns ns1                move it; the bridge goes on"
+        after_help = "Examples:\n  ipn tap /tmp/net --name tap0 --up && ip addr add 10.0.0.1/24 dev tap0\n  ipn tap /tmp/net &                        creates ipn0, ipn1, ...\n  ip tuntap add mode tap user alice name tap7 && ipn tap /tmp/net --name tap7\n  ip link set tap0 netns ns1                move it; the bridge goes on\n  ipn tap /tmp/lan --name tap10 --vlan 10   the host in VLAN 10 (untagged on tap10)\n  ipn tap /tmp/lan --name trk --trunk 10,20 && ip link add link trk name trk.10 type vlan id 10"
     )]
     Tap(attach::TapArgs),
     /// Bridge an existing interface (e.g. eth1) to the network through AF_PACKET
@@ -175,7 +183,8 @@ enum Command {
         long_about = "Open an AF_PACKET raw socket bound to IFNAME for every protocol, join \
             PATH as a port described `grab IFNAME`, and bridge the two until SIGINT/SIGTERM: \
             frames arriving on IFNAME enter the network, frames of the network leave through \
-            IFNAME. Frames seen leaving IFNAME (sent by the host or by another program) are \
+            IFNAME. 802.1Q tags the interface's driver took out of received frames are put \
+            back. Frames seen leaving IFNAME (sent by the host or by another program) are \
             not taken in, so the host's own traffic on IFNAME does not reach the network: \
             the host joins through `ipn tap`. --promisc adds a promiscuous membership to the socket (frames \
             for any MAC arrive); the kernel drops it when the socket closes, even after \
@@ -183,7 +192,7 @@ enum Command {
             and dropped: turn off receive offloads on IFNAME (`ethtool -K IFNAME gro off \
             lro off`) so that the kernel does not merge frames beyond it. Needs CAP_NET_RAW \
             (and CAP_NET_ADMIN for --promisc).",
-        after_help = "Examples:\n  ipn grab /tmp/net eth1 --promisc\n  ip link add vA type veth peer name vB && ip link set vA up && ipn grab /tmp/net vA"
+        after_help = "Examples:\n  ipn grab /tmp/net eth1 --promisc\n  ip link add vA type veth peer name vB && ip link set vA up && ipn grab /tmp/net vA\n  ipn grab /tmp/lan eth1 --trunk 10,20 --native 1     eth1 is a trunk: tags as on its wire"
     )]
     Grab(attach::GrabArgs),
     /// Measure ipn against AF_UNIX fan-out (frames/s, latency)

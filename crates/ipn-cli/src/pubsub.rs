@@ -14,12 +14,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ipn::ethernet::{Frame, Vlan};
 use ipn::{Config, JoinOptions, Message, Port, RecvError, SendError};
 
 use crate::escape;
 use crate::limits::{self, Limits};
 use crate::signals::{self, TICK};
 use crate::stream::{self, Input, Next};
+use crate::vlan::{self, VlanArgs};
 use crate::Outcome;
 
 #[derive(Args, Debug)]
@@ -35,6 +37,8 @@ pub struct PubArgs {
     /// Create the network with default settings if there is none at PATH
     #[arg(long)]
     pub create: bool,
+    #[command(flatten)]
+    pub vlan: VlanArgs,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +66,8 @@ pub struct SubArgs {
     /// Create the network with default settings if there is none at PATH
     #[arg(long)]
     pub create: bool,
+    #[command(flatten)]
+    pub vlan: VlanArgs,
 }
 
 fn join(path: &PathBuf, create: bool, options: &JoinOptions) -> anyhow::Result<Port> {
@@ -79,18 +85,36 @@ pub fn publish(args: &PubArgs) -> anyhow::Result<Outcome> {
         description: args.description.clone(),
         read: false,
         write: true,
+        vlan: args.vlan.membership(),
         ..Default::default()
     };
     let mut port = join(&args.path, args.create, &options)?;
+    let outcome = send_input(args, &mut port);
+    let dropped = vlan::tx_dropped(&port);
+    if dropped > 0 {
+        eprintln!(
+            "ipn pub: {dropped} frames were not in the port's VLANs ({}) and were dropped",
+            vlan::membership_text(port.vlan())
+        );
+    }
+    outcome
+}
+
+/// Sends every line or record of standard input.
+fn send_input(args: &PubArgs, port: &mut Port) -> anyhow::Result<Outcome> {
     let mtu = port.mtu() as usize;
+    // A tagged frame may be 4 bytes over the MTU, which counts the frame
+    // without its tag: the port decides.
+    let longest = port.max_frame();
+    let ethernet_only = *port.vlan() != Vlan::Transparent;
     let what = if args.raw { "record" } else { "line" };
     let mut input = Input::new(io::stdin());
     let mut number: u64 = 0;
     loop {
         let next = if args.raw {
-            input.next_record(mtu)
+            input.next_record(longest)
         } else {
-            input.next_line(mtu)
+            input.next_line(longest)
         }
         .context("reading standard input")?;
         number += 1;
@@ -99,8 +123,9 @@ pub fn publish(args: &PubArgs) -> anyhow::Result<Outcome> {
             Next::End => return Ok(Outcome::Done),
             Next::Signal(signal) => return Ok(Outcome::Signal(signal)),
             Next::TooLong(len) => bail!(
-                "{what} {number}: {len} bytes, over the MTU of {mtu} bytes of {}; \
-                 shorten it or create the network with a larger --mtu",
+                "{what} {number}: {len} bytes, over the MTU of {mtu} bytes of {} \
+                 ({longest} with an 802.1Q tag); shorten it or create the network with a \
+                 larger --mtu",
                 args.path.display()
             ),
             Next::Truncated {
@@ -114,6 +139,14 @@ pub fn publish(args: &PubArgs) -> anyhow::Result<Outcome> {
         if frame.is_empty() {
             continue; // An empty line: there are no empty frames.
         }
+        if ethernet_only && Frame::new_checked(frame).is_none() {
+            bail!(
+                "{what} {number}: {} bytes is not an Ethernet frame (at least 14 bytes: \
+                 addresses and EtherType, 18 with an 802.1Q tag), and only Ethernet frames \
+                 have a VLAN; without --vlan/--trunk any bytes are a frame",
+                frame.len()
+            );
+        }
         loop {
             match port.send_timeout(frame, TICK) {
                 Ok(()) => break,
@@ -123,7 +156,8 @@ pub fn publish(args: &PubArgs) -> anyhow::Result<Outcome> {
                     }
                 }
                 Err(SendError::TooBig { len, mtu }) => bail!(
-                    "{what} {number}: {len} bytes, over the MTU of {mtu} bytes of {}",
+                    "{what} {number}: {len} bytes, over the MTU of {mtu} bytes of {} \
+                     (an 802.1Q tag does not count)",
                     args.path.display()
                 ),
                 Err(e) => return Err(e).context(format!("{what} {number}")),
@@ -218,6 +252,7 @@ pub fn subscribe(args: &SubArgs) -> anyhow::Result<Outcome> {
         description: args.description.clone(),
         read: true,
         write: false,
+        vlan: args.vlan.membership(),
         ..Default::default()
     };
     let mut port = join(&args.path, args.create, &options)?;
@@ -240,7 +275,8 @@ pub fn subscribe(args: &SubArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Done);
         }
     }
-    let mut buf = vec![0u8; port.mtu() as usize];
+    // Tagged frames are up to 4 bytes longer than the MTU.
+    let mut buf = vec![0u8; port.max_frame()];
     let mut received: u64 = 0;
     loop {
         let wait = match limits.next(received, "received")? {

@@ -19,6 +19,7 @@ use ipn_attach::vxlan::{Vxlan, VxlanConfig, IANA_PORT, MAX_VNI};
 use ipn_attach::{bridge, Link};
 
 use crate::signals;
+use crate::vlan::{self, VlanArgs};
 use crate::Outcome;
 
 #[derive(Args, Debug)]
@@ -57,6 +58,8 @@ pub struct VxlanArgs {
     /// Create the network with default settings if there is none at PATH
     #[arg(long)]
     pub create: bool,
+    #[command(flatten)]
+    pub vlan: VlanArgs,
 }
 
 /// `IP`, `IP:PORT` or `[IPv6]:PORT`; a bare IP gets `port`.
@@ -89,11 +92,14 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
         config.group = Some((group, dev.clone()));
     }
     let mut link = Vxlan::open(&config)?;
-    let options = JoinOptions::described(
-        args.description
-            .clone()
-            .unwrap_or_else(|| format!("vxlan vni {}", args.vni)),
-    );
+    let options = JoinOptions {
+        vlan: args.vlan.membership(),
+        ..JoinOptions::described(
+            args.description
+                .clone()
+                .unwrap_or_else(|| format!("vxlan vni {}", args.vni)),
+        )
+    };
     let mut port = if args.create {
         Port::join_or_create(&args.path, &Config::default(), &options)?
     } else {
@@ -101,9 +107,10 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
     };
     let what = link.describe();
     eprintln!(
-        "ipn: {what} joined {} as port {}; Ctrl-C to stop",
+        "ipn: {what} joined {} as port {}{}; Ctrl-C to stop",
         args.path.display(),
-        port.index()
+        port.index(),
+        vlan::joined_as(&port)
     );
     let result = bridge(&mut port, &mut link, &|| signals::caught().is_some());
     let v = link.stats();
@@ -126,7 +133,7 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
         )
     };
     let stats = result.with_context(|| format!("{what} on {}", args.path.display()))?;
-    eprintln!("{}", summary(&stats));
+    eprintln!("{}{}", summary(&stats), vlan::dropped_text(&port));
     Ok(match signals::caught() {
         Some(signal) => Outcome::Signal(signal),
         None => Outcome::Done,

@@ -248,7 +248,8 @@ fn write_dash_streams_each_frame_down_the_pipe_as_it_arrives() {
     let magic = u32::from_ne_bytes(header[..4].try_into().unwrap());
     assert_eq!(magic, 0xa1b2_c3d4, "microsecond pcap magic: {header:02x?}");
     assert_eq!(u16::from_ne_bytes([header[4], header[5]]), 2, "version 2.4");
-    assert_eq!(u32::from_ne_bytes(header[16..20].try_into().unwrap()), 1514);
+    // Snapshot length: whole frames, the MTU plus an 802.1Q tag.
+    assert_eq!(u32::from_ne_bytes(header[16..20].try_into().unwrap()), 1518);
     net.wait_for_readers(1);
     // Each frame is readable while dump keeps running.
     for i in 0..3u8 {
