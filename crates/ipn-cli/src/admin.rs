@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ipn::ethernet::Vlan;
 use ipn::{Config, Network, PortState, PortStatus, Protocol, Status};
+
+use crate::vlan::{mac_text, membership_text};
 
 /// Help for `ipn status --json`; the same text is in ipn(1).
 pub const JSON_HELP: &str = "\
@@ -35,10 +38,22 @@ JSON output (--json), format_version 1. Fields are only ever added:
     tx_frames, tx_bytes   sent
     rx_frames, rx_bytes   received
     rx_dropped    frames lost because this port read too slowly (lossy)
+    tx_dropped    frames the port sent that were not of its VLANs, dropped
+    vlan          802.1Q membership, an object:
+                    {\"mode\": \"transparent\"}: every frame as on the wire
+                    {\"mode\": \"access\", \"vlan\": 10}: untagged, VLAN 10 only
+                    {\"mode\": \"trunk\", \"vlans\": [10, 20], \"native\": 1}:
+                    those VLANs tagged; native (or null) travels untagged
+    addresses     switch networks: the source addresses the port has sent
+                  from (its last 16), each {\"vlan\": 10, \"mac\":
+                  \"52:54:00:12:34:56\"}, vlan null for untagged frames of a
+                  transparent port; what a switch's address table holds for
+                  the port. Always [] on a hub.
 
 Examples:
   ipn status /tmp/net
-  ipn status /tmp/net --json | jq '.ports[] | select(.rx_dropped > 0)'";
+  ipn status /tmp/net --json | jq '.ports[] | select(.rx_dropped > 0)'
+  ipn status /tmp/lan --json | jq '.ports[] | {port, vlan, addresses}'";
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -220,6 +235,13 @@ fn status_json(status: &Status) -> serde_json::Value {
                 "rx_frames": p.rx_frames,
                 "rx_bytes": p.rx_bytes,
                 "rx_dropped": p.rx_dropped,
+                "tx_dropped": p.tx_dropped,
+                "vlan": vlan_json(&p.vlan),
+                "addresses": p
+                    .addresses
+                    .iter()
+                    .map(|(vlan, mac)| serde_json::json!({"vlan": vlan, "mac": mac_text(mac)}))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -237,6 +259,18 @@ fn status_json(status: &Status) -> serde_json::Value {
         "writers": status.membership.writers,
         "ports": ports,
     })
+}
+
+fn vlan_json(vlan: &Vlan) -> serde_json::Value {
+    match vlan {
+        Vlan::Transparent => serde_json::json!({"mode": "transparent"}),
+        Vlan::Access(vid) => serde_json::json!({"mode": "access", "vlan": vid}),
+        Vlan::Trunk { vlans, native } => serde_json::json!({
+            "mode": "trunk",
+            "vlans": vlans.iter().collect::<Vec<_>>(),
+            "native": native,
+        }),
+    }
 }
 
 /// Text read from the shared file may hold anything: show control
@@ -308,10 +342,12 @@ fn status_table(status: &Status) -> String {
         "TX BYTES",
         "RX FRAMES",
         "RX BYTES",
-        "DROPPED",
+        "RX DROPPED",
+        "TX DROPPED",
+        "VLAN",
         "DESCRIPTION",
     ];
-    let rows: Vec<[String; 10]> = status
+    let rows: Vec<[String; 12]> = status
         .ports
         .iter()
         .map(|p| {
@@ -328,21 +364,78 @@ fn status_table(status: &Status) -> String {
                 p.rx_frames.to_string(),
                 p.rx_bytes.to_string(),
                 p.rx_dropped.to_string(),
+                p.tx_dropped.to_string(),
+                membership_text(&p.vlan),
                 printable(&p.description),
             ]
         })
         .collect();
+    // Numbers right-aligned, words left-aligned; the description last and
+    // unpadded.
+    let numeric = [
+        true, true, false, false, true, true, true, true, true, true, false, false,
+    ];
+    table(&mut out, &header, &rows, &numeric);
+    if status.protocol == Protocol::Switch {
+        addresses_table(&mut out, status);
+    }
+    out
+}
+
+/// The addresses each port of a switch network has sent from, per VLAN,
+/// as a switch's address table shows them (vde_switch's `hash/print`).
+fn addresses_table(out: &mut String, status: &Status) {
+    use std::fmt::Write;
+    let mut rows: Vec<(u32, Option<u16>, String)> = status
+        .ports
+        .iter()
+        .flat_map(|p| {
+            p.addresses
+                .iter()
+                .map(move |(vlan, mac)| (p.index, *vlan, mac_text(mac)))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort();
+    let _ = writeln!(
+        out,
+        "\naddresses the switch learned (the last 16 each port sent from):"
+    );
+    let rows: Vec<[String; 3]> = rows
+        .into_iter()
+        .map(|(port, vlan, mac)| {
+            [
+                port.to_string(),
+                vlan.map_or_else(|| "untagged".to_string(), |v| v.to_string()),
+                mac,
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["PORT", "VLAN", "ADDRESS"],
+        &rows,
+        &[true, true, false],
+    );
+}
+
+/// Writes `rows` under `header` in columns: numbers right-aligned, words
+/// left-aligned, the last column unpadded.
+fn table<const N: usize>(
+    out: &mut String,
+    header: &[&str; N],
+    rows: &[[String; N]],
+    numeric: &[bool; N],
+) {
+    use std::fmt::Write;
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    // Numbers right-aligned, words left-aligned; the description last and
-    // unpadded.
-    let numeric = [
-        true, true, false, false, true, true, true, true, true, false,
-    ];
     let mut line = |cells: &[&str]| {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
@@ -360,12 +453,11 @@ fn status_table(status: &Status) -> String {
         }
         let _ = writeln!(out, "{}", text.trim_end());
     };
-    line(&header);
-    for row in &rows {
+    line(header);
+    for row in rows {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         line(&cells);
     }
-    out
 }
 
 #[cfg(test)]
@@ -393,6 +485,133 @@ mod tests {
         assert!(parse_mode("0888").is_err());
         assert!(parse_mode("77777").is_err());
         assert!(parse_mode("rw").is_err());
+    }
+
+    fn port(index: u32, vlan: Vlan, addresses: Vec<(Option<u16>, [u8; 6])>) -> PortStatus {
+        PortStatus {
+            index,
+            pid: 100 + index,
+            description: format!("port {index}"),
+            state: PortState::Active,
+            reading: true,
+            writing: true,
+            vlan,
+            addresses,
+            tx_frames: 1,
+            tx_bytes: 2,
+            rx_frames: 3,
+            rx_bytes: 4,
+            rx_dropped: 5,
+            tx_dropped: u64::from(index) * 10,
+        }
+    }
+
+    fn switch_status() -> Status {
+        let trunk = Vlan::Trunk {
+            vlans: [10, 20, 21, 22].into_iter().collect(),
+            native: Some(1),
+        };
+        Status {
+            path: "/tmp/lan".into(),
+            protocol: Protocol::Switch,
+            max_ports: 64,
+            mtu: 1514,
+            ring_slots: 256,
+            ring_bytes: 256 << 10,
+            memory: 17 << 20,
+            lossless: false,
+            membership: Default::default(),
+            ports: vec![
+                port(0, Vlan::Transparent, vec![(None, [2, 0, 0, 0, 0, 0xaa])]),
+                port(1, Vlan::Access(10), vec![(Some(10), [2, 0, 0, 0, 0, 1])]),
+                port(
+                    2,
+                    trunk,
+                    vec![
+                        (Some(20), [2, 0, 0, 0, 0, 2]),
+                        (Some(1), [2, 0, 0, 0, 0, 3]),
+                    ],
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_table_shows_memberships_drops_and_the_switchs_addresses_per_vlan() {
+        let table = status_table(&switch_status());
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            &lines[2..6],
+            [
+                concat!(
+                    "PORT  PID  STATE   R/W  TX FRAMES  TX BYTES  RX FRAMES  RX BYTES  ",
+                    "RX DROPPED  TX DROPPED  VLAN                     DESCRIPTION"
+                ),
+                concat!(
+                    "   0  100  active  rw           1         2          3         4  ",
+                    "         5           0  transparent              port 0"
+                ),
+                concat!(
+                    "   1  101  active  rw           1         2          3         4  ",
+                    "         5          10  access 10                port 1"
+                ),
+                concat!(
+                    "   2  102  active  rw           1         2          3         4  ",
+                    "         5          20  trunk 10,20-22 native 1  port 2"
+                ),
+            ],
+            "{table}"
+        );
+        let addresses = &lines[7..];
+        assert_eq!(
+            addresses,
+            [
+                "addresses the switch learned (the last 16 each port sent from):",
+                "PORT      VLAN  ADDRESS",
+                "   0  untagged  02:00:00:00:00:aa",
+                "   1        10  02:00:00:00:00:01",
+                "   2         1  02:00:00:00:00:03",
+                "   2        20  02:00:00:00:00:02",
+            ],
+            "{table}"
+        );
+        let mut hub = switch_status();
+        hub.protocol = Protocol::Hub;
+        assert!(!status_table(&hub).contains("addresses"));
+    }
+
+    #[test]
+    fn the_json_has_each_ports_vlan_drops_and_addresses() {
+        let json = status_json(&switch_status());
+        let ports = json["ports"].as_array().unwrap();
+        assert_eq!(ports[0]["vlan"], serde_json::json!({"mode": "transparent"}));
+        assert_eq!(
+            ports[1]["vlan"],
+            serde_json::json!({"mode": "access", "vlan": 10})
+        );
+        assert_eq!(
+            ports[2]["vlan"],
+            serde_json::json!({"mode": "trunk", "vlans": [10, 20, 21, 22], "native": 1})
+        );
+        assert_eq!(ports[2]["tx_dropped"], 20);
+        assert_eq!(
+            ports[0]["addresses"],
+            serde_json::json!([{"vlan": null, "mac": "02:00:00:00:00:aa"}])
+        );
+        assert_eq!(
+            ports[2]["addresses"],
+            serde_json::json!([
+                {"vlan": 20, "mac": "02:00:00:00:00:02"},
+                {"vlan": 1, "mac": "02:00:00:00:00:03"}
+            ])
+        );
+        // Every field of a port is in the help.
+        for key in ports[0].as_object().unwrap().keys() {
+            assert!(
+                JSON_HELP.contains(key.as_str()),
+                "{key} missing from --help"
+            );
+        }
     }
 
     #[test]

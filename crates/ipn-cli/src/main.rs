@@ -83,8 +83,12 @@ enum Command {
         long_about = "Show a network's parameters, its reader and writer counts, and one row \
             per port: number, process id, state (joining, active, dead), whether it reads \
             and writes, its counters (frames and bytes sent and received, frames dropped \
-            because it read too slowly) and its description. Ports whose process died are \
-            shown as dead until the next joiner reuses their slot.",
+            because it read too slowly, frames it sent that were not of its VLANs), its \
+            802.1Q membership (transparent, access N, trunk LIST [native N]) and its \
+            description. Ports whose process died are shown as dead until the next joiner \
+            reuses their slot. On a switch network a second table lists, per port and VLAN, \
+            the source addresses the port has sent from (its last 16): the switch's address \
+            table, as vde_switch's port/print and hash/print show it.",
         after_long_help = admin::JSON_HELP
     )]
     Status(admin::StatusArgs),

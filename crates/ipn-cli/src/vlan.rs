@@ -134,6 +134,14 @@ pub fn dropped_text(port: &ipn::Port) -> String {
     )
 }
 
+/// A MAC address as `52:54:00:12:34:56`.
+pub fn mac_text(mac: &ipn::ethernet::Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +215,9 @@ mod tests {
             native: Some(1),
         };
         assert_eq!(membership_text(&trunk), "trunk 1,10-12,20,4094 native 1");
+        assert_eq!(
+            mac_text(&[0x52, 0x54, 0, 0x12, 0x34, 0xab]),
+            "52:54:00:12:34:ab"
+        );
     }
 }

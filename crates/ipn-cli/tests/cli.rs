@@ -76,9 +76,13 @@ fn create_prints_one_line_and_status_shows_parameters_as_table_and_json() {
         "rx_frames",
         "rx_bytes",
         "rx_dropped",
+        "tx_dropped",
     ] {
         assert_eq!(port[counter], 0, "{counter}");
     }
+    assert_eq!(port["vlan"], serde_json::json!({"mode": "transparent"}));
+    assert_eq!(port["addresses"], serde_json::json!([]), "a hub has none");
+    assert!(row.contains("transparent"), "{row}");
 }
 
 #[test]
