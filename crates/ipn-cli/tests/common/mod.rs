@@ -623,3 +623,22 @@ pub fn ping(ns: &str, args: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// `ip netns exec NS ping ARGS`, which must fail for want of replies (exit
+/// status 1, nothing received), not for another reason (exit status 2: a
+/// bad address, no route). Give it a short `-W`: it waits that long.
+#[track_caller]
+pub fn ping_fails(ns: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns, "ping"];
+    all.extend_from_slice(args);
+    let out = run_program("ip", &all);
+    let said = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ping {} from {ns} was to fail for want of replies: {said}{}",
+        args.join(" "),
+        text(&out.stderr)
+    );
+    assert!(said.contains(" 0 received"), "{said}");
+}
