@@ -62,7 +62,7 @@ pub struct OpenFailure {
 }
 
 /// The shortest frame `vde_recv` may return: an Ethernet header.
-pub const ETH_HEADER: usize = 14;
+pub const ETH_HEADER: usize = ipn::ethernet::HEADER_LEN;
 
 /// What `vde_recv` returns "to notify that a packet has been received but
 /// it must be dropped" (libvdeplug(3)); here also for a wake-up that
@@ -156,7 +156,10 @@ impl Conn {
             .options
             .config()
             .map_err(|e| fail(libc::EINVAL, &e))?;
-        let join = JoinOptions::described(descr);
+        let join = JoinOptions {
+            vlan: parsed.options.membership(),
+            ..JoinOptions::described(descr)
+        };
         let port = Port::join_or_create(&parsed.path, &config, &join)
             .map_err(|e| fail(open_errno(&e), &e))?;
         let mismatches = parsed.options.mismatches(&port.status());
@@ -456,10 +459,75 @@ mod tests {
         assert!(!path.exists(), "nothing created on a refused open");
     }
 
+    /// The frames `conn` receives now: their tags' VLAN IDs (if tagged)
+    /// and their last byte.
+    fn received(conn: &Conn) -> Vec<(Option<u16>, u8)> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(Received::Frame(len)) = conn.recv(&mut buf) {
+            let frame = ipn::ethernet::Frame::new_checked(&buf[..len]).unwrap();
+            got.push((frame.tag().map(|t| t.vid()), buf[len - 1]));
+        }
+        got
+    }
+
+    fn ethernet(vid: Option<u16>, last: u8) -> Vec<u8> {
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, last]);
+        if let Some(vid) = vid {
+            f.extend_from_slice(&ipn::ethernet::Tci::for_vlan(vid).to_bytes());
+        }
+        f.extend_from_slice(&[0x88, 0xb5, last]);
+        f
+    }
+
     #[test]
-    fn vlan_is_eopnotsupp() {
-        let e = open("/tmp/whatever[vlan=2]").unwrap_err();
+    fn vlan_and_trunk_options_make_access_and_trunk_ports() {
+        let path = tmp("vlans");
+        let p = path.display();
+        let a10 = open(&format!("{p}[switch/vlan=10]")).unwrap();
+        let b10 = open(&format!("{p}[vlan=10]")).unwrap();
+        let c20 = open(&format!("{p}[vlan=20]")).unwrap();
+        let trunk = open(&format!("{p}[trunk=10:20/native=1]")).unwrap();
+        let status = ipn::Network::open(&path).unwrap().status();
+        assert_eq!(status.protocol, ipn::Protocol::Switch);
+        assert_eq!(status.ports[0].vlan, ipn::ethernet::Vlan::Access(10));
+        assert_eq!(a10.send(&ethernet(None, 1), false), Ok(15));
+        assert_eq!(received(&b10), vec![(None, 1)]);
+        assert_eq!(received(&c20), vec![], "VLAN 20 hears nothing of 10");
+        assert_eq!(received(&trunk), vec![(Some(10), 1)]);
+        assert_eq!(trunk.send(&ethernet(Some(20), 2), false), Ok(19));
+        assert_eq!(trunk.send(&ethernet(None, 3), false), Ok(15), "native: 1");
+        assert_eq!(received(&c20), vec![(None, 2)]);
+        assert_eq!(received(&a10), vec![]);
+        // A tagged frame from an access port is dropped, not an error.
+        assert_eq!(c20.send(&ethernet(Some(20), 4), false), Ok(19));
+        assert_eq!(received(&trunk), vec![]);
+        drop((a10, b10, c20, trunk));
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn bad_vlan_options_are_einval_and_create_nothing() {
+        let path = tmp("badvlan");
+        for options in [
+            "[vlan=4095]",
+            "[vlan=1/trunk=2]",
+            "[native=3]",
+            "[trunk=1:x]",
+        ] {
+            let e = open(&format!("{}{options}", path.display())).unwrap_err();
+            assert_eq!(e.errno, libc::EINVAL, "{options}");
+            assert!(!path.exists(), "nothing created on a refused open");
+        }
+    }
+
+    #[test]
+    fn port_is_eopnotsupp() {
+        let path = tmp("portopt");
+        let e = open(&format!("{}[port=2]", path.display())).unwrap_err();
         assert_eq!(e.errno, libc::EOPNOTSUPP);
+        assert!(!path.exists(), "nothing created on a refused open");
     }
 
     #[test]

@@ -19,16 +19,29 @@
 //!   is matched, never the text as typed).
 //!
 //! What differs on purpose: unknown keys, malformed values and keys of
-//! features that do not exist yet (`vlan`, `port`) are errors with a
-//! message saying what to write instead, never silently ignored.
+//! features that do not exist yet (`port`) are errors with a message
+//! saying what to write instead, never silently ignored.
+//!
+//! 802.1Q membership of the port: `vlan=N` (an access port of VLAN N),
+//! `trunk=LIST` (a trunk of the VLANs in LIST) with `native=N` (VLAN N
+//! untagged on it); none: transparent. IDs go from 1 to 4094. A LIST
+//! separates its IDs with `:` and gives ranges with `-`:
+//! `trunk=10:20:100-110`. Not `,`: QEMU's command line splits on commas
+//! (they would have to be doubled there) and User-Mode Linux's on commas
+//! too, with no way to escape them. `:` needs no quoting in a shell,
+//! in vdeplug4's syntax, on QEMU's or on UML's command line. `,` is
+//! accepted as well where it can be written (`vde_plug`, C programs).
 //!
 //! This module only parses; it touches no file. [`Options::config`] turns
-//! the options into the [`ipn::Config`] a missing network is created with.
+//! the options into the [`ipn::Config`] a missing network is created with;
+//! [`Options::membership`] gives the port's VLAN membership.
 
 use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
+
+use ipn::ethernet::{Vlan, VlanSet, VLAN_MAX, VLAN_MIN};
 
 /// A parsed `ipn://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +70,12 @@ pub struct Options {
     pub group: Option<String>,
     /// `hub` / `switch`: the protocol of a new network.
     pub protocol: Option<ipn::Protocol>,
+    /// `vlan=N`: this port is an access port of VLAN N.
+    pub vlan: Option<u16>,
+    /// `trunk=LIST`: this port is a trunk of these VLANs.
+    pub trunk: Option<VlanSet>,
+    /// `native=N` (with `trunk`): VLAN N travels untagged on the trunk.
+    pub native: Option<u16>,
 }
 
 /// Why a URL was refused. `Display` is the message for people.
@@ -76,8 +95,11 @@ pub enum UrlError {
     },
     /// A key of a feature ipn does not have yet.
     NotSupportedYet(&'static str, &'static str),
-    /// Both `lossless` and `lossy`.
+    /// Both `lossless` and `lossy`, `hub` and `switch`, `vlan` and `trunk`.
     Conflict(&'static str, &'static str),
+    /// An option given without the one it goes with (`native` without
+    /// `trunk`).
+    Requires(&'static str, &'static str),
 }
 
 /// An option of the URL, whichever of its names or their prefixes it was
@@ -94,6 +116,8 @@ enum Key {
     Hub,
     Switch,
     Vlan,
+    Trunk,
+    Native,
     Port,
 }
 
@@ -110,7 +134,9 @@ const KEYS: &[(&str, Key, &str)] = &[
     ("grp", Key::Group, "grp=NAME"),
     ("hub", Key::Hub, "hub"),
     ("switch", Key::Switch, "switch"),
-    ("vlan", Key::Vlan, ""),
+    ("vlan", Key::Vlan, "vlan=N"),
+    ("trunk", Key::Trunk, "trunk=N:N-N"),
+    ("native", Key::Native, "native=N"),
     ("port", Key::Port, ""),
 ];
 
@@ -149,6 +175,7 @@ impl fmt::Display for UrlError {
                 write!(f, "option '{key}' is not supported yet: {what}")
             }
             UrlError::Conflict(a, b) => write!(f, "options '{a}' and '{b}' contradict each other"),
+            UrlError::Requires(a, b) => write!(f, "option '{a}' goes with '{b}', which is missing"),
         }
     }
 }
@@ -324,6 +351,35 @@ fn parse_mode(value: Option<&str>) -> Result<u32, UrlError> {
     Ok(mode)
 }
 
+/// A VLAN ID, 1 to 4094.
+fn parse_vid(key: &'static str, value: Option<&str>) -> Result<u16, UrlError> {
+    let value = value.unwrap_or("");
+    value
+        .parse::<u16>()
+        .ok()
+        .filter(|vid| (VLAN_MIN..=VLAN_MAX).contains(vid))
+        .ok_or_else(|| UrlError::BadValue {
+            key,
+            value: value.to_owned(),
+            expected: "expected a VLAN ID from 1 to 4094",
+        })
+}
+
+/// A list of VLAN IDs and ranges: `10:20:100-110` (or with commas).
+fn parse_vlan_list(value: Option<&str>) -> Result<VlanSet, UrlError> {
+    let value = value.unwrap_or("");
+    let bad = || UrlError::BadValue {
+        key: "trunk",
+        value: value.to_owned(),
+        expected: "expected VLAN IDs from 1 to 4094 separated by ':', ranges with '-', \
+                   e.g. trunk=10:20:100-110",
+    };
+    if value.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Vlan::parse_list(&value.replace(':', ",")).map_err(|_| bad())
+}
+
 fn parse_flag(key: &'static str, value: Option<&str>) -> Result<bool, UrlError> {
     match value {
         None | Some("1" | "yes" | "true" | "on") => Ok(true),
@@ -396,12 +452,9 @@ pub fn parse(args: &[u8]) -> Result<Url, UrlError> {
                 }
                 options.protocol = Some(protocol);
             }
-            Key::Vlan => {
-                return Err(UrlError::NotSupportedYet(
-                    "vlan",
-                    "VLANs are not implemented: every port of a switch is in one broadcast domain",
-                ))
-            }
+            Key::Vlan => options.vlan = Some(parse_vid("vlan", value)?),
+            Key::Trunk => options.trunk = Some(parse_vlan_list(value)?),
+            Key::Native => options.native = Some(parse_vid("native", value)?),
             Key::Port => {
                 return Err(UrlError::NotSupportedYet(
                     "port",
@@ -412,6 +465,12 @@ pub fn parse(args: &[u8]) -> Result<Url, UrlError> {
     }
     if lossy_seen && lossless_seen {
         return Err(UrlError::Conflict("lossless", "lossy"));
+    }
+    if options.vlan.is_some() && options.trunk.is_some() {
+        return Err(UrlError::Conflict("vlan", "trunk"));
+    }
+    if options.native.is_some() && options.trunk.is_none() {
+        return Err(UrlError::Requires("native", "trunk"));
     }
     Ok(Url {
         path: PathBuf::from(OsString::from_vec(path)),
@@ -430,6 +489,19 @@ impl fmt::Display for UnknownGroup {
 }
 
 impl Options {
+    /// The port's 802.1Q membership: `vlan=N` an access port, `trunk=LIST`
+    /// (and `native=N`) a trunk, neither transparent.
+    pub fn membership(&self) -> Vlan {
+        match (self.vlan, &self.trunk) {
+            (Some(vid), _) => Vlan::Access(vid),
+            (None, Some(vlans)) => Vlan::Trunk {
+                vlans: vlans.clone(),
+                native: self.native,
+            },
+            (None, None) => Vlan::Transparent,
+        }
+    }
+
     /// The configuration a missing network is created with: the defaults
     /// of [`ipn::Config`], overridden by the options given.
     pub fn config(&self) -> Result<ipn::Config, UnknownGroup> {
@@ -621,6 +693,12 @@ mod tests {
                 None,
                 set(|o| o.protocol = Some(ipn::Protocol::Switch)),
             ),
+            ("vlan", Some("10"), set(|o| o.vlan = Some(10))),
+            (
+                "trunk",
+                Some("10:20"),
+                set(|o| o.trunk = Some([10, 20].into_iter().collect())),
+            ),
         ];
         let ambiguous: &[(&str, &[&str])] = &[
             ("p", &["ports", "port"]),
@@ -656,7 +734,12 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 45);
+        assert_eq!(checked, 54);
+        // `native` needs `trunk`: each prefix of it, with one.
+        for end in 1..="native".len() {
+            let text = format!("/n[trunk=5/{}=1]", &"native"[..end]);
+            assert_eq!(ok(&text).options.native, Some(1), "{text}");
+        }
         // The cases of the bug report, spelled out.
         assert_eq!(ok("/n[hu]").options.protocol, Some(ipn::Protocol::Hub));
         assert_eq!(ok("/n[h]").options.protocol, Some(ipn::Protocol::Hub));
@@ -679,12 +762,76 @@ mod tests {
     }
 
     #[test]
-    fn vlan_and_port_are_not_supported_yet() {
-        for url in ["/n[vlan=3]", "/n[port=2]"] {
-            let e = err(url);
-            assert!(matches!(e, UrlError::NotSupportedYet(..)), "{url}");
-            assert!(e.to_string().contains("not supported yet"), "{url}: {e}");
+    fn port_is_not_supported_yet() {
+        let e = err("/n[port=2]");
+        assert!(matches!(e, UrlError::NotSupportedYet(..)));
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn vlan_trunk_and_native_give_the_ports_membership() {
+        assert_eq!(ok("/n").options.membership(), Vlan::Transparent);
+        assert_eq!(ok("/n[vlan=10]").options.membership(), Vlan::Access(10));
+        assert_eq!(ok("/n[vlan=4094]").options.membership(), Vlan::Access(4094));
+        let trunk = |vlans: &[u16], native| Vlan::Trunk {
+            vlans: vlans.iter().copied().collect(),
+            native,
+        };
+        // ':' separates, '-' makes ranges; ',' works too where it can be
+        // written; quotes and %XX as everywhere.
+        for (url, vlans, native) in [
+            ("/n[trunk=10:20]", &[10, 20][..], None),
+            (
+                "/n[trunk=10:20-22/native=1]",
+                &[10, 20, 21, 22][..],
+                Some(1),
+            ),
+            ("/n[native=7/trunk=5]", &[5][..], Some(7)),
+            ("/n[trunk=10,20]", &[10, 20][..], None),
+            ("/n[trunk='10:20']", &[10, 20][..], None),
+            ("/n[trunk=10%3A20]", &[10, 20][..], None),
+            ("/n[switch/trunk=1-3/mtu=9000]", &[1, 2, 3][..], None),
+        ] {
+            assert_eq!(ok(url).options.membership(), trunk(vlans, native), "{url}");
         }
+        // Joining options, not the network's: never a mismatch.
+        let o = ok("/n[vlan=10]").options;
+        assert_eq!(o.config().unwrap(), ipn::Config::default());
+    }
+
+    #[test]
+    fn vlan_ids_out_of_range_and_contradictions_are_refused() {
+        for url in [
+            "/n[vlan=0]",
+            "/n[vlan=4095]",
+            "/n[vlan=]",
+            "/n[vlan]",
+            "/n[vlan=ten]",
+            "/n[trunk=10:5000]",
+            "/n[trunk=0]",
+            "/n[trunk=]",
+            "/n[trunk=9-3]",
+            "/n[trunk=10 20]",
+            "/n[trunk=10/native=4095]",
+        ] {
+            let e = err(url);
+            assert!(matches!(e, UrlError::BadValue { .. }), "{url}: {e:?}");
+            assert!(e.to_string().contains("1 to 4094"), "{url}: {e}");
+        }
+        let e = err("/n[trunk=10:x]");
+        assert!(e.to_string().contains("trunk=10:20:100-110"), "{e}");
+        assert_eq!(
+            err("/n[vlan=10/trunk=20]"),
+            UrlError::Conflict("vlan", "trunk")
+        );
+        assert_eq!(err("/n[native=1]"), UrlError::Requires("native", "trunk"));
+        assert_eq!(
+            err("/n[vlan=10/native=1]"),
+            UrlError::Requires("native", "trunk")
+        );
+        assert!(err("/n[native=1]")
+            .to_string()
+            .contains("'native' goes with 'trunk'"));
     }
 
     #[test]

@@ -218,6 +218,146 @@ fn vde_switch_bridged_to_ipn_passes_frames_both_ways() {
     drop(end);
 }
 
+/// A frame from 02:00:00:00:00:`src`, broadcast, tagged with `vid` if
+/// given.
+fn tagged_frame(src: u8, vid: Option<u16>, seq: u8) -> Vec<u8> {
+    let mut f = frame(src, seq, 60);
+    if let Some(vid) = vid {
+        f.splice(12..12, ipn::ethernet::Tci::for_vlan(vid).to_bytes());
+    }
+    f
+}
+
+/// vde_switch, 802.1Q as vde2 does it, on the other end of an ipn trunk:
+/// its port 1 is a tagged member of VLANs 10 and 20 and is bridged with
+/// `vde_plug vde://SW[1] ipn://NET[trunk=10:20]`; its ports 2 and 3 are
+/// untagged in VLANs 10 and 20. Frames of ipn's access ports reach the
+/// switch's port of the same VLAN only, and the other way round; a
+/// transparent ipn port sees them tagged on the network.
+#[test]
+fn vde_switch_vlans_meet_ipn_vlans_over_a_trunk_url() {
+    require("vde_switch", "vde-switch");
+    let net = scratch("vlan-net");
+    let sw = scratch("vlan-sw");
+    let pidfile = sw.with_extension("pid");
+    let rc = sw.with_extension("rc");
+    std::fs::write(
+        &rc,
+        "vlan/create 10\nvlan/create 20\nport/create 1\nport/create 2\nport/create 3\n\
+         vlan/addport 10 1\nvlan/addport 20 1\nport/setvlan 2 10\nport/setvlan 3 20\n",
+    )
+    .unwrap();
+    let status = Command::new("vde_switch")
+        .args(["-d", "-s"])
+        .arg(&sw)
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("-f")
+        .arg(&rc)
+        .status()
+        .expect("run vde_switch");
+    assert!(status.success(), "vde_switch failed to start");
+    struct KillSwitch(PathBuf, PathBuf, PathBuf);
+    impl Drop for KillSwitch {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(&self.0) {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = Command::new("kill").arg(pid.to_string()).status();
+                }
+            }
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir_all(&self.1);
+            let _ = std::fs::remove_file(&self.2);
+        }
+    }
+    let _kill = KillSwitch(pidfile.clone(), sw.clone(), rc);
+    wait_for(
+        "the switch's control socket",
+        Duration::from_secs(5),
+        || sw.join("ctl").exists() && pidfile.exists(),
+    );
+    let port_url = |n: u32| format!("vde://{}[{n}]", sw.display());
+    let _trunk = StreamPlug::spawn(&[&port_url(1), &format!("{}[trunk=10:20]", url(&net))]);
+    wait_for("the trunk to join", Duration::from_secs(5), || {
+        readers(&net) == 1
+    });
+    let status = Network::open(&net).unwrap().status();
+    assert_eq!(
+        status.ports[0].vlan,
+        ipn::ethernet::Vlan::Trunk {
+            vlans: [10, 20].into_iter().collect(),
+            native: None
+        }
+    );
+    let join = |name: &str, vlan| {
+        Port::join(
+            &net,
+            &JoinOptions {
+                vlan,
+                ..JoinOptions::described(name)
+            },
+        )
+        .unwrap()
+    };
+    let mut ipn10 = join("ipn 10", ipn::ethernet::Vlan::Access(10));
+    let mut ipn20 = join("ipn 20", ipn::ethernet::Vlan::Access(20));
+    let mut wire = join("wire", ipn::ethernet::Vlan::Transparent);
+    let mut sw10 = StreamPlug::spawn(&[&port_url(2)]);
+    let mut sw20 = StreamPlug::spawn(&[&port_url(3)]);
+
+    // ipn VLAN 10 -> the switch's VLAN 10 port, untagged; repeated until
+    // one arrives (the switch's ports may connect after our first sends).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seq = 0;
+    let got = loop {
+        seq += 1;
+        ipn10.send(&tagged_frame(0xa, None, seq)).unwrap();
+        match sw10.frames.recv_timeout(Duration::from_millis(200)) {
+            Ok(got) if got[6..12] == [2, 0, 0, 0, 0, 0xa] => break got,
+            _ => assert!(
+                Instant::now() < deadline,
+                "ipn VLAN 10 -> vde_switch: nothing"
+            ),
+        }
+    };
+    assert_eq!(
+        got,
+        tagged_frame(0xa, None, seq),
+        "untagged at the switch's port"
+    );
+    // On the ipn network, the frame was tagged.
+    let seen = port_expect_from(&mut wire, 0xa, Duration::from_secs(5));
+    assert_eq!(seen, tagged_frame(0xa, Some(10), 1));
+    // The switch's VLAN 20 port -> ipn VLAN 20 only.
+    for seq in 0..3 {
+        sw20.write(&tagged_frame(0xb, None, seq));
+        assert_eq!(
+            port_expect_from(&mut ipn20, 0xb, Duration::from_secs(5)),
+            tagged_frame(0xb, None, seq)
+        );
+    }
+    // And the switch's VLAN 10 port -> ipn VLAN 10.
+    sw10.write(&tagged_frame(0xc, None, 7));
+    assert_eq!(
+        port_expect_from(&mut ipn10, 0xc, Duration::from_secs(5)),
+        tagged_frame(0xc, None, 7)
+    );
+    // Nothing crossed: ipn 10 never saw 0xb, ipn 20 never 0xa or 0xc, the
+    // switch's VLAN 20 port never 0xa.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = vec![0u8; 2048];
+    while let Ok(n) = ipn10.try_recv(&mut buf) {
+        assert_ne!(buf[6..12], [2, 0, 0, 0, 0, 0xb], "{:02x?}", &buf[..n]);
+    }
+    while let Ok(n) = ipn20.try_recv(&mut buf) {
+        assert_eq!(buf[6..12], [2, 0, 0, 0, 0, 0xb], "{:02x?}", &buf[..n]);
+    }
+    while let Ok(f) = sw20.frames.try_recv() {
+        assert_ne!(f[6..12], [2, 0, 0, 0, 0, 0xa], "{f:02x?}");
+    }
+    drop((ipn10, ipn20, wire, sw10, sw20));
+}
+
 /// tests/c/vdeclient.c, built.
 fn vdeclient() -> PathBuf {
     common::c_client("vdeclient")
@@ -243,7 +383,13 @@ fn c_client_sees_the_vdeplug_contract() {
     );
     // The errors for bad options went to stderr, saying what was wrong.
     assert!(stderr.contains("unknown option 'bogus'"), "{stderr}");
-    assert!(stderr.contains("'vlan' is not supported yet"), "{stderr}");
+    assert!(stderr.contains("'port' is not supported yet"), "{stderr}");
+    assert!(
+        stderr.contains("option vlan: bad value '5000': expected a VLAN ID from 1 to 4094"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("'vlan' and 'trunk' contradict"), "{stderr}");
+    assert!(stderr.contains("'native' goes with 'trunk'"), "{stderr}");
     assert!(stderr.contains("'hub' and 'switch' contradict"), "{stderr}");
     assert!(stderr.contains("option 'm' is ambiguous"), "{stderr}");
     // Both connections left.

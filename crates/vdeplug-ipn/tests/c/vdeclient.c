@@ -162,7 +162,8 @@ static int check(const char *url)
 	const struct { const char *opts; int err; } cases[] = {
 		{"[bogus=1]", EINVAL}, {"[mtu=abc]", EINVAL}, {"[hub/switch]", EINVAL},
 		{"[m=5]", EINVAL}, {"[hu/sw]", EINVAL},
-		{"[vlan=2]", EOPNOTSUPP},
+		{"[port=2]", EOPNOTSUPP}, {"[vlan=5000]", EINVAL}, {"[vlan=2/trunk=3]", EINVAL},
+		{"[native=2]", EINVAL},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		snprintf(bad, sizeof bad, "%s%s", url, cases[i].opts);
