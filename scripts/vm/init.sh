@@ -8,6 +8,9 @@
 #   ipn.tries=60         ping attempts (about 1 s each)
 #   ipn.linger=15        seconds to stay up (answering pings) after the result
 #   ipn.dev=eth0         interface to configure
+#   ipn.vlan=N           configure VLAN device DEV.N (802.1Q, VLAN N) on it
+#                        instead: the NIC is then a trunk (the image needs
+#                        the 8021q module, see build-image.sh)
 #   ipn.probe            print IPN-PROBE-OK and power off at once
 #
 # Serial console markers (grepped by ping-test.sh):
@@ -57,6 +60,7 @@ peer=""
 tries=60
 linger=15
 dev=eth0
+vlan=""
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
     case "$arg" in
@@ -65,6 +69,7 @@ for arg in $cmdline; do
         ipn.tries=*) tries=${arg#ipn.tries=} ;;
         ipn.linger=*) linger=${arg#ipn.linger=} ;;
         ipn.dev=*) dev=${arg#ipn.dev=} ;;
+        ipn.vlan=*) vlan=${arg#ipn.vlan=} ;;
     esac
 done
 
@@ -90,6 +95,13 @@ while [ ! -e "/sys/class/net/$dev" ]; do
 done
 
 ip link set lo up
+if [ -n "$vlan" ]; then
+    ip link set "$dev" up || fail "cannot bring $dev up"
+    ip link add link "$dev" name "$dev.$vlan" type vlan id "$vlan" \
+        || vconfig add "$dev" "$vlan" \
+        || fail "cannot make VLAN device $dev.$vlan (is 8021q in the image?)"
+    dev=$dev.$vlan
+fi
 ip addr add "$ip_addr" dev "$dev" || fail "cannot set address $ip_addr on $dev"
 ip link set "$dev" up || fail "cannot bring $dev up"
 echo "IPN-NET-UP $dev $ip_addr mac $(cat "/sys/class/net/$dev/address")"

@@ -26,6 +26,9 @@
 #   IPN_VM_QEMU      QEMU binary (default qemu-system-x86_64)
 #   IPN_VM_A_KIND, IPN_VM_B_KIND
 #                    qemu (default) or uml: how to run VM A / VM B
+#   IPN_VM_A_PARAMS, IPN_VM_B_PARAMS
+#                    more guest kernel parameters for VM A / VM B, e.g.
+#                    ipn.vlan=10 (see init.sh)
 #   IPN_UML          User-Mode Linux binary (default linux.uml, from the
 #                    Debian package user-mode-linux). UML's vde transport
 #                    runs the vde_plug helper (package vdeplug) from PATH,
@@ -51,6 +54,7 @@ qemu=${IPN_VM_QEMU:-qemu-system-x86_64}
 uml=${IPN_UML:-linux.uml}
 declare -A kind=([A]=${IPN_VM_A_KIND:-qemu} [B]=${IPN_VM_B_KIND:-qemu})
 declare -A url=([A]=$url_a [B]=$url_b)
+declare -A extra=([A]=${IPN_VM_A_PARAMS:-} [B]=${IPN_VM_B_PARAMS:-})
 need_qemu=0
 for name in A B; do
     case "${kind[$name]}" in
@@ -160,6 +164,8 @@ start_vm() { # name ip/cidr peer mac
     local u=${url[$name]}
     local serial="$logdir/$name.serial.log" hostlog="$logdir/$name.host.log"
     local -a params=(quiet loglevel=3 "ipn.ip=$ip" "ipn.peer=$peer" "ipn.tries=$tries")
+    # shellcheck disable=SC2206  # words on purpose: several parameters
+    params+=(${extra[$name]})
     : >"$serial"
     case "${kind[$name]}" in
         qemu)
@@ -185,7 +191,7 @@ start_vm() { # name ip/cidr peer mac
             ;;
     esac
     pid[$name]=$!
-    log "VM $name (${kind[$name]}): pid ${pid[$name]}, $ip -> $peer, mac $mac, url $u"
+    log "VM $name (${kind[$name]}): pid ${pid[$name]}, $ip -> $peer, mac $mac, url $u${extra[$name]:+, ${extra[$name]}}"
 }
 
 log "booting 2 VMs (A=${kind[A]}, B=${kind[B]}, accel=$accel, nic=$nic_model, timeout ${timeout_s}s, logs in $logdir)..."
