@@ -10,6 +10,9 @@
 #   3. VM A in VLAN 20, VM B a trunk of VLANs 10 and 20 (`[trunk=10:20]`)
 #      whose guest kernel has the VLAN device eth0.20: they ping (a real
 #      kernel's 802.1Q on an ipn trunk).
+#   4. A User-Mode Linux instance on a trunk whose native VLAN is 10
+#      (`[trunk=10:20/native=10]`: the list's ':' goes through UML's
+#      command line, which cannot take a comma) pings a QEMU VM in VLAN 10.
 #
 # The failing pings are kept short and deterministic: 3 attempts of 1 s in
 # each guest (an unanswered ARP), after which the guest reports the
@@ -82,4 +85,8 @@ IPN_VM_B_PARAMS="ipn.vlan=20" scripts/vm/ping-test.sh \
   "ipn://$net[vlan=20]" "ipn://$net[trunk=10:20]" "$imagedir" \
   || fail "a VM in VLAN 20 could not ping a trunk's VLAN 20 device"
 
-echo "[vm-vlan] ok: same VLAN pings, across VLANs it does not, a trunk reaches its VLAN"
+echo "[vm-vlan] 4. UML on a trunk, native VLAN 10 <-> QEMU in VLAN 10: must ping"
+scripts/vm/uml-ping-test.sh "ipn://$net[trunk=10:20/native=10]" "ipn://$net[vlan=10]" "$imagedir" \
+  || fail "UML on a trunk with native VLAN 10 could not ping a VM in VLAN 10"
+
+echo "[vm-vlan] ok: same VLAN pings, across VLANs it does not, a trunk reaches its VLANs"
