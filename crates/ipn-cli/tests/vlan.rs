@@ -214,6 +214,19 @@ fn trunked_networks(protocol: &str) {
     ok(&ns_c, "10.212.20.4");
     ok(&ns_y, "10.212.20.3");
     ok(&ns_x, "10.212.10.2");
+    // Full-size frames: 1500-byte IP packets (not fragmented) are
+    // 1514-byte frames at the access ports and 1518 tagged on the trunk,
+    // 4 bytes over the MTU, which counts a frame without its tag.
+    for (from, to) in [(&ns_a, "10.212.10.4"), (&ns_y, "10.212.20.3")] {
+        let said = ping(
+            from,
+            &[
+                "-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", "1472", to,
+            ],
+        );
+        assert!(said.contains("2 received"), "{from} -> {to}: {said}");
+        eprintln!("[vlan {protocol}] {from} -> {to}, 1500-byte packets: {said}");
+    }
     // Over the trunk too, VLAN 10 never reaches VLAN 20's 10.212.10.5.
     never(&ns_a, "10.212.10.5");
     never(&ns_x, "10.212.10.5");
