@@ -25,6 +25,17 @@
 //! into the interface carry their tag in their bytes, which every driver
 //! takes.
 //!
+//! Offloads: the socket asks for `PACKET_VNET_HDR`, so every frame comes
+//! with a virtio-net header, as from a TAP with `IFF_VNET_HDR`: a veth or
+//! a NIC with GRO hands the socket 64 KiB GSO frames and frames whose
+//! checksum is left to complete, and the header says so (without it they
+//! would arrive as oversize frames with wrong checksums). The bridge moves
+//! header and frame into a port that takes offloads ([`Link::offloads`]);
+//! [`Link::recv`] without headers cuts such frames and completes their
+//! checksums. Frames sent carry a header too (an empty one for plain
+//! frames), so the kernel cuts or completes what the network's offload
+//! ports sent.
+//!
 //! Promiscuous mode (`promisc`) is a `PACKET_ADD_MEMBERSHIP` of type
 //! `PACKET_MR_PROMISC` on the socket, not the interface flag: the kernel
 //! counts it per socket and takes it back when the socket is closed, even
@@ -43,11 +54,13 @@
 
 #![deny(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use ipn::ethernet::TAG_LEN;
+use ipn::offload::{self, HdrLayout, VirtioNetHdr, MAX_GSO_FRAME};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 
 use crate::Link;
@@ -102,7 +115,14 @@ pub struct Grab {
     last_check: Instant,
     /// Frames that left the interface, seen and dropped on receive.
     outgoing_skipped: u64,
+    /// Plain receives: a frame with a header, read whole, and the wire
+    /// frames cut from it still to give.
+    scratch: Vec<u8>,
+    waiting: VecDeque<Vec<u8>>,
 }
+
+/// Bytes of the virtio-net header before every frame on the socket.
+const VNET_HDR_LEN: usize = 10;
 
 impl Grab {
     /// Opens a raw packet socket bound to interface `name` for every
@@ -146,7 +166,10 @@ impl Grab {
         )
         .map_err(|e| io_err("opening an AF_PACKET socket")(e.into()))?;
         sys::bind_all_protocols(socket.as_fd(), bound).map_err(io_err("binding to it"))?;
-        sys::enable_auxdata(socket.as_fd()).map_err(io_err("asking for PACKET_AUXDATA"))?;
+        sys::enable(socket.as_fd(), libc::PACKET_AUXDATA)
+            .map_err(io_err("asking for PACKET_AUXDATA"))?;
+        sys::enable(socket.as_fd(), sys::PACKET_VNET_HDR)
+            .map_err(io_err("asking for PACKET_VNET_HDR"))?;
         if promisc {
             sys::add_promisc_membership(socket.as_fd(), bound)
                 .map_err(io_err("setting promiscuous mode"))?;
@@ -157,6 +180,8 @@ impl Grab {
             ifindex,
             last_check: Instant::now(),
             outgoing_skipped: 0,
+            scratch: Vec::new(),
+            waiting: VecDeque::new(),
         })
     }
 
@@ -196,12 +221,53 @@ impl Link for Grab {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            if let Some(frame) = self.waiting.pop_front() {
+                let n = frame.len().min(buf.len());
+                buf[..n].copy_from_slice(&frame[..n]);
+                return Ok(Some(n));
+            }
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.resize(VNET_HDR_LEN + MAX_GSO_FRAME + TAG_LEN, 0);
+            let got = self.recv_vnet(&mut scratch);
+            let result = match got {
+                Ok(Some(len)) => self.cut(&mut scratch[..len], buf),
+                Ok(None) => Ok(Some(None)),
+                Err(e) => Err(e),
+            };
+            self.scratch = scratch;
+            match result? {
+                Some(Some(n)) => return Ok(Some(n)),
+                Some(None) => return Ok(None),
+                None => continue,
+            }
+        }
+    }
+
+    fn offloads(&self) -> bool {
+        true
+    }
+
+    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // Room to put back a tag the kernel took out.
         let room = buf.len().saturating_sub(TAG_LEN);
         loop {
             match sys::recv_frame(self.socket.as_fd(), &mut buf[..room]) {
                 Ok(got) if got.pkttype == libc::PACKET_OUTGOING => self.outgoing_skipped += 1,
-                Ok(got) => return Ok(Some(put_back_tag(buf, got.len, got.tag))),
+                Ok(got) if got.len < VNET_HDR_LEN => {} // never from the kernel
+                Ok(got) => {
+                    let (hdr, frame) = buf.split_at_mut(VNET_HDR_LEN);
+                    let len = got.len - VNET_HDR_LEN;
+                    let tagged = put_back_tag(frame, len, got.tag);
+                    if tagged > len {
+                        // The header's offsets move past the tag.
+                        if let Ok(mut h) = VirtioNetHdr::parse(hdr, HdrLayout::Basic) {
+                            h.shift_offsets(TAG_LEN as i32);
+                            let _ = h.write(hdr, HdrLayout::Basic);
+                        }
+                    }
+                    return Ok(Some(VNET_HDR_LEN + tagged));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Said once when the interface goes down (not fatal: the
@@ -218,6 +284,13 @@ impl Link for Grab {
         }
     }
 
+    fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
+        // Bound sockets send out of their interface without an address.
+        socket::send(self.socket.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)
+            .map(|_| ())
+            .map_err(io::Error::from)
+    }
+
     fn check(&mut self) -> io::Result<()> {
         // A deletion while the interface was down leaves the socket
         // silent: look for the interface now and then.
@@ -232,10 +305,49 @@ impl Link for Grab {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        // Bound sockets send out of their interface without an address.
-        socket::send(self.socket.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT)
-            .map(|_| ())
-            .map_err(io::Error::from)
+        // An empty header: a plain frame.
+        let mut with_hdr = Vec::with_capacity(VNET_HDR_LEN + frame.len());
+        with_hdr.extend_from_slice(&[0u8; VNET_HDR_LEN]);
+        with_hdr.extend_from_slice(frame);
+        self.send_vnet(&with_hdr)
+    }
+}
+
+impl Grab {
+    /// [`Link::recv`] without headers: `read` is a header and a frame; a
+    /// plain frame goes into `buf` as it is, one with offloads is cut into
+    /// wire frames of at most `buf.len()` bytes, the first into `buf`, the
+    /// rest waiting. `Ok(None)`: nothing to give from this one (a header
+    /// that did not describe its frame, dropped).
+    fn cut(&mut self, read: &mut [u8], buf: &mut [u8]) -> io::Result<Option<Option<usize>>> {
+        let (hdr, frame) = read.split_at_mut(VNET_HDR_LEN);
+        let Ok(hdr) = VirtioNetHdr::parse(hdr, HdrLayout::Basic) else {
+            return Ok(None);
+        };
+        if !hdr.is_gso() {
+            if hdr.needs_csum()
+                && offload::complete_checksum(
+                    frame,
+                    usize::from(hdr.csum_start),
+                    usize::from(hdr.csum_offset),
+                )
+                .is_err()
+            {
+                return Ok(None);
+            }
+            let n = frame.len().min(buf.len());
+            buf[..n].copy_from_slice(&frame[..n]);
+            return Ok(Some(Some(n)));
+        }
+        let waiting = &mut self.waiting;
+        if offload::segment(&hdr, frame, buf.len(), |s| waiting.push_back(s.to_vec())).is_err() {
+            waiting.clear();
+            return Ok(None);
+        }
+        Ok(Some(waiting.pop_front().map(|first| {
+            buf[..first.len()].copy_from_slice(&first);
+            first.len()
+        })))
     }
 }
 
@@ -328,10 +440,15 @@ mod sys {
         Ok(())
     }
 
-    /// `setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, 1)`: every frame
-    /// received comes with a `tpacket_auxdata` control message, which says
-    /// whether the kernel took an 802.1Q tag out of it.
-    pub fn enable_auxdata(fd: BorrowedFd<'_>) -> io::Result<()> {
+    /// `PACKET_VNET_HDR` from `<linux/if_packet.h>` (not in libc yet).
+    pub const PACKET_VNET_HDR: libc::c_int = 15;
+
+    /// `setsockopt(fd, SOL_PACKET, option, 1)`. `PACKET_AUXDATA`: every
+    /// frame received comes with a `tpacket_auxdata` control message,
+    /// which says whether the kernel took an 802.1Q tag out of it.
+    /// `PACKET_VNET_HDR`: a virtio-net header before every frame, both
+    /// ways.
+    pub fn enable(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<()> {
         let on: libc::c_int = 1;
         // SAFETY: `fd` is open for the call; the kernel reads at most
         // `optlen` bytes at the pointer, a live c_int of that size.
@@ -339,7 +456,7 @@ mod sys {
             libc::setsockopt(
                 fd.as_raw_fd(),
                 libc::SOL_PACKET,
-                libc::PACKET_AUXDATA,
+                option,
                 (&on as *const libc::c_int).cast::<libc::c_void>(),
                 size_of::<libc::c_int>() as libc::socklen_t,
             )

@@ -122,7 +122,7 @@ pub fn grab(args: &GrabArgs) -> anyhow::Result<Outcome> {
         &args.path,
         args.create,
         format!("grab {}", args.ifname),
-        false,
+        Link::offloads(&grab),
         &args.vlan,
     )?;
     let outcome = run(&mut port, &mut grab, &args.path)?;
