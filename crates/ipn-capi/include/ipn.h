@@ -221,8 +221,9 @@ ssize_t ipn_send_timeout(struct ipn_port *port, const void *frame, size_t len,
 /* Receives one frame into buf, waiting at most timeout_ms milliseconds for
  * one: 0 does not wait, -1 waits as long as it takes. Frames arrive in the
  * order each sender sent them; a port never receives its own. A frame
- * longer than len is truncated to len (a buffer of ipn_mtu() bytes never
- * truncates); len 0 takes a frame and returns 0. Returns the number of
+ * longer than len is truncated to len (a buffer of ipn_mtu() + 4 bytes
+ * never truncates: a frame with an 802.1Q tag may be 4 bytes longer than
+ * the MTU, which counts frames without their tag); len 0 takes a frame and returns 0. Returns the number of
  * bytes copied, or -1 with errno:
  *   EAGAIN    no frame came within timeout_ms (at once, for 0)
  *   EBADF     port is NULL, or it was joined write-only

@@ -37,7 +37,7 @@ fn steps_per_sender(ring_slots: u32) -> u32 {
 impl Port {
     /// Receives one frame without waiting: [`RecvError::WouldBlock`] if
     /// none is waiting. Frames longer than `buf` are truncated; a buffer of
-    /// [`Port::mtu`] bytes never truncates. Returns the bytes copied.
+    /// [`Port::max_frame`] bytes never truncates. Returns the bytes copied.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         loop {
             if let Message::Frame(len) = self.try_recv_message(buf)? {
@@ -308,6 +308,9 @@ impl Port {
                     count_lost(&mut self.rx.dropped, &self.shm, self.index, skipped)
                 }
                 Read::NotForUs { source, tag } => {
+                    // Frames are coming, if not for us: stay awake to step
+                    // over them (a lossless sender waits for our cursor).
+                    self.rx.pace.frame();
                     if let Some(switching) = &mut self.switch {
                         let vlan = switch::vlan_key(tag);
                         switching.table.learn(&self.shm, vlan, source, sender);

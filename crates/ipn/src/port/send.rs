@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Port, DEATH_CHECK_INTERVAL};
 use crate::error::SendError;
-use crate::ethernet::{self, Ingress};
+use crate::ethernet::{self, Ingress, Vlan};
 use crate::membership;
 use crate::offload::{self, HdrLayout, VirtioNetHdr};
 use crate::pending;
@@ -103,6 +103,12 @@ impl Port {
         }
         if let (Some(hdr), Some(_)) = (&mut hdr, given_tag) {
             hdr.shift_offsets(-(ethernet::TAG_LEN as i32));
+        }
+        // A port in VLANs sends Ethernet frames only: a frame too short
+        // for its header has no place for a tag.
+        if view.is_none() && self.vlan != Vlan::Transparent {
+            self.count_dropped();
+            return Ok(());
         }
         let tag = match self.vlan.ingress(given_tag) {
             Ingress::Accept(tag) => tag,
