@@ -221,3 +221,22 @@ fn vlan_ids_out_of_range_are_refused_at_join() {
         }
     }
 }
+
+/// A port in a VLAN sends Ethernet frames only: a frame too short for an
+/// Ethernet header has no place for a tag, so it is dropped and counted,
+/// never delivered padded with whatever a reader's buffer held.
+#[test]
+fn a_vlan_port_drops_and_counts_frames_shorter_than_an_ethernet_header() {
+    let net = TestNet::create("vlan-runt", &Config::default());
+    let mut a10 = join(&net, "a10", Vlan::Access(10));
+    let mut watcher = join(&net, "watcher", Vlan::Transparent);
+    a10.send(b"hello").unwrap();
+    let mut buf = vec![0xaa; watcher.max_frame()];
+    assert!(matches!(
+        watcher.recv_timeout(&mut buf, SHORT),
+        Err(RecvError::TimedOut)
+    ));
+    let status = Network::open(net.path()).unwrap().status();
+    let a = status.ports.iter().find(|p| p.description == "a10").unwrap();
+    assert_eq!(a.tx_dropped, 1);
+}
