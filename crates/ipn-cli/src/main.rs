@@ -4,7 +4,7 @@
 //! (frames as text lines safe for a terminal), `stream` (frames on
 //! stdin/stdout), `dump` (pcap captures), `signals` (leaving cleanly on
 //! SIGINT/SIGTERM), `attach` (tap, grab: host interfaces), `vxlan` (VXLAN
-//! tunnel endpoint), `bench` (measurements).
+//! tunnel endpoint), `bench` (runs the `ipn-bench` binary).
 
 mod admin;
 mod attach;
@@ -186,7 +186,7 @@ enum Command {
         after_help = "Examples:\n  ipn grab /tmp/net eth1 --promisc\n  ip link add vA type veth peer name vB && ip link set vA up && ipn grab /tmp/net vA"
     )]
     Grab(attach::GrabArgs),
-    /// Measure ipn against AF_UNIX fan-out (frames/s, latency)
+    /// Measure ipn against AF_UNIX fan-out: runs ipn-bench (see ipn bench --help)
     Bench(bench::BenchArgs),
 }
 

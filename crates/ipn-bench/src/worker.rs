@@ -1,35 +1,154 @@
-//! The child processes of `ipn bench`: one sender or one receiver each,
-//! over ipn or over plain AF_UNIX datagram sockets.
+//! The worker processes of `ipn-bench`: one sender or one receiver, over
+//! ipn or over plain AF_UNIX datagram sockets. Started by the parent as
+//! `ipn-bench worker ROLE ...`.
 //!
 //! Protocol with the parent, one line each on stdout:
 //!
 //! - `ready` once joined / bound (receivers) or joined (sender);
 //! - sender: `sent COUNT ELAPSED_NS`;
-//! - receiver: `recv COUNT ELAPSED_NS` then, in latency mode, one line
-//!   `lat NS NS ...` with every one-way latency it measured.
+//! - receiver: `recv COUNT ELAPSED_NS` (from its first frame to STOP),
+//!   then, in latency mode, `lat NS NS ...` with every one-way latency it
+//!   measured.
 //!
-//! A frame carries its sequence number (bytes 0..8, `STOP` ends the run) and
-//! the sender's CLOCK_MONOTONIC time in nanoseconds (bytes 8..16).
+//! Senders stay joined until the parent closes their standard input, so
+//! that a lapped lossy reader still finds STOP in the ring.
+//!
+//! A frame carries its sequence number (bytes 0..8; `STOP` ends the run)
+//! and the sender's CLOCK_MONOTONIC time in nanoseconds (bytes 8..16).
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::socket::{
     bind, recv, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
 };
-use nix::time::{clock_gettime, ClockId};
 
-use super::BenchArgs;
+use crate::measure::now_ns;
 
 /// Sequence number of the frame that ends a run.
 pub const STOP: u64 = u64::MAX;
 
-/// CLOCK_MONOTONIC in nanoseconds: comparable between processes.
-pub fn now_ns() -> u64 {
-    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+/// What a worker process is.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Joins the network write-only and sends.
+    IpnSend,
+    /// Joins the network read-only and receives in the `--reader` pattern.
+    IpnRecv,
+    /// `sendto()`s every receiver's socket in turn, blocking.
+    UnixSend,
+    /// Binds its socket and receives in the `--reader` pattern.
+    UnixRecv,
+}
+
+/// How a receiver waits for frames.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A blocking receive (ipn: `Port::recv`; AF_UNIX: `recv`).
+    Sleep,
+    /// Spins on a non-blocking receive (ipn: `Port::try_recv`; AF_UNIX:
+    /// `recv(MSG_DONTWAIT)`).
+    Busy,
+}
+
+impl Reader {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reader::Sleep => "sleep",
+            Reader::Busy => "busy",
+        }
+    }
+}
+
+/// Parameters of one worker: its command line, built by the parent with
+/// [`WorkerSpec::to_args`] and parsed back by clap.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerSpec {
+    /// What this process is
+    #[arg(value_enum)]
+    pub role: Role,
+    /// Process id of the ipn-bench that started it: the worker dies with it
+    #[arg(long)]
+    pub parent: u32,
+    /// The case's network (ipn) or socket directory (AF_UNIX)
+    #[arg(long)]
+    pub path: PathBuf,
+    /// Frame size in bytes (at least 16: sequence number and stamp)
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Receivers in the case (the AF_UNIX sender sends to each)
+    #[arg(long, default_value_t = 1)]
+    pub receivers: u32,
+    /// This receiver's number
+    #[arg(long, default_value_t = 0)]
+    pub index: u32,
+    /// How a receiver waits for frames
+    #[arg(long, value_enum, default_value_t = Reader::Sleep)]
+    pub reader: Reader,
+    /// How long the sender sends
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// 0: send flat out; else one frame every this many nanoseconds
+    #[arg(long, default_value_t = 0)]
+    pub interval_ns: u64,
+}
+
+impl WorkerSpec {
+    /// The command line that starts this worker, after the program name.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "worker".into(),
+            name_of(self.role),
+            "--parent".into(),
+            std::process::id().to_string(),
+            "--path".into(),
+            self.path.display().to_string(),
+            "--size".into(),
+            self.size.to_string(),
+            "--receivers".into(),
+            self.receivers.to_string(),
+            "--index".into(),
+            self.index.to_string(),
+            "--reader".into(),
+            name_of(self.reader),
+            "--seconds".into(),
+            self.seconds.to_string(),
+            "--interval-ns".into(),
+            self.interval_ns.to_string(),
+        ]
+    }
+}
+
+/// The command-line name of a value.
+fn name_of(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .expect("no skipped variants")
+        .get_name()
+        .to_string()
+}
+
+/// Entry point of `ipn-bench worker ...`.
+pub fn run(spec: &WorkerSpec) -> Result<()> {
+    tie_to_parent(spec.parent)?;
+    // Sleeps of a few microseconds (the paced sender) must not be
+    // stretched by the default 50 us timer slack.
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let mut spec = spec.clone();
+    spec.size = spec.size.max(16);
+    match spec.role {
+        Role::IpnSend => ipn_send(&spec),
+        Role::IpnRecv => ipn_recv(&spec),
+        Role::UnixSend => unix_send(&spec),
+        Role::UnixRecv => unix_recv(&spec),
+    }
+}
+
+/// Name of AF_UNIX receiver `i`'s socket in the case directory.
+fn unix_socket_path(dir: &Path, i: u32) -> PathBuf {
+    dir.join(format!("r{i}.sock"))
 }
 
 fn stamp(frame: &mut [u8], seq: u64, ns: u64) {
@@ -38,14 +157,12 @@ fn stamp(frame: &mut [u8], seq: u64, ns: u64) {
 }
 
 fn unstamp(frame: &[u8]) -> (u64, u64) {
-    let seq = u64::from_le_bytes(frame[..8].try_into().unwrap());
-    let ns = u64::from_le_bytes(frame[8..16].try_into().unwrap());
-    (seq, ns)
-}
-
-/// Name of AF_UNIX receiver `i`'s socket in the case directory.
-pub fn unix_socket_path(dir: &Path, i: u32) -> PathBuf {
-    dir.join(format!("r{i}.sock"))
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&frame[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    (word(0), word(8))
 }
 
 fn say(line: &str) -> Result<()> {
@@ -55,7 +172,7 @@ fn say(line: &str) -> Result<()> {
     Ok(())
 }
 
-/// Dies with the parent: a bench child must never outlive `ipn bench`.
+/// Dies with the parent: a worker must never outlive its `ipn-bench`.
 fn tie_to_parent(parent: u32) -> Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     // The parent may have died before the line above took effect.
@@ -71,79 +188,17 @@ fn tie_to_parent(parent: u32) -> Result<()> {
     Ok(())
 }
 
-/// Parameters of one child, passed as hidden `--w-*` arguments.
-#[derive(Debug, Clone)]
-pub struct WorkerSpec {
-    pub role: String,
-    pub path: PathBuf,
-    pub size: usize,
-    pub receivers: u32,
-    pub index: u32,
-    pub busy: bool,
-    pub seconds: f64,
-    /// 0: send as fast as possible; else one frame every this many ns.
-    pub interval_ns: u64,
-}
-
-impl WorkerSpec {
-    pub fn to_args(&self) -> Vec<String> {
-        vec![
-            "bench".into(),
-            "--worker".into(),
-            self.role.clone(),
-            "--w-parent".into(),
-            std::process::id().to_string(),
-            "--w-path".into(),
-            self.path.display().to_string(),
-            "--w-size".into(),
-            self.size.to_string(),
-            "--w-receivers".into(),
-            self.receivers.to_string(),
-            "--w-index".into(),
-            self.index.to_string(),
-            "--w-mode".into(),
-            if self.busy { "busy" } else { "sleep" }.into(),
-            "--w-seconds".into(),
-            self.seconds.to_string(),
-            "--w-interval-ns".into(),
-            self.interval_ns.to_string(),
-        ]
-    }
-
-    fn from_args(args: &BenchArgs, role: &str) -> Result<WorkerSpec> {
-        Ok(WorkerSpec {
-            role: role.into(),
-            path: args.w_path.clone().context("--w-path missing")?,
-            size: args.w_size.max(16),
-            receivers: args.w_receivers,
-            index: args.w_index,
-            busy: args.w_mode == "busy",
-            seconds: args.w_seconds,
-            interval_ns: args.w_interval_ns,
-        })
-    }
-}
-
-/// Entry point of a child (`ipn bench --worker ROLE ...`).
-pub fn run_worker(args: &BenchArgs, role: &str) -> Result<()> {
-    tie_to_parent(args.w_parent)?;
-    // Sleeps of a few microseconds (the paced sender) must not be
-    // stretched by the default 50 us timer slack.
-    let _ = nix::sys::prctl::set_timerslack(1);
-    let spec = WorkerSpec::from_args(args, role)?;
-    match role {
-        "ipn-send" => ipn_send(&spec),
-        "ipn-recv" => ipn_recv(&spec),
-        "unix-send" => unix_send(&spec),
-        "unix-recv" => unix_recv(&spec),
-        other => bail!("unknown bench worker role {other:?}"),
-    }
+/// Blocks until the parent closes our stdin (or dies: then the kernel
+/// kills us, see [`tie_to_parent`]).
+fn wait_for_parent_eof() {
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
 }
 
 /// Sleeps until CLOCK_MONOTONIC reaches `ns`.
 fn sleep_until(ns: u64) {
     use nix::sys::time::TimeSpec;
-    use nix::time::{clock_nanosleep, ClockNanosleepFlags};
+    use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
     let at = TimeSpec::new((ns / 1_000_000_000) as _, (ns % 1_000_000_000) as _);
     let _ = clock_nanosleep(
         ClockId::CLOCK_MONOTONIC,
@@ -153,8 +208,8 @@ fn sleep_until(ns: u64) {
 }
 
 /// Sends for `spec.seconds`, paced or flat out, calling `send` per frame;
-/// then the STOP frame. Returns (frames sent, elapsed ns).
-fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Result<(u64, u64)> {
+/// then the STOP frame. Reports `sent` on stdout.
+fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let mut frame = vec![0u8; spec.size];
     for (i, b) in frame.iter_mut().enumerate().skip(16) {
         *b = i as u8;
@@ -189,11 +244,12 @@ fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Re
     let elapsed = now_ns() - start;
     stamp(&mut frame, STOP, now_ns());
     send(&frame)?;
-    Ok((seq, elapsed))
+    say(&format!("sent {seq} {elapsed}"))?;
+    Ok(())
 }
 
-/// Receives until STOP; `recv` returns the length of one frame (or None if
-/// nothing was there, in busy mode). Reports on stdout.
+/// Receives until STOP; `recv` returns the length of one frame, or None
+/// if it came back without one. Reports on stdout.
 fn recv_loop(
     spec: &WorkerSpec,
     mut recv: impl FnMut(&mut [u8]) -> Result<Option<usize>>,
@@ -246,8 +302,7 @@ fn ipn_send(spec: &WorkerSpec) -> Result<()> {
     let mut port = ipn::Port::join(&spec.path, &options)
         .with_context(|| format!("joining {}", spec.path.display()))?;
     say("ready")?;
-    let (sent, elapsed) = send_loop(spec, |frame| Ok(port.send(frame)?))?;
-    say(&format!("sent {sent} {elapsed}"))?;
+    send_loop(spec, |frame| Ok(port.send(frame)?))?;
     // Stay joined until the parent has everyone's report: a lossy reader
     // that was lapped still finds STOP in our ring.
     wait_for_parent_eof();
@@ -263,14 +318,13 @@ fn ipn_recv(spec: &WorkerSpec) -> Result<()> {
     let mut port = ipn::Port::join(&spec.path, &options)
         .with_context(|| format!("joining {}", spec.path.display()))?;
     say("ready")?;
-    if spec.busy {
-        recv_loop(spec, |buf| match port.try_recv(buf) {
+    match spec.reader {
+        Reader::Busy => recv_loop(spec, |buf| match port.try_recv(buf) {
             Ok(n) => Ok(Some(n)),
             Err(ipn::RecvError::WouldBlock) => Ok(None),
             Err(e) => Err(e.into()),
-        })
-    } else {
-        recv_loop(spec, |buf| Ok(Some(port.recv(buf)?)))
+        }),
+        Reader::Sleep => recv_loop(spec, |buf| Ok(Some(port.recv(buf)?))),
     }
 }
 
@@ -284,10 +338,9 @@ fn unix_send(spec: &WorkerSpec) -> Result<()> {
     let addresses = (0..spec.receivers)
         .map(|i| UnixAddr::new(&unix_socket_path(&spec.path, i)))
         .collect::<nix::Result<Vec<_>>>()?;
-    use std::os::fd::AsRawFd;
     let raw = fd.as_raw_fd();
     say("ready")?;
-    let (sent, elapsed) = send_loop(spec, |frame| {
+    send_loop(spec, |frame| {
         for address in &addresses {
             loop {
                 match sendto(raw, frame, address, MsgFlags::empty()) {
@@ -299,7 +352,6 @@ fn unix_send(spec: &WorkerSpec) -> Result<()> {
         }
         Ok(())
     })?;
-    say(&format!("sent {sent} {elapsed}"))?;
     wait_for_parent_eof();
     Ok(())
 }
@@ -312,29 +364,17 @@ fn unix_recv(spec: &WorkerSpec) -> Result<()> {
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(&path)?)
+    bind(fd.as_raw_fd(), &UnixAddr::new(&path)?)
         .with_context(|| format!("binding {}", path.display()))?;
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let raw = fd.as_raw_fd();
     say("ready")?;
-    let flags = if spec.busy {
-        MsgFlags::MSG_DONTWAIT
-    } else {
-        MsgFlags::empty()
-    };
-    recv_loop(spec, |buf| match recv(raw, buf, flags) {
+    let receive = |flags: MsgFlags, buf: &mut [u8]| match recv(raw, buf, flags) {
         Ok(n) => Ok(Some(n)),
         Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(None),
         Err(e) => Err(e).context("recv"),
-    })
-}
-
-/// Blocks until the parent closes our stdin (or dies), at most a minute.
-fn wait_for_parent_eof() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-        let _ = tx.send(());
-    });
-    let _ = rx.recv_timeout(Duration::from_secs(60));
+    };
+    match spec.reader {
+        Reader::Busy => recv_loop(spec, |buf| receive(MsgFlags::MSG_DONTWAIT, buf)),
+        Reader::Sleep => recv_loop(spec, |buf| receive(MsgFlags::empty(), buf)),
+    }
 }

@@ -1,0 +1,78 @@
+//! `ipn-bench`: ipn against plain AF_UNIX datagram fan-out, in one run,
+//! every sender and receiver a process of its own. `ipn bench` runs this
+//! binary with the same arguments.
+//!
+//! Modules, in the order a run goes through them:
+//!
+//! - `suite`: which cases a run measures and in which order, peers next
+//!   to each other;
+//! - `runner`: one case: the network (or socket directory), the worker
+//!   processes, their reports;
+//! - `procs`: the worker processes of a case, their stdout read line by
+//!   line, killed when dropped;
+//! - `worker`: what runs inside a worker (`ipn-bench worker ROLE ...`): one
+//!   sender or one receiver;
+//! - `measure`: clocks, percentiles;
+//! - `report`: the tables and the JSON.
+
+mod measure;
+mod procs;
+mod report;
+mod runner;
+mod suite;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  ipn-bench                              everything (also: ipn bench)
+  ipn-bench --quick --json               0.2 s per case, machine-readable
+  ipn-bench --seconds 3 --ring 1024
+  ipn-bench --filter latency
+
+Every figure is measured against its AF_UNIX peer in the same run: read
+the ratios, not the absolute numbers.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ipn-bench",
+    version,
+    about = "Measure ipn against AF_UNIX datagram fan-out, one process per peer (also run as `ipn bench`)",
+    long_about = "Measure ipn against plain AF_UNIX datagram fan-out (the sender sendto()s \
+        every receiver), in one run, with every sender and receiver a process of its own: \
+        frames/s for 64- and 1500-byte frames to 1 and 4 receivers, lossy and lossless, \
+        frames lost per receiver, and one-way latency (p50, p99) with a busy (spinning) \
+        and a sleeping (blocking) reader.",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    suite: suite::SuiteArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One process of a case: a sender or a receiver (ipn-bench starts these itself)
+    Worker(worker::WorkerSpec),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Worker(args)) => worker::run(args),
+        None => suite::run(&cli.suite),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipn-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Which cases a run measures, and in which order.
+//!
+//! Every ipn figure has its AF_UNIX peer measured right before it in the
+//! same run (one AF_UNIX case serves the lossy and the lossless ipn case
+//! of the same size, fan-out and reader pattern), so that a machine that
+//! slows down mid-run moves both sides of a ratio.
+//!
+//! - Throughput: 64 and 1500 B, 1 and 4 receivers blocking in their
+//!   receive, ipn lossy and lossless against AF_UNIX.
+//! - Latency: a paced sender (`--interval-us`) to 1 receiver, busy
+//!   (spinning) or sleeping (blocking); 64 and 1500 B; lossy networks.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, Context, Result};
+
+use crate::procs::watch_signals;
+use crate::report;
+use crate::runner::{Case, Outcome, Runner, Transport};
+use crate::worker::Reader;
+
+/// The options of a run (`ipn-bench [OPTIONS]`, `ipn bench [OPTIONS]`).
+#[derive(clap::Args, Debug)]
+pub struct SuiteArgs {
+    /// Seconds per throughput case
+    #[arg(long, default_value_t = 1.5)]
+    pub seconds: f64,
+    /// Seconds per latency case
+    #[arg(long, default_value_t = 1.0)]
+    pub latency_seconds: f64,
+    /// Paced sender interval for latency cases, in microseconds
+    #[arg(long, default_value_t = 30)]
+    pub interval_us: u64,
+    /// Frames buffered per sender in the ipn networks (power of two)
+    #[arg(long, default_value_t = 256)]
+    pub ring: u32,
+    /// Short runs (0.2 s per case), for CI
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the results as JSON instead of tables
+    #[arg(long)]
+    pub json: bool,
+    /// Run only the cases whose name contains this text (e.g. "latency", "1500 B 1->4")
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+impl SuiteArgs {
+    /// Seconds per throughput case and per latency case.
+    pub fn durations(&self) -> (f64, f64) {
+        if self.quick {
+            (0.2, 0.2)
+        } else {
+            (self.seconds, self.latency_seconds)
+        }
+    }
+
+    pub fn interval_ns(&self) -> u64 {
+        self.interval_us * 1000
+    }
+}
+
+/// One line of the report: an ipn case and its AF_UNIX peer.
+#[derive(Debug)]
+pub struct Row {
+    /// Unique, and what `--filter` matches.
+    pub name: String,
+    /// `throughput` or `latency`.
+    pub kind: &'static str,
+    pub size: usize,
+    pub receivers: u32,
+    pub lossless: bool,
+    pub reader: Reader,
+    pub ipn: Outcome,
+    pub unix: Outcome,
+}
+
+impl Row {
+    /// ipn's frames/s over AF_UNIX's (not for latency rows).
+    pub fn ratio(&self) -> Option<f64> {
+        let unix = self.unix.frames_per_s();
+        (self.kind == "throughput" && unix > 0.0).then(|| self.ipn.frames_per_s() / unix)
+    }
+}
+
+pub fn run(args: &SuiteArgs) -> Result<()> {
+    let (seconds, latency_seconds) = args.durations();
+    if !(seconds > 0.0 && latency_seconds > 0.0) {
+        bail!("--seconds and --latency-seconds must be positive");
+    }
+    if args.interval_us == 0 {
+        bail!("--interval-us must be at least 1");
+    }
+    let load = report::load_average();
+    let interrupted = watch_signals()?;
+    let dir = TempDir::new()?;
+    let mut runner = Runner {
+        dir: &dir.0,
+        ring: args.ring,
+        interrupted: &interrupted,
+        counter: 0,
+    };
+    let result = main_cases(args, &mut runner);
+    if interrupted.load(Ordering::SeqCst) {
+        bail!(
+            "interrupted; bench workers stopped, {} removed",
+            dir.0.display()
+        );
+    }
+    let rows = result?;
+    if args.json {
+        report::print_json(args, &load, &rows)
+    } else {
+        report::print_tables(args, &load, &rows);
+        Ok(())
+    }
+}
+
+/// Progress on a terminal's standard error, erased as it goes.
+fn progress(args: &SuiteArgs, what: &str) {
+    if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r\x1b[K{what}");
+    }
+}
+
+fn wanted(args: &SuiteArgs, name: &str) -> bool {
+    args.filter
+        .as_ref()
+        .is_none_or(|f| name.contains(f.as_str()))
+}
+
+fn mode(lossless: bool) -> &'static str {
+    if lossless {
+        "lossless"
+    } else {
+        "lossy"
+    }
+}
+
+fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
+    let (seconds, latency_seconds) = args.durations();
+    let mut rows = Vec::new();
+    for size in [64usize, 1500] {
+        for receivers in [1u32, 4] {
+            let name = |lossless: bool| format!("{size} B 1->{receivers} {}", mode(lossless));
+            let modes: Vec<bool> = [false, true]
+                .into_iter()
+                .filter(|&l| wanted(args, &name(l)))
+                .collect();
+            if modes.is_empty() {
+                continue;
+            }
+            let base = Case {
+                transport: Transport::Unix,
+                size,
+                receivers,
+                lossless: true,
+                reader: Reader::Sleep,
+                seconds,
+                interval_ns: 0,
+            };
+            progress(args, &format!("AF_UNIX {size} B 1->{receivers}"));
+            let unix = runner.run_case(&base)?;
+            for lossless in modes {
+                progress(args, &format!("ipn {}", name(lossless)));
+                let ipn = runner.run_case(&Case {
+                    transport: Transport::Ipn,
+                    lossless,
+                    ..base.clone()
+                })?;
+                rows.push(Row {
+                    name: name(lossless),
+                    kind: "throughput",
+                    size,
+                    receivers,
+                    lossless,
+                    reader: Reader::Sleep,
+                    ipn,
+                    unix: unix.clone(),
+                });
+            }
+        }
+    }
+    for size in [64usize, 1500] {
+        for reader in [Reader::Busy, Reader::Sleep] {
+            let name = format!("{size} B 1->1 latency, {} reader", reader.name());
+            if !wanted(args, &name) {
+                continue;
+            }
+            let case = Case {
+                transport: Transport::Unix,
+                size,
+                receivers: 1,
+                lossless: false,
+                reader,
+                seconds: latency_seconds,
+                interval_ns: args.interval_ns(),
+            };
+            progress(args, &format!("AF_UNIX {name}"));
+            let unix = runner.run_case(&case)?;
+            progress(args, &format!("ipn {name}"));
+            let ipn = runner.run_case(&Case {
+                transport: Transport::Ipn,
+                ..case
+            })?;
+            rows.push(Row {
+                name,
+                kind: "latency",
+                size,
+                receivers: 1,
+                lossless: false,
+                reader,
+                ipn,
+                unix,
+            });
+        }
+    }
+    progress(args, "");
+    Ok(rows)
+}
+
+/// The run's scratch directory; removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let base = std::env::temp_dir();
+        for n in 0..100u32 {
+            let path = base.join(format!("ipn-bench.{}.{n}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(TempDir(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        bail!("could not create a scratch directory in {}", base.display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,83 @@
+//! `ipn-bench --quick --json` runs every case, prints well-formed JSON,
+//! and its lossless cases lose nothing. No speed is asserted: machines are
+//! noisy.
+
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+/// The benches share two CPUs with everything else: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `ipn-bench ARGS --quick --json` and returns its report.
+fn bench(args: &[&str]) -> Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_ipn-bench"))
+        .args(args)
+        .args(["--quick", "--json"])
+        .output()
+        .expect("running ipn-bench");
+    assert!(
+        out.status.success(),
+        "ipn-bench {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("ipn-bench --json prints JSON");
+    assert!(report["machine"]["cpus"].as_u64().unwrap_or(0) >= 1);
+    report
+}
+
+fn count(cases: &[Value], kind: &str) -> usize {
+    cases.iter().filter(|c| c["kind"] == kind).count()
+}
+
+/// What holds for every case: counts add up, lossless cases (and AF_UNIX,
+/// whose sends block) lose nothing.
+fn check_case(case: &Value) {
+    let name = case["name"].as_str().expect("case name");
+    let receivers = case["receivers"].as_u64().expect("receivers") as usize;
+    for side in ["ipn", "af_unix"] {
+        let result = &case[side];
+        let sent = result["sent"].as_u64().expect("sent");
+        assert!(sent > 0, "{name} {side}: nothing sent");
+        let received = result["received"].as_array().expect("received");
+        let loss = result["loss"].as_array().expect("loss");
+        assert_eq!(received.len(), receivers, "{name} {side}");
+        assert_eq!(loss.len(), receivers, "{name} {side}");
+        for (r, l) in received.iter().zip(loss) {
+            let (r, l) = (r.as_u64().unwrap(), l.as_u64().unwrap());
+            assert_eq!(r + l, sent, "{name} {side}: received + lost != sent");
+        }
+        let lossless = case["lossless"] == true || side == "af_unix";
+        if lossless {
+            assert!(
+                loss.iter().all(|l| l.as_u64() == Some(0)),
+                "{name} {side}: a lossless case lost frames: {loss:?}"
+            );
+        }
+        assert!(result["frames_per_s"].as_f64().is_some(), "{name} {side}");
+        if case["kind"] == "latency" {
+            let p50 = result["p50_ns"].as_u64().expect("p50");
+            let p99 = result["p99_ns"].as_u64().expect("p99");
+            assert!(p50 <= p99, "{name} {side}");
+        }
+    }
+    if case["kind"] == "throughput" {
+        assert!(case["ratio"].as_f64().is_some(), "{name}: no ratio");
+    }
+}
+
+#[test]
+fn quick_json_bench_is_well_formed_and_lossless_cases_lose_nothing() {
+    let report = bench(&[]);
+    let cases = report["cases"].as_array().expect("a list of cases");
+    // 64 and 1500 bytes, 1 and 4 receivers, lossy and lossless.
+    assert_eq!(count(cases, "throughput"), 8);
+    // 64 and 1500 bytes, busy and sleeping reader.
+    assert_eq!(count(cases, "latency"), 4);
+    for case in cases {
+        check_case(case);
+    }
+}
