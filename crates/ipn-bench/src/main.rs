@@ -4,15 +4,15 @@
 //!
 //! Modules, in the order a run goes through them:
 //!
-//! - `suite`: which cases a run measures and in which order, peers next
-//!   to each other;
+//! - `suite`: which cases a run measures (throughput in three reader
+//!   patterns, latency) and in which order, peers next to each other;
 //! - `runner`: one case: the network (or socket directory), the worker
 //!   processes, their reports;
 //! - `procs`: the worker processes of a case, their stdout read line by
 //!   line, killed when dropped;
 //! - `worker`: what runs inside a worker (`ipn-bench worker ROLE ...`): one
 //!   sender or one receiver;
-//! - `measure`: clocks, percentiles;
+//! - `measure`: clocks, CPU time, percentiles;
 //! - `report`: the tables and the JSON.
 
 mod measure;
@@ -28,10 +28,19 @@ use clap::{Parser, Subcommand};
 
 const EXAMPLES: &str = "\
 Examples:
-  ipn-bench                              everything (also: ipn bench)
+  ipn-bench                              everything, ~1.5 minutes (also: ipn bench)
   ipn-bench --quick --json               0.2 s per case, machine-readable
-  ipn-bench --seconds 3 --ring 1024
+  ipn-bench --filter 'poll reader'       only the poll-pattern cases
+  ipn-bench --readers poll,sleep         two of the three patterns
   ipn-bench --filter latency
+
+Reader patterns (each throughput table is one pattern; the first is the headline):
+  poll   poll() the port's fd for POLLIN, then exactly one receive
+         (Port::try_recv_after_poll; AF_UNIX: one recv) per readiness:
+         what QEMU's vde backend and vde_plug do
+  sleep  a blocking receive (Port::recv; AF_UNIX: recv)
+  busy   spin on a non-blocking receive (Port::try_recv;
+         AF_UNIX: recv(MSG_DONTWAIT)): a CPU per reader
 
 Every figure is measured against its AF_UNIX peer in the same run: read
 the ratios, not the absolute numbers.";
@@ -42,10 +51,14 @@ the ratios, not the absolute numbers.";
     version,
     about = "Measure ipn against AF_UNIX datagram fan-out, one process per peer (also run as `ipn bench`)",
     long_about = "Measure ipn against plain AF_UNIX datagram fan-out (the sender sendto()s \
-        every receiver), in one run, with every sender and receiver a process of its own: \
-        frames/s for 64- and 1500-byte frames to 1 and 4 receivers, lossy and lossless, \
-        frames lost per receiver, and one-way latency (p50, p99) with a busy (spinning) \
-        and a sleeping (blocking) reader.",
+        every receiver), in one run, with every sender and receiver a process of its own.\n\n\
+        Throughput: 64- and 1500-byte frames to 1 and 4 receivers, ipn lossy and lossless, \
+        in three reader patterns (poll, sleep, busy; see below); frames/s received per \
+        receiver, frames lost, and each receiver's CPU time (user + system, getrusage) per \
+        delivered frame and as a share of the run.\n\n\
+        Latency: a paced sender (one frame every --interval-us) to 1 receiver, busy \
+        (spinning) or sleeping (blocking); one-way latency p50, p99 from a CLOCK_MONOTONIC \
+        stamp in the frame.",
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true
 )]

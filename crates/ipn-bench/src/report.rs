@@ -1,11 +1,13 @@
-//! What a run prints: tables (throughput, latency), or the same as JSON
-//! with every per-receiver number.
+//! What a run prints: tables (one throughput table per reader pattern, the
+//! first the headline; the latency table), or the same as JSON with every
+//! per-receiver number.
 
 use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::runner::Outcome;
 use crate::suite::{Row, SuiteArgs};
+use crate::worker::Reader;
 
 /// `/proc/loadavg`'s three load averages, read before the run.
 pub fn load_average() -> String {
@@ -56,6 +58,7 @@ pub fn print_json(args: &SuiteArgs, load: &str, rows: &[Row]) -> Result<()> {
             "latency_seconds": latency_seconds,
             "interval_us": args.interval_us,
             "ring_slots": args.ring,
+            "readers": args.readers.iter().map(|r| r.name()).collect::<Vec<_>>(),
             "quick": args.quick,
         },
         "cases": cases,
@@ -86,38 +89,108 @@ fn loss(o: &Outcome) -> String {
     }
 }
 
+/// A receiver's CPU per frame and share of its run: `812 ns  97%`.
+fn cpu(o: &Outcome) -> String {
+    let per_frame = match o.rx_cpu_per_frame_ns() {
+        None => "-".to_string(),
+        Some(ns) if ns < 1000.0 => format!("{ns:.0} ns"),
+        Some(ns) => format!("{:.1} us", ns / 1000.0),
+    };
+    let share = o
+        .rx_cpu_share()
+        .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
+    format!("{per_frame:>8} {share:>4}")
+}
+
+fn pattern(reader: Reader) -> &'static str {
+    match reader {
+        Reader::Poll => {
+            "poll() the fd for POLLIN, then exactly one receive per readiness \
+             (ipn: Port::try_recv_after_poll; AF_UNIX: recv), as QEMU's vde backend and vde_plug do"
+        }
+        Reader::Sleep => {
+            "a blocking receive (ipn: Port::recv, woken by the doorbell; AF_UNIX: recv)"
+        }
+        Reader::Busy => {
+            "spinning on a non-blocking receive (ipn: Port::try_recv; \
+             AF_UNIX: recv(MSG_DONTWAIT)): a CPU per reader"
+        }
+    }
+}
+
 pub fn print_tables(args: &SuiteArgs, load: &str, rows: &[Row]) {
     let m = machine(load);
     let (seconds, latency_seconds) = args.durations();
+    let durations = format!(
+        "{seconds} s per throughput case, {latency_seconds} s per latency case \
+         (one frame every {} us)",
+        args.interval_us
+    );
     println!(
         "ipn bench: {} CPUs ({}), kernel {}, load average before the run {load}; ring {} slots; \
-         {seconds} s per throughput case, {latency_seconds} s per latency case (one frame every \
-         {} us)",
+         {durations}",
         m["cpus"],
         m["cpu"].as_str().unwrap_or(""),
         m["kernel"].as_str().unwrap_or(""),
         args.ring,
-        args.interval_us
     );
+    println!(
+        "frames/s: received per second per receiver (mean). loss: sent - received, summed over \
+         receivers (AF_UNIX sends block: lossless). rx CPU: each receiver's user+system CPU time \
+         per frame delivered, and as a share of its run (100% = one CPU), mean over receivers."
+    );
+    for (i, &reader) in args.readers.iter().enumerate() {
+        throughput_table(rows, reader, i == 0);
+    }
+    latency_table(rows);
+}
+
+fn throughput_table(rows: &[Row], reader: Reader, headline: bool) {
+    let rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.kind == "throughput" && r.reader == reader)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
     println!();
     println!(
-        "Throughput (frames/s received per receiver; receivers block in recv; AF_UNIX sends \
-         block, so it is lossless):"
+        "Throughput, {} reader{}: {}",
+        reader.name(),
+        if headline { " (headline)" } else { "" },
+        pattern(reader)
     );
     println!(
-        "{:<24} {:>12} {:>12} {:>7} {:>18} {:>12}",
-        "case", "ipn", "AF_UNIX", "ratio", "ipn loss", "AF_UNIX loss"
+        "{:<20} {:>9} {:>9} {:>8} {:>17} {:>7} {:>13} {:>14}",
+        "case", "ipn", "AF_UNIX", "ratio", "ipn loss", "AF_UNIX", "ipn rx CPU", "AF_UNIX rx CPU"
     );
-    for r in rows.iter().filter(|r| r.kind == "throughput") {
+    for r in rows {
         println!(
-            "{:<24} {:>12} {:>12} {:>7} {:>18} {:>12}",
-            r.name,
+            "{:<20} {:>9} {:>9} {:>8} {:>17} {:>7} {:>13} {:>14}",
+            format!("{} B 1->{} {}", r.size, r.receivers, mode(r.lossless)),
             rate(r.ipn.frames_per_s()),
             rate(r.unix.frames_per_s()),
             r.ratio().map_or("-".into(), |x| format!("{x:.2}x")),
             loss(&r.ipn),
             loss(&r.unix),
+            cpu(&r.ipn),
+            cpu(&r.unix),
         );
+    }
+}
+
+fn mode(lossless: bool) -> &'static str {
+    if lossless {
+        "lossless"
+    } else {
+        "lossy"
+    }
+}
+
+fn latency_table(rows: &[Row]) {
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.kind == "latency").collect();
+    if rows.is_empty() {
+        return;
     }
     println!();
     println!(
@@ -128,7 +201,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, rows: &[Row]) {
         "{:<34} {:>9} {:>9} {:>11} {:>11} {:>8} {:>8}",
         "case", "ipn p50", "ipn p99", "AF_UNIX p50", "AF_UNIX p99", "ipn loss", "unix loss"
     );
-    for r in rows.iter().filter(|r| r.kind == "latency") {
+    for r in rows {
         println!(
             "{:<34} {:>9} {:>9} {:>11} {:>11} {:>8} {:>8}",
             r.name,

@@ -39,9 +39,14 @@ pub struct Case {
 pub struct Outcome {
     pub sent: u64,
     pub sender_ns: u64,
-    /// Per receiver: frames, and the window from its first frame to STOP.
+    pub sender_cpu_ns: u64,
+    /// Per receiver: frames, then the window from its first frame to STOP
+    /// and the CPU time it used in that window.
     pub received: Vec<u64>,
     pub rx_elapsed_ns: Vec<u64>,
+    pub rx_cpu_ns: Vec<u64>,
+    /// Per receiver: polls that timed out (a second without readiness).
+    pub poll_timeouts: Vec<u64>,
     /// Every latency sample of every receiver, sorted.
     pub latencies: Vec<u64>,
 }
@@ -70,6 +75,26 @@ impl Outcome {
             / n
     }
 
+    /// Receiver CPU time per frame delivered, ns, mean over the receivers
+    /// that received frames.
+    pub fn rx_cpu_per_frame_ns(&self) -> Option<f64> {
+        self.mean_over_receivers(|r, _, cpu| cpu as f64 / r as f64)
+    }
+
+    /// Receiver CPU time as a share of its run (1.0: a whole CPU), mean
+    /// over the receivers that received frames.
+    pub fn rx_cpu_share(&self) -> Option<f64> {
+        self.mean_over_receivers(|_, elapsed, cpu| cpu as f64 / elapsed as f64)
+    }
+
+    fn mean_over_receivers(&self, f: impl Fn(u64, u64, u64) -> f64) -> Option<f64> {
+        let values: Vec<f64> = (0..self.received.len())
+            .filter(|&i| self.received[i] > 0 && self.rx_elapsed_ns[i] > 0)
+            .map(|i| f(self.received[i], self.rx_elapsed_ns[i], self.rx_cpu_ns[i]))
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    }
+
     pub fn percentile(&self, p: f64) -> Option<u64> {
         percentile(&self.latencies, p)
     }
@@ -79,10 +104,15 @@ impl Outcome {
             "sent": self.sent,
             "sender_seconds": self.sender_ns as f64 / 1e9,
             "sent_per_s": self.sent as f64 * 1e9 / self.sender_ns.max(1) as f64,
+            "sender_cpu_ns": self.sender_cpu_ns,
             "received": self.received,
             "loss": self.loss(),
             "frames_per_s": self.frames_per_s(),
             "rx_elapsed_ns": self.rx_elapsed_ns,
+            "rx_cpu_ns": self.rx_cpu_ns,
+            "rx_cpu_ns_per_frame": self.rx_cpu_per_frame_ns(),
+            "rx_cpu_percent": self.rx_cpu_share().map(|s| s * 100.0),
+            "poll_timeouts": self.poll_timeouts,
             "latency_samples": self.latencies.len(),
             "p50_ns": self.percentile(0.50),
             "p99_ns": self.percentile(0.99),
@@ -155,22 +185,29 @@ impl Runner<'_> {
         let run_timeout = Duration::from_secs_f64(case.seconds * 4.0 + 20.0);
         let sent = fields(
             &children.expect_lines(&[sender], "sent", run_timeout)?[0],
-            2,
+            3,
         )?;
         let recv_lines = children
             .expect_lines(&receivers, "recv", run_timeout)
-            .context("a receiver never got the STOP frame")?;
+            .context(
+                "a receiver never got the STOP frame (in the poll pattern: a lost wake-up?)",
+            )?;
         let mut outcome = Outcome {
             sent: sent[0],
             sender_ns: sent[1],
+            sender_cpu_ns: sent[2],
             received: Vec::new(),
             rx_elapsed_ns: Vec::new(),
+            rx_cpu_ns: Vec::new(),
+            poll_timeouts: Vec::new(),
             latencies: Vec::new(),
         };
         for line in &recv_lines {
-            let f = fields(line, 2)?;
+            let f = fields(line, 4)?;
             outcome.received.push(f[0]);
             outcome.rx_elapsed_ns.push(f[1]);
+            outcome.rx_cpu_ns.push(f[2]);
+            outcome.poll_timeouts.push(f[3]);
         }
         if case.interval_ns > 0 {
             for line in children.expect_lines(&receivers, "lat", run_timeout)? {

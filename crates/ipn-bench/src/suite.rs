@@ -5,8 +5,8 @@
 //! of the same size, fan-out and reader pattern), so that a machine that
 //! slows down mid-run moves both sides of a ratio.
 //!
-//! - Throughput: 64 and 1500 B, 1 and 4 receivers blocking in their
-//!   receive, ipn lossy and lossless against AF_UNIX.
+//! - Throughput: 64 and 1500 B, 1 and 4 receivers, each reader pattern
+//!   (`--readers`), ipn lossy and lossless against AF_UNIX.
 //! - Latency: a paced sender (`--interval-us`) to 1 receiver, busy
 //!   (spinning) or sleeping (blocking); 64 and 1500 B; lossy networks.
 
@@ -32,6 +32,9 @@ pub struct SuiteArgs {
     /// Paced sender interval for latency cases, in microseconds
     #[arg(long, default_value_t = 30)]
     pub interval_us: u64,
+    /// Reader patterns to measure, in this order (the first is the headline table)
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Reader::Poll, Reader::Sleep, Reader::Busy])]
+    pub readers: Vec<Reader>,
     /// Frames buffered per sender in the ipn networks (power of two)
     #[arg(long, default_value_t = 256)]
     pub ring: u32,
@@ -41,7 +44,7 @@ pub struct SuiteArgs {
     /// Print the results as JSON instead of tables
     #[arg(long)]
     pub json: bool,
-    /// Run only the cases whose name contains this text (e.g. "latency", "1500 B 1->4")
+    /// Run only the cases whose name contains this text (e.g. "latency", "1500 B 1->4", "poll reader")
     #[arg(long)]
     pub filter: Option<String>,
 }
@@ -91,6 +94,9 @@ pub fn run(args: &SuiteArgs) -> Result<()> {
     }
     if args.interval_us == 0 {
         bail!("--interval-us must be at least 1");
+    }
+    if args.readers.is_empty() {
+        bail!("--readers needs at least one of poll, sleep, busy");
     }
     let load = report::load_average();
     let interrupted = watch_signals()?;
@@ -143,42 +149,50 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for size in [64usize, 1500] {
         for receivers in [1u32, 4] {
-            let name = |lossless: bool| format!("{size} B 1->{receivers} {}", mode(lossless));
-            let modes: Vec<bool> = [false, true]
-                .into_iter()
-                .filter(|&l| wanted(args, &name(l)))
-                .collect();
-            if modes.is_empty() {
-                continue;
-            }
-            let base = Case {
-                transport: Transport::Unix,
-                size,
-                receivers,
-                lossless: true,
-                reader: Reader::Sleep,
-                seconds,
-                interval_ns: 0,
-            };
-            progress(args, &format!("AF_UNIX {size} B 1->{receivers}"));
-            let unix = runner.run_case(&base)?;
-            for lossless in modes {
-                progress(args, &format!("ipn {}", name(lossless)));
-                let ipn = runner.run_case(&Case {
-                    transport: Transport::Ipn,
-                    lossless,
-                    ..base.clone()
-                })?;
-                rows.push(Row {
-                    name: name(lossless),
-                    kind: "throughput",
+            for &reader in &args.readers {
+                let name = |lossless: bool| {
+                    format!(
+                        "{size} B 1->{receivers} {}, {} reader",
+                        mode(lossless),
+                        reader.name()
+                    )
+                };
+                let modes: Vec<bool> = [false, true]
+                    .into_iter()
+                    .filter(|&l| wanted(args, &name(l)))
+                    .collect();
+                if modes.is_empty() {
+                    continue;
+                }
+                let base = Case {
+                    transport: Transport::Unix,
                     size,
                     receivers,
-                    lossless,
-                    reader: Reader::Sleep,
-                    ipn,
-                    unix: unix.clone(),
-                });
+                    lossless: true,
+                    reader,
+                    seconds,
+                    interval_ns: 0,
+                };
+                progress(args, &format!("AF_UNIX {}", name(true)));
+                let unix = runner.run_case(&base)?;
+                for lossless in modes {
+                    progress(args, &format!("ipn {}", name(lossless)));
+                    let ipn = runner.run_case(&Case {
+                        transport: Transport::Ipn,
+                        lossless,
+                        ..base.clone()
+                    })?;
+                    rows.push(Row {
+                        name: name(lossless),
+                        kind: "throughput",
+                        size,
+                        receivers,
+                        lossless,
+                        reader,
+                        ipn,
+                        unix: unix.clone(),
+                    });
+                }
             }
         }
     }

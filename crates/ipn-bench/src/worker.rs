@@ -5,10 +5,10 @@
 //! Protocol with the parent, one line each on stdout:
 //!
 //! - `ready` once joined / bound (receivers) or joined (sender);
-//! - sender: `sent COUNT ELAPSED_NS`;
-//! - receiver: `recv COUNT ELAPSED_NS` (from its first frame to STOP),
-//!   then, in latency mode, `lat NS NS ...` with every one-way latency it
-//!   measured.
+//! - sender: `sent COUNT ELAPSED_NS CPU_NS`;
+//! - receiver: `recv COUNT ELAPSED_NS CPU_NS POLL_TIMEOUTS`, then, in
+//!   latency mode, `lat NS NS ...` with every one-way latency it measured.
+//!   ELAPSED and CPU cover the same window: from the first frame to STOP.
 //!
 //! Senders stay joined until the parent closes their standard input, so
 //! that a lapped lossy reader still finds STOP in the ring.
@@ -17,15 +17,16 @@
 //! and the sender's CLOCK_MONOTONIC time in nanoseconds (bytes 8..16).
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, recv, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
-use crate::measure::now_ns;
+use crate::measure::{cpu_ns, now_ns};
 
 /// Sequence number of the frame that ends a run.
 pub const STOP: u64 = u64::MAX;
@@ -46,6 +47,10 @@ pub enum Role {
 /// How a receiver waits for frames.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reader {
+    /// `poll()` the fd for POLLIN, then exactly one receive per readiness
+    /// (ipn: `Port::try_recv_after_poll`; AF_UNIX: `recv`): QEMU's and
+    /// vde_plug's pattern.
+    Poll,
     /// A blocking receive (ipn: `Port::recv`; AF_UNIX: `recv`).
     Sleep,
     /// Spins on a non-blocking receive (ipn: `Port::try_recv`; AF_UNIX:
@@ -56,6 +61,7 @@ pub enum Reader {
 impl Reader {
     pub fn name(self) -> &'static str {
         match self {
+            Reader::Poll => "poll",
             Reader::Sleep => "sleep",
             Reader::Busy => "busy",
         }
@@ -214,6 +220,7 @@ fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Re
     for (i, b) in frame.iter_mut().enumerate().skip(16) {
         *b = i as u8;
     }
+    let cpu_start = cpu_ns();
     let start = now_ns();
     let end = start + (spec.seconds * 1e9) as u64;
     let mut seq = 0u64;
@@ -242,9 +249,10 @@ fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Re
         seq += 1;
     }
     let elapsed = now_ns() - start;
+    let cpu = cpu_ns() - cpu_start;
     stamp(&mut frame, STOP, now_ns());
     send(&frame)?;
-    say(&format!("sent {seq} {elapsed}"))?;
+    say(&format!("sent {seq} {elapsed} {cpu}"))?;
     Ok(())
 }
 
@@ -252,6 +260,7 @@ fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Re
 /// if it came back without one. Reports on stdout.
 fn recv_loop(
     spec: &WorkerSpec,
+    poll_timeouts: &dyn Fn() -> u64,
     mut recv: impl FnMut(&mut [u8]) -> Result<Option<usize>>,
 ) -> Result<()> {
     let mut buf = vec![0u8; 65536];
@@ -259,6 +268,7 @@ fn recv_loop(
     let mut samples: Vec<u64> = Vec::new();
     let mut count = 0u64;
     let mut first = 0u64;
+    let mut cpu_first = 0u64;
     loop {
         let Some(len) = recv(&mut buf)? else {
             std::hint::spin_loop();
@@ -270,8 +280,12 @@ fn recv_loop(
         }
         let (seq, sent) = unstamp(&buf);
         if seq == STOP {
-            let elapsed = if count > 0 { now - first } else { 0 };
-            say(&format!("recv {count} {elapsed}"))?;
+            let (elapsed, cpu) = if count > 0 {
+                (now - first, cpu_ns() - cpu_first)
+            } else {
+                (0, 0)
+            };
+            say(&format!("recv {count} {elapsed} {cpu} {}", poll_timeouts()))?;
             if latency {
                 let mut line = String::with_capacity(samples.len() * 6 + 4);
                 line.push_str("lat");
@@ -285,11 +299,29 @@ fn recv_loop(
         }
         if count == 0 {
             first = now;
+            cpu_first = cpu_ns();
         }
         count += 1;
         if latency {
             samples.push(now.saturating_sub(sent));
         }
+    }
+}
+
+/// Waits at most a second for `fd` to be readable; `Ok(false)` if it was
+/// not (timeout, or a signal).
+fn wait_readable(fd: BorrowedFd<'_>) -> Result<bool> {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(1000u16)) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
+        Ok(_) => {
+            let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+            if !revents.contains(PollFlags::POLLIN) {
+                bail!("poll: the fd reports {revents:?}, not POLLIN");
+            }
+            Ok(true)
+        }
+        Err(e) => Err(e).context("poll"),
     }
 }
 
@@ -318,13 +350,28 @@ fn ipn_recv(spec: &WorkerSpec) -> Result<()> {
     let mut port = ipn::Port::join(&spec.path, &options)
         .with_context(|| format!("joining {}", spec.path.display()))?;
     say("ready")?;
+    let timeouts = std::cell::Cell::new(0u64);
+    let count = || timeouts.get();
     match spec.reader {
-        Reader::Busy => recv_loop(spec, |buf| match port.try_recv(buf) {
+        Reader::Busy => recv_loop(spec, &count, |buf| match port.try_recv(buf) {
             Ok(n) => Ok(Some(n)),
             Err(ipn::RecvError::WouldBlock) => Ok(None),
             Err(e) => Err(e.into()),
         }),
-        Reader::Sleep => recv_loop(spec, |buf| Ok(Some(port.recv(buf)?))),
+        Reader::Sleep => recv_loop(spec, &count, |buf| Ok(Some(port.recv(buf)?))),
+        // QEMU's vde backend: the main loop polls the fd; on POLLIN,
+        // vde_to_qemu calls vde_recv exactly once.
+        Reader::Poll => recv_loop(spec, &count, |buf| {
+            if !wait_readable(port.as_fd())? {
+                timeouts.set(timeouts.get() + 1);
+                return Ok(None);
+            }
+            match port.try_recv_after_poll(buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(ipn::RecvError::WouldBlock) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }),
     }
 }
 
@@ -373,8 +420,17 @@ fn unix_recv(spec: &WorkerSpec) -> Result<()> {
         Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(None),
         Err(e) => Err(e).context("recv"),
     };
+    let timeouts = std::cell::Cell::new(0u64);
+    let count = || timeouts.get();
     match spec.reader {
-        Reader::Busy => recv_loop(spec, |buf| receive(MsgFlags::MSG_DONTWAIT, buf)),
-        Reader::Sleep => recv_loop(spec, |buf| receive(MsgFlags::empty(), buf)),
+        Reader::Busy => recv_loop(spec, &count, |buf| receive(MsgFlags::MSG_DONTWAIT, buf)),
+        Reader::Sleep => recv_loop(spec, &count, |buf| receive(MsgFlags::empty(), buf)),
+        Reader::Poll => recv_loop(spec, &count, |buf| {
+            if !wait_readable(fd.as_fd())? {
+                timeouts.set(timeouts.get() + 1);
+                return Ok(None);
+            }
+            receive(MsgFlags::MSG_DONTWAIT, buf)
+        }),
     }
 }

@@ -34,7 +34,7 @@ fn count(cases: &[Value], kind: &str) -> usize {
 }
 
 /// What holds for every case: counts add up, lossless cases (and AF_UNIX,
-/// whose sends block) lose nothing.
+/// whose sends block) lose nothing, receivers report their CPU time.
 fn check_case(case: &Value) {
     let name = case["name"].as_str().expect("case name");
     let receivers = case["receivers"].as_u64().expect("receivers") as usize;
@@ -58,6 +58,14 @@ fn check_case(case: &Value) {
             );
         }
         assert!(result["frames_per_s"].as_f64().is_some(), "{name} {side}");
+        let cpu = result["rx_cpu_ns"].as_array().expect("rx_cpu_ns");
+        assert_eq!(cpu.len(), receivers, "{name} {side}");
+        if received.iter().any(|r| r.as_u64() > Some(1000)) {
+            assert!(
+                result["rx_cpu_ns_per_frame"].as_f64().is_some(),
+                "{name} {side}: no CPU time per frame"
+            );
+        }
         if case["kind"] == "latency" {
             let p50 = result["p50_ns"].as_u64().expect("p50");
             let p99 = result["p99_ns"].as_u64().expect("p99");
@@ -73,8 +81,16 @@ fn check_case(case: &Value) {
 fn quick_json_bench_is_well_formed_and_lossless_cases_lose_nothing() {
     let report = bench(&[]);
     let cases = report["cases"].as_array().expect("a list of cases");
-    // 64 and 1500 bytes, 1 and 4 receivers, lossy and lossless.
-    assert_eq!(count(cases, "throughput"), 8);
+    // 64 and 1500 bytes, 1 and 4 receivers, lossy and lossless, in each of
+    // the poll, sleep and busy reader patterns.
+    assert_eq!(count(cases, "throughput"), 24);
+    for reader in ["poll", "sleep", "busy"] {
+        let n = cases
+            .iter()
+            .filter(|c| c["kind"] == "throughput" && c["reader"] == reader)
+            .count();
+        assert_eq!(n, 8, "{reader}");
+    }
     // 64 and 1500 bytes, busy and sleeping reader.
     assert_eq!(count(cases, "latency"), 4);
     for case in cases {
