@@ -5,17 +5,19 @@
 //! Modules, in the order a run goes through them:
 //!
 //! - `suite`: which cases a run measures (throughput in three reader
-//!   patterns, latency) and in which order, peers next to each other;
+//!   patterns, paced latency) and in which order, peers next to each other;
 //! - `runner`: one case: the network (or socket directory), the worker
 //!   processes, their reports;
 //! - `procs`: the worker processes of a case, their stdout read line by
 //!   line, killed when dropped;
 //! - `worker`: what runs inside a worker (`ipn-bench worker ROLE ...`): one
 //!   sender or one receiver;
+//! - `pace`: the paced sender's clock (absolute deadlines, sleep then spin);
 //! - `measure`: clocks, CPU time, percentiles;
 //! - `report`: the tables and the JSON.
 
 mod measure;
+mod pace;
 mod procs;
 mod report;
 mod runner;
@@ -28,11 +30,11 @@ use clap::{Parser, Subcommand};
 
 const EXAMPLES: &str = "\
 Examples:
-  ipn-bench                              everything, ~1.5 minutes (also: ipn bench)
+  ipn-bench                              everything, ~2 minutes (also: ipn bench)
   ipn-bench --quick --json               0.2 s per case, machine-readable
   ipn-bench --filter 'poll reader'       only the poll-pattern cases
+  ipn-bench --filter latency --rate 50000
   ipn-bench --readers poll,sleep         two of the three patterns
-  ipn-bench --filter latency
 
 Reader patterns (each throughput table is one pattern; the first is the headline):
   poll   poll() the port's fd for POLLIN, then exactly one receive
@@ -56,9 +58,10 @@ the ratios, not the absolute numbers.";
         in three reader patterns (poll, sleep, busy; see below); frames/s received per \
         receiver, frames lost, and each receiver's CPU time (user + system, getrusage) per \
         delivered frame and as a share of the run.\n\n\
-        Latency: a paced sender (one frame every --interval-us) to 1 receiver, busy \
-        (spinning) or sleeping (blocking); one-way latency p50, p99 from a CLOCK_MONOTONIC \
-        stamp in the frame.",
+        Latency: a paced sender (--rate frames/s, absolute deadlines: it sleeps with \
+        clock_nanosleep, 1 ns timer slack, until shortly before each deadline and spins \
+        the last microseconds) to 4 poll-pattern receivers, and to 1 receiver of each \
+        pattern; one-way latency p50, p99, p99.9 from a CLOCK_MONOTONIC stamp in the frame.",
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true
 )]

@@ -56,7 +56,9 @@ pub fn print_json(args: &SuiteArgs, load: &str, rows: &[Row]) -> Result<()> {
         "settings": {
             "seconds": seconds,
             "latency_seconds": latency_seconds,
-            "interval_us": args.interval_us,
+            "rate": args.rate,
+            "interval_ns": args.interval_ns(),
+            "spin_us": args.spin_us,
             "ring_slots": args.ring,
             "readers": args.readers.iter().map(|r| r.name()).collect::<Vec<_>>(),
             "quick": args.quick,
@@ -121,11 +123,8 @@ fn pattern(reader: Reader) -> &'static str {
 pub fn print_tables(args: &SuiteArgs, load: &str, rows: &[Row]) {
     let m = machine(load);
     let (seconds, latency_seconds) = args.durations();
-    let durations = format!(
-        "{seconds} s per throughput case, {latency_seconds} s per latency case \
-         (one frame every {} us)",
-        args.interval_us
-    );
+    let durations =
+        format!("{seconds} s per throughput case, {latency_seconds} s per latency case");
     println!(
         "ipn bench: {} CPUs ({}), kernel {}, load average before the run {load}; ring {} slots; \
          {durations}",
@@ -142,7 +141,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, rows: &[Row]) {
     for (i, &reader) in args.readers.iter().enumerate() {
         throughput_table(rows, reader, i == 0);
     }
-    latency_table(rows);
+    latency_table(args, rows);
 }
 
 fn throughput_table(rows: &[Row], reader: Reader, headline: bool) {
@@ -187,30 +186,65 @@ fn mode(lossless: bool) -> &'static str {
     }
 }
 
-fn latency_table(rows: &[Row]) {
+fn latency_table(args: &SuiteArgs, rows: &[Row]) {
     let rows: Vec<&Row> = rows.iter().filter(|r| r.kind == "latency").collect();
     if rows.is_empty() {
         return;
     }
     println!();
     println!(
-        "One-way latency in us (paced sender, 1 receiver; busy: spins on try_recv / \
-         recv(MSG_DONTWAIT), sleep: blocks):"
+        "One-way latency in us, sender paced at {} frames/s (a frame every {:.1} us, absolute \
+         deadlines), lossy networks: receiver's CLOCK_MONOTONIC after the receive - the stamp \
+         taken before the send:",
+        args.rate,
+        args.interval_ns() as f64 / 1000.0
     );
     println!(
-        "{:<34} {:>9} {:>9} {:>11} {:>11} {:>8} {:>8}",
-        "case", "ipn p50", "ipn p99", "AF_UNIX p50", "AF_UNIX p99", "ipn loss", "unix loss"
+        "{:<20} {:>8} {:>7} {:>7} {:>13} {:>8} {:>7} {:>7} {:>13} {:>8} {:>8}",
+        "case",
+        "ipn p50",
+        "p99",
+        "p99.9",
+        "ipn rx CPU",
+        "unix p50",
+        "p99",
+        "p99.9",
+        "unix rx CPU",
+        "ipn loss",
+        "unix loss"
     );
-    for r in rows {
+    for r in &rows {
         println!(
-            "{:<34} {:>9} {:>9} {:>11} {:>11} {:>8} {:>8}",
-            r.name,
+            "{:<20} {:>8} {:>7} {:>7} {:>13} {:>8} {:>7} {:>7} {:>13} {:>8} {:>8}",
+            format!("{} B 1->{} {}", r.size, r.receivers, r.reader.name()),
             us(r.ipn.percentile(0.5)),
             us(r.ipn.percentile(0.99)),
+            us(r.ipn.percentile(0.999)),
+            cpu(&r.ipn),
             us(r.unix.percentile(0.5)),
             us(r.unix.percentile(0.99)),
+            us(r.unix.percentile(0.999)),
+            cpu(&r.unix),
             loss(&r.ipn),
             loss(&r.unix),
         );
     }
+    // How well the senders kept to the grid, over every latency case.
+    let outcomes = rows.iter().flat_map(|r| [&r.ipn, &r.unix]);
+    let achieved: Vec<f64> = outcomes
+        .clone()
+        .map(|o| o.sent as f64 * 1e9 / o.sender_ns.max(1) as f64)
+        .collect();
+    let pacing: Vec<_> = outcomes.filter_map(|o| o.pacing).collect();
+    let worst = |f: fn(&crate::runner::Pacing) -> u64| pacing.iter().map(f).max().unwrap_or(0);
+    println!(
+        "Pacing: achieved {:.0}..{:.0} frames/s; a send left its deadline late by at most \
+         {:.1} us (p50), {:.1} us (p99), {:.1} us (max) in any case; {} deadlines skipped in all",
+        achieved.iter().copied().fold(f64::INFINITY, f64::min),
+        achieved.iter().copied().fold(0.0, f64::max),
+        worst(|p| p.late_p50_ns) as f64 / 1000.0,
+        worst(|p| p.late_p99_ns) as f64 / 1000.0,
+        worst(|p| p.late_max_ns) as f64 / 1000.0,
+        pacing.iter().map(|p| p.missed).sum::<u64>(),
+    );
 }

@@ -34,12 +34,22 @@ pub struct Case {
     pub interval_ns: u64,
 }
 
+/// How the paced sender kept to its deadlines (see `pace`).
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub missed: u64,
+    pub late_p50_ns: u64,
+    pub late_p99_ns: u64,
+    pub late_max_ns: u64,
+}
+
 /// What one case measured.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub sent: u64,
     pub sender_ns: u64,
     pub sender_cpu_ns: u64,
+    pub pacing: Option<Pacing>,
     /// Per receiver: frames, then the window from its first frame to STOP
     /// and the CPU time it used in that window.
     pub received: Vec<u64>,
@@ -100,11 +110,20 @@ impl Outcome {
     }
 
     pub fn to_json(&self) -> Value {
+        let pacing = self.pacing.map(|p| {
+            json!({
+                "missed_deadlines": p.missed,
+                "late_p50_ns": p.late_p50_ns,
+                "late_p99_ns": p.late_p99_ns,
+                "late_max_ns": p.late_max_ns,
+            })
+        });
         json!({
             "sent": self.sent,
             "sender_seconds": self.sender_ns as f64 / 1e9,
             "sent_per_s": self.sent as f64 * 1e9 / self.sender_ns.max(1) as f64,
             "sender_cpu_ns": self.sender_cpu_ns,
+            "pacing": pacing,
             "received": self.received,
             "loss": self.loss(),
             "frames_per_s": self.frames_per_s(),
@@ -116,6 +135,7 @@ impl Outcome {
             "latency_samples": self.latencies.len(),
             "p50_ns": self.percentile(0.50),
             "p99_ns": self.percentile(0.99),
+            "p999_ns": self.percentile(0.999),
         })
     }
 }
@@ -124,6 +144,7 @@ impl Outcome {
 pub struct Runner<'a> {
     pub dir: &'a Path,
     pub ring: u32,
+    pub spin_ns: u64,
     pub interrupted: &'a Arc<AtomicBool>,
     pub counter: u32,
 }
@@ -172,6 +193,7 @@ impl Runner<'_> {
             reader: case.reader,
             seconds: case.seconds,
             interval_ns: case.interval_ns,
+            spin_ns: self.spin_ns,
         };
         let mut children = Children::new(self.interrupted.clone());
         let start_timeout = Duration::from_secs(10);
@@ -187,6 +209,20 @@ impl Runner<'_> {
             &children.expect_lines(&[sender], "sent", run_timeout)?[0],
             3,
         )?;
+        let pacing = if case.interval_ns > 0 {
+            let f = fields(
+                &children.expect_lines(&[sender], "pace", run_timeout)?[0],
+                4,
+            )?;
+            Some(Pacing {
+                missed: f[0],
+                late_p50_ns: f[1],
+                late_p99_ns: f[2],
+                late_max_ns: f[3],
+            })
+        } else {
+            None
+        };
         let recv_lines = children
             .expect_lines(&receivers, "recv", run_timeout)
             .context(
@@ -196,6 +232,7 @@ impl Runner<'_> {
             sent: sent[0],
             sender_ns: sent[1],
             sender_cpu_ns: sent[2],
+            pacing,
             received: Vec::new(),
             rx_elapsed_ns: Vec::new(),
             rx_cpu_ns: Vec::new(),

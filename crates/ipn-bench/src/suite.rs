@@ -7,8 +7,8 @@
 //!
 //! - Throughput: 64 and 1500 B, 1 and 4 receivers, each reader pattern
 //!   (`--readers`), ipn lossy and lossless against AF_UNIX.
-//! - Latency: a paced sender (`--interval-us`) to 1 receiver, busy
-//!   (spinning) or sleeping (blocking); 64 and 1500 B; lossy networks.
+//! - Latency: a paced sender (`--rate`) to 4 poll-pattern receivers, and
+//!   to 1 receiver of each pattern; 64 and 1500 B; lossy networks.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -27,11 +27,14 @@ pub struct SuiteArgs {
     #[arg(long, default_value_t = 1.5)]
     pub seconds: f64,
     /// Seconds per latency case
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 2.0)]
     pub latency_seconds: f64,
-    /// Paced sender interval for latency cases, in microseconds
-    #[arg(long, default_value_t = 30)]
-    pub interval_us: u64,
+    /// Latency cases: frames per second the paced sender sends
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u32,
+    /// Latency cases: the paced sender spins this many microseconds before each deadline, after sleeping
+    #[arg(long, default_value_t = 5)]
+    pub spin_us: u64,
     /// Reader patterns to measure, in this order (the first is the headline table)
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Reader::Poll, Reader::Sleep, Reader::Busy])]
     pub readers: Vec<Reader>,
@@ -60,7 +63,7 @@ impl SuiteArgs {
     }
 
     pub fn interval_ns(&self) -> u64 {
-        self.interval_us * 1000
+        1_000_000_000 / u64::from(self.rate.max(1))
     }
 }
 
@@ -92,8 +95,8 @@ pub fn run(args: &SuiteArgs) -> Result<()> {
     if !(seconds > 0.0 && latency_seconds > 0.0) {
         bail!("--seconds and --latency-seconds must be positive");
     }
-    if args.interval_us == 0 {
-        bail!("--interval-us must be at least 1");
+    if args.rate == 0 || args.rate > 1_000_000 {
+        bail!("--rate must be 1 to 1000000 frames/s");
     }
     if args.readers.is_empty() {
         bail!("--readers needs at least one of poll, sleep, busy");
@@ -104,6 +107,7 @@ pub fn run(args: &SuiteArgs) -> Result<()> {
     let mut runner = Runner {
         dir: &dir.0,
         ring: args.ring,
+        spin_ns: args.spin_us * 1000,
         interrupted: &interrupted,
         counter: 0,
     };
@@ -196,16 +200,25 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
             }
         }
     }
+    // Latency: the fan-out in the real pattern first, then one receiver
+    // in each pattern.
+    let mut latency_cases = Vec::new();
+    if args.readers.contains(&Reader::Poll) {
+        latency_cases.push((4u32, Reader::Poll));
+    }
+    for &reader in &args.readers {
+        latency_cases.push((1, reader));
+    }
     for size in [64usize, 1500] {
-        for reader in [Reader::Busy, Reader::Sleep] {
-            let name = format!("{size} B 1->1 latency, {} reader", reader.name());
+        for &(receivers, reader) in &latency_cases {
+            let name = format!("{size} B 1->{receivers} latency, {} reader", reader.name());
             if !wanted(args, &name) {
                 continue;
             }
             let case = Case {
                 transport: Transport::Unix,
                 size,
-                receivers: 1,
+                receivers,
                 lossless: false,
                 reader,
                 seconds: latency_seconds,
@@ -222,7 +235,7 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
                 name,
                 kind: "latency",
                 size,
-                receivers: 1,
+                receivers,
                 lossless: false,
                 reader,
                 ipn,

@@ -5,7 +5,8 @@
 //! Protocol with the parent, one line each on stdout:
 //!
 //! - `ready` once joined / bound (receivers) or joined (sender);
-//! - sender: `sent COUNT ELAPSED_NS CPU_NS`;
+//! - sender: `sent COUNT ELAPSED_NS CPU_NS`, and when paced, `pace
+//!   MISSED LATE_P50_NS LATE_P99_NS LATE_MAX_NS` (see `pace`);
 //! - receiver: `recv COUNT ELAPSED_NS CPU_NS POLL_TIMEOUTS`, then, in
 //!   latency mode, `lat NS NS ...` with every one-way latency it measured.
 //!   ELAPSED and CPU cover the same window: from the first frame to STOP.
@@ -26,7 +27,8 @@ use nix::sys::socket::{
     bind, recv, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
-use crate::measure::{cpu_ns, now_ns};
+use crate::measure::{cpu_ns, now_ns, percentile};
+use crate::pace::Pacer;
 
 /// Sequence number of the frame that ends a run.
 pub const STOP: u64 = u64::MAX;
@@ -99,6 +101,9 @@ pub struct WorkerSpec {
     /// 0: send flat out; else one frame every this many nanoseconds
     #[arg(long, default_value_t = 0)]
     pub interval_ns: u64,
+    /// Paced sender: spin this long before each deadline (see `pace`)
+    #[arg(long, default_value_t = 5_000)]
+    pub spin_ns: u64,
 }
 
 impl WorkerSpec {
@@ -123,6 +128,8 @@ impl WorkerSpec {
             self.seconds.to_string(),
             "--interval-ns".into(),
             self.interval_ns.to_string(),
+            "--spin-ns".into(),
+            self.spin_ns.to_string(),
         ]
     }
 }
@@ -201,20 +208,8 @@ fn wait_for_parent_eof() {
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
 }
 
-/// Sleeps until CLOCK_MONOTONIC reaches `ns`.
-fn sleep_until(ns: u64) {
-    use nix::sys::time::TimeSpec;
-    use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
-    let at = TimeSpec::new((ns / 1_000_000_000) as _, (ns % 1_000_000_000) as _);
-    let _ = clock_nanosleep(
-        ClockId::CLOCK_MONOTONIC,
-        ClockNanosleepFlags::TIMER_ABSTIME,
-        &at,
-    );
-}
-
 /// Sends for `spec.seconds`, paced or flat out, calling `send` per frame;
-/// then the STOP frame. Reports `sent` on stdout.
+/// then the STOP frame. Reports `sent` (and `pace`) on stdout.
 fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let mut frame = vec![0u8; spec.size];
     for (i, b) in frame.iter_mut().enumerate().skip(16) {
@@ -223,21 +218,13 @@ fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Re
     let cpu_start = cpu_ns();
     let start = now_ns();
     let end = start + (spec.seconds * 1e9) as u64;
+    let mut pacer =
+        (spec.interval_ns > 0).then(|| Pacer::new(start, spec.interval_ns, spec.spin_ns));
     let mut seq = 0u64;
-    let mut next = start;
     let mut now = start;
     loop {
-        if spec.interval_ns > 0 {
-            // Paced: sleep until the next send time (absolute, so no
-            // drift), leaving the CPU to the receivers.
-            if now < next {
-                sleep_until(next);
-                now = now_ns();
-            }
-            next += spec.interval_ns;
-            if next < now {
-                next = now + spec.interval_ns;
-            }
+        if let Some(pacer) = &mut pacer {
+            now = pacer.wait();
         } else if seq & 63 == 0 {
             now = now_ns();
         }
@@ -253,6 +240,17 @@ fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Re
     stamp(&mut frame, STOP, now_ns());
     send(&frame)?;
     say(&format!("sent {seq} {elapsed} {cpu}"))?;
+    if let Some(mut pacer) = pacer {
+        pacer.late.sort_unstable();
+        let at = |p| percentile(&pacer.late, p).unwrap_or(0);
+        say(&format!(
+            "pace {} {} {} {}",
+            pacer.missed,
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        ))?;
+    }
     Ok(())
 }
 

@@ -69,10 +69,12 @@ fn check_case(case: &Value) {
         if case["kind"] == "latency" {
             let p50 = result["p50_ns"].as_u64().expect("p50");
             let p99 = result["p99_ns"].as_u64().expect("p99");
-            assert!(p50 <= p99, "{name} {side}");
+            let p999 = result["p999_ns"].as_u64().expect("p99.9");
+            assert!(p50 <= p99 && p99 <= p999, "{name} {side}");
+            assert!(result["pacing"].is_object(), "{name} {side}: no pacing");
         }
     }
-    if case["kind"] == "throughput" {
+    if case["kind"] != "latency" {
         assert!(case["ratio"].as_f64().is_some(), "{name}: no ratio");
     }
 }
@@ -91,8 +93,12 @@ fn quick_json_bench_is_well_formed_and_lossless_cases_lose_nothing() {
             .count();
         assert_eq!(n, 8, "{reader}");
     }
-    // 64 and 1500 bytes, busy and sleeping reader.
-    assert_eq!(count(cases, "latency"), 4);
+    // 64 and 1500 bytes: 4 poll readers, and 1 reader of each pattern.
+    assert_eq!(count(cases, "latency"), 8);
+    assert!(cases
+        .iter()
+        .any(|c| c["kind"] == "latency" && c["receivers"] == 4 && c["reader"] == "poll"));
+    assert_eq!(report["settings"]["rate"], 20_000);
     for case in cases {
         check_case(case);
     }
