@@ -5,13 +5,14 @@
 //! Modules, in the order a run goes through them:
 //!
 //! - `suite`: which cases a run measures (throughput in three reader
-//!   patterns, paced latency) and in which order, peers next to each other;
+//!   patterns, paced latency, receive cost against idle ports) and in
+//!   which order, peers next to each other;
 //! - `runner`: one case: the network (or socket directory), the worker
 //!   processes, their reports;
 //! - `procs`: the worker processes of a case, their stdout read line by
 //!   line, killed when dropped;
 //! - `worker`: what runs inside a worker (`ipn-bench worker ROLE ...`): one
-//!   sender or one receiver;
+//!   sender, one receiver, or the holder of the idle ports;
 //! - `pace`: the paced sender's clock (absolute deadlines, sleep then spin);
 //! - `measure`: clocks, CPU time, percentiles;
 //! - `report`: the tables and the JSON.
@@ -35,6 +36,8 @@ Examples:
   ipn-bench --filter 'poll reader'       only the poll-pattern cases
   ipn-bench --filter latency --rate 50000
   ipn-bench --readers poll,sleep         two of the three patterns
+  ipn-bench --idle-sweep                 receive cost with 0..1024 idle ports joined
+  ipn-bench --idle-ports 64 --filter '64 B 1->1'
 
 Reader patterns (each throughput table is one pattern; the first is the headline):
   poll   poll() the port's fd for POLLIN, then exactly one receive
@@ -61,7 +64,10 @@ the ratios, not the absolute numbers.";
         Latency: a paced sender (--rate frames/s, absolute deadlines: it sleeps with \
         clock_nanosleep, 1 ns timer slack, until shortly before each deadline and spins \
         the last microseconds) to 4 poll-pattern receivers, and to 1 receiver of each \
-        pattern; one-way latency p50, p99, p99.9 from a CLOCK_MONOTONIC stamp in the frame.",
+        pattern; one-way latency p50, p99, p99.9 from a CLOCK_MONOTONIC stamp in the frame.\n\n\
+        --idle-ports and --idle-sweep join write-only ports that never send, as `ipn pub` \
+        waiting on its standard input does, all held by one helper process, to show what \
+        a receive costs as ports join.",
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true
 )]
@@ -74,7 +80,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// One process of a case: a sender or a receiver (ipn-bench starts these itself)
+    /// One process of a case: a sender, a receiver or the idle ports (ipn-bench starts these itself)
     Worker(worker::WorkerSpec),
 }
 

@@ -1,6 +1,6 @@
 //! What a run prints: tables (one throughput table per reader pattern, the
-//! first the headline; the latency table), or the same as JSON with every
-//! per-receiver number.
+//! first the headline; the latency table; the idle-port sweep), or the
+//! same as JSON with every per-receiver number.
 
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -45,6 +45,7 @@ pub fn print_json(args: &SuiteArgs, load: &str, rows: &[Row]) -> Result<()> {
                 "receivers": r.receivers,
                 "lossless": r.lossless,
                 "reader": r.reader.name(),
+                "idle_ports": r.idle_ports,
                 "ipn": r.ipn.to_json(),
                 "af_unix": r.unix.to_json(),
                 "ratio": r.ratio(),
@@ -61,6 +62,8 @@ pub fn print_json(args: &SuiteArgs, load: &str, rows: &[Row]) -> Result<()> {
             "spin_us": args.spin_us,
             "ring_slots": args.ring,
             "readers": args.readers.iter().map(|r| r.name()).collect::<Vec<_>>(),
+            "idle_ports": args.idle_ports,
+            "idle_sweep": args.idle_sweep,
             "quick": args.quick,
         },
         "cases": cases,
@@ -123,8 +126,11 @@ fn pattern(reader: Reader) -> &'static str {
 pub fn print_tables(args: &SuiteArgs, load: &str, rows: &[Row]) {
     let m = machine(load);
     let (seconds, latency_seconds) = args.durations();
-    let durations =
-        format!("{seconds} s per throughput case, {latency_seconds} s per latency case");
+    let durations = if args.idle_sweep.is_some() {
+        format!("{seconds} s per case")
+    } else {
+        format!("{seconds} s per throughput case, {latency_seconds} s per latency case")
+    };
     println!(
         "ipn bench: {} CPUs ({}), kernel {}, load average before the run {load}; ring {} slots; \
          {durations}",
@@ -133,6 +139,12 @@ pub fn print_tables(args: &SuiteArgs, load: &str, rows: &[Row]) {
         m["kernel"].as_str().unwrap_or(""),
         args.ring,
     );
+    if args.idle_ports > 0 {
+        println!(
+            "Every ipn network also has {} idle ports joined (write-only, never sending).",
+            args.idle_ports
+        );
+    }
     println!(
         "frames/s: received per second per receiver (mean). loss: sent - received, summed over \
          receivers (AF_UNIX sends block: lossless). rx CPU: each receiver's user+system CPU time \
@@ -142,6 +154,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, rows: &[Row]) {
         throughput_table(rows, reader, i == 0);
     }
     latency_table(args, rows);
+    sweep_table(rows);
 }
 
 fn throughput_table(rows: &[Row], reader: Reader, headline: bool) {
@@ -246,5 +259,49 @@ fn latency_table(args: &SuiteArgs, rows: &[Row]) {
         worst(|p| p.late_p99_ns) as f64 / 1000.0,
         worst(|p| p.late_max_ns) as f64 / 1000.0,
         pacing.iter().map(|p| p.missed).sum::<u64>(),
+    );
+}
+
+fn sweep_table(rows: &[Row]) {
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.kind == "idle_sweep").collect();
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let mut counts: Vec<u32> = rows.iter().map(|r| r.idle_ports).collect();
+    counts.dedup();
+    println!();
+    println!(
+        "Receive cost vs idle ports joined: 64 B 1->1, poll reader; the idle ports are \
+         write-only and never send (as `ipn pub` waiting on its input), all held by one process; \
+         every network of the sweep has the same number of ports:"
+    );
+    println!(
+        "{:>10} {:>13} {:>13} {:>16} {:>13} {:>17}",
+        "idle ports", "lossy fr/s", "rx CPU", "lossless fr/s", "rx CPU", "lossless x unix"
+    );
+    for n in counts {
+        let find = |lossless: bool| {
+            rows.iter()
+                .find(|r| r.idle_ports == n && r.lossless == lossless)
+        };
+        let fps = |r: Option<&&Row>| r.map_or("-".into(), |r| rate(r.ipn.frames_per_s()));
+        let cpu_of = |r: Option<&&Row>| r.map_or("-".into(), |r| cpu(&r.ipn));
+        let (lossy, lossless) = (find(false), find(true));
+        println!(
+            "{:>10} {:>13} {:>13} {:>16} {:>13} {:>17}",
+            n,
+            fps(lossy),
+            cpu_of(lossy),
+            fps(lossless),
+            cpu_of(lossless),
+            lossless
+                .and_then(|r| r.ratio())
+                .map_or("-".into(), |x| format!("{x:.2}x")),
+        );
+    }
+    println!(
+        "AF_UNIX, same pattern (no idle ports: nothing to join): {} frames/s, rx CPU {}",
+        rate(first.unix.frames_per_s()),
+        cpu(&first.unix).trim()
     );
 }

@@ -1,7 +1,7 @@
 //! One case: make its network (or, for AF_UNIX, a directory for the
-//! receivers' sockets), start the workers in order (the receivers, each
-//! `ready` before the sender starts), collect their reports into an
-//! [`Outcome`], remove what was made.
+//! receivers' sockets), start the workers in order (idle ports, then the
+//! receivers, each `ready` before the sender starts), collect their
+//! reports into an [`Outcome`], remove what was made.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -32,6 +32,21 @@ pub struct Case {
     pub seconds: f64,
     /// 0: throughput (flat out); else latency, one frame every this many ns.
     pub interval_ns: u64,
+    /// Write-only ports that never send, joined before the receivers (ipn).
+    pub idle_ports: u32,
+    /// Ports of the network (ipn); 0: 8, or enough for the case.
+    pub max_ports: u32,
+}
+
+impl Case {
+    fn network_ports(&self) -> u32 {
+        let needed = self.receivers + 1 + self.idle_ports;
+        if self.max_ports > 0 {
+            self.max_ports.max(needed)
+        } else {
+            needed.max(8)
+        }
+    }
 }
 
 /// How the paced sender kept to its deadlines (see `pace`).
@@ -158,7 +173,7 @@ impl Runner<'_> {
                 let config = ipn::Config {
                     lossless: case.lossless,
                     ring_slots: self.ring,
-                    max_ports: 8,
+                    max_ports: case.network_ports(),
                     mode: 0o700,
                     mtu: 1514.max(case.size as u32),
                     ..ipn::Config::default()
@@ -194,8 +209,14 @@ impl Runner<'_> {
             seconds: case.seconds,
             interval_ns: case.interval_ns,
             spin_ns: self.spin_ns,
+            ports: case.idle_ports,
         };
         let mut children = Children::new(self.interrupted.clone());
+        if case.transport == Transport::Ipn && case.idle_ports > 0 {
+            let idle = children.spawn("idle ports".into(), &spec(Role::IpnIdle, 0))?;
+            // A thousand joins take a while on a loaded machine.
+            children.expect_lines(&[idle], "ready", Duration::from_secs(120))?;
+        }
         let start_timeout = Duration::from_secs(10);
         let mut receivers = Vec::new();
         for i in 0..case.receivers {

@@ -9,6 +9,10 @@
 //!   (`--readers`), ipn lossy and lossless against AF_UNIX.
 //! - Latency: a paced sender (`--rate`) to 4 poll-pattern receivers, and
 //!   to 1 receiver of each pattern; 64 and 1500 B; lossy networks.
+//! - Idle sweep (`--idle-sweep`, instead of the above): 64 B 1->1 in the
+//!   poll pattern, lossy and lossless, with N idle ports joined, for each
+//!   N; every network of the sweep has the same number of ports, so only
+//!   the joined ports change.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -38,6 +42,19 @@ pub struct SuiteArgs {
     /// Reader patterns to measure, in this order (the first is the headline table)
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Reader::Poll, Reader::Sleep, Reader::Busy])]
     pub readers: Vec<Reader>,
+    /// Join this many write-only ports that never send to every ipn network, before its receivers
+    #[arg(long, default_value_t = 0)]
+    pub idle_ports: u32,
+    /// Instead of the other cases: 64 B 1->1 in the poll pattern with each number of idle ports joined
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        num_args = 0..=1,
+        default_missing_values = ["0", "16", "64", "256", "1024"],
+        conflicts_with = "idle_ports"
+    )]
+    pub idle_sweep: Option<Vec<u32>>,
     /// Frames buffered per sender in the ipn networks (power of two)
     #[arg(long, default_value_t = 256)]
     pub ring: u32,
@@ -72,12 +89,13 @@ impl SuiteArgs {
 pub struct Row {
     /// Unique, and what `--filter` matches.
     pub name: String,
-    /// `throughput` or `latency`.
+    /// `throughput`, `latency` or `idle_sweep`.
     pub kind: &'static str,
     pub size: usize,
     pub receivers: u32,
     pub lossless: bool,
     pub reader: Reader,
+    pub idle_ports: u32,
     pub ipn: Outcome,
     pub unix: Outcome,
 }
@@ -86,7 +104,7 @@ impl Row {
     /// ipn's frames/s over AF_UNIX's (not for latency rows).
     pub fn ratio(&self) -> Option<f64> {
         let unix = self.unix.frames_per_s();
-        (self.kind == "throughput" && unix > 0.0).then(|| self.ipn.frames_per_s() / unix)
+        (self.kind != "latency" && unix > 0.0).then(|| self.ipn.frames_per_s() / unix)
     }
 }
 
@@ -111,7 +129,10 @@ pub fn run(args: &SuiteArgs) -> Result<()> {
         interrupted: &interrupted,
         counter: 0,
     };
-    let result = main_cases(args, &mut runner);
+    let result = match &args.idle_sweep {
+        Some(counts) => idle_sweep(args, counts, &mut runner),
+        None => main_cases(args, &mut runner),
+    };
     if interrupted.load(Ordering::SeqCst) {
         bail!(
             "interrupted; bench workers stopped, {} removed",
@@ -176,6 +197,8 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
                     reader,
                     seconds,
                     interval_ns: 0,
+                    idle_ports: args.idle_ports,
+                    max_ports: 0,
                 };
                 progress(args, &format!("AF_UNIX {}", name(true)));
                 let unix = runner.run_case(&base)?;
@@ -193,6 +216,7 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
                         receivers,
                         lossless,
                         reader,
+                        idle_ports: args.idle_ports,
                         ipn,
                         unix: unix.clone(),
                     });
@@ -223,6 +247,8 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
                 reader,
                 seconds: latency_seconds,
                 interval_ns: args.interval_ns(),
+                idle_ports: args.idle_ports,
+                max_ports: 0,
             };
             progress(args, &format!("AF_UNIX {name}"));
             let unix = runner.run_case(&case)?;
@@ -238,8 +264,71 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
                 receivers,
                 lossless: false,
                 reader,
+                idle_ports: args.idle_ports,
                 ipn,
                 unix,
+            });
+        }
+    }
+    progress(args, "");
+    Ok(rows)
+}
+
+fn idle_sweep(args: &SuiteArgs, counts: &[u32], runner: &mut Runner) -> Result<Vec<Row>> {
+    let (seconds, _) = args.durations();
+    let most = counts.iter().copied().max().unwrap_or(0);
+    // Sender, receiver, idle ports: the same network size for every N.
+    let max_ports = most + 2;
+    if max_ports > 4096 {
+        bail!("--idle-sweep: at most 4094 idle ports (a network has at most 4096 ports)");
+    }
+    let base = Case {
+        transport: Transport::Unix,
+        size: 64,
+        receivers: 1,
+        lossless: true,
+        reader: Reader::Poll,
+        seconds,
+        interval_ns: 0,
+        idle_ports: 0,
+        max_ports,
+    };
+    let name = |lossless: bool, n: u32| {
+        format!("64 B 1->1 {}, poll reader, {n} idle ports", mode(lossless))
+    };
+    let mut unix: Option<Outcome> = None;
+    let mut rows = Vec::new();
+    for &n in counts {
+        for lossless in [false, true] {
+            if !wanted(args, &name(lossless, n)) {
+                continue;
+            }
+            let peer = match &unix {
+                Some(u) => u.clone(),
+                None => {
+                    progress(args, "AF_UNIX 64 B 1->1, poll reader");
+                    let u = runner.run_case(&base)?;
+                    unix = Some(u.clone());
+                    u
+                }
+            };
+            progress(args, &format!("ipn {}", name(lossless, n)));
+            let ipn = runner.run_case(&Case {
+                transport: Transport::Ipn,
+                lossless,
+                idle_ports: n,
+                ..base.clone()
+            })?;
+            rows.push(Row {
+                name: name(lossless, n),
+                kind: "idle_sweep",
+                size: 64,
+                receivers: 1,
+                lossless,
+                reader: Reader::Poll,
+                idle_ports: n,
+                ipn,
+                unix: peer,
             });
         }
     }

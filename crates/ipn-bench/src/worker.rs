@@ -1,18 +1,20 @@
-//! The worker processes of `ipn-bench`: one sender or one receiver, over
-//! ipn or over plain AF_UNIX datagram sockets. Started by the parent as
-//! `ipn-bench worker ROLE ...`.
+//! The worker processes of `ipn-bench`: one sender, one receiver, or the
+//! holder of a case's idle ports, over ipn or over plain AF_UNIX datagram
+//! sockets. Started by the parent as `ipn-bench worker ROLE ...`.
 //!
 //! Protocol with the parent, one line each on stdout:
 //!
-//! - `ready` once joined / bound (receivers) or joined (sender);
+//! - `ready` once joined / bound (receivers), joined (sender), or holding
+//!   every idle port (idle);
 //! - sender: `sent COUNT ELAPSED_NS CPU_NS`, and when paced, `pace
 //!   MISSED LATE_P50_NS LATE_P99_NS LATE_MAX_NS` (see `pace`);
 //! - receiver: `recv COUNT ELAPSED_NS CPU_NS POLL_TIMEOUTS`, then, in
 //!   latency mode, `lat NS NS ...` with every one-way latency it measured.
 //!   ELAPSED and CPU cover the same window: from the first frame to STOP.
 //!
-//! Senders stay joined until the parent closes their standard input, so
-//! that a lapped lossy reader still finds STOP in the ring.
+//! Senders and the idle holder stay joined until the parent closes their
+//! standard input, so that a lapped lossy reader still finds STOP in the
+//! ring and the idle ports stay for the whole case.
 //!
 //! A frame carries its sequence number (bytes 0..8; `STOP` ends the run)
 //! and the sender's CLOCK_MONOTONIC time in nanoseconds (bytes 8..16).
@@ -40,6 +42,8 @@ pub enum Role {
     IpnSend,
     /// Joins the network read-only and receives in the `--reader` pattern.
     IpnRecv,
+    /// Joins `--ports` write-only ports that never send, and holds them.
+    IpnIdle,
     /// `sendto()`s every receiver's socket in turn, blocking.
     UnixSend,
     /// Binds its socket and receives in the `--reader` pattern.
@@ -104,6 +108,9 @@ pub struct WorkerSpec {
     /// Paced sender: spin this long before each deadline (see `pace`)
     #[arg(long, default_value_t = 5_000)]
     pub spin_ns: u64,
+    /// Idle ports to join and hold (role ipn-idle)
+    #[arg(long, default_value_t = 0)]
+    pub ports: u32,
 }
 
 impl WorkerSpec {
@@ -130,6 +137,8 @@ impl WorkerSpec {
             self.interval_ns.to_string(),
             "--spin-ns".into(),
             self.spin_ns.to_string(),
+            "--ports".into(),
+            self.ports.to_string(),
         ]
     }
 }
@@ -154,6 +163,7 @@ pub fn run(spec: &WorkerSpec) -> Result<()> {
     match spec.role {
         Role::IpnSend => ipn_send(&spec),
         Role::IpnRecv => ipn_recv(&spec),
+        Role::IpnIdle => ipn_idle(&spec),
         Role::UnixSend => unix_send(&spec),
         Role::UnixRecv => unix_recv(&spec),
     }
@@ -371,6 +381,53 @@ fn ipn_recv(spec: &WorkerSpec) -> Result<()> {
             }
         }),
     }
+}
+
+/// Joins `spec.ports` write-only ports that never send (as `ipn pub`
+/// waiting on its standard input), all in this one process, and holds
+/// them until the parent is done.
+fn ipn_idle(spec: &WorkerSpec) -> Result<()> {
+    raise_fd_limit(spec.ports)?;
+    let mut ports = Vec::with_capacity(spec.ports as usize);
+    for i in 0..spec.ports {
+        let options = ipn::JoinOptions {
+            description: format!("bench idle port {i}"),
+            read: false,
+            write: true,
+        };
+        let port = ipn::Port::join(&spec.path, &options).with_context(|| {
+            format!(
+                "joining idle port {} of {} to {}",
+                i + 1,
+                spec.ports,
+                spec.path.display()
+            )
+        })?;
+        ports.push(port);
+    }
+    say("ready")?;
+    wait_for_parent_eof();
+    drop(ports);
+    Ok(())
+}
+
+/// Every port holds a few fds (doorbell socket, shared file); a thousand
+/// ports need more than the usual soft limit of 1024.
+fn raise_fd_limit(ports: u32) -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = u64::from(ports) * 4 + 64;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= needed {
+        return Ok(());
+    }
+    if hard < needed {
+        bail!(
+            "{ports} idle ports need about {needed} open files; the hard limit is {hard} \
+             (raise it with ulimit -Hn, or join fewer)"
+        );
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, needed, hard).context("raising RLIMIT_NOFILE")?;
+    Ok(())
 }
 
 fn unix_send(spec: &WorkerSpec) -> Result<()> {

@@ -1,6 +1,6 @@
 //! `ipn-bench --quick --json` runs every case, prints well-formed JSON,
-//! and its lossless cases lose nothing. No speed is asserted: machines are
-//! noisy.
+//! and its lossless cases lose nothing; so does the idle-port sweep. No
+//! speed is asserted: machines are noisy.
 
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -100,6 +100,19 @@ fn quick_json_bench_is_well_formed_and_lossless_cases_lose_nothing() {
         .any(|c| c["kind"] == "latency" && c["receivers"] == 4 && c["reader"] == "poll"));
     assert_eq!(report["settings"]["rate"], 20_000);
     for case in cases {
+        check_case(case);
+    }
+}
+
+#[test]
+fn idle_port_sweep_joins_the_ports_and_lossless_cases_lose_nothing() {
+    let report = bench(&["--idle-sweep", "0,16"]);
+    let cases = report["cases"].as_array().expect("a list of cases");
+    assert_eq!(cases.len(), 4, "0 and 16 idle ports, lossy and lossless");
+    assert_eq!(count(cases, "idle_sweep"), 4);
+    for (case, idle) in cases.iter().zip([0, 0, 16, 16]) {
+        assert_eq!(case["idle_ports"], idle, "{}", case["name"]);
+        assert_eq!(case["reader"], "poll");
         check_case(case);
     }
 }
