@@ -282,11 +282,17 @@ fn recv_loop(
             std::hint::spin_loop();
             continue;
         };
-        let now = now_ns();
         if len < 16 {
             bail!("received a {len}-byte frame, not a bench frame");
         }
         let (seq, sent) = unstamp(&buf);
+        // The clock costs tens of nanoseconds, as much as a whole receive
+        // in some patterns: read it only when a number needs it.
+        let now = if latency || count == 0 || seq == STOP {
+            now_ns()
+        } else {
+            0
+        };
         if seq == STOP {
             let (elapsed, cpu) = if count > 0 {
                 (now - first, cpu_ns() - cpu_first)
