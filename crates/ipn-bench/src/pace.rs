@@ -7,9 +7,15 @@
 //! 1. the worker's timer slack is 1 ns (`PR_SET_TIMERSLACK`; the default
 //!    50 us would stretch every sleep by up to a whole 50 us interval);
 //! 2. it sleeps with `clock_nanosleep(TIMER_ABSTIME)` until `overshoot +
-//!    spin` before the deadline, where `overshoot` is a running mean of how
-//!    late such sleeps woke it so far (tens of microseconds on a busy VM);
-//! 3. it spins on `clock_gettime` for the rest, usually `spin` or less.
+//!    spin` before the deadline, where `overshoot` tracks the median of
+//!    how late such sleeps woke it so far (a few to tens of microseconds
+//!    on a VM): [`OVERSHOOT_STEP`] up after a sleep that overshot the
+//!    estimate, as much down after one that did not, so one long
+//!    preemption does not make every later wait spin longer;
+//! 3. it spins on `clock_gettime` for the rest: about `spin` when the
+//!    sleep overshoots by its median, so a sender at 20 000 frames/s
+//!    spins some 10 % of a CPU, not the half that spinning from the
+//!    previous send would take.
 //!
 //! A deadline missed by more than a whole interval (the sender was
 //! preempted) is skipped, not made up with a burst: a burst would queue
@@ -21,13 +27,16 @@ use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
 
 use crate::measure::now_ns;
 
+/// How much one sleep moves the overshoot estimate, in ns.
+const OVERSHOOT_STEP: u64 = 250;
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Pacer {
     interval: u64,
     spin: u64,
     next: u64,
-    /// Running mean of how late `clock_nanosleep` wakes, in ns.
+    /// Estimated median of how late `clock_nanosleep` wakes, in ns.
     overshoot: u64,
     /// How late each send was after its deadline, in ns.
     pub late: Vec<u64>,
@@ -56,10 +65,13 @@ impl Pacer {
         if now < wake {
             sleep_until(wake);
             now = now_ns();
-            // Never trust a single wake-up for more than half an interval
-            // of early waking: the estimate only decides when to spin.
-            let over = now.saturating_sub(wake).min(self.interval / 2);
-            self.overshoot = (self.overshoot * 15 + over) / 16;
+            // The estimate only decides when to start spinning: never
+            // more than half an interval early.
+            self.overshoot = if now - wake > self.overshoot {
+                (self.overshoot + OVERSHOOT_STEP).min(self.interval / 2)
+            } else {
+                self.overshoot.saturating_sub(OVERSHOOT_STEP)
+            };
         }
         while now < deadline {
             std::hint::spin_loop();

@@ -23,9 +23,10 @@
  * included, then a sequence number and a CLOCK_MONOTONIC stamp) for
  * SECONDS: as fast as vde_send returns, or with -R paced at RATE frames/s
  * on a grid of absolute deadlines (timer slack 1 ns; clock_nanosleep
- * until a running estimate of its overshoot plus 5 us before each
- * deadline, then a spin on clock_gettime; a deadline missed by more than
- * an interval is skipped, not made up with a burst). Then the receivers
+ * until the median of its overshoot so far (tracked in 250 ns steps)
+ * plus 5 us before each deadline, then a spin on clock_gettime; a
+ * deadline missed by more than an interval is skipped, not made up with a
+ * burst): as ipn-bench's pace.rs. Then the receivers
  * get 300 ms to drain and report. Output, one line:
  *
  *   sent=N send_errors=E secs=S rx=R0,R1,... cpu_ns=C0,C1,...
@@ -63,6 +64,7 @@
 #define STAMP_AT 22
 #define STAMPED_SIZE 30
 #define SPIN_NS 5000
+#define OVERSHOOT_STEP_NS 250
 
 static uint64_t now_ns(void)
 {
@@ -212,10 +214,15 @@ static uint64_t pace(struct pacer *pc)
 		struct timespec at = {.tv_sec = wake / 1000000000u, .tv_nsec = wake % 1000000000u};
 		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL);
 		now = now_ns();
-		uint64_t over = now > wake ? now - wake : 0;
-		if (over > pc->interval / 2)
-			over = pc->interval / 2;
-		pc->overshoot = (pc->overshoot * 15 + over) / 16;
+		/* Track the median overshoot; never start spinning more than
+		 * half an interval early. */
+		if (now - wake > pc->overshoot) {
+			pc->overshoot += OVERSHOOT_STEP_NS;
+			if (pc->overshoot > pc->interval / 2)
+				pc->overshoot = pc->interval / 2;
+		} else {
+			pc->overshoot = pc->overshoot > OVERSHOOT_STEP_NS ? pc->overshoot - OVERSHOOT_STEP_NS : 0;
+		}
 	}
 	while (now < deadline)
 		now = now_ns();
