@@ -173,12 +173,12 @@ fn throughput_table(rows: &[Row], reader: Reader, headline: bool) {
         pattern(reader)
     );
     println!(
-        "{:<20} {:>9} {:>9} {:>8} {:>17} {:>7} {:>13} {:>14}",
-        "case", "ipn", "AF_UNIX", "ratio", "ipn loss", "AF_UNIX", "ipn rx CPU", "AF_UNIX rx CPU"
+        "{:<20} {:>9} {:>9} {:>8} {:>17} {:>9} {:>13} {:>14}",
+        "case", "ipn", "AF_UNIX", "ratio", "ipn loss", "unix loss", "ipn rx CPU", "AF_UNIX rx CPU"
     );
     for r in rows {
         println!(
-            "{:<20} {:>9} {:>9} {:>8} {:>17} {:>7} {:>13} {:>14}",
+            "{:<20} {:>9} {:>9} {:>8} {:>17} {:>9} {:>13} {:>14}",
             format!("{} B 1->{} {}", r.size, r.receivers, mode(r.lossless)),
             rate(r.ipn.frames_per_s()),
             rate(r.unix.frames_per_s()),
