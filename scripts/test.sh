@@ -28,7 +28,7 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 
 step "build"
 cargo build --workspace --all-targets -q
-cargo build --release -q -p ipn-cli -p vdeplug-ipn
+cargo build --release -q -p ipn-cli -p ipn-bench -p vdeplug-ipn
 
 step "Rust tests (unit, multi-process, CLI, plugin)"
 cargo test --workspace -q 2>&1 | tee target/cargo-test.log

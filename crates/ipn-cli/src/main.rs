@@ -5,7 +5,7 @@
 //! stdin/stdout), `dump` (pcap captures), `signals` (leaving cleanly on
 //! SIGINT/SIGTERM), `attach` (tap, grab: host interfaces), `vxlan` (VXLAN
 //! tunnel endpoint), `vlan` (the 802.1Q options of every command that
-//! joins), `bench` (measurements).
+//! joins), `bench` (runs the `ipn-bench` binary).
 
 mod admin;
 mod attach;
@@ -199,7 +199,7 @@ enum Command {
         after_help = "Examples:\n  ipn grab /tmp/net eth1 --promisc\n  ip link add vA type veth peer name vB && ip link set vA up && ipn grab /tmp/net vA\n  ipn grab /tmp/lan eth1 --trunk 10,20 --native 1     eth1 is a trunk: tags as on its wire"
     )]
     Grab(attach::GrabArgs),
-    /// Measure ipn against AF_UNIX fan-out (frames/s, latency)
+    /// Measure ipn against AF_UNIX fan-out: runs ipn-bench (see ipn bench --help)
     Bench(bench::BenchArgs),
 }
 

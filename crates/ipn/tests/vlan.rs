@@ -237,6 +237,10 @@ fn a_vlan_port_drops_and_counts_frames_shorter_than_an_ethernet_header() {
         Err(RecvError::TimedOut)
     ));
     let status = Network::open(net.path()).unwrap().status();
-    let a = status.ports.iter().find(|p| p.description == "a10").unwrap();
+    let a = status
+        .ports
+        .iter()
+        .find(|p| p.description == "a10")
+        .unwrap();
     assert_eq!(a.tx_dropped, 1);
 }

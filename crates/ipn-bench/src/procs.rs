@@ -1,5 +1,11 @@
-//! Child processes of one bench case: started from this very binary,
-//! their stdout read line by line, killed when dropped.
+//! The worker processes of one case: this very binary started as
+//! `ipn-bench worker ROLE ...`, their stdout read line by line, killed
+//! and reaped when dropped.
+//!
+//! Invariants: no worker outlives the case that started it (dropping
+//! [`Children`] kills what is left; workers also die with their parent,
+//! see `worker`); a line is only ever taken by the `expect_lines` call
+//! that asked for it, whatever order the workers speak in.
 
 use std::io::BufRead;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -10,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::worker::WorkerSpec;
+use crate::worker::WorkerSpec;
 
 /// A line from child `usize`, or `None` at its end of output.
 type Line = (usize, Option<String>);
@@ -37,9 +43,9 @@ impl Children {
         }
     }
 
-    /// Starts `ipn bench --worker ...`; returns its number.
+    /// Starts `ipn-bench worker ...`; returns its number.
     pub fn spawn(&mut self, name: String, spec: &WorkerSpec) -> Result<usize> {
-        let exe = std::env::current_exe().context("finding the ipn binary")?;
+        let exe = std::env::current_exe().context("finding the ipn-bench binary")?;
         let mut child = Command::new(exe)
             .args(spec.to_args())
             .stdin(Stdio::piped())
