@@ -47,6 +47,17 @@ pub fn mark(shm: &SharedFile, reader: u32, sender: u32) {
     }
 }
 
+/// Whether `sender`'s bit is set in `reader`'s shared bitmap. A sender
+/// whose bit is clear sets it with its next frame, so a reader that found
+/// its ring empty may stop scanning it until then.
+#[inline]
+pub fn is_marked(shm: &SharedFile, reader: u32, sender: u32) -> bool {
+    let (word, mask) = bit(sender);
+    shm.pending(reader)
+        .get(word)
+        .is_some_and(|w| w.load(Ordering::Acquire) & mask != 0)
+}
+
 /// A reader's private set of senders to scan.
 #[derive(Debug, Clone, Default)]
 pub struct ScanSet {
@@ -66,6 +77,14 @@ impl ScanSet {
         let (word, mask) = bit(index);
         if let Some(w) = self.words.get_mut(word) {
             *w |= mask;
+        }
+    }
+
+    /// Removes `index`.
+    pub fn remove(&mut self, index: u32) {
+        let (word, mask) = bit(index);
+        if let Some(w) = self.words.get_mut(word) {
+            *w &= !mask;
         }
     }
 

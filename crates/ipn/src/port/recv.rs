@@ -15,6 +15,7 @@ use super::{Message, Port, DEATH_CHECK_INTERVAL, VNET_HDR_LEN};
 use crate::error::RecvError;
 use crate::ethernet::TAG_LEN;
 use crate::offload::HdrLayout;
+use crate::pending;
 use crate::ring::{self, Read};
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
@@ -227,6 +228,11 @@ impl Port {
             if let Some(len) = self.read_from(sender, budget, buf) {
                 self.rx.next_sender = from;
                 return Some(len);
+            }
+            // Empty. Without its pending bit, the sender marks its next
+            // frame: stop scanning it till then (idle writers cost nothing).
+            if !pending::is_marked(&self.shm, self.index, sender) {
+                self.rx.scan.remove(sender);
             }
         }
         None
