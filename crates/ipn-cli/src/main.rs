@@ -3,9 +3,10 @@
 //! Modules: `admin` (create, status, rm), `pubsub` (pub, sub), `escape`
 //! (frames as text lines safe for a terminal), `stream` (frames on
 //! stdin/stdout), `dump` (pcap captures), `signals` (leaving cleanly on
-//! SIGINT/SIGTERM), `attach` (tap, grab: host interfaces), `vxlan` (VXLAN
-//! tunnel endpoint), `vlan` (the 802.1Q options of every command that
-//! joins), `bench` (runs the `ipn-bench` binary).
+//! SIGINT/SIGTERM), `attach` (tap, grab: host interfaces), `vhost` (a VM's
+//! NIC through vhost-user), `vxlan` (VXLAN tunnel endpoint), `vlan` (the
+//! 802.1Q options of every command that joins), `bench` (runs the
+//! `ipn-bench` binary).
 
 mod admin;
 mod attach;
@@ -16,6 +17,7 @@ mod limits;
 mod pubsub;
 mod signals;
 mod stream;
+mod vhost;
 mod vlan;
 mod vxlan;
 
@@ -35,6 +37,7 @@ Examples:
   ipn dump /tmp/net | tcpdump -r - -n -e   watch the frames with tcpdump
   ipn tap /tmp/net --name tap0 --up        the host joins through TAP tap0
   ipn grab /tmp/net eth1                   eth1's wire joins the network
+  ipn vhost-user /tmp/net --socket /tmp/vm1.sock   a QEMU VM's NIC, through vhost-user
   ipn vxlan /tmp/net --vni 42 --remote 192.0.2.7   join another host's network
   ipn create /tmp/lan --switch             a learning switch instead of a hub
   ipn tap /tmp/lan --name tap10 --vlan 10  an access port of VLAN 10 (untagged)
@@ -199,6 +202,26 @@ enum Command {
         after_help = "Examples:\n  ipn grab /tmp/net eth1 --promisc\n  ip link add vA type veth peer name vB && ip link set vA up && ipn grab /tmp/net vA\n  ipn grab /tmp/lan eth1 --trunk 10,20 --native 1     eth1 is a trunk: tags as on its wire"
     )]
     Grab(attach::GrabArgs),
+    /// Be a QEMU VM's virtio-net NIC on the network, through vhost-user
+    #[command(
+        name = "vhost-user",
+        long_about = "Listen on the Unix socket SOCK as a vhost-user net backend, join PATH as \
+            a port described `vhost-user SOCK` (with offloads), and serve the VM that connects: \
+            every frame its virtio-net NIC sends enters the network, every frame of the network \
+            goes into its receive buffers. One process per VM, with no central process. The \
+            guest negotiates virtio 1.0, mergeable receive buffers, checksum offload and TSO \
+            (IPv4, IPv6, ECN) both ways: its 64 KiB TCP frames cross the network whole to \
+            other ports with offloads (TAPs, other vhost-user VMs) and are cut in software for \
+            the others. When QEMU goes away (the VM stopped, or the backend restarted and QEMU \
+            reconnects with reconnect=1) the socket is listened to again; frames from the \
+            network meanwhile are dropped. A socket another process listens on is refused; a \
+            stale one (its backend died) is replaced; anything else at SOCK is left alone. \
+            SIGINT/SIGTERM: leaves the network, removes the socket, prints a summary. QEMU \
+            needs the guest's memory shared (memory-backend-memfd,share=on); under TCG, QEMU \
+            7.2 needs vectors=0 on the device.",
+        after_help = "Example:\n  ipn vhost-user /tmp/net --socket /tmp/vm1.sock --create &\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\\n    -chardev socket,id=c0,path=/tmp/vm1.sock,reconnect=1 -netdev vhost-user,id=n0,chardev=c0 \\\n    -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"
+    )]
+    VhostUser(vhost::VhostArgs),
     /// Measure ipn against AF_UNIX fan-out: runs ipn-bench (see ipn bench --help)
     Bench(bench::BenchArgs),
 }
@@ -224,6 +247,7 @@ fn main() -> ExitCode {
         Command::Vxlan(args) => vxlan::run(&args),
         Command::Tap(args) => attach::tap(&args),
         Command::Grab(args) => attach::grab(&args),
+        Command::VhostUser(args) => vhost::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| Outcome::Done),
     };
     // Every Port has been dropped by now: the commands own theirs.

@@ -1,0 +1,88 @@
+//! `ipn vhost-user`: a QEMU VM's virtio-net NIC as a port of a network,
+//! through `ipn_vhost`: a vhost-user backend listening on a socket.
+//!
+//! The socket comes first (its errors name the path: in use, not a
+//! socket, no such directory), then the port, joined with offloads and
+//! described `vhost-user SOCK`. Serves until SIGINT/SIGTERM (asked every
+//! 100 ms), then leaves the network and removes the socket. One line on
+//! standard error when it starts, one per frontend connecting and leaving,
+//! and a summary when it stops.
+
+#![deny(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use ipn::{Config, JoinOptions, Port};
+use ipn_vhost::{Event, Stats, VhostSocket};
+
+use crate::signals;
+use crate::Outcome;
+
+#[derive(Args, Debug)]
+pub struct VhostArgs {
+    /// The network
+    pub path: PathBuf,
+    /// The vhost-user socket QEMU connects to (-chardev socket,path=SOCK)
+    #[arg(long, value_name = "SOCK")]
+    pub socket: PathBuf,
+    /// Create the network with default settings if there is none at PATH
+    #[arg(long)]
+    pub create: bool,
+}
+
+pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
+    signals::install()?;
+    let socket = VhostSocket::bind(&args.socket)?;
+    let what = format!("vhost-user {}", args.socket.display());
+    let options = JoinOptions {
+        offload: true,
+        ..JoinOptions::described(what.clone())
+    };
+    let port = if args.create {
+        Port::join_or_create(&args.path, &Config::default(), &options)?
+    } else {
+        Port::join(&args.path, &options)?
+    };
+    eprintln!(
+        "ipn: {what} joined {} as port {}; waiting for QEMU; Ctrl-C to stop",
+        args.path.display(),
+        port.index()
+    );
+    let mut report = |event: Event| match event {
+        Event::Connected => eprintln!("ipn: {what}: QEMU connected"),
+        Event::Disconnected(None) => {
+            eprintln!("ipn: {what}: QEMU disconnected; waiting for it again")
+        }
+        Event::Disconnected(Some(why)) => eprintln!("ipn: {what}: QEMU disconnected: {why}"),
+        Event::RefusedSecond => eprintln!(
+            "ipn: {what}: refused a second frontend: one VM per socket (start another \
+             `ipn vhost-user` for another VM)"
+        ),
+    };
+    let stats = ipn_vhost::serve(port, socket, &|| signals::caught().is_some(), &mut report)
+        .with_context(|| format!("{what}; left {}", args.path.display()))?;
+    eprintln!(
+        "ipn: {what} left {}: {}",
+        args.path.display(),
+        summary(&stats)
+    );
+    Ok(match signals::caught() {
+        Some(signal) => Outcome::Signal(signal),
+        None => Outcome::Done,
+    })
+}
+
+fn summary(stats: &Stats) -> String {
+    format!(
+        "{} frames from the guest into the network, {} to the guest, {} dropped with no \
+         guest to take them; refused: {} by the network, {} by the guest; {} connections",
+        stats.to_network,
+        stats.to_guest,
+        stats.no_guest,
+        stats.refused_by_network,
+        stats.refused_by_guest,
+        stats.connections
+    )
+}

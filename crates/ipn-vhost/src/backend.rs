@@ -1,0 +1,928 @@
+//! The device: a virtio-net data path between one guest's queues and the
+//! port, run by vhost-user-backend's worker thread.
+//!
+//! Queue 0 is the guest's receive queue, queue 1 its transmit queue. The
+//! worker's epoll set holds, besides the queues' kick eventfds, the port's
+//! fd ([`PORT_EVENT`]), an eventfd the device writes to come back to work it
+//! left for fairness ([`AGAIN_EVENT`]), and a timer for a send that found a
+//! lossless network full ([`RETRY_EVENT`]).
+//!
+//! Invariants:
+//! - A frame read from the port is delivered to the guest, or kept (at
+//!   most one, with the segments cut from it) until the guest posts
+//!   receive buffers: while one is kept the port's fd is out of the epoll
+//!   set ("paused"), so a level-triggered readable fd cannot spin, and the
+//!   receive queue's notifications are on so that the guest's next buffers
+//!   kick us. When the receive queue is not running (no driver yet, a
+//!   reset) frames are read and dropped, never left to block a lossless
+//!   network.
+//! - Every chain taken from a queue is given back to the guest as used
+//!   before the handler returns, except chains put back untouched (not
+//!   enough room for a frame, a full lossless network): nothing is in
+//!   flight when the frontend asks for a queue's base (`GET_VRING_BASE`)
+//!   or the backend dies.
+//! - Nothing the guest or the network sends ends the worker: a bad chain
+//!   or header is counted and skipped; guest memory that cannot be read or
+//!   written is a broken guest, reported to the main thread
+//!   ([`Shared::broken`]), which closes the connection.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ipn::offload::{self, HdrLayout, VirtioNetHdr, F_DATA_VALID, MAX_GSO_FRAME};
+use ipn::{Port, RecvError, SendError};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackendMut, VringEpollHandler, VringMutex, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_MRG_RXBUF,
+};
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+/// Guest memory as the backend sees it.
+pub(crate) type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
+/// One queue.
+pub(crate) type Vring = VringMutex<Mem>;
+/// The backend as vhost-user-backend holds it: shared by the request
+/// thread and the worker, one at a time.
+pub(crate) type Backend = Arc<Mutex<NetBackend>>;
+/// The worker's event loop.
+pub(crate) type Worker = VringEpollHandler<Backend>;
+
+/// The guest's receive queue.
+const RX_QUEUE: u16 = 0;
+/// The guest's transmit queue.
+const TX_QUEUE: u16 = 1;
+/// Queues: one pair (no multiqueue, no control queue).
+pub(crate) const NUM_QUEUES: usize = 2;
+/// The port's fd is readable. (Event numbers up to [`NUM_QUEUES`] are the
+/// library's: the queues, then its own exit / queue-enabled events.)
+pub(crate) const PORT_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Work left for fairness is waiting.
+pub(crate) const AGAIN_EVENT: u16 = NUM_QUEUES as u16 + 2;
+/// Time to try a send again into a lossless network that was full.
+pub(crate) const RETRY_EVENT: u16 = NUM_QUEUES as u16 + 3;
+
+/// Largest queue the guest may ask for (QEMU's default is 256).
+const MAX_QUEUE_SIZE: usize = 1024;
+/// Most frames moved in one direction before the other gets a turn.
+const BATCH: usize = 256;
+/// How long a send into a full lossless network waits before trying again.
+const RETRY_AFTER: Duration = Duration::from_millis(1);
+/// How often, while a lossless network stays full, we look for dead
+/// readers (whom nobody need wait for).
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// The virtio-net header of the port's frames (`struct virtio_net_hdr`).
+const PORT_HDR: usize = 10;
+
+const fn bit(b: u32) -> u64 {
+    1 << b
+}
+
+/// The virtio features offered: virtio 1.0, mergeable receive buffers,
+/// checksum offload and TSO (with ECN) both ways, event index and indirect
+/// descriptors. Not UFO or USO: QEMU 7.2 does not pass USO through, and
+/// legacy UFO is what `ipn::offload` refuses.
+///
+/// Not `VHOST_USER_F_PROTOCOL_FEATURES` either: QEMU 7.2 sends
+/// `SET_VRING_ENABLE` without that bit in its `SET_FEATURES`, which
+/// vhost-user-backend refuses ("inactive feature"), and the connection
+/// fails. Without it the queues run from `SET_FEATURES` on, and none of
+/// the protocol features (multiqueue, reply-ack, inflight tracking...)
+/// is needed by one queue pair.
+pub(crate) const FEATURES: u64 = bit(VIRTIO_F_VERSION_1)
+    | bit(VIRTIO_NET_F_MRG_RXBUF)
+    | bit(VIRTIO_NET_F_CSUM)
+    | bit(VIRTIO_NET_F_GUEST_CSUM)
+    | bit(VIRTIO_NET_F_HOST_TSO4)
+    | bit(VIRTIO_NET_F_HOST_TSO6)
+    | bit(VIRTIO_NET_F_HOST_ECN)
+    | bit(VIRTIO_NET_F_GUEST_TSO4)
+    | bit(VIRTIO_NET_F_GUEST_TSO6)
+    | bit(VIRTIO_NET_F_GUEST_ECN)
+    | bit(VIRTIO_RING_F_EVENT_IDX)
+    | bit(VIRTIO_RING_F_INDIRECT_DESC)
+    | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
+/// What [`Backend`]s of successive connections share with the main
+/// thread: the port and the counters.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// `None` once the main thread took it back to leave the network.
+    pub(crate) port: Mutex<Option<Port>>,
+    pub(crate) counters: Counters,
+    /// Why the guest's device cannot go on (guest memory unusable); the
+    /// main thread closes the connection.
+    pub(crate) broken: Mutex<Option<String>>,
+    /// Why the port cannot go on (the network was damaged); the main
+    /// thread stops.
+    pub(crate) fatal: Mutex<Option<String>>,
+}
+
+/// Counters, as in [`crate::Stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) to_network: AtomicU64,
+    pub(crate) to_guest: AtomicU64,
+    pub(crate) no_guest: AtomicU64,
+    pub(crate) refused_by_network: AtomicU64,
+    pub(crate) refused_by_guest: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Locks `m`, poisoned or not: every piece of state behind our mutexes is
+/// consistent between statements.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the guest negotiated.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acked(u64);
+
+impl Acked {
+    fn has(self, feature: u32) -> bool {
+        self.0 & bit(feature) != 0
+    }
+
+    /// The header before each frame in the guest's buffers: 12 bytes with
+    /// virtio 1.0 or mergeable buffers, else the legacy 10.
+    fn hdr_layout(self) -> HdrLayout {
+        if self.has(VIRTIO_F_VERSION_1) || self.has(VIRTIO_NET_F_MRG_RXBUF) {
+            HdrLayout::MrgRxbuf
+        } else {
+            HdrLayout::Basic
+        }
+    }
+
+    /// Whether the guest takes a frame with this header as it is; if not,
+    /// it gets the wire frames it stands for.
+    fn takes(self, hdr: &VirtioNetHdr) -> bool {
+        if hdr.needs_csum() && !self.has(VIRTIO_NET_F_GUEST_CSUM) {
+            return false;
+        }
+        let gso = hdr.gso_type & !offload::GSO_ECN;
+        let ecn = hdr.gso_type & offload::GSO_ECN != 0;
+        let kind = match gso {
+            offload::GSO_NONE => return !ecn,
+            offload::GSO_TCPV4 => self.has(VIRTIO_NET_F_GUEST_TSO4),
+            offload::GSO_TCPV6 => self.has(VIRTIO_NET_F_GUEST_TSO6),
+            _ => false,
+        };
+        kind && (!ecn || self.has(VIRTIO_NET_F_GUEST_ECN))
+    }
+}
+
+/// The device of one connection.
+pub(crate) struct NetBackend {
+    shared: Arc<Shared>,
+    mem: Mem,
+    acked: Acked,
+    event_idx: bool,
+    /// The worker's event loop, to take the port's fd out of it and put it
+    /// back; set after the daemon is made, cleared when the connection
+    /// ends (it holds us: a cycle until then).
+    worker: Option<Arc<Worker>>,
+    port_fd: RawFd,
+    port_mtu: usize,
+    again: EventFd,
+    again_rx: bool,
+    again_tx: bool,
+    retry: TimerFd,
+    rx: Rx,
+    tx: Tx,
+}
+
+/// The receive side's state.
+#[derive(Default)]
+struct Rx {
+    /// One frame from the port: header and frame.
+    buf: Vec<u8>,
+    /// `buf[..len]` waits for the guest's buffers.
+    whole: Option<usize>,
+    /// Wire frames cut from a frame the guest cannot take whole, waiting.
+    segments: Vec<u8>,
+    ready: VecDeque<Range<usize>>,
+    /// The port's fd is out of the epoll set until the guest posts buffers.
+    paused: bool,
+}
+
+/// The transmit side's state.
+#[derive(Default)]
+struct Tx {
+    /// One chain's bytes: the guest's header and frame.
+    buf: Vec<u8>,
+    /// Since when a lossless network has had no room for us.
+    blocked_since: Option<Instant>,
+    last_sweep: Option<Instant>,
+}
+
+/// What became of one frame offered to the guest.
+enum Delivery {
+    /// In the guest's buffers.
+    Written,
+    /// Not enough buffers: nothing was taken from the queue.
+    NoRoom,
+    /// Refused for good (a buffer too small without mergeable buffers, a
+    /// bad chain): counted.
+    Dropped,
+}
+
+impl NetBackend {
+    /// The device for a new connection, sharing `shared`'s port.
+    pub(crate) fn new(shared: Arc<Shared>, mem: Mem) -> io::Result<NetBackend> {
+        let (port_fd, port_mtu) = {
+            let port = lock(&shared.port);
+            let port = port
+                .as_ref()
+                .ok_or_else(|| io::Error::other("the port has left the network"))?;
+            (port.as_raw_fd(), port.mtu() as usize)
+        };
+        let again = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let retry = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
+        )?;
+        Ok(NetBackend {
+            shared,
+            mem,
+            acked: Acked::default(),
+            event_idx: false,
+            worker: None,
+            port_fd,
+            port_mtu,
+            again,
+            again_rx: false,
+            again_tx: false,
+            retry,
+            rx: Rx {
+                buf: vec![0; PORT_HDR + MAX_GSO_FRAME],
+                ..Rx::default()
+            },
+            tx: Tx {
+                // A chain longer than this is refused: the guest's header
+                // and the largest GSO frame.
+                buf: vec![0; HdrLayout::MrgRxbuf.size() + MAX_GSO_FRAME],
+                ..Tx::default()
+            },
+        })
+    }
+
+    /// Puts the device's own fds into `worker`'s epoll set and keeps it.
+    pub(crate) fn attach(&mut self, worker: Arc<Worker>) -> io::Result<()> {
+        worker.register_listener(self.port_fd, EventSet::IN, u64::from(PORT_EVENT))?;
+        worker.register_listener(
+            self.again.as_fd().as_raw_fd(),
+            EventSet::IN,
+            u64::from(AGAIN_EVENT),
+        )?;
+        worker.register_listener(
+            self.retry.as_fd().as_raw_fd(),
+            EventSet::IN,
+            u64::from(RETRY_EVENT),
+        )?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    /// Forgets the worker (the end of the connection).
+    pub(crate) fn detach(&mut self) {
+        self.worker = None;
+    }
+
+    /// Drops what waits for the guest and takes the port back into the
+    /// epoll set: the receive queue stopped.
+    fn rx_stopped(&mut self) {
+        self.rx.whole = None;
+        self.rx.ready.clear();
+        self.resume_port();
+    }
+
+    fn resume_port(&mut self) {
+        if !self.rx.paused {
+            return;
+        }
+        if let Some(worker) = &self.worker {
+            if let Err(e) =
+                worker.register_listener(self.port_fd, EventSet::IN, u64::from(PORT_EVENT))
+            {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    self.broken(format!("epoll: putting the port back: {e}"));
+                    return;
+                }
+            }
+        }
+        self.rx.paused = false;
+    }
+
+    fn pause_port(&mut self) {
+        if self.rx.paused {
+            return;
+        }
+        if let Some(worker) = &self.worker {
+            if let Err(e) =
+                worker.unregister_listener(self.port_fd, EventSet::IN, u64::from(PORT_EVENT))
+            {
+                self.broken(format!("epoll: taking the port out: {e}"));
+                return;
+            }
+        }
+        self.rx.paused = true;
+    }
+
+    fn broken(&self, why: String) {
+        let mut broken = lock(&self.shared.broken);
+        if broken.is_none() {
+            *broken = Some(why);
+        }
+    }
+
+    fn fatal(&self, why: String) {
+        let mut fatal = lock(&self.shared.fatal);
+        if fatal.is_none() {
+            *fatal = Some(why);
+        }
+    }
+
+    /// Comes back to unfinished work through [`AGAIN_EVENT`].
+    fn come_back(&mut self, rx: bool, tx: bool) {
+        self.again_rx |= rx;
+        self.again_tx |= tx;
+        if let Err(e) = self.again.write(1) {
+            self.broken(format!("eventfd: {e}"));
+        }
+    }
+
+    // ----- guest -> network ----------------------------------------------
+
+    /// Sends the guest's frames into the network: each chain is the
+    /// guest's header and a frame; the port takes the 10-byte header
+    /// before the frame.
+    fn process_tx(&mut self, vring: &Vring) {
+        let shared = Arc::clone(&self.shared);
+        let mut port = lock(&shared.port);
+        let Some(port) = port.as_mut() else {
+            return;
+        };
+        let mem = self.mem.memory();
+        let mut state = vring.get_mut();
+        if !(state.get_queue().ready() && state.is_enabled()) {
+            return;
+        }
+        let guest_hdr = self.acked.hdr_layout().size();
+        let mut sent = 0;
+        let mut used = false;
+        let mut result = Ok(());
+        'queue: loop {
+            if self.event_idx {
+                result = state.disable_notification();
+                if result.is_err() {
+                    break;
+                }
+            }
+            while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
+                if sent == BATCH {
+                    state.get_queue_mut().go_to_previous_position();
+                    self.come_back(false, true);
+                    break 'queue;
+                }
+                let head = chain.head_index();
+                let len = match chain.reader(&mem) {
+                    Ok(mut reader) if reader.available_bytes() <= self.tx.buf.len() => {
+                        read_all(&mut reader, &mut self.tx.buf)
+                    }
+                    _ => None,
+                };
+                let outcome = match len {
+                    Some(len) if len >= guest_hdr => {
+                        // The port's header is the first 10 bytes of the
+                        // guest's: move them next to the frame.
+                        let at = guest_hdr - PORT_HDR;
+                        self.tx.buf.copy_within(..PORT_HDR, at);
+                        port.try_send(&self.tx.buf[at..len])
+                    }
+                    _ => Err(SendError::Empty),
+                };
+                match outcome {
+                    Ok(()) => {
+                        Counters::add(&self.shared.counters.to_network);
+                        self.tx.blocked_since = None;
+                    }
+                    Err(SendError::WouldBlock) => {
+                        // A full lossless network: the chain waits in the
+                        // queue, and we try again shortly.
+                        state.get_queue_mut().go_to_previous_position();
+                        self.tx_blocked(port);
+                        break 'queue;
+                    }
+                    Err(SendError::Damaged { path }) => {
+                        self.fatal(format!(
+                            "{}: the network's shared file was damaged",
+                            path.display()
+                        ));
+                    }
+                    Err(SendError::NotWriting) => {}
+                    Err(_) => Counters::add(&self.shared.counters.refused_by_network),
+                }
+                result = state.add_used(head, 0);
+                if result.is_err() {
+                    break 'queue;
+                }
+                used = true;
+                sent += 1;
+            }
+            if !self.event_idx {
+                break;
+            }
+            match state.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = result {
+            self.broken(format!("transmit queue: {e}"));
+            return;
+        }
+        if used {
+            self.notify(&mut state, "transmit");
+        }
+    }
+
+    /// Arms the retry timer, and every [`SWEEP_EVERY`] looks for dead
+    /// readers we might be waiting for.
+    fn tx_blocked(&mut self, port: &mut Port) {
+        let now = Instant::now();
+        let since = *self.tx.blocked_since.get_or_insert(now);
+        let last = self.tx.last_sweep.unwrap_or(since);
+        if now.duration_since(last) >= SWEEP_EVERY {
+            port.sweep_dead();
+            self.tx.last_sweep = Some(now);
+        }
+        let after = Expiration::OneShot(TimeSpec::from_duration(RETRY_AFTER));
+        if let Err(e) = self.retry.set(after, TimerSetTimeFlags::empty()) {
+            self.broken(format!("timerfd: {e}"));
+        }
+    }
+
+    // ----- network -> guest ----------------------------------------------
+
+    /// Moves frames from the port into the guest's receive queue, up to
+    /// [`BATCH`], or until the guest has no room (then pauses).
+    fn process_port(&mut self, vring: &Vring, after_poll: bool) {
+        let shared = Arc::clone(&self.shared);
+        let mut port = lock(&shared.port);
+        let Some(port) = port.as_mut() else {
+            return;
+        };
+        let running = {
+            let state = vring.get_ref();
+            state.get_queue().ready() && state.is_enabled()
+        };
+        if !running {
+            // No driver: read and drop, as a NIC whose link is down.
+            self.rx.whole = None;
+            self.rx.ready.clear();
+        } else if self.rx.paused {
+            // A readiness seen before we paused.
+            return;
+        }
+        let mut used = false;
+        if running && !self.deliver_waiting(vring, &mut used) {
+            self.wait_for_buffers(vring, used);
+            return;
+        }
+        for i in 0..BATCH {
+            let received = if i == 0 && after_poll {
+                port.try_recv_after_poll(&mut self.rx.buf)
+            } else {
+                port.try_recv(&mut self.rx.buf)
+            };
+            match received {
+                Ok(len) if running => self.rx.whole = Some(len),
+                Ok(_) => {
+                    Counters::add(&self.shared.counters.no_guest);
+                    continue;
+                }
+                Err(RecvError::WouldBlock) => {
+                    self.notify_rx(vring, used);
+                    return;
+                }
+                Err(RecvError::Damaged { path }) => {
+                    self.fatal(format!(
+                        "{}: the network's shared file was damaged",
+                        path.display()
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    self.fatal(format!("receiving from the network: {e}"));
+                    return;
+                }
+            }
+            if !self.deliver_waiting(vring, &mut used) {
+                self.wait_for_buffers(vring, used);
+                return;
+            }
+        }
+        self.come_back(true, false);
+        self.notify_rx(vring, used);
+    }
+
+    /// The guest has no room for what waits: take the port out of the
+    /// epoll set and ask the guest to kick when it posts buffers.
+    fn wait_for_buffers(&mut self, vring: &Vring, used: bool) {
+        self.pause_port();
+        let more = vring.get_mut().enable_notification();
+        match more {
+            // Buffers came meanwhile: go on at once.
+            Ok(true) => self.come_back(true, false),
+            Ok(false) => {}
+            Err(e) => self.broken(format!("receive queue: {e}")),
+        }
+        self.notify_rx(vring, used);
+    }
+
+    /// The guest posted receive buffers (a kick, or the queue was just
+    /// enabled): deliver what waits and take the port back.
+    fn rx_kicked(&mut self, vring: &Vring) {
+        if !self.rx.paused {
+            return;
+        }
+        if self.event_idx {
+            if let Err(e) = vring.get_mut().disable_notification() {
+                self.broken(format!("receive queue: {e}"));
+                return;
+            }
+        }
+        let mut used = false;
+        if self.deliver_waiting(vring, &mut used) {
+            self.resume_port();
+            // Frames may have come while the port was out of the set
+            // without making its fd readable again (no doorbell for a
+            // reader that has not looked): look now.
+            self.come_back(true, false);
+            self.notify_rx(vring, used);
+        } else {
+            self.wait_for_buffers(vring, used);
+        }
+    }
+
+    /// Delivers the frame and segments that wait; false if the guest ran
+    /// out of room (what is left still waits).
+    fn deliver_waiting(&mut self, vring: &Vring, used: &mut bool) -> bool {
+        if let Some(len) = self.rx.whole {
+            let Ok((hdr, frame)) = VirtioNetHdr::split(&self.rx.buf[..len], HdrLayout::Basic)
+            else {
+                self.rx.whole = None;
+                Counters::add(&self.shared.counters.refused_by_guest);
+                return true;
+            };
+            if self.acked.takes(&hdr) {
+                match write_rx(vring, &self.mem, self.acked, &hdr, frame) {
+                    Ok(Delivery::NoRoom) => return false,
+                    Ok(Delivery::Written) => {
+                        *used = true;
+                        Counters::add(&self.shared.counters.to_guest);
+                    }
+                    Ok(Delivery::Dropped) => Counters::add(&self.shared.counters.refused_by_guest),
+                    Err(e) => {
+                        self.broken(format!("receive queue: {e}"));
+                        self.rx.whole = None;
+                        return true;
+                    }
+                }
+            } else {
+                // Cut for a guest without these offloads, as the network
+                // does for ports without them.
+                let tagged = frame.get(12..14) == Some(&[0x81, 0x00][..]);
+                let mtu = self.port_mtu + if tagged { ipn::ethernet::TAG_LEN } else { 0 };
+                let Rx {
+                    buf,
+                    segments,
+                    ready,
+                    ..
+                } = &mut self.rx;
+                let frame = &buf[PORT_HDR..len];
+                segments.clear();
+                ready.clear();
+                let cut = offload::segment(&hdr, frame, mtu, |s| {
+                    let start = segments.len();
+                    segments.extend_from_slice(s);
+                    ready.push_back(start..segments.len());
+                });
+                if cut.is_err() {
+                    Counters::add(&self.shared.counters.refused_by_guest);
+                }
+            }
+            self.rx.whole = None;
+        }
+        while let Some(range) = self.rx.ready.front().cloned() {
+            let plain = VirtioNetHdr::default();
+            match write_rx(
+                vring,
+                &self.mem,
+                self.acked,
+                &plain,
+                &self.rx.segments[range],
+            ) {
+                Ok(Delivery::NoRoom) => return false,
+                Ok(Delivery::Written) => {
+                    *used = true;
+                    Counters::add(&self.shared.counters.to_guest);
+                }
+                Ok(Delivery::Dropped) => Counters::add(&self.shared.counters.refused_by_guest),
+                Err(e) => {
+                    self.broken(format!("receive queue: {e}"));
+                    self.rx.ready.clear();
+                    return true;
+                }
+            }
+            self.rx.ready.pop_front();
+        }
+        true
+    }
+
+    fn notify_rx(&mut self, vring: &Vring, used: bool) {
+        if used {
+            self.notify(&mut vring.get_mut(), "receive");
+        }
+    }
+
+    /// Signals the guest that a queue has used buffers, if it wants to be
+    /// told (event index).
+    fn notify(&self, state: &mut vhost_user_backend::VringState<Mem>, queue: &str) {
+        match state.needs_notification() {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = state.signal_used_queue() {
+                    self.broken(format!("{queue} queue: signalling the guest: {e}"));
+                }
+            }
+            Err(e) => self.broken(format!("{queue} queue: {e}")),
+        }
+    }
+}
+
+/// Reads a whole chain into `buf` (which the caller made large enough).
+fn read_all<R: Read>(reader: &mut R, buf: &mut [u8]) -> Option<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match reader.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    Some(len)
+}
+
+/// Writes the guest's header (`hdr` with `num_buffers`) and `frame` into
+/// receive chains: as many as it takes with mergeable buffers, else one.
+/// Takes nothing from the queue unless the whole frame fits.
+fn write_rx(
+    vring: &Vring,
+    mem: &Mem,
+    acked: Acked,
+    hdr: &VirtioNetHdr,
+    frame: &[u8],
+) -> Result<Delivery, virtio_queue::Error> {
+    let layout = acked.hdr_layout();
+    let total = layout.size() + frame.len();
+    let mergeable = acked.has(VIRTIO_NET_F_MRG_RXBUF);
+    let mem = mem.memory();
+    let mut state = vring.get_mut();
+    let start = state.get_queue().next_avail();
+    let mut writers = Vec::new();
+    let mut room = 0;
+    while room < total && (mergeable || writers.is_empty()) {
+        let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
+            state.get_queue_mut().set_next_avail(start);
+            return Ok(Delivery::NoRoom);
+        };
+        let head = chain.head_index();
+        match chain.writer(&mem) {
+            Ok(writer) => {
+                room += writer.available_bytes();
+                writers.push((head, writer));
+            }
+            Err(_) => {
+                // A chain without writable buffers: give it back empty.
+                state.add_used(head, 0)?;
+            }
+        }
+    }
+    if room < total {
+        // One buffer, too small, without mergeable buffers: the frame
+        // cannot be delivered; the buffer stays for the next one.
+        state.get_queue_mut().set_next_avail(start);
+        return Ok(Delivery::Dropped);
+    }
+    let mut hdr = *hdr;
+    hdr.num_buffers = writers.len() as u16;
+    if !acked.has(VIRTIO_NET_F_GUEST_CSUM) {
+        hdr.flags &= !F_DATA_VALID;
+    }
+    let hdr_bytes = hdr.to_bytes();
+    let mut parts = [&hdr_bytes[..layout.size()], frame];
+    let mut part = 0;
+    let mut used = Vec::with_capacity(writers.len());
+    for (head, mut writer) in writers {
+        let mut written = 0;
+        while part < parts.len() && writer.available_bytes() > 0 {
+            match writer.write(parts[part]) {
+                Ok(n) => {
+                    written += n;
+                    parts[part] = &parts[part][n..];
+                    if parts[part].is_empty() {
+                        part += 1;
+                    }
+                }
+                Err(_) => return Err(virtio_queue::Error::InvalidChain),
+            }
+        }
+        used.push((head, written as u32));
+    }
+    for (head, written) in used {
+        state.add_used(head, written)?;
+    }
+    Ok(Delivery::Written)
+}
+
+impl VhostUserBackendMut for NetBackend {
+    type Bitmap = ();
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        FEATURES
+    }
+
+    fn acked_features(&mut self, features: u64) {
+        self.acked = Acked(features);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::empty()
+    }
+
+    fn reset_device(&mut self) {
+        self.rx_stopped();
+    }
+
+    fn set_event_idx(&mut self, enabled: bool) {
+        self.event_idx = enabled;
+    }
+
+    fn update_memory(&mut self, mem: Mem) -> io::Result<()> {
+        self.mem = mem;
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+    }
+
+    fn stop_vring(&mut self, queue_index: u32) -> io::Result<()> {
+        if queue_index == u32::from(RX_QUEUE) {
+            self.rx_stopped();
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[Vring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        let (Some(rx), Some(tx)) = (
+            vrings.get(usize::from(RX_QUEUE)),
+            vrings.get(usize::from(TX_QUEUE)),
+        ) else {
+            return Ok(());
+        };
+        match device_event {
+            RX_QUEUE => self.rx_kicked(rx),
+            TX_QUEUE => self.process_tx(tx),
+            PORT_EVENT => self.process_port(rx, true),
+            AGAIN_EVENT => {
+                let _ = self.again.read();
+                let (again_rx, again_tx) = (self.again_rx, self.again_tx);
+                self.again_rx = false;
+                self.again_tx = false;
+                if again_tx {
+                    self.process_tx(tx);
+                }
+                if again_rx && !self.rx.paused {
+                    self.process_port(rx, false);
+                }
+            }
+            RETRY_EVENT => {
+                let _ = self.retry.wait();
+                self.process_tx(tx);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acked(bits: &[u32]) -> Acked {
+        Acked(bits.iter().fold(0, |a, &b| a | bit(b)))
+    }
+
+    #[test]
+    fn guest_takes_only_the_offloads_it_acked() {
+        let all = Acked(FEATURES);
+        let tso4 = VirtioNetHdr {
+            flags: offload::F_NEEDS_CSUM,
+            gso_type: offload::GSO_TCPV4,
+            gso_size: 1448,
+            ..VirtioNetHdr::default()
+        };
+        let tso6_ecn = VirtioNetHdr {
+            gso_type: offload::GSO_TCPV6 | offload::GSO_ECN,
+            ..tso4
+        };
+        let uso = VirtioNetHdr {
+            gso_type: offload::GSO_UDP_L4,
+            ..tso4
+        };
+        let csum_only = VirtioNetHdr {
+            gso_type: offload::GSO_NONE,
+            gso_size: 0,
+            ..tso4
+        };
+        assert!(all.takes(&tso4) && all.takes(&tso6_ecn) && all.takes(&csum_only));
+        assert!(!all.takes(&uso), "USO is never negotiated");
+        assert!(all.takes(&VirtioNetHdr::default()));
+        let csum = acked(&[VIRTIO_F_VERSION_1, VIRTIO_NET_F_GUEST_CSUM]);
+        assert!(csum.takes(&csum_only) && !csum.takes(&tso4));
+        let no_ecn = acked(&[VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO6]);
+        assert!(!no_ecn.takes(&tso6_ecn));
+        assert!(!Acked(0).takes(&csum_only));
+        assert!(Acked(0).takes(&VirtioNetHdr::default()));
+    }
+
+    #[test]
+    fn header_is_twelve_bytes_with_virtio_1_or_mergeable_buffers() {
+        assert_eq!(acked(&[VIRTIO_F_VERSION_1]).hdr_layout().size(), 12);
+        assert_eq!(acked(&[VIRTIO_NET_F_MRG_RXBUF]).hdr_layout().size(), 12);
+        assert_eq!(Acked(0).hdr_layout().size(), 10);
+    }
+
+    #[test]
+    fn offered_features_leave_out_what_the_data_path_cannot_do() {
+        use virtio_bindings::virtio_config::VIRTIO_F_RING_PACKED;
+        use virtio_bindings::virtio_net::{
+            VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_HOST_UFO, VIRTIO_NET_F_MQ,
+        };
+        for missing in [
+            VIRTIO_F_RING_PACKED,
+            VIRTIO_NET_F_CTRL_VQ,
+            VIRTIO_NET_F_MQ,
+            VIRTIO_NET_F_GUEST_UFO,
+            VIRTIO_NET_F_HOST_UFO,
+        ] {
+            assert_eq!(FEATURES & bit(missing), 0, "feature bit {missing}");
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Between QEMU and vhost-user-backend's request handler: every message
+//! and its file descriptors pass through unchanged, but one.
+//!
+//! QEMU 7.2 sends `SET_VRING_ENABLE` for both queues when the guest's
+//! driver sets the device's features, before it starts the device (which
+//! is when `SET_FEATURES` comes), and not again after:
+//!
+//! ```text
+//! GET_FEATURES GET_PROTOCOL_FEATURES SET_PROTOCOL_FEATURES SET_OWNER
+//! GET_FEATURES SET_VRING_CALL/ERR x2    (connected)
+//! SET_VRING_ENABLE 0 1, 1 1 (x5)        (guest: status 11, 15)
+//! SET_FEATURES SET_MEM_TABLE, then per queue NUM BASE ADDR KICK CALL
+//! ```
+//!
+//! vhost-user-backend 0.24 (with vhost 0.18) refuses `SET_VRING_ENABLE`
+//! until `SET_FEATURES` acked `VHOST_USER_F_PROTOCOL_FEATURES` ("inactive
+//! feature: 1073741824") and drops the connection; QEMU reconnects and
+//! does the same, forever. So [`frontend_to_backend`] holds back every
+//! `SET_VRING_ENABLE` that comes before `SET_FEATURES` (acknowledging it
+//! itself if QEMU asked for a reply), remembers the last state asked for
+//! each queue, and sends those right after `SET_FEATURES`: the handler
+//! sees what QEMU meant, in an order it takes.
+//!
+//! The messages are read whole: a 12-byte header (request, flags, payload
+//! size) and its payload, with the descriptors that came with them
+//! (`SCM_RIGHTS`), and written the same way. The other direction (the
+//! handler's replies) is passed on as a byte stream with its descriptors.
+//!
+//! The only `unsafe` is taking ownership of descriptors the kernel gave
+//! us.
+
+#![allow(unsafe_code)]
+
+use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// `VHOST_USER_SET_FEATURES`.
+const SET_FEATURES: u32 = 2;
+/// `VHOST_USER_RESET_OWNER`: features are to be set again.
+const RESET_OWNER: u32 = 4;
+/// `VHOST_USER_SET_VRING_ENABLE`.
+const SET_VRING_ENABLE: u32 = 18;
+/// Header flags: protocol version 1, a reply, a reply wanted.
+const VERSION_1: u32 = 0x1;
+const REPLY: u32 = 0x4;
+const NEED_REPLY: u32 = 0x8;
+const HEADER: usize = 12;
+/// Longest payload passed on (the largest vhost-user message, a memory
+/// table of 509 regions, is about 16 KiB).
+const MAX_PAYLOAD: usize = 64 * 1024;
+/// Most descriptors one message carries (vhost's limit).
+const MAX_FDS: usize = 32;
+
+/// Passes QEMU's requests to the handler until QEMU closes its end (then
+/// closes the handler's, so that the daemon ends) or either side fails.
+pub(crate) fn frontend_to_backend(qemu: &UnixStream, handler: &UnixStream) -> io::Result<()> {
+    let result = pass_requests(qemu, handler);
+    let _ = handler.shutdown(Shutdown::Both);
+    result
+}
+
+/// Passes the handler's replies to QEMU until the handler closes its end
+/// (then closes QEMU's, which ends the other direction too).
+pub(crate) fn backend_to_frontend(handler: &UnixStream, qemu: &UnixStream) -> io::Result<()> {
+    let result = pass_stream(handler, qemu);
+    let _ = qemu.shutdown(Shutdown::Both);
+    result
+}
+
+fn pass_requests(qemu: &UnixStream, handler: &UnixStream) -> io::Result<()> {
+    let mut features_set = false;
+    // (queue, enable) asked before SET_FEATURES, to send after it.
+    let mut held: Vec<(u32, u32)> = Vec::new();
+    let mut message = Vec::with_capacity(HEADER + 256);
+    loop {
+        message.resize(HEADER, 0);
+        let mut fds = Vec::new();
+        if !recv_exact(qemu, &mut message, &mut fds)? {
+            return Ok(());
+        }
+        let word = |at: usize| {
+            u32::from_le_bytes([
+                message[at],
+                message[at + 1],
+                message[at + 2],
+                message[at + 3],
+            ])
+        };
+        let (request, flags, size) = (word(0), word(4), word(8) as usize);
+        if size > MAX_PAYLOAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("vhost-user request {request} with a payload of {size} bytes"),
+            ));
+        }
+        message.resize(HEADER + size, 0);
+        if !recv_exact(qemu, &mut message[HEADER..], &mut fds)? {
+            return Ok(());
+        }
+        match request {
+            SET_FEATURES => {
+                send_all(handler, &message, &fds)?;
+                features_set = true;
+                // What QEMU asked for before: now, in order.
+                for (index, enable) in std::mem::take(&mut held) {
+                    let mut state = Vec::with_capacity(8);
+                    state.extend_from_slice(&index.to_le_bytes());
+                    state.extend_from_slice(&enable.to_le_bytes());
+                    send_all(handler, &request_message(SET_VRING_ENABLE, 0, &state), &[])?;
+                }
+                continue;
+            }
+            RESET_OWNER => features_set = false,
+            SET_VRING_ENABLE if !features_set => {
+                if let Some(state) = message.get(HEADER..HEADER + 8) {
+                    let index = u32::from_le_bytes([state[0], state[1], state[2], state[3]]);
+                    let enable = u32::from_le_bytes([state[4], state[5], state[6], state[7]]);
+                    match held.iter_mut().find(|(i, _)| *i == index) {
+                        Some(slot) => slot.1 = enable,
+                        None => held.push((index, enable)),
+                    }
+                }
+                if flags & NEED_REPLY != 0 {
+                    (&*qemu).write_all(&request_message(request, REPLY, &0u64.to_le_bytes()))?;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        send_all(handler, &message, &fds)?;
+    }
+}
+
+/// A message: header (version 1, `flags`) and payload.
+fn request_message(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(HEADER + payload.len());
+    m.extend_from_slice(&request.to_le_bytes());
+    m.extend_from_slice(&(VERSION_1 | flags).to_le_bytes());
+    m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+fn pass_stream(from: &UnixStream, to: &UnixStream) -> io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut fds = Vec::new();
+        let n = recv_some(from, &mut buf, &mut fds)?;
+        if n == 0 {
+            return Ok(());
+        }
+        send_all(to, &buf[..n], &fds)?;
+    }
+}
+
+/// Fills `buf`, collecting descriptors; false at end of stream before any
+/// byte (a clean close), an error if it ends in the middle.
+fn recv_exact(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<bool> {
+    let mut have = 0;
+    while have < buf.len() {
+        let n = recv_some(sock, &mut buf[have..], fds)?;
+        if n == 0 {
+            if have == 0 {
+                return Ok(false);
+            }
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        have += n;
+    }
+    Ok(true)
+}
+
+/// One `recvmsg`: bytes into `buf`, descriptors onto `fds`.
+fn recv_some(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                for fd in raw {
+                    // SAFETY: the kernel installed `fd` in our table for
+                    // this message (SCM_RIGHTS); nothing else owns it, and
+                    // it is wrapped exactly once.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        return Ok(msg.bytes);
+    }
+}
+
+/// Writes all of `bytes`, the descriptors with the first part.
+fn send_all(sock: &UnixStream, mut bytes: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let mut first = true;
+    while !bytes.is_empty() {
+        let iov = [IoSlice::new(bytes)];
+        let rights = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage] = if first && !raw.is_empty() {
+            &rights
+        } else {
+            &[]
+        };
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => {
+                bytes = &bytes[n..];
+                first = false;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what a stream holds, for tests.
+#[cfg(test)]
+fn read_available(mut sock: &UnixStream, len: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0; len];
+    sock.read_exact(&mut buf).unwrap();
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+        request_message(request, flags, payload)
+    }
+
+    #[test]
+    fn early_vring_enables_are_held_back_and_acked_the_rest_passes_with_fds() {
+        let (mut qemu, qemu_side) = UnixStream::pair().unwrap();
+        let (handler_side, handler) = UnixStream::pair().unwrap();
+        let shim = std::thread::spawn(move || frontend_to_backend(&qemu_side, &handler_side));
+        let enable = [0u8, 0, 0, 0, 1, 0, 0, 0];
+        qemu.write_all(&message(SET_VRING_ENABLE, NEED_REPLY, &enable))
+            .unwrap();
+        let ack = read_available(&qemu, HEADER + 8);
+        assert_eq!(ack, message(SET_VRING_ENABLE, REPLY, &[0; 8]));
+        qemu.write_all(&message(SET_VRING_ENABLE, 0, &enable))
+            .unwrap();
+        // A request with a descriptor.
+        let (fd_a, _fd_b) = UnixStream::pair().unwrap();
+        let kick = message(12, 0, &[0; 8]);
+        send_all(&qemu, &kick, &[OwnedFd::from(fd_a)]).unwrap();
+        let disable_1 = [1u8, 0, 0, 0, 0, 0, 0, 0];
+        let enable_1 = [1u8, 0, 0, 0, 1, 0, 0, 0];
+        qemu.write_all(&message(SET_VRING_ENABLE, 0, &disable_1))
+            .unwrap();
+        qemu.write_all(&message(SET_VRING_ENABLE, 0, &enable_1))
+            .unwrap();
+        let features = message(SET_FEATURES, 0, &[0; 8]);
+        qemu.write_all(&features).unwrap();
+        qemu.write_all(&message(SET_VRING_ENABLE, 0, &disable_1))
+            .unwrap();
+        let mut got = vec![0u8; kick.len()];
+        let mut fds = Vec::new();
+        assert!(recv_exact(&handler, &mut got, &mut fds).unwrap());
+        assert_eq!(got, kick, "the early enables were held back");
+        assert_eq!(fds.len(), 1, "the kick's descriptor came along");
+        assert_eq!(read_available(&handler, features.len()), features);
+        for (what, state) in [
+            ("queue 0's last state, replayed", enable),
+            ("queue 1's last state, replayed", enable_1),
+            ("after SET_FEATURES, enables pass", disable_1),
+        ] {
+            assert_eq!(
+                read_available(&handler, HEADER + 8),
+                message(SET_VRING_ENABLE, 0, &state),
+                "{what}"
+            );
+        }
+        drop(qemu);
+        shim.join().unwrap().unwrap();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut &handler, &mut rest).unwrap();
+        assert!(rest.is_empty(), "QEMU's close closes the handler's side");
+    }
+}
