@@ -2,7 +2,8 @@
 # Build a tiny Linux test image for the ipn VM ping test, from Debian
 # packages only (nothing is installed on the host):
 #   OUTDIR/vmlinuz            Debian kernel (linux-image-<ver>-amd64)
-#   OUTDIR/initramfs.cpio.gz  busybox-static + NIC driver modules + /init
+#   OUTDIR/initramfs.cpio.gz  busybox-static + NIC driver modules + iperf3
+#                             (with the libraries it needs) + /init
 #   OUTDIR/kernel-version     the kernel release the modules belong to
 #
 # Usage: build-image.sh OUTDIR
@@ -14,6 +15,11 @@
 #   IPN_VM_NIC_MODULES space separated root modules to include (default:
 #                      "virtio_pci virtio_net e1000"); dependencies are added
 #   IPN_VM_FORCE=1     rebuild even if OUTDIR is up to date
+#
+# iperf3 comes from Debian's iperf3 and libiperf0 packages, with the shared
+# libraries it needs (found through their DT_NEEDED entries) from the
+# packages that ship them (libc6, libssl3, libsctp1), so the guest runs the
+# same iperf3 3.x as the host.
 set -euo pipefail
 
 log() { printf '[vm] %s\n' "$*" >&2; }
@@ -39,7 +45,7 @@ if [ "${IPN_VM_FORCE:-0}" != 1 ] \
     exit 0
 fi
 
-for tool in apt-get apt-cache dpkg-deb cpio gzip depmod; do
+for tool in apt-get apt-cache dpkg-deb cpio gzip depmod readelf; do
     command -v "$tool" >/dev/null || die "required tool '$tool' not found"
 done
 
@@ -116,10 +122,50 @@ else
     [ -x "$busybox" ] || die "no bin/busybox in busybox-static"
 fi
 
+# --- iperf3 ---------------------------------------------------------------------
+# The binary and, recursively, the libraries named by DT_NEEDED, found in the
+# extracted packages; the dynamic loader from libc6 at its usual path.
+log "downloading iperf3 and its libraries..."
+ipx="$work/iperf"
+mkdir -p "$ipx"
+iperf_pkgs=(iperf3 libiperf0 libsctp1 libssl3 libc6)
+(cd "$work" && apt-get download "${apt_opts[@]}" "${iperf_pkgs[@]}") \
+    || die "apt-get download ${iperf_pkgs[*]} failed"
+for p in "${iperf_pkgs[@]}"; do
+    deb=$(find "$work" -maxdepth 1 -name "${p}_*.deb" | head -n1)
+    [ -n "$deb" ] || die "downloaded .deb for $p not found"
+    dpkg-deb -x "$deb" "$ipx"
+    rm -f "$deb"
+done
+[ -x "$ipx/usr/bin/iperf3" ] || die "no usr/bin/iperf3 in the iperf3 package"
+find_lib() { # soname -> path in the extracted tree
+    find "$ipx" -name "$1" \( -type f -o -type l \) | head -n1
+}
+declare -A libs=()
+add_libs() { # elf
+    local soname path
+    for soname in $(readelf -d "$1" | awk '/NEEDED/ { gsub(/[][]/, "", $5); print $5 }'); do
+        [ -n "${libs[$soname]:-}" ] && continue
+        path=$(find_lib "$soname")
+        [ -n "$path" ] || die "iperf3 needs $soname, which none of ${iperf_pkgs[*]} ships"
+        libs[$soname]=$path
+        add_libs "$(readlink -f "$path")"
+    done
+}
+add_libs "$ipx/usr/bin/iperf3"
+loader=$(find_lib ld-linux-x86-64.so.2)
+[ -n "$loader" ] || die "no ld-linux-x86-64.so.2 in libc6"
+
 # --- initramfs tree --------------------------------------------------------------
 root="$work/root"
-mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,etc,lib/ipn-modules}
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,etc,lib/ipn-modules,lib/x86_64-linux-gnu,lib64}
 cp "$busybox" "$root/bin/busybox"
+cp "$ipx/usr/bin/iperf3" "$root/bin/iperf3"
+for soname in "${!libs[@]}"; do
+    cp "$(readlink -f "${libs[$soname]}")" "$root/lib/x86_64-linux-gnu/$soname"
+done
+cp "$(readlink -f "$loader")" "$root/lib64/ld-linux-x86-64.so.2"
+log "  iperf3 with ${!libs[*]}"
 for applet in $("$busybox" --list); do
     [ "$applet" = busybox ] && continue
     ln -s busybox "$root/bin/$applet"

@@ -12,10 +12,17 @@
 #                        instead: the NIC is then a trunk (the image needs
 #                        the 8021q module, see build-image.sh)
 #   ipn.probe            print IPN-PROBE-OK and power off at once
+#   ipn.iperf=server     run an iperf3 server (in the background) once the
+#                        network is up
+#   ipn.iperf=SECONDS    after the first ping reply, measure TCP to the peer
+#                        with iperf3 for SECONDS (the peer runs the server)
+#   ipn.watch=N          after the first ping reply, ping the peer once a
+#                        second N more times, one line each
 #
 # Serial console markers (grepped by ping-test.sh):
 #   IPN-INIT-START, IPN-NET-UP, IPN-PING-OK <ip> -> <peer>,
-#   IPN-PING-FAIL <reason>
+#   IPN-PING-FAIL <reason>, IPN-IPERF-OK <Mbit/s> (receiver side),
+#   IPN-IPERF-FAIL <reason>, IPN-WATCH <i> ok|lost
 
 # shellcheck shell=sh
 
@@ -61,6 +68,8 @@ tries=60
 linger=15
 dev=eth0
 vlan=""
+iperf=""
+watch=0
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
     case "$arg" in
@@ -70,6 +79,8 @@ for arg in $cmdline; do
         ipn.linger=*) linger=${arg#ipn.linger=} ;;
         ipn.dev=*) dev=${arg#ipn.dev=} ;;
         ipn.vlan=*) vlan=${arg#ipn.vlan=} ;;
+        ipn.iperf=*) iperf=${arg#ipn.iperf=} ;;
+        ipn.watch=*) watch=${arg#ipn.watch=} ;;
     esac
 done
 
@@ -105,6 +116,41 @@ fi
 ip addr add "$ip_addr" dev "$dev" || fail "cannot set address $ip_addr on $dev"
 ip link set "$dev" up || fail "cannot bring $dev up"
 echo "IPN-NET-UP $dev $ip_addr mac $(cat "/sys/class/net/$dev/address")"
+if [ "$iperf" = server ]; then
+    iperf3 -s -D || echo "IPN-IPERF-FAIL the iperf3 server did not start"
+fi
+
+# After the first reply: iperf3 as a client, then watching the peer.
+measure() {
+    case "$iperf" in
+        '' | server) return 0 ;;
+    esac
+    n=0
+    while [ "$n" -lt 10 ]; do
+        n=$((n + 1))
+        if iperf3 -c "$peer" -t "$iperf" -f m >/tmp/iperf.out 2>&1; then
+            cat /tmp/iperf.out
+            rate=$(awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1) }' /tmp/iperf.out)
+            echo "IPN-IPERF-OK ${rate:-?} Mbit/s"
+            return 0
+        fi
+        sleep 1
+    done
+    cat /tmp/iperf.out
+    echo "IPN-IPERF-FAIL iperf3 -c $peer failed 10 times"
+}
+watch_peer() {
+    i=0
+    while [ "$i" -lt "$watch" ]; do
+        i=$((i + 1))
+        if ping -c 1 -W 1 "$peer" >/dev/null 2>&1; then
+            echo "IPN-WATCH $i ok"
+            sleep 1
+        else
+            echo "IPN-WATCH $i lost"
+        fi
+    done
+}
 
 i=0
 while [ "$i" -lt "$tries" ]; do
@@ -112,6 +158,8 @@ while [ "$i" -lt "$tries" ]; do
     if ping -c 1 -W 1 "$peer" >/tmp/ping.out 2>&1; then
         grep -E 'bytes from|time=' /tmp/ping.out
         echo "IPN-PING-OK ${ip_addr%/*} -> $peer (attempt $i/$tries)"
+        measure
+        watch_peer
         finish "$linger"
     fi
     # ping -W 1 already waited ~1 s if there was no answer; only sleep when
