@@ -6,7 +6,9 @@
 #
 # Usage: ping-test.sh URL_A URL_B [IMAGEDIR]
 #   URL_A, URL_B  libvdeplug URLs for VM A and VM B (usually the same), e.g.
-#                 vde:///tmp/sw  or  ipn:///tmp/net
+#                 vde:///tmp/sw  or  ipn:///tmp/net, or vhost-user://SOCK
+#                 for a QEMU VM whose NIC a vhost-user backend serves
+#                 (`ipn vhost-user NET --socket SOCK`, see qemu-net.sh)
 #   IMAGEDIR      directory with vmlinuz + initramfs.cpio.gz; default
 #                 ${IPN_VM_CACHE:-/var/tmp/ipn-vm}, built with build-image.sh
 #
@@ -47,6 +49,8 @@ fi
 url_a=$1
 url_b=$2
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=qemu-net.sh
+. "$script_dir/qemu-net.sh"
 timeout_s=${IPN_VM_TIMEOUT:-150}
 tries=${IPN_VM_TRIES:-60}
 mem=${IPN_VM_MEM:-128}
@@ -169,15 +173,13 @@ start_vm() { # name ip/cidr peer mac
     : >"$serial"
     case "${kind[$name]}" in
         qemu)
-            # QEMU's option parser treats ',' as a separator: double it.
-            local sock=${u//,/,,}
+            qemu_net_args "$u" "$mac" "$mem" "$accel" "$nic_model"
             setsid "$qemu" -nodefaults -no-user-config -display none -no-reboot \
                 "${accel_args[@]}" -smp 1 -m "$mem" \
                 -kernel "$imagedir/vmlinuz" -initrd "$imagedir/initramfs.cpio.gz" \
                 -append "console=ttyS0 panic=-1 ${params[*]}" \
                 -serial "file:$serial" -monitor none \
-                -netdev "vde,id=n0,sock=$sock" \
-                -device "$nic_model,netdev=n0,mac=$mac,romfile=" \
+                "${qemu_net[@]}" \
                 </dev/null >"$hostlog" 2>&1 &
             ;;
         uml)
