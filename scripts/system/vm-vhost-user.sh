@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# System test: QEMU VMs whose NICs are served by `ipn vhost-user` (one
+# backend process per VM, each a port of one network), as root:
+#   1. two vhost-user VMs ping each other (scripts/vm/ping-test.sh);
+#   2. a VM on the ipn:// plugin (no offloads) and a vhost-user VM ping,
+#      then the vhost-user VM sends TCP to it with iperf3: its 64 KiB TSO
+#      frames are cut by the network for the plugin's port (the
+#      segmentation path), and the receiving kernel takes the segments;
+#   3. the vhost-user VM's backend is killed (-9) while the VM runs and
+#      started again on the same socket: QEMU reconnects and the VM's
+#      pings come back;
+#   4. the vhost-user VM is reset (system_reset on QEMU's monitor): the
+#      guest boots again on the same connection (device reset, queues
+#      stopped and started again) and pings again;
+#   5. SIGTERM: the backend leaves within a second, its socket removed;
+#      a socket in use, and one in a missing directory, are refused.
+# Fails loudly: every step must pass; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+log() { printf '[vm-vhost-user] %s\n' "$*" >&2; }
+fail() { log "FAILED: $*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || fail "must run as root"
+for tool in qemu-system-x86_64 python3; do
+    command -v "$tool" >/dev/null || fail "$tool not found (scripts/deps.sh installs it)"
+done
+
+cargo build --release -q -p ipn-cli -p vdeplug-ipn
+ipn=$root/target/release/ipn
+export LD_LIBRARY_PATH=$root/target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+imagedir=${IPN_VM_CACHE:-/var/tmp/ipn-vm}
+scripts/vm/build-image.sh "$imagedir"
+# shellcheck source=../vm/qemu-net.sh
+. scripts/vm/qemu-net.sh
+
+work=$(mktemp -d /tmp/ipn-vhost-test.XXXXXX)
+net=$work/net
+declare -A backend=() vm=()
+cleanup() {
+    local p
+    for p in "${vm[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    for p in "${backend[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${vm[@]}" "${backend[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "${keep:-0}" = 1 ]; then
+        log "logs kept in $work"
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+keep=1   # until the end: a failure keeps the logs
+
+# start_backend NAME: `ipn vhost-user NET --socket WORK/NAME.sock`.
+start_backend() {
+    local name=$1
+    "$ipn" vhost-user "$net" --socket "$work/$name.sock" --create 2>>"$work/$name.backend.log" &
+    backend[$name]=$!
+    for _ in $(seq 100); do
+        [ -S "$work/$name.sock" ] && return 0
+        kill -0 "${backend[$name]}" 2>/dev/null || break
+        sleep 0.05
+    done
+    cat "$work/$name.backend.log" >&2
+    fail "backend $name did not start listening on $work/$name.sock"
+}
+
+# start_vm NAME URL IP/CIDR PEER MAC KERNEL_PARAMS...: a TCG VM with a
+# monitor socket, serial console in WORK/NAME.serial.log. It may reboot.
+start_vm() {
+    local name=$1 url=$2 ip=$3 peer=$4 mac=$5
+    shift 5
+    qemu_net_args "$url" "$mac" 256 tcg
+    : >"$work/$name.serial.log"
+    setsid qemu-system-x86_64 -nodefaults -no-user-config -display none \
+        -accel tcg -cpu max -smp 1 -m 256 \
+        -kernel "$imagedir/vmlinuz" -initrd "$imagedir/initramfs.cpio.gz" \
+        -append "console=ttyS0 panic=-1 quiet ipn.ip=$ip ipn.peer=$peer $*" \
+        -serial "file:$work/$name.serial.log" \
+        -monitor "unix:$work/$name.monitor,server,nowait" \
+        "${qemu_net[@]}" </dev/null >"$work/$name.qemu.log" 2>&1 &
+    vm[$name]=$!
+    log "VM $name: $ip on $url"
+}
+
+# wait_for NAME PATTERN SECONDS [COUNT]: until VM NAME's console has COUNT
+# (default 1) lines matching PATTERN.
+wait_for() {
+    local name=$1 pattern=$2 secs=$3 count=${4:-1} start=$SECONDS
+    while [ "$(grep -c -- "$pattern" "$work/$name.serial.log" || true)" -lt "$count" ]; do
+        if grep -q 'IPN-PING-FAIL\|IPN-IPERF-FAIL' "$work/$name.serial.log"; then
+            tail -n 30 "$work/$name.serial.log" >&2
+            fail "VM $name: $(grep -m1 -o 'IPN-[A-Z]*-FAIL.*' "$work/$name.serial.log")"
+        fi
+        if ! kill -0 "${vm[$name]}" 2>/dev/null; then
+            cat "$work/$name.qemu.log" >&2
+            fail "VM $name: QEMU exited while waiting for '$pattern'"
+        fi
+        if [ $((SECONDS - start)) -ge "$secs" ]; then
+            tail -n 30 "$work/$name.serial.log" >&2
+            fail "VM $name: no '$pattern' (x$count) within ${secs}s"
+        fi
+        sleep 0.5
+    done
+}
+
+monitor() { # NAME COMMAND: one command on VM NAME's QEMU monitor
+    python3 - "$work/$1.monitor" "$2" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(0.3)
+s.sendall(sys.argv[2].encode() + b"\n")
+time.sleep(0.3)
+s.close()
+PY
+}
+
+# --- 1. two vhost-user VMs -----------------------------------------------------
+start_backend a
+start_backend b
+log "1. two vhost-user VMs ping each other"
+IPN_VM_LOGDIR=$work/ping IPN_VM_CACHE=$imagedir scripts/vm/ping-test.sh \
+    "vhost-user://$work/a.sock" "vhost-user://$work/b.sock" "$imagedir" \
+    || fail "two vhost-user VMs did not ping each other (logs in $work/ping)"
+"$ipn" status "$net"
+
+# --- 2. a vhost-user VM and a plugin VM: ping, then TCP cut for the plugin -----
+log "2. vhost-user VM <-> ipn:// plugin VM: ping, then iperf3 from the vhost-user VM"
+start_vm plug "ipn://$net" 10.0.0.1/24 10.0.0.2 52:54:00:49:50:01 ipn.iperf=server ipn.linger=600
+start_vm vhost "vhost-user://$work/a.sock" 10.0.0.2/24 10.0.0.1 52:54:00:49:50:02 \
+    ipn.iperf=5 ipn.watch=600 ipn.linger=600
+wait_for plug IPN-PING-OK 120
+wait_for vhost IPN-PING-OK 120
+wait_for vhost IPN-IPERF-OK 120
+rate=$(grep -m1 -o 'IPN-IPERF-OK [0-9.]*' "$work/vhost.serial.log" | awk '{print $2}')
+log "   vhost-user -> plugin TCP: $rate Mbit/s"
+awk -v r="$rate" 'BEGIN { exit !(r > 0) }' || fail "no TCP throughput from the vhost-user VM to the plugin VM"
+"$ipn" status "$net"
+
+# --- 3. the backend dies and comes back ------------------------------------------
+log "3. kill -9 the vhost-user VM's backend, start it again"
+wait_for vhost 'IPN-WATCH [0-9]* ok' 60 3
+kill -KILL "${backend[a]}"
+wait "${backend[a]}" 2>/dev/null || true
+[ -S "$work/a.sock" ] || fail "expected the killed backend's stale socket to stay"
+sleep 2
+before=$(grep -c 'IPN-WATCH' "$work/vhost.serial.log" || true)
+start_backend a
+log "   restarted; waiting for the VM's pings to come back"
+start=$SECONDS
+while :; do
+    okay=$(grep 'IPN-WATCH' "$work/vhost.serial.log" | tail -n +"$((before + 1))" | grep -c ' ok' || true)
+    [ "$okay" -ge 3 ] && break
+    [ $((SECONDS - start)) -lt 60 ] || {
+        tail -n 20 "$work/vhost.serial.log" >&2
+        cat "$work/a.backend.log" >&2
+        fail "pings did not come back within 60s of the backend restarting"
+    }
+    sleep 0.5
+done
+lost=$(grep 'IPN-WATCH' "$work/vhost.serial.log" | tail -n +"$((before - 2))" | grep -c lost || true)
+log "   pings back after $((SECONDS - start))s ($lost lost around the restart)"
+grep -q 'QEMU connected' "$work/a.backend.log" || fail "QEMU did not reconnect"
+
+# --- 4. the guest reboots --------------------------------------------------------
+log "4. system_reset the vhost-user VM: the guest boots again and pings"
+monitor vhost system_reset
+wait_for vhost IPN-PING-OK 120 2
+log "   pinging again after the reset"
+
+# --- 5. clean exit and refusals ---------------------------------------------------
+log "5. SIGTERM, a socket in use, a socket in a missing directory"
+if "$ipn" vhost-user "$net" --socket "$work/a.sock" 2>"$work/inuse.err"; then
+    fail "a second backend on a socket in use started"
+fi
+grep -q 'in use' "$work/inuse.err" || { cat "$work/inuse.err" >&2; fail "no 'in use' error"; }
+if "$ipn" vhost-user "$net" --socket "$work/missing/x.sock" 2>"$work/nodir.err"; then
+    fail "a backend in a missing directory started"
+fi
+grep -q 'does not exist' "$work/nodir.err" || { cat "$work/nodir.err" >&2; fail "no missing-directory error"; }
+kill -TERM "${backend[b]}"
+start=$(date +%s%N)
+rc=0
+wait "${backend[b]}" || rc=$?
+took=$((($(date +%s%N) - start) / 1000000))
+[ "$rc" = 143 ] || fail "backend b exited with $rc after SIGTERM, not 143"
+[ "$took" -le 1000 ] || fail "backend b took ${took} ms to leave after SIGTERM"
+[ ! -e "$work/b.sock" ] || fail "backend b left its socket behind"
+if "$ipn" status "$net" | grep -q "vhost-user $work/b.sock"; then
+    fail "backend b's port is still joined"
+fi
+unset 'backend[b]'
+log "   backend b left in ${took} ms, socket removed, port gone"
+
+keep=0
+log "PASSED"
