@@ -23,7 +23,7 @@ log() { printf '[vm-vhost-user] %s\n' "$*" >&2; }
 fail() { log "FAILED: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "must run as root"
-for tool in qemu-system-x86_64 python3; do
+for tool in qemu-system-x86_64 mkfifo; do
     command -v "$tool" >/dev/null || fail "$tool not found (scripts/deps.sh installs it)"
 done
 
@@ -32,17 +32,18 @@ ipn=$root/target/release/ipn
 export LD_LIBRARY_PATH=$root/target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 imagedir=${IPN_VM_CACHE:-/var/tmp/ipn-vm}
 scripts/vm/build-image.sh "$imagedir"
-# shellcheck source=../vm/qemu-net.sh
-. scripts/vm/qemu-net.sh
+# shellcheck source=../vm/vm-lib.sh
+. scripts/vm/vm-lib.sh
 
 work=$(mktemp -d /tmp/ipn-vhost-test.XXXXXX)
 net=$work/net
-declare -A backend=() vm=()
+declare -A backend=() vm_pid=()
+vm_work=$work vm_image=$imagedir vm_accel=tcg
 cleanup() {
     local p
-    for p in "${vm[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    vm_stop_all
     for p in "${backend[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${vm[@]}" "${backend[@]}"; do wait "$p" 2>/dev/null || true; done
+    for p in "${backend[@]}"; do wait "$p" 2>/dev/null || true; done
     if [ "${keep:-0}" = 1 ]; then
         log "logs kept in $work"
     else
@@ -67,56 +68,7 @@ start_backend() {
     fail "backend $name did not start listening on $work/$name.sock"
 }
 
-# start_vm NAME URL IP/CIDR PEER MAC KERNEL_PARAMS...: a TCG VM with a
-# monitor socket, serial console in WORK/NAME.serial.log. It may reboot.
-start_vm() {
-    local name=$1 url=$2 ip=$3 peer=$4 mac=$5
-    shift 5
-    qemu_net_args "$url" "$mac" 256 tcg
-    : >"$work/$name.serial.log"
-    setsid qemu-system-x86_64 -nodefaults -no-user-config -display none \
-        -accel tcg -cpu max -smp 1 -m 256 \
-        -kernel "$imagedir/vmlinuz" -initrd "$imagedir/initramfs.cpio.gz" \
-        -append "console=ttyS0 panic=-1 quiet ipn.ip=$ip ipn.peer=$peer $*" \
-        -serial "file:$work/$name.serial.log" \
-        -monitor "unix:$work/$name.monitor,server,nowait" \
-        "${qemu_net[@]}" </dev/null >"$work/$name.qemu.log" 2>&1 &
-    vm[$name]=$!
-    log "VM $name: $ip on $url"
-}
-
-# wait_for NAME PATTERN SECONDS [COUNT]: until VM NAME's console has COUNT
-# (default 1) lines matching PATTERN.
-wait_for() {
-    local name=$1 pattern=$2 secs=$3 count=${4:-1} start=$SECONDS
-    while [ "$(grep -c -- "$pattern" "$work/$name.serial.log" || true)" -lt "$count" ]; do
-        if grep -q 'IPN-PING-FAIL\|IPN-IPERF-FAIL' "$work/$name.serial.log"; then
-            tail -n 30 "$work/$name.serial.log" >&2
-            fail "VM $name: $(grep -m1 -o 'IPN-[A-Z]*-FAIL.*' "$work/$name.serial.log")"
-        fi
-        if ! kill -0 "${vm[$name]}" 2>/dev/null; then
-            cat "$work/$name.qemu.log" >&2
-            fail "VM $name: QEMU exited while waiting for '$pattern'"
-        fi
-        if [ $((SECONDS - start)) -ge "$secs" ]; then
-            tail -n 30 "$work/$name.serial.log" >&2
-            fail "VM $name: no '$pattern' (x$count) within ${secs}s"
-        fi
-        sleep 0.5
-    done
-}
-
-monitor() { # NAME COMMAND: one command on VM NAME's QEMU monitor
-    python3 - "$work/$1.monitor" "$2" <<'PY'
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-time.sleep(0.3)
-s.sendall(sys.argv[2].encode() + b"\n")
-time.sleep(0.3)
-s.close()
-PY
-}
+wait_for() { vm_wait_for "$@" || fail "see above"; }
 
 # --- 1. two vhost-user VMs -----------------------------------------------------
 start_backend a
@@ -129,8 +81,8 @@ IPN_VM_LOGDIR=$work/ping IPN_VM_CACHE=$imagedir scripts/vm/ping-test.sh \
 
 # --- 2. a vhost-user VM and a plugin VM: ping, then TCP cut for the plugin -----
 log "2. vhost-user VM <-> ipn:// plugin VM: ping, then iperf3 from the vhost-user VM"
-start_vm plug "ipn://$net" 10.0.0.1/24 10.0.0.2 52:54:00:49:50:01 ipn.iperf=server ipn.linger=600
-start_vm vhost "vhost-user://$work/a.sock" 10.0.0.2/24 10.0.0.1 52:54:00:49:50:02 \
+vm_start plug "ipn://$net" 10.0.0.1/24 10.0.0.2 52:54:00:49:50:01 ipn.iperf=server ipn.linger=600
+vm_start vhost "vhost-user://$work/a.sock" 10.0.0.2/24 10.0.0.1 52:54:00:49:50:02 \
     ipn.iperf=5 ipn.watch=600 ipn.linger=600
 wait_for plug IPN-PING-OK 120
 wait_for vhost IPN-PING-OK 120
@@ -167,7 +119,8 @@ grep -q 'QEMU connected' "$work/a.backend.log" || fail "QEMU did not reconnect"
 
 # --- 4. the guest reboots --------------------------------------------------------
 log "4. system_reset the vhost-user VM: the guest boots again and pings"
-monitor vhost system_reset
+vm_monitor vhost system_reset
+wait_for vhost IPN-INIT-START 60 2
 wait_for vhost IPN-PING-OK 120 2
 log "   pinging again after the reset"
 

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# VM-to-VM benchmark: TCP throughput (iperf3, inside the test image)
+# between two QEMU VMs joined by
+#   vhost-user  two `ipn vhost-user` backends on one ipn network: the
+#               guests' virtio-net queues served from outside QEMU, TSO and
+#               checksum offload end to end (64 KiB frames cross whole);
+#   plugin      two `-netdev vde,sock=ipn:///NET` VMs (libvdeplug_ipn.so):
+#               wire frames through QEMU's own virtio-net;
+#   vde_switch  two `-netdev vde,sock=vde:///SWITCH` VMs on vde2's switch,
+#               the classic way (reference);
+# one after another in the same run, each pair freshly booted. Prints a
+# table with each rate and its ratio to the plugin path.
+#
+# Both ipn networks are made with `--ports 4 --ring-bytes RING` (RING from
+# IPN_BENCH_RING, default 4M): a sender's ring holds RING bytes of frames,
+# and a 64 KiB TSO frame takes 64 KiB of it, so the default 256 KiB holds
+# four, and a receiver that falls behind (its guest slow to post buffers)
+# loses whole 64 KiB frames, which TCP pays for in retransmissions. The
+# vhost-user pair is also measured on a network with the default ring, to
+# show what that costs.
+#
+#   scripts/bench-vm.sh [SECONDS]      (default 10 per measurement; root)
+#
+# Environment: IPN_VM_ACCEL=tcg (default) or kvm: with a working /dev/kvm,
+# `IPN_VM_ACCEL=kvm scripts/bench-vm.sh` measures the same with KVM (the
+# vhost-user device then keeps its MSI-X vectors). IPN_VM_CACHE: the image
+# directory (default /var/tmp/ipn-vm). Everything is made in a temporary
+# directory and removed on exit (logs kept on failure).
+set -euo pipefail
+
+secs=${1:-10}
+case $secs in '' | *[!0-9]*) echo "bench-vm.sh: SECONDS must be a whole number, not '$secs'" >&2; exit 2 ;; esac
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench-vm.sh: must run as root (QEMU with shared memory, vde_switch); try: sudo $0 $*" >&2
+    exit 1
+fi
+for tool in qemu-system-x86_64 vde_switch cargo; do
+    command -v "$tool" >/dev/null || { echo "bench-vm.sh: $tool is not installed (scripts/deps.sh installs it)" >&2; exit 1; }
+done
+accel=${IPN_VM_ACCEL:-tcg}
+case $accel in tcg | kvm) ;; *) echo "bench-vm.sh: IPN_VM_ACCEL must be tcg or kvm" >&2; exit 2 ;; esac
+
+cargo build --release -q -p ipn-cli -p vdeplug-ipn
+ipn=$root/target/release/ipn
+export LD_LIBRARY_PATH=$root/target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+imagedir=${IPN_VM_CACHE:-/var/tmp/ipn-vm}
+scripts/vm/build-image.sh "$imagedir"
+# shellcheck source=vm/vm-lib.sh
+. scripts/vm/vm-lib.sh
+
+work=$(mktemp -d /tmp/bench-vm.XXXXXX)
+declare -A vm_pid=()
+vm_work=$work vm_image=$imagedir vm_accel=$accel
+helpers=()
+keep=1
+finish() {
+    trap '' INT TERM
+    vm_stop_all
+    local p
+    for p in "${helpers[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${helpers[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "$keep" = 1 ]; then echo "bench-vm.sh: logs kept in $work" >&2; else rm -rf "$work"; fi
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# measure NAME URL_SERVER URL_CLIENT: boots a server VM and a client VM,
+# prints the client's iperf3 receiver rate in Mbit/s.
+measure() {
+    local name=$1 server=$2 client=$3
+    vm_start "$name-s" "$server" 10.0.0.1/24 10.0.0.2 52:54:00:49:51:01 ipn.iperf=server ipn.linger=900
+    vm_start "$name-c" "$client" 10.0.0.2/24 10.0.0.1 52:54:00:49:51:02 "ipn.iperf=$secs" ipn.linger=900
+    vm_wait_for "$name-c" IPN-IPERF-OK $((180 + 12 * secs)) || { echo "bench-vm.sh: $name: no result" >&2; exit 1; }
+    grep -m1 -o 'IPN-IPERF-OK [0-9.]*' "$work/$name-c.serial.log" | awk '{print $2}'
+    cp "$work/$name-c.serial.log" "$work/$name.result.log"
+    vm_stop "$name-s"
+    vm_stop "$name-c"
+}
+
+echo "bench-vm.sh: $accel, iperf3 TCP for ${secs}s per pair, guests with 1 vCPU and 256 MiB" >&2
+
+ring=${IPN_BENCH_RING:-4M}
+
+# vhost_pair NAME NETWORK: two backends on NETWORK, the pair measured on
+# them, the backends stopped.
+vhost_pair() {
+    local name=$1 net=$2 side rate
+    local -a pids=()
+    for side in s c; do
+        "$ipn" vhost-user "$net" --socket "$work/$name-$side.sock" 2>>"$work/$name-$side.backend.log" &
+        pids+=($!)
+        helpers+=($!)
+    done
+    for _ in $(seq 100); do
+        [ -S "$work/$name-s.sock" ] && [ -S "$work/$name-c.sock" ] && break
+        sleep 0.05
+    done
+    rate=$(measure "$name" "vhost-user://$work/$name-s.sock" "vhost-user://$work/$name-c.sock")
+    kill -TERM "${pids[@]}"
+    wait "${pids[@]}" 2>/dev/null || true
+    echo "$rate"
+}
+
+"$ipn" create "$work/vhost-net" --ports 4 --ring-bytes "$ring" >/dev/null
+vhost=$(vhost_pair vhost "$work/vhost-net")
+echo "  vhost-user (ring $ring): $vhost Mbit/s" >&2
+
+"$ipn" create "$work/vhost-default-net" >/dev/null
+vhost_default=$(vhost_pair vhost-default "$work/vhost-default-net")
+echo "  vhost-user (default ring): $vhost_default Mbit/s" >&2
+
+"$ipn" create "$work/plugin-net" --ports 4 --ring-bytes "$ring" >/dev/null
+plugin=$(measure plugin "ipn://$work/plugin-net" "ipn://$work/plugin-net")
+echo "  plugin (ring $ring): $plugin Mbit/s" >&2
+
+vde_switch -d -s "$work/switch" -p "$work/switch.pid"
+for _ in $(seq 100); do [ -s "$work/switch.pid" ] && break; sleep 0.05; done
+[ -s "$work/switch.pid" ] || { echo "bench-vm.sh: vde_switch did not start" >&2; exit 1; }
+helpers+=("$(cat "$work/switch.pid")")
+vde=$(measure vde "vde://$work/switch" "vde://$work/switch")
+echo "  vde_switch: $vde Mbit/s" >&2
+
+printf '\nVM to VM TCP throughput (iperf3, %s s, %s; ipn networks --ports 4 --ring-bytes %s)\n' \
+    "$secs" "$accel" "$ring"
+printf '%-28s %10s %10s\n' path Mbit/s "x plugin"
+for row in "vhost-user:$vhost" "vhost-user, default ring:$vhost_default" \
+    "plugin (ipn://):$plugin" "vde_switch (vde://):$vde"; do
+    awk -v n="${row%%:*}" -v r="${row#*:}" -v p="$plugin" \
+        'BEGIN { printf "%-28s %10.0f %10.2f\n", n, r, (p > 0 ? r / p : 0) }'
+done
+keep=0
