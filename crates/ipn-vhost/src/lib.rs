@@ -43,8 +43,7 @@ pub mod socket;
 
 use std::io;
 use std::os::fd::AsFd;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -245,8 +244,8 @@ fn drain(shared: &Shared, buf: &mut [u8]) -> Result<(), VhostError> {
 /// not simply because the frontend closed the connection.
 ///
 /// QEMU's connection is accepted here and passed to the daemon through
-/// `shim` over a private socket (an abstract address only this process
-/// knows, listened to for the one `accept`).
+/// `shim` over a private socket (in a directory only we may enter,
+/// removed once connected).
 fn connection(
     shared: &Arc<Shared>,
     socket: &VhostSocket,
@@ -259,14 +258,21 @@ fn connection(
         Ok((qemu, _)) => qemu,
         Err(e) => return Ok(Some(format!("accepting the frontend: {e}"))),
     };
-    let name = format!("ipn-vhost-user-{}-{number}", std::process::id());
-    let address = SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|e| setup("the handler's socket address", &e))?;
-    let mut inner = Listener::from(
-        UnixListener::bind_addr(&address).map_err(|e| setup("the handler's socket", &e))?,
-    );
-    let to_handler =
-        UnixStream::connect_addr(&address).map_err(|e| setup("the handler's socket", &e))?;
+    // In a directory of our own (mode 0700): nobody but us (and root)
+    // can connect to it before we do.
+    let private = nix::unistd::mkdtemp(&std::env::temp_dir().join("ipn-vhost-user.XXXXXX"))
+        .map_err(|e| setup("a private directory for the handler's socket", &e))?;
+    let address = private.join(format!("handler.{number}"));
+    let bound = UnixListener::bind(&address);
+    let to_handler = bound.as_ref().ok().map(|_| UnixStream::connect(&address));
+    let _ = std::fs::remove_file(&address);
+    let _ = std::fs::remove_dir(&private);
+    let mut inner = Listener::from(bound.map_err(|e| setup("the handler's socket", &e))?);
+    let to_handler = match to_handler {
+        Some(Ok(stream)) => stream,
+        Some(Err(e)) => return Err(setup("connecting to the handler's socket", &e)),
+        None => return Err(VhostError::Setup("the handler's socket".into())),
+    };
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let device = NetBackend::new(Arc::clone(shared), mem.clone())
         .map_err(|e| setup("the device's event fds", &e))?;
@@ -320,6 +326,7 @@ fn serve_connection(
 ) -> Option<String> {
     let shutdown = daemon.shutdown_handle();
     let mut closing: Option<String> = None;
+    let mut refused = false;
     let (result, requests, replies) = std::thread::scope(|scope| {
         let (done, finished) = mpsc::channel();
         let (waiter, requests, replies) = without_signals(|| {
@@ -338,7 +345,10 @@ fn serve_connection(
                 Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            if refuse_second(socket) {
+            if refuse_second(socket) && !refused {
+                // Once per connection: a second QEMU with reconnect=1
+                // tries every second.
+                refused = true;
                 report(Event::RefusedSecond);
             }
             if closing.is_some() {
