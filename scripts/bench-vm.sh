@@ -8,8 +8,11 @@
 #               wire frames through QEMU's own virtio-net;
 #   vde_switch  two `-netdev vde,sock=vde:///SWITCH` VMs on vde2's switch,
 #               the classic way (reference);
-# one after another in the same run, each pair freshly booted. Prints a
-# table with each rate and its ratio to the plugin path.
+# one after another in the same run, each pair freshly booted, for ROUNDS
+# rounds (IPN_BENCH_ROUNDS, default 3: the paths interleaved, so that load
+# from elsewhere on the machine falls on all of them alike). Prints each
+# round's rates, then a table of the medians and their ratio to the plugin
+# path.
 #
 # Both ipn networks are made with `--ports 4 --ring-bytes RING` (RING from
 # IPN_BENCH_RING, default 4M): a sender's ring holds RING bytes of frames,
@@ -72,7 +75,13 @@ measure() {
     local name=$1 server=$2 client=$3
     vm_start "$name-s" "$server" 10.0.0.1/24 10.0.0.2 52:54:00:49:51:01 ipn.iperf=server ipn.linger=900
     vm_start "$name-c" "$client" 10.0.0.2/24 10.0.0.1 52:54:00:49:51:02 "ipn.iperf=$secs" ipn.linger=900
-    vm_wait_for "$name-c" IPN-IPERF-OK $((180 + 12 * secs)) || { echo "bench-vm.sh: $name: no result" >&2; exit 1; }
+    # Run in $(...): stop this pair before failing, the caller cannot.
+    if ! vm_wait_for "$name-c" IPN-IPERF-OK $((180 + 12 * secs)); then
+        vm_stop "$name-s"
+        vm_stop "$name-c"
+        echo "bench-vm.sh: $name: no result (logs in $work)" >&2
+        exit 1
+    fi
     grep -m1 -o 'IPN-IPERF-OK [0-9.]*' "$work/$name-c.serial.log" | awk '{print $2}'
     cp "$work/$name-c.serial.log" "$work/$name.result.log"
     vm_stop "$name-s"
@@ -97,37 +106,49 @@ vhost_pair() {
         [ -S "$work/$name-s.sock" ] && [ -S "$work/$name-c.sock" ] && break
         sleep 0.05
     done
-    rate=$(measure "$name" "vhost-user://$work/$name-s.sock" "vhost-user://$work/$name-c.sock")
+    rate=$(measure "$name" "vhost-user://$work/$name-s.sock" "vhost-user://$work/$name-c.sock") || {
+        kill -TERM "${pids[@]}"
+        exit 1
+    }
     kill -TERM "${pids[@]}"
     wait "${pids[@]}" 2>/dev/null || true
     echo "$rate"
 }
 
+rounds=${IPN_BENCH_ROUNDS:-3}
+case $rounds in '' | *[!0-9]* | 0) echo "bench-vm.sh: IPN_BENCH_ROUNDS must be a positive number" >&2; exit 2 ;; esac
 "$ipn" create "$work/vhost-net" --ports 4 --ring-bytes "$ring" >/dev/null
-vhost=$(vhost_pair vhost "$work/vhost-net")
-echo "  vhost-user (ring $ring): $vhost Mbit/s" >&2
-
 "$ipn" create "$work/vhost-default-net" >/dev/null
-vhost_default=$(vhost_pair vhost-default "$work/vhost-default-net")
-echo "  vhost-user (default ring): $vhost_default Mbit/s" >&2
-
 "$ipn" create "$work/plugin-net" --ports 4 --ring-bytes "$ring" >/dev/null
-plugin=$(measure plugin "ipn://$work/plugin-net" "ipn://$work/plugin-net")
-echo "  plugin (ring $ring): $plugin Mbit/s" >&2
-
 vde_switch -d -s "$work/switch" -p "$work/switch.pid"
 for _ in $(seq 100); do [ -s "$work/switch.pid" ] && break; sleep 0.05; done
 [ -s "$work/switch.pid" ] || { echo "bench-vm.sh: vde_switch did not start" >&2; exit 1; }
 helpers+=("$(cat "$work/switch.pid")")
-vde=$(measure vde "vde://$work/switch" "vde://$work/switch")
-echo "  vde_switch: $vde Mbit/s" >&2
 
-printf '\nVM to VM TCP throughput (iperf3, %s s, %s; ipn networks --ports 4 --ring-bytes %s)\n' \
-    "$secs" "$accel" "$ring"
+declare -A rates=()
+for round in $(seq "$rounds"); do
+    r_vhost=$(vhost_pair "vhost$round" "$work/vhost-net")
+    r_default=$(vhost_pair "vhost-default$round" "$work/vhost-default-net")
+    r_plugin=$(measure "plugin$round" "ipn://$work/plugin-net" "ipn://$work/plugin-net")
+    r_vde=$(measure "vde$round" "vde://$work/switch" "vde://$work/switch")
+    rates[vhost]+=" $r_vhost"
+    rates[default]+=" $r_default"
+    rates[plugin]+=" $r_plugin"
+    rates[vde]+=" $r_vde"
+    echo "  round $round: vhost-user $r_vhost, vhost-user (default ring) $r_default, plugin $r_plugin, vde_switch $r_vde Mbit/s" >&2
+done
+median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+vhost=$(median "${rates[vhost]}")
+vhost_default=$(median "${rates[default]}")
+plugin=$(median "${rates[plugin]}")
+vde=$(median "${rates[vde]}")
+
+printf '\nVM to VM TCP throughput, median of %s rounds (iperf3, %s s, %s; ipn networks --ports 4 --ring-bytes %s)\n' \
+    "$rounds" "$secs" "$accel" "$ring"
 printf '%-28s %10s %10s\n' path Mbit/s "x plugin"
-for row in "vhost-user:$vhost" "vhost-user, default ring:$vhost_default" \
-    "plugin (ipn://):$plugin" "vde_switch (vde://):$vde"; do
-    awk -v n="${row%%:*}" -v r="${row#*:}" -v p="$plugin" \
+for row in "vhost-user|$vhost" "vhost-user, default ring|$vhost_default" \
+    "plugin (ipn://)|$plugin" "vde_switch (vde://)|$vde"; do
+    awk -v n="${row%%|*}" -v r="${row#*|}" -v p="$plugin" \
         'BEGIN { printf "%-28s %10.0f %10.2f\n", n, r, (p > 0 ? r / p : 0) }'
 done
 keep=0

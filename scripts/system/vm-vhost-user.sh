@@ -134,19 +134,26 @@ if "$ipn" vhost-user "$net" --socket "$work/missing/x.sock" 2>"$work/nodir.err";
     fail "a backend in a missing directory started"
 fi
 grep -q 'does not exist' "$work/nodir.err" || { cat "$work/nodir.err" >&2; fail "no missing-directory error"; }
-kill -TERM "${backend[b]}"
-start=$(date +%s%N)
-rc=0
-wait "${backend[b]}" || rc=$?
-took=$((($(date +%s%N) - start) / 1000000))
-[ "$rc" = 143 ] || fail "backend b exited with $rc after SIGTERM, not 143"
-[ "$took" -le 1000 ] || fail "backend b took ${took} ms to leave after SIGTERM"
-[ ! -e "$work/b.sock" ] || fail "backend b left its socket behind"
-if "$ipn" status "$net" | grep -q "vhost-user $work/b.sock"; then
-    fail "backend b's port is still joined"
-fi
-unset 'backend[b]'
-log "   backend b left in ${took} ms, socket removed, port gone"
+# stop_backend NAME WHAT: SIGTERM; it must leave within a second, with
+# status 143, its socket removed and its port gone.
+stop_backend() {
+    local name=$1 what=$2 start rc=0 took
+    kill -TERM "${backend[$name]}"
+    start=$(date +%s%N)
+    wait "${backend[$name]}" || rc=$?
+    took=$((($(date +%s%N) - start) / 1000000))
+    unset "backend[$name]"
+    [ "$rc" = 143 ] || fail "backend $name ($what) exited with $rc after SIGTERM, not 143"
+    [ "$took" -le 1000 ] || fail "backend $name ($what) took ${took} ms to leave after SIGTERM"
+    [ ! -e "$work/$name.sock" ] || fail "backend $name ($what) left its socket behind"
+    # (A dead slot of the backend killed in step 3 may still be listed.)
+    if "$ipn" status "$net" | grep -q " active .*vhost-user $work/$name.sock"; then
+        fail "backend $name's port is still joined"
+    fi
+    log "   backend $name ($what) left in ${took} ms, socket removed, port gone"
+}
+stop_backend b "waiting for QEMU"
+stop_backend a "serving a running VM"
 
 keep=0
 log "PASSED"
