@@ -44,7 +44,7 @@ Examples:
   ipn tap /tmp/lan --name trk --trunk 10,20 --native 1   a trunk (tagged)
   ipn rm /tmp/net
 
-Every command that joins (tap, grab, vxlan, pub, sub, dump) takes --vlan N
+Every command that joins (tap, grab, vxlan, vhost-user, pub, sub, dump) takes --vlan N
 (access port), or --trunk LIST [--native N] (trunk); without them a port
 is transparent: every frame as on the wire, tagged or not.
 

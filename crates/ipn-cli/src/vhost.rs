@@ -18,6 +18,7 @@ use ipn::{Config, JoinOptions, Port};
 use ipn_vhost::{Event, Stats, VhostSocket};
 
 use crate::signals;
+use crate::vlan::{self, VlanArgs};
 use crate::Outcome;
 
 #[derive(Args, Debug)]
@@ -30,6 +31,8 @@ pub struct VhostArgs {
     /// Create the network with default settings if there is none at PATH
     #[arg(long)]
     pub create: bool,
+    #[command(flatten)]
+    pub vlan: VlanArgs,
 }
 
 pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
@@ -38,6 +41,7 @@ pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
     let what = format!("vhost-user {}", args.socket.display());
     let options = JoinOptions {
         offload: true,
+        vlan: args.vlan.membership(),
         ..JoinOptions::described(what.clone())
     };
     let port = if args.create {
@@ -46,9 +50,10 @@ pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
         Port::join(&args.path, &options)?
     };
     eprintln!(
-        "ipn: {what} joined {} as port {}; waiting for QEMU; Ctrl-C to stop",
+        "ipn: {what} joined {} as port {}{}; waiting for QEMU; Ctrl-C to stop",
         args.path.display(),
-        port.index()
+        port.index(),
+        vlan::joined_as(&port)
     );
     let mut report = |event: Event| match event {
         Event::Connected => eprintln!("ipn: {what}: QEMU connected"),
