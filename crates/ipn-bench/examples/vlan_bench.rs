@@ -2,8 +2,8 @@
 //! on a hub and on a switch, without and with VLANs, in one run.
 //!
 //! ```text
-//! cargo run --release -p ipn-cli --example vlan_bench
-//! cargo run --release -p ipn-cli --example vlan_bench -- --seconds 2 --rounds 9
+//! cargo run --release -p ipn-bench --example vlan_bench
+//! cargo run --release -p ipn-bench --example vlan_bench -- --seconds 2 --rounds 9
 //! ```
 //!
 //! In each case a network of 4 ports: A sends unicast frames to B; C and D
