@@ -383,6 +383,19 @@ impl Tap {
     }
 }
 
+/// Reads what one `read` gives (one frame, with its header if the TAP has
+/// them); `None` when nothing is waiting.
+fn read_whole(mut file: &File, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match file.read(buf) {
+            Ok(len) => return Ok(Some(len)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads one header and frame from a TAP with headers, the frame into
 /// `buf`.
 fn read_frame(
@@ -442,14 +455,7 @@ impl Link for Tap {
         if self.vnet.is_some() {
             return self.recv_segmented(buf);
         }
-        loop {
-            match self.file.read(buf) {
-                Ok(len) => return Ok(Some(len)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        read_whole(&self.file, buf)
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
@@ -472,14 +478,7 @@ impl Link for Tap {
         if !Link::offloads(self) {
             return self.recv(buf);
         }
-        loop {
-            match self.file.read(buf) {
-                Ok(len) => return Ok(Some(len)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        read_whole(&self.file, buf)
     }
 
     /// A header and frame written as they are: the kernel segments or

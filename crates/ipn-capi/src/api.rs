@@ -66,17 +66,7 @@ pub fn last_error_ptr() -> *const c_char {
 /// The errno that best says why a network could not be created, joined,
 /// opened or removed (the same mapping as the vdeplug plugin's).
 pub fn open_errno(e: &OpenError) -> i32 {
-    match e {
-        OpenError::NotFound { .. } => libc::ENOENT,
-        OpenError::NotANetwork { .. } => libc::EINVAL,
-        OpenError::AlreadyExists { .. } => libc::EEXIST,
-        OpenError::PermissionDenied { .. } => libc::EACCES,
-        OpenError::Full { .. } => libc::EUSERS,
-        OpenError::Busy { .. } => libc::EBUSY,
-        OpenError::InvalidConfig(_) => libc::EINVAL,
-        OpenError::NoSpace { .. } => libc::ENOSPC,
-        OpenError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
-    }
+    e.errno()
 }
 
 fn open_failure(e: &OpenError) -> Failure {

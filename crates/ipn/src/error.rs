@@ -49,6 +49,24 @@ pub enum OpenError {
     Io { path: PathBuf, source: io::Error },
 }
 
+impl OpenError {
+    /// The errno that best says why: what the C faces (the vdeplug plugin,
+    /// `libipn`) set, so that `strerror` agrees with the message.
+    pub fn errno(&self) -> i32 {
+        match self {
+            OpenError::NotFound { .. } => libc::ENOENT,
+            OpenError::NotANetwork { .. } => libc::EINVAL,
+            OpenError::AlreadyExists { .. } => libc::EEXIST,
+            OpenError::PermissionDenied { .. } => libc::EACCES,
+            OpenError::Full { .. } => libc::EUSERS,
+            OpenError::Busy { .. } => libc::EBUSY,
+            OpenError::InvalidConfig(_) => libc::EINVAL,
+            OpenError::NoSpace { .. } => libc::ENOSPC,
+            OpenError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
 /// Why a frame was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {

@@ -290,17 +290,7 @@ impl Conn {
 /// Never `EPROTONOSUPPORT`: libvdeplug reads that as "no such plugin here"
 /// and would go on looking for another `libvdeplug_ipn.so`.
 pub fn open_errno(e: &OpenError) -> i32 {
-    let errno = match e {
-        OpenError::NotFound { .. } => libc::ENOENT,
-        OpenError::NotANetwork { .. } => libc::EINVAL,
-        OpenError::AlreadyExists { .. } => libc::EEXIST,
-        OpenError::PermissionDenied { .. } => libc::EACCES,
-        OpenError::Full { .. } => libc::EUSERS,
-        OpenError::Busy { .. } => libc::EBUSY,
-        OpenError::InvalidConfig(_) => libc::EINVAL,
-        OpenError::NoSpace { .. } => libc::ENOSPC,
-        OpenError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
-    };
+    let errno = e.errno();
     if errno == libc::EPROTONOSUPPORT {
         libc::EIO
     } else {
