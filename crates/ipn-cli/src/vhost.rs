@@ -51,9 +51,12 @@ pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
     };
     // Who may be the VM's NIC is who may join: the socket takes the
     // network's group and mode.
-    let access = port
-        .access()
-        .with_context(|| format!("{}: reading the network's owner and mode", args.path.display()))?;
+    let access = port.access().with_context(|| {
+        format!(
+            "{}: reading the network's owner and mode",
+            args.path.display()
+        )
+    })?;
     let socket = VhostSocket::bind(&args.socket, access)?;
     eprintln!(
         "ipn: {what} joined {} as port {}{}; waiting for QEMU; Ctrl-C to stop",

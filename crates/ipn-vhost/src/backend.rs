@@ -903,7 +903,10 @@ fn write_rx(
         }
         used.push((head, written as u32));
     }
-    for (head, written) in used.into_iter().chain(empty.into_iter().map(|head| (head, 0))) {
+    for (head, written) in used
+        .into_iter()
+        .chain(empty.into_iter().map(|head| (head, 0)))
+    {
         state.add_used(head, written)?;
     }
     Ok(Delivery::Written)

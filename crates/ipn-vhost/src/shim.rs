@@ -183,8 +183,8 @@ fn check_memory_table(request: u32, payload: &[u8], fds: &[OwnedFd]) -> io::Resu
         let at = first + i * REGION;
         let (size, offset) = (u64_at(at + 8)?, u64_at(at + 24)?);
         let stat = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
-        let kind = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode)
-            & nix::sys::stat::SFlag::S_IFMT;
+        let kind =
+            nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
         if kind != nix::sys::stat::SFlag::S_IFREG {
             return Err(invalid(format!(
                 "memory table: region {i}: its descriptor is not a regular file"

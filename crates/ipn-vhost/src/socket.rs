@@ -223,16 +223,27 @@ fn bind_private(path: &Path, dir: &Path, access: Access) -> Result<UnixListener,
             .is_root()
             .then(|| Uid::from_raw(access.uid));
         let no_follow = FchownatFlags::AT_SYMLINK_NOFOLLOW;
-        fchownat(&staging, STAGED, owner, Some(Gid::from_raw(access.gid)), no_follow)
-            .map_err(access_error)?;
+        fchownat(
+            &staging,
+            STAGED,
+            owner,
+            Some(Gid::from_raw(access.gid)),
+            no_follow,
+        )
+        .map_err(access_error)?;
         let mode = Mode::from_bits_truncate(access.mode & 0o666);
         fchmodat(&staging, STAGED, mode, FchmodatFlags::FollowSymlink).map_err(access_error)?;
-        renameat2(&staging, STAGED, AT_FDCWD, path, RenameFlags::RENAME_NOREPLACE).map_err(
-            |e| match e {
-                nix::errno::Errno::EEXIST => SocketError::InUse { path: path.into() },
-                e => io_error("moving the socket into place")(e.into()),
-            },
-        )?;
+        renameat2(
+            &staging,
+            STAGED,
+            AT_FDCWD,
+            path,
+            RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EEXIST => SocketError::InUse { path: path.into() },
+            e => io_error("moving the socket into place")(e.into()),
+        })?;
         Ok(listener)
     })();
     let _ = fs::remove_file(private.join(STAGED));
