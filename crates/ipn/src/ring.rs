@@ -360,7 +360,8 @@ fn load_tagged(data: &[AtomicU64], pos: u64, len: usize, tci: Tci, buf: &mut [u8
 /// Copies frame bytes `from..from + out.len()` (any offset) from the
 /// frame at byte position `pos` into `out`.
 fn load_from(data: &[AtomicU64], pos: u64, from: usize, out: &mut [u8]) {
-    let mut index = word_index(data, pos + (from / 8 * 8) as u64);
+    // Positions wrap (any value, the module doc): the sum too.
+    let mut index = word_index(data, pos.wrapping_add((from / 8 * 8) as u64));
     let mut skip = from % 8;
     let mut done = 0;
     while done < out.len() {
