@@ -47,6 +47,7 @@ Examples:
   ipn tap /tmp/lan --name tap10 --vlan 10  an access port of VLAN 10 (untagged)
   ipn tap /tmp/lan --name trk --trunk 10,20 --native 1   a trunk (tagged)
   ipn rm /tmp/net
+  source <(ipn completions bash)           completion (the package installs it)
 
 Every command that joins (tap, grab, vxlan, vhost-user, pub, sub, dump) takes --vlan N
 (access port), or --trunk LIST [--native N] (trunk); without them a port
@@ -243,6 +244,32 @@ enum Command {
     VhostUser(vhost::VhostArgs),
     /// Measure ipn against AF_UNIX fan-out: runs ipn-bench (see ipn bench --help)
     Bench(bench::BenchArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, ...)
+    #[command(
+        long_about = "Print the completion script for SHELL, generated from this command's own \
+            definition, so it always matches it. The Debian package installs them where each \
+            shell looks: /usr/share/bash-completion/completions/ipn, \
+            /usr/share/zsh/vendor-completions/_ipn, /usr/share/fish/vendor_completions.d/ipn.fish.",
+        after_help = "Examples:\n  source <(ipn completions bash)\n  ipn completions zsh > ~/.zfunc/_ipn\n  ipn completions fish > ~/.config/fish/completions/ipn.fish"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CompletionsArgs {
+    /// The shell
+    shell: clap_complete::Shell,
+}
+
+/// Writes the completion script for `shell` on standard output.
+fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "ipn", &mut script);
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|e| anyhow::anyhow!("writing the completion script: {e}"))
 }
 
 /// How a command ended, when it did not fail.
@@ -269,6 +296,7 @@ fn main() -> ExitCode {
         Command::VhostUser(args) => vhost::run(&args),
         Command::Top(args) => top::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| Outcome::Done),
+        Command::Completions(args) => completions(&args).map(|()| Outcome::Done),
     };
     // Every Port has been dropped by now: the commands own theirs.
     match result {

@@ -9,7 +9,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ipn, must, run, stderr, stdout, Bg, Net, BIN, LONG};
+use common::tmux::Tmux;
+use common::{ipn, run, stderr, stdout, Bg, Net, BIN, LONG};
 
 /// A frame as a line for `ipn pub`: destination 'abcdef' (a group
 /// address), source 42:42:43:44:45:46 (unicast, so a switch learns it).
@@ -34,81 +35,6 @@ fn publisher(net: &Net, args: &[&str]) -> Bg {
         }
     });
     Bg::adopt(child)
-}
-
-/// A tmux server of this test's own (its own socket), killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    /// A server with one 150x40 session running `shell_command`.
-    fn start(name: &str, shell_command: &str) -> Tmux {
-        let tmux = Tmux {
-            socket: format!("ipn-test-{name}-{}", std::process::id()),
-        };
-        tmux.must(&[
-            "new-session",
-            "-d",
-            "-x",
-            "150",
-            "-y",
-            "40",
-            "sh",
-            "-c",
-            shell_command,
-        ]);
-        tmux
-    }
-
-    #[track_caller]
-    fn must(&self, args: &[&str]) -> String {
-        let mut all = vec!["-L", &self.socket, "-f", "/dev/null"];
-        all.extend_from_slice(args);
-        must("tmux", &all)
-    }
-
-    fn screen(&self) -> String {
-        self.must(&["capture-pane", "-p"])
-    }
-
-    fn send(&self, keys: &str) {
-        self.must(&["send-keys", keys]);
-    }
-
-    /// Whether the pane is on the alternate screen (a full-screen program
-    /// holds it).
-    fn alternate_screen(&self) -> bool {
-        self.must(&["display-message", "-p", "#{alternate_on}"])
-            .trim()
-            == "1"
-    }
-
-    /// Waits until the screen holds every one of `texts`; fails showing
-    /// the screen after `limit`.
-    #[track_caller]
-    fn wait_for(&self, texts: &[&str], limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if texts.iter().all(|t| screen.contains(t)) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {texts:?} on the screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
 }
 
 /// The shell line a pane runs: `ipn top NET`, then its exit status and
