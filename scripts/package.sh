@@ -13,6 +13,7 @@
 #   /usr/share/doc/ipn/                                    README, docs, examples
 #   /usr/share/bash-completion/completions/ipn, /usr/share/zsh/vendor-completions/_ipn,
 #   /usr/share/fish/vendor_completions.d/ipn.fish          completions (ipn completions SHELL)
+#   /lib/systemd/system/ipn-{network,tap,grab,vxlan,vhost-user}@.service   template units
 #
 # Usage: scripts/package.sh        prints the .deb's path on its last line
 # Needs: cargo, dpkg-shlibdeps (dpkg-dev), an amd64 Debian or Ubuntu.
