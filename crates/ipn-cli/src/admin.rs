@@ -140,8 +140,11 @@ pub struct StatusArgs {
     /// The network
     pub path: PathBuf,
     /// Print a JSON document instead of a table (fields: see --help)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     pub json: bool,
+    /// Print the counters in Prometheus' text format (for node_exporter's textfile collector)
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +208,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             .context("formatting the status as JSON")?;
         text.push('\n');
         text
+    } else if args.prometheus {
+        crate::prometheus::exposition(&status)
     } else {
         status_table(&status)
     };

@@ -8,7 +8,8 @@
 //!   read line by line;
 //! - [`Lab`]: network namespaces, interfaces and helper processes;
 //! - [`Paused`]: a process stopped with SIGSTOP, resumed when dropped;
-//! - [`StalledNet`]: a lossless network whose only reader is paused.
+//! - [`StalledNet`]: a lossless network whose only reader is paused;
+//! - [`tmux::Tmux`]: a program in a real terminal, its screen read back.
 //!
 //! Invariants:
 //! - Everything a test makes is owned by a guard whose `Drop` removes it,
@@ -22,6 +23,8 @@
 //!   to do: nothing here ever skips a test.
 
 #![allow(dead_code)] // each test file uses a part of this module
+
+pub mod tmux;
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};

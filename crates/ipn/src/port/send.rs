@@ -157,7 +157,9 @@ impl Port {
             self.tx.room_frames -= 1;
             self.tx.room_bytes -= footprint;
         }
-        self.count_sent(stored_len);
+        // Bytes as the port gave them, its tag included: what a receiver
+        // counts is the frame as it is handed over, tag included too.
+        self.count_sent(frame.len());
         fence(Ordering::SeqCst);
         // A reader that joined since our last look must be told too.
         self.check_membership();
