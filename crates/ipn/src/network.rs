@@ -85,6 +85,17 @@ pub struct PortStatus {
     pub tx_dropped: u64,
 }
 
+/// Who may use a network: see [`crate::Port::access`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Owner of the network's shared file.
+    pub uid: u32,
+    /// Its group: the network's members.
+    pub gid: u32,
+    /// Its permission bits (read and write only).
+    pub mode: u32,
+}
+
 /// A snapshot of a network and every port in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
