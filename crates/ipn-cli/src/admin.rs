@@ -37,7 +37,9 @@ JSON output (--json), format_version 1. Fields are only ever added:
     description   text given when joining
     tx_frames, tx_bytes   sent
     rx_frames, rx_bytes   received
-    rx_dropped    frames lost because this port read too slowly (lossy)
+    rx_dropped    frames this port lost: it read too slowly (lossy), or they
+                  could not be delivered (over the MTU, or a virtio-net
+                  header that does not describe its frame)
     tx_dropped    frames the port sent that were not of its VLANs, dropped
     vlan          802.1Q membership, an object:
                     {\"mode\": \"transparent\"}: every frame as on the wire
