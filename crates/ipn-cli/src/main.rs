@@ -90,8 +90,8 @@ enum Command {
     #[command(
         long_about = "Show a network's parameters, its reader and writer counts, and one row \
             per port: number, process id, state (joining, active, dead), whether it reads \
-            and writes, its counters (frames and bytes sent and received, frames dropped \
-            because it read too slowly, frames it sent that were not of its VLANs), its \
+            and writes, its counters (frames and bytes sent and received, frames it lost \
+            (read too slowly, or undeliverable: over the MTU), frames it sent that were not of its VLANs), its \
             802.1Q membership (transparent, access N, trunk LIST [native N]) and its \
             description. Ports whose process died are shown as dead until the next joiner \
             reuses their slot. On a switch network a second table lists, per port and VLAN, \
@@ -167,7 +167,7 @@ enum Command {
             is still recorded. Stops after --count frames, after --timeout seconds, at \
             SIGINT/SIGTERM, or when the reader of standard output goes away, always leaving \
             a complete capture; then prints on standard error how many frames were captured \
-            and how many the port lost because it read too slowly.",
+            and how many the port lost (read too slowly, or undeliverable: over the MTU).",
         after_help = "Examples:\n  ipn dump /tmp/net -w /tmp/net.pcap\n  ipn dump /tmp/net | tcpdump -r - -n -e\n  ipn dump /tmp/net -w - --snaplen 64 | wireshark -k -i -\n  ipn dump /tmp/net -w first10.pcap --count 10 --timeout 60\n  ipn dump /tmp/lan | tcpdump -r - -n -e vlan 10    tags as on the wire (transparent)\n  ipn dump /tmp/lan --vlan 20 -w vlan20.pcap       VLAN 20 only, untagged"
     )]
     Dump(dump::DumpArgs),

@@ -453,6 +453,15 @@ impl Attached {
         Attached::spawn(command)
     }
 
+    /// Runs `script` with `sh -c`; it must end by exec'ing ipn, so that
+    /// the process is ipn itself. Waits for ipn's start line.
+    #[track_caller]
+    pub fn start_shell(script: &str) -> Attached {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        Attached::spawn(command)
+    }
+
     #[track_caller]
     fn spawn(mut command: Command) -> Attached {
         let mut child = command
