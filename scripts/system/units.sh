@@ -14,8 +14,9 @@
 #    read-only but for ReadWritePaths and /tmp private (ProtectSystem=strict,
 #    PrivateTmp). Then: the network is created, the TAP is up, the grabbed
 #    veth's frames reach the network, the VXLAN endpoint and the vhost-user
-#    backend are joined; SIGTERM ends each with a status the unit counts as
-#    success; ExecStop removes the network.
+#    backend are joined (its socket given the network's group); SIGTERM
+#    ends each with a status the unit counts as success; ExecStop removes
+#    the network.
 #
 # Leaves nothing behind: /etc/ipn/NAME.conf, the network, the veth pair,
 # and /run/ipn and /etc/ipn if it made them.
@@ -170,12 +171,13 @@ wait_joined "vxlan vni 42"
 assert_caps "$vxlan" 0 "ipn vxlan"
 stop_unit "$vxlan" "ipn vxlan"
 
-say "ipn-vhost-user@$name: the backend listens on its socket, with no capability"
+say "ipn-vhost-user@$name: the backend listens on its socket, of the network's group, with CAP_CHOWN only"
 unit_exec vhost-user ExecStart 2>"$work/vhost.err" &
 vhost=$!; pids+=("$vhost")
 for _ in $(seq 100); do [ -S "/run/ipn/$name.sock" ] && break; sleep 0.1; done
 [ -S "/run/ipn/$name.sock" ] || die "no socket /run/ipn/$name.sock: $(cat "$work/vhost.err")"
-assert_caps "$vhost" 0 "ipn vhost-user"
+assert_caps "$vhost" 1 "ipn vhost-user" # CAP_CHOWN: bit 0
+[ "$(stat -c %G "/run/ipn/$name.sock")" = nogroup ] || die "the socket does not have the network's group"
 stop_unit "$vhost" "ipn vhost-user"
 
 say "ipn-network@$name: ExecStop removes the network"
