@@ -18,6 +18,7 @@ packages=(
   binutils          # readelf, nm, strip: libipn's soname and symbols, the package
   libvdeplug-slirp  # slirp://: a network's NAT, DHCP and DNS without root
   dpkg-dev pkgconf man-db  # the Debian package: dpkg-shlibdeps, pkg-config ipn, man ipn
+  python3 python3-venv     # the Python package's tests and benchmark (a venv; pip installs the rest)
 )
 
 missing=()

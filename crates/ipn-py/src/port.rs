@@ -660,8 +660,8 @@ impl PyPort {
 
     /// The network's path.
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.path.clone()
+    fn path(&self) -> String {
+        self.path.to_string_lossy().into_owned()
     }
 
     /// Live ports that read, this one included if it reads.
