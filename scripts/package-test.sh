@@ -88,6 +88,22 @@ man -P cat libvdeplug_ipn 2>/dev/null | grep -q 'URL SYNTAX' || die "man libvdep
 [ "$(pkg-config --modversion ipn)" = "$(dpkg-deb --field "$deb" Version)" ] \
   || die "pkg-config --modversion ipn: '$(pkg-config --modversion ipn 2>&1)'"
 
+log "shell completions are where bash, zsh and fish look; bash completes from its file"
+for f in /usr/share/bash-completion/completions/ipn /usr/share/zsh/vendor-completions/_ipn \
+    /usr/share/fish/vendor_completions.d/ipn.fish; do
+  [ -s "$f" ] || die "$f is missing"
+done
+# bash-completion would source the file on the first Tab after `ipn`; so
+# does this, then asks for the completions of `ipn sta` as bash would.
+completed=$(bash --norc --noprofile -c '
+  source /usr/share/bash-completion/completions/ipn
+  read -r -a spec <<<"$(complete -p ipn)"
+  fn=${spec[$(( ${#spec[@]} - 2 ))]}
+  COMP_WORDS=(ipn sta); COMP_CWORD=1; COMP_LINE="ipn sta"; COMP_POINT=7
+  "$fn" ipn sta ipn
+  echo "${COMPREPLY[*]}"')
+[ "$completed" = status ] || die "bash completes 'ipn sta' as '$completed', not 'status'"
+
 log "ipn create, status, rm"
 ipn create "$work/net" --ports 8 >/dev/null
 ipn status "$work/net" | grep -q '8 port slots' || die "ipn status: $(ipn status "$work/net" 2>&1)"

@@ -11,6 +11,8 @@
 #   /usr/include/ipn.h, /usr/lib/x86_64-linux-gnu/pkgconfig/ipn.pc
 #   /usr/share/man/man1/ipn.1.gz, libvdeplug_ipn.1.gz
 #   /usr/share/doc/ipn/                                    README, docs, examples
+#   /usr/share/bash-completion/completions/ipn, /usr/share/zsh/vendor-completions/_ipn,
+#   /usr/share/fish/vendor_completions.d/ipn.fish          completions (ipn completions SHELL)
 #
 # It also builds the Python package's wheel, target/wheels/
 # ipn-VERSION-cp311-abi3-manylinux_2_XX_x86_64.whl, with maturin (installed
@@ -55,6 +57,13 @@ cargo build --release -q "${packages[@]}"
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 [ -f "$target_dir/release/libipn.so" ] || die "no $target_dir/release/libipn.so after the build"
 strip --strip-unneeded -o "$target_dir/release/libipn.so.0" "$target_dir/release/libipn.so"
+
+# Shell completions, generated from the command's definition by the
+# binary being packaged, where the asset list takes them.
+mkdir -p "$target_dir/release/completions"
+for shell in bash zsh fish; do
+  "$target_dir/release/ipn" completions "$shell" >"$target_dir/release/completions/ipn.$shell"
+done
 
 log "packaging (cargo deb -p ipn-cli --no-build --strip ${variant[*]})..."
 # cargo deb prints the path of the .deb it wrote on its last line.

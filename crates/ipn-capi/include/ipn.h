@@ -112,11 +112,16 @@ struct ipn_config {
  * the library accepts. */
 #define IPN_CONFIG_SIZE_V1 48u
 
+/* The largest size of struct ipn_config the library accepts: no version
+ * comes near it, so a larger size is a mistake, refused. */
+#define IPN_CONFIG_SIZE_MAX 4096u
+
 /* Fills the first `size` bytes of *config with the defaults and sets
  * config->size to `size`. Call it through ipn_config_init().
  * Returns 0, or -1 with errno:
  *   EFAULT  config is NULL
- *   EINVAL  size is smaller than IPN_CONFIG_SIZE_V1 */
+ *   EINVAL  size is smaller than IPN_CONFIG_SIZE_V1 or larger than
+ *           IPN_CONFIG_SIZE_MAX (nothing is written) */
 int ipn_config_init_size(struct ipn_config *config, size_t size);
 
 /* Fills *config with the defaults: a 64-port lossy hub, MTU 1514, 256

@@ -105,8 +105,10 @@ pub struct CConfig {
 /// `IPN_CONFIG_SIZE_V1`: the size of version 1, the smallest accepted.
 pub const CONFIG_SIZE_V1: usize = 48;
 
-/// Largest `size` read from a caller: a structure this large would have
-/// hundreds of fields; a larger value is garbage (`E2BIG`, nothing read).
+/// `IPN_CONFIG_SIZE_MAX`: the largest `size` the library means. A
+/// structure this large would have hundreds of fields: a larger size is
+/// garbage, never read from (`ipn_create`: `E2BIG`) nor written to
+/// (`ipn_config_init_size`: `EINVAL`, nothing allocated).
 pub const CONFIG_SIZE_MAX: usize = 4096;
 
 // The layout ipn.h declares, field by field.
@@ -159,6 +161,18 @@ impl CConfig {
                 format!(
                     "struct ipn_config of {size} bytes: it has at least {CONFIG_SIZE_V1} \
                      (IPN_CONFIG_SIZE_V1); use ipn_config_init()"
+                ),
+            ));
+        }
+        if size > CONFIG_SIZE_MAX {
+            // Not a structure's size (sizeof of any version is far below
+            // it): refused before anything is allocated or written.
+            return Err(Failure::new(
+                libc::EINVAL,
+                format!(
+                    "struct ipn_config of {size} bytes: no version has more than \
+                     {CONFIG_SIZE_MAX} (IPN_CONFIG_SIZE_MAX); pass sizeof *config, as \
+                     ipn_config_init() does"
                 ),
             ));
         }

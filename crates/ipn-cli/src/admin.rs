@@ -37,7 +37,9 @@ JSON output (--json), format_version 1. Fields are only ever added:
     description   text given when joining
     tx_frames, tx_bytes   sent
     rx_frames, rx_bytes   received
-    rx_dropped    frames lost because this port read too slowly (lossy)
+    rx_dropped    frames this port lost: it read too slowly (lossy), or they
+                  could not be delivered (over the MTU, or a virtio-net
+                  header that does not describe its frame)
     tx_dropped    frames the port sent that were not of its VLANs, dropped
     vlan          802.1Q membership, an object:
                     {\"mode\": \"transparent\"}: every frame as on the wire
@@ -138,8 +140,11 @@ pub struct StatusArgs {
     /// The network
     pub path: PathBuf,
     /// Print a JSON document instead of a table (fields: see --help)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     pub json: bool,
+    /// Print the counters in Prometheus' text format (for node_exporter's textfile collector)
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 #[derive(Args, Debug)]
@@ -203,6 +208,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             .context("formatting the status as JSON")?;
         text.push('\n');
         text
+    } else if args.prometheus {
+        crate::prometheus::exposition(&status)
     } else {
         status_table(&status)
     };

@@ -171,7 +171,7 @@ fn run(port: &mut Port, link: &mut dyn Link, path: &Path) -> anyhow::Result<Outc
 fn summary(stats: &BridgeStats) -> String {
     format!(
         "{} frames into the network, {} out of it; refused: {} by the interface, \
-         {} by the network (over its MTU)",
+         {} by the network (over its MTU, or a bad virtio-net header)",
         stats.to_network, stats.from_network, stats.link_refused, stats.network_refused
     )
 }

@@ -312,7 +312,9 @@ pub fn dump(args: &DumpArgs) -> anyhow::Result<Outcome> {
         .find(|p| p.index == port.index())
         .map_or(0, |p| p.rx_dropped);
     drop(port);
-    eprintln!("{captured} frames captured, {dropped} dropped by ipn (reader too slow)");
+    eprintln!(
+        "{captured} frames captured, {dropped} dropped by ipn (reader too slow, or undeliverable)"
+    );
     let outcome = result?;
     flushed?;
     Ok(outcome)

@@ -6,7 +6,7 @@
 //! SIGINT/SIGTERM), `attach` (tap, grab: host interfaces), `vhost` (a VM's
 //! NIC through vhost-user), `vxlan` (VXLAN tunnel endpoint), `vlan` (the
 //! 802.1Q options of every command that joins), `bench` (runs the
-//! `ipn-bench` binary).
+//! `ipn-bench` binary), `top` (a live full-screen view).
 
 mod admin;
 mod attach;
@@ -14,9 +14,11 @@ mod bench;
 mod dump;
 mod escape;
 mod limits;
+mod prometheus;
 mod pubsub;
 mod signals;
 mod stream;
+mod top;
 mod vhost;
 mod vlan;
 mod vxlan;
@@ -33,6 +35,8 @@ Examples:
   seq 10 | ipn pub /tmp/net                publish ten frames: 1, 2, ... 10
   ipn status /tmp/net                      who is joined, counters, drops
   ipn status /tmp/net --json | jq .ports
+  ipn top /tmp/net                         a live view, every second (q quits)
+  ipn status /tmp/net --prometheus > /var/lib/prometheus/node-exporter/ipn.prom
   vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net
   ipn dump /tmp/net | tcpdump -r - -n -e   watch the frames with tcpdump
   ipn tap /tmp/net --name tap0 --up        the host joins through TAP tap0
@@ -43,6 +47,7 @@ Examples:
   ipn tap /tmp/lan --name tap10 --vlan 10  an access port of VLAN 10 (untagged)
   ipn tap /tmp/lan --name trk --trunk 10,20 --native 1   a trunk (tagged)
   ipn rm /tmp/net
+  source <(ipn completions bash)           completion (the package installs it)
 
 Every command that joins (tap, grab, vxlan, vhost-user, pub, sub, dump) takes --vlan N
 (access port), or --trunk LIST [--native N] (trunk); without them a port
@@ -85,8 +90,8 @@ enum Command {
     #[command(
         long_about = "Show a network's parameters, its reader and writer counts, and one row \
             per port: number, process id, state (joining, active, dead), whether it reads \
-            and writes, its counters (frames and bytes sent and received, frames dropped \
-            because it read too slowly, frames it sent that were not of its VLANs), its \
+            and writes, its counters (frames and bytes sent and received, frames it lost \
+            (read too slowly, or undeliverable: over the MTU), frames it sent that were not of its VLANs), its \
             802.1Q membership (transparent, access N, trunk LIST [native N]) and its \
             description. Ports whose process died are shown as dead until the next joiner \
             reuses their slot. On a switch network a second table lists, per port and VLAN, \
@@ -95,6 +100,21 @@ enum Command {
         after_long_help = admin::JSON_HELP
     )]
     Status(admin::StatusArgs),
+    /// A live full-screen view of a network: rates per port, drops, VLANs, addresses
+    #[command(
+        long_about = "Show the network at PATH on the whole terminal, read again every \
+            --interval seconds (default 1): per port its process, state, frames and bytes per \
+            second sent and received over the last interval, frames dropped (received too \
+            slowly; sent outside its VLANs), 802.1Q membership and description (escaped as \
+            `ipn sub` escapes frames: members write it); above them the whole network's \
+            rates. On a switch network a second table lists the addresses the switch learned, \
+            those behind the ports that sent the most frames first (the switch counts per \
+            port, not per address). q, Esc or Ctrl-C quits; the terminal is restored however \
+            it ends (also SIGINT, SIGTERM, SIGHUP). Needs a terminal: for scripts and \
+            monitoring use `ipn status --json` or `--prometheus`.",
+        after_help = "Examples:\n  ipn top /tmp/net\n  ipn top /tmp/lan --interval 0.5"
+    )]
+    Top(top::TopArgs),
     /// Remove a network (refuses while ports are joined, unless --force)
     #[command(
         long_about = "Remove the network at PATH: its shared file, doorbell sockets and \
@@ -147,7 +167,7 @@ enum Command {
             is still recorded. Stops after --count frames, after --timeout seconds, at \
             SIGINT/SIGTERM, or when the reader of standard output goes away, always leaving \
             a complete capture; then prints on standard error how many frames were captured \
-            and how many the port lost because it read too slowly.",
+            and how many the port lost (read too slowly, or undeliverable: over the MTU).",
         after_help = "Examples:\n  ipn dump /tmp/net -w /tmp/net.pcap\n  ipn dump /tmp/net | tcpdump -r - -n -e\n  ipn dump /tmp/net -w - --snaplen 64 | wireshark -k -i -\n  ipn dump /tmp/net -w first10.pcap --count 10 --timeout 60\n  ipn dump /tmp/lan | tcpdump -r - -n -e vlan 10    tags as on the wire (transparent)\n  ipn dump /tmp/lan --vlan 20 -w vlan20.pcap       VLAN 20 only, untagged"
     )]
     Dump(dump::DumpArgs),
@@ -224,6 +244,32 @@ enum Command {
     VhostUser(vhost::VhostArgs),
     /// Measure ipn against AF_UNIX fan-out: runs ipn-bench (see ipn bench --help)
     Bench(bench::BenchArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, ...)
+    #[command(
+        long_about = "Print the completion script for SHELL, generated from this command's own \
+            definition, so it always matches it. The Debian package installs them where each \
+            shell looks: /usr/share/bash-completion/completions/ipn, \
+            /usr/share/zsh/vendor-completions/_ipn, /usr/share/fish/vendor_completions.d/ipn.fish.",
+        after_help = "Examples:\n  source <(ipn completions bash)\n  ipn completions zsh > ~/.zfunc/_ipn\n  ipn completions fish > ~/.config/fish/completions/ipn.fish"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CompletionsArgs {
+    /// The shell
+    shell: clap_complete::Shell,
+}
+
+/// Writes the completion script for `shell` on standard output.
+fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "ipn", &mut script);
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|e| anyhow::anyhow!("writing the completion script: {e}"))
 }
 
 /// How a command ended, when it did not fail.
@@ -248,7 +294,9 @@ fn main() -> ExitCode {
         Command::Tap(args) => attach::tap(&args),
         Command::Grab(args) => attach::grab(&args),
         Command::VhostUser(args) => vhost::run(&args),
+        Command::Top(args) => top::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| Outcome::Done),
+        Command::Completions(args) => completions(&args).map(|()| Outcome::Done),
     };
     // Every Port has been dropped by now: the commands own theirs.
     match result {

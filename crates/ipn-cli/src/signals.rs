@@ -25,12 +25,18 @@ extern "C" fn on_signal(signal: libc::c_int) {
 
 /// Catches SIGINT and SIGTERM from now on.
 pub fn install() -> anyhow::Result<()> {
+    install_for(&[Signal::SIGINT, Signal::SIGTERM])
+}
+
+/// Catches `signals` from now on (`ipn top` adds SIGHUP: its terminal
+/// going away must end it too).
+pub fn install_for(signals: &[Signal]) -> anyhow::Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(),
         SigSet::empty(),
     );
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+    for &signal in signals {
         // SAFETY: the handler only stores into an atomic, which is
         // async-signal-safe, and it replaces no handler we rely on.
         #[allow(unsafe_code)]

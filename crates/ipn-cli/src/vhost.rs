@@ -1,9 +1,10 @@
 //! `ipn vhost-user`: a QEMU VM's virtio-net NIC as a port of a network,
 //! through `ipn_vhost`: a vhost-user backend listening on a socket.
 //!
-//! The socket comes first (its errors name the path: in use, not a
-//! socket, no such directory), then the port, joined with offloads and
-//! described `vhost-user SOCK`. Serves until SIGINT/SIGTERM (asked every
+//! The port comes first, joined with offloads and described `vhost-user
+//! SOCK`; then the socket (its errors name the path: in use, not a
+//! socket, no such directory), with the network's group and mode, so that
+//! who may connect is who may join. Serves until SIGINT/SIGTERM (asked every
 //! 100 ms), then leaves the network and removes the socket. One line on
 //! standard error when it starts, one per frontend connecting and leaving,
 //! and a summary when it stops.
@@ -37,7 +38,6 @@ pub struct VhostArgs {
 
 pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
     signals::install()?;
-    let socket = VhostSocket::bind(&args.socket)?;
     let what = format!("vhost-user {}", args.socket.display());
     let options = JoinOptions {
         offload: true,
@@ -49,6 +49,15 @@ pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
     } else {
         Port::join(&args.path, &options)?
     };
+    // Who may be the VM's NIC is who may join: the socket takes the
+    // network's group and mode.
+    let access = port.access().with_context(|| {
+        format!(
+            "{}: reading the network's owner and mode",
+            args.path.display()
+        )
+    })?;
+    let socket = VhostSocket::bind(&args.socket, access)?;
     eprintln!(
         "ipn: {what} joined {} as port {}{}; waiting for QEMU; Ctrl-C to stop",
         args.path.display(),

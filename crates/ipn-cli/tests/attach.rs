@@ -390,7 +390,9 @@ fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
             )),
             "{said}"
         );
-        assert!(took < Duration::from_millis(2500), "took {took:?}: {said}");
+        // A generous cap: the end must come from noticing the deletion,
+        // not from the wait above giving up.
+        assert!(took < Duration::from_secs(8), "took {took:?}: {said}");
     }
 }
 

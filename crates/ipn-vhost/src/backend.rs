@@ -78,6 +78,8 @@ pub(crate) const PORT_EVENT: u16 = NUM_QUEUES as u16 + 1;
 pub(crate) const AGAIN_EVENT: u16 = NUM_QUEUES as u16 + 2;
 /// Time to try a send again into a lossless network that was full.
 pub(crate) const RETRY_EVENT: u16 = NUM_QUEUES as u16 + 3;
+/// Time to look again at the guest's receive buffers (see [`RX_STALL`]).
+pub(crate) const RX_TIMER_EVENT: u16 = NUM_QUEUES as u16 + 4;
 
 /// Largest queue the guest may ask for (QEMU's default is 256).
 const MAX_QUEUE_SIZE: usize = 1024;
@@ -88,6 +90,16 @@ const RETRY_AFTER: Duration = Duration::from_millis(1);
 /// How often, while a lossless network stays full, we look for dead
 /// readers (whom nobody need wait for).
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// How soon a frame that did not fit the receive buffers the guest had
+/// posted is tried again, when the guest posted some but not enough (it
+/// is not kicked for buffers it already posted).
+const RX_RETRY: Duration = Duration::from_millis(1);
+/// Longest a frame waits for the guest's receive buffers. Past it the
+/// guest is stalled: what waits is dropped and counted, and frames from
+/// the network are dropped while the guest posts none, as a NIC whose
+/// receive ring is full drops them. A guest that stopped reading (hung,
+/// paused, hostile) so holds a lossless network up for at most this long.
+const RX_STALL: Duration = Duration::from_secs(2);
 /// The virtio-net header of the port's frames (`struct virtio_net_hdr`).
 const PORT_HDR: usize = 10;
 
@@ -210,6 +222,10 @@ pub(crate) struct NetBackend {
     again_rx: bool,
     again_tx: bool,
     retry: TimerFd,
+    rx_timer: TimerFd,
+    /// The guest broke the device (see [`NetBackend::broken`]): no queue
+    /// is looked at again on this connection.
+    stopped: std::sync::atomic::AtomicBool,
     rx: Rx,
     tx: Tx,
 }
@@ -226,6 +242,11 @@ struct Rx {
     ready: VecDeque<Range<usize>>,
     /// The port's fd is out of the epoll set until the guest posts buffers.
     paused: bool,
+    /// Since when frames have waited for the guest's buffers.
+    waiting_since: Option<Instant>,
+    /// The guest posted no buffers for [`RX_STALL`]: frames that do not
+    /// fit are dropped until it posts some.
+    stalled: bool,
 }
 
 /// The transmit side's state.
@@ -260,10 +281,13 @@ impl NetBackend {
             (port.as_raw_fd(), port.mtu() as usize)
         };
         let again = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        let retry = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
-        )?;
+        let timer = || {
+            TimerFd::new(
+                ClockId::CLOCK_MONOTONIC,
+                TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
+            )
+        };
+        let (retry, rx_timer) = (timer()?, timer()?);
         Ok(NetBackend {
             shared,
             mem,
@@ -276,6 +300,8 @@ impl NetBackend {
             again_rx: false,
             again_tx: false,
             retry,
+            rx_timer,
+            stopped: std::sync::atomic::AtomicBool::new(false),
             rx: Rx {
                 buf: vec![0; PORT_HDR + MAX_GSO_FRAME],
                 ..Rx::default()
@@ -302,6 +328,11 @@ impl NetBackend {
             EventSet::IN,
             u64::from(RETRY_EVENT),
         )?;
+        worker.register_listener(
+            self.rx_timer.as_fd().as_raw_fd(),
+            EventSet::IN,
+            u64::from(RX_TIMER_EVENT),
+        )?;
         self.worker = Some(worker);
         Ok(())
     }
@@ -316,6 +347,8 @@ impl NetBackend {
     fn rx_stopped(&mut self) {
         self.rx.whole = None;
         self.rx.ready.clear();
+        self.rx.waiting_since = None;
+        self.rx.stalled = false;
         self.resume_port();
     }
 
@@ -351,7 +384,12 @@ impl NetBackend {
         self.rx.paused = true;
     }
 
+    /// The guest broke the device: its rings are inconsistent or its
+    /// memory unusable. Like a device that sets DEVICE_NEEDS_RESET, it
+    /// stops: no queue is looked at again, and the main thread closes the
+    /// connection (saying why, once) and listens again.
     fn broken(&self, why: String) {
+        self.stopped.store(true, Ordering::Relaxed);
         let mut broken = lock(&self.shared.broken);
         if broken.is_none() {
             *broken = Some(why);
@@ -394,14 +432,29 @@ impl NetBackend {
         let mut sent = 0;
         let mut used = false;
         let mut result = Ok(());
-        'queue: loop {
+        // Each round after the first follows a re-enabled notification
+        // that said more chains wait, and must take at least one: a guest
+        // whose avail index promises chains that cannot be taken would
+        // otherwise keep this loop going forever. With every round taking
+        // a chain and at most BATCH chains, the loop is bounded.
+        'queue: for round in 0..=BATCH {
             if self.event_idx {
                 result = state.disable_notification();
                 if result.is_err() {
                     break;
                 }
             }
-            while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
+            let mut taken = 0;
+            loop {
+                let chain = match pop_chain(&mut state, &mem) {
+                    Ok(Some(chain)) => chain,
+                    Ok(None) => break,
+                    Err(e) => {
+                        result = Err(e);
+                        break 'queue;
+                    }
+                };
+                taken += 1;
                 if sent == BATCH {
                     state.get_queue_mut().go_to_previous_position();
                     self.come_back(false, true);
@@ -451,6 +504,10 @@ impl NetBackend {
                 }
                 used = true;
                 sent += 1;
+            }
+            if round > 0 && taken == 0 {
+                result = Err(virtio_queue::Error::InvalidAvailRingIndex);
+                break;
             }
             if !self.event_idx {
                 break;
@@ -512,8 +569,7 @@ impl NetBackend {
             return;
         }
         let mut used = false;
-        if running && !self.deliver_waiting(vring, &mut used) {
-            self.wait_for_buffers(vring, used);
+        if running && !self.deliver_waiting(vring, &mut used) && !self.no_room(vring, used) {
             return;
         }
         for i in 0..BATCH {
@@ -544,8 +600,7 @@ impl NetBackend {
                     return;
                 }
             }
-            if !self.deliver_waiting(vring, &mut used) {
-                self.wait_for_buffers(vring, used);
+            if !self.deliver_waiting(vring, &mut used) && !self.no_room(vring, used) {
                 return;
             }
         }
@@ -553,23 +608,78 @@ impl NetBackend {
         self.notify_rx(vring, used);
     }
 
+    /// The guest has no room for what waits: true to go on reading the
+    /// port (a stalled guest: what waits is dropped), false if waiting
+    /// for the guest's buffers.
+    fn no_room(&mut self, vring: &Vring, used: bool) -> bool {
+        if self.rx.stalled {
+            self.drop_waiting();
+            return true;
+        }
+        self.wait_for_buffers(vring, used);
+        false
+    }
+
     /// The guest has no room for what waits: take the port out of the
-    /// epoll set and ask the guest to kick when it posts buffers.
+    /// epoll set and ask the guest to kick when it posts buffers; look
+    /// again in [`RX_RETRY`] if it posted some that were not enough, and
+    /// give up on it after [`RX_STALL`].
     fn wait_for_buffers(&mut self, vring: &Vring, used: bool) {
+        let now = Instant::now();
+        let since = *self.rx.waiting_since.get_or_insert(now);
+        let waited = now.duration_since(since);
+        if waited >= RX_STALL {
+            self.rx_stall();
+            self.notify_rx(vring, used);
+            return;
+        }
         self.pause_port();
         let more = vring.get_mut().enable_notification();
-        match more {
-            // Buffers came meanwhile: go on at once.
-            Ok(true) => self.come_back(true, false),
-            Ok(false) => {}
-            Err(e) => self.broken(format!("receive queue: {e}")),
+        let after = match more {
+            Ok(true) => RX_RETRY,
+            Ok(false) => RX_STALL - waited,
+            Err(e) => {
+                self.broken(format!("receive queue: {e}"));
+                return;
+            }
+        };
+        let after = Expiration::OneShot(TimeSpec::from_duration(after));
+        if let Err(e) = self.rx_timer.set(after, TimerSetTimeFlags::empty()) {
+            self.broken(format!("timerfd: {e}"));
         }
         self.notify_rx(vring, used);
     }
 
+    /// Drops and counts the frame and segments that wait for the guest.
+    fn drop_waiting(&mut self) {
+        let waiting = usize::from(self.rx.whole.is_some()) + self.rx.ready.len();
+        for _ in 0..waiting {
+            Counters::add(&self.shared.counters.refused_by_guest);
+        }
+        self.rx.whole = None;
+        self.rx.ready.clear();
+    }
+
+    /// The guest took no frame for [`RX_STALL`]: drop what waits and let
+    /// the network's frames through to be dropped until it posts buffers.
+    fn rx_stall(&mut self) {
+        self.drop_waiting();
+        self.rx.waiting_since = None;
+        self.rx.stalled = true;
+        self.resume_port();
+        self.come_back(true, false);
+    }
+
     /// The guest posted receive buffers (a kick, or the queue was just
-    /// enabled): deliver what waits and take the port back.
+    /// enabled), or it is time to look again: deliver what waits and take
+    /// the port back.
     fn rx_kicked(&mut self, vring: &Vring) {
+        self.rx.stalled = false;
+        self.rx_retry(vring);
+    }
+
+    /// Tries again to deliver what waits for the guest's buffers.
+    fn rx_retry(&mut self, vring: &Vring) {
         if !self.rx.paused {
             return;
         }
@@ -664,6 +774,7 @@ impl NetBackend {
             }
             self.rx.ready.pop_front();
         }
+        self.rx.waiting_since = None;
         true
     }
 
@@ -686,6 +797,21 @@ impl NetBackend {
             Err(e) => self.broken(format!("{queue} queue: {e}")),
         }
     }
+}
+
+/// A descriptor chain the guest made available.
+type Chain = virtio_queue::DescriptorChain<vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap>>;
+
+/// The next chain the guest made available, `None` if there is none, or
+/// an error if the guest's ring is inconsistent (an avail index more than
+/// a ring ahead of ours, a ring outside its memory). virtio-queue's
+/// `pop_descriptor_chain` reads both as "none", which made a guest able
+/// to promise chains that never come, forever.
+fn pop_chain(
+    state: &mut vhost_user_backend::VringState<Mem>,
+    mem: &vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap>,
+) -> Result<Option<Chain>, virtio_queue::Error> {
+    Ok(state.get_queue_mut().iter(mem.clone())?.next())
 }
 
 /// Reads a whole chain into `buf` (which the caller made large enough).
@@ -719,22 +845,31 @@ fn write_rx(
     let mut state = vring.get_mut();
     let start = state.get_queue().next_avail();
     let mut writers = Vec::new();
+    let mut empty = Vec::new();
     let mut room = 0;
+    // A guest's chains may hold no room at all: at most a ring's worth
+    // of them is looked at for one frame.
+    let most = usize::from(state.get_queue().size());
+    let mut looked = 0;
     while room < total && (mergeable || writers.is_empty()) {
-        let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
-            state.get_queue_mut().set_next_avail(start);
-            return Ok(Delivery::NoRoom);
+        let chain = match pop_chain(&mut state, &mem)? {
+            Some(chain) if looked < most => chain,
+            _ => {
+                state.get_queue_mut().set_next_avail(start);
+                return Ok(Delivery::NoRoom);
+            }
         };
+        looked += 1;
         let head = chain.head_index();
         match chain.writer(&mem) {
             Ok(writer) => {
                 room += writer.available_bytes();
                 writers.push((head, writer));
             }
-            Err(_) => {
-                // A chain without writable buffers: give it back empty.
-                state.add_used(head, 0)?;
-            }
+            // A chain without writable buffers: given back empty with
+            // the others, once the frame is written (until then nothing
+            // is taken from the queue).
+            Err(_) => empty.push(head),
         }
     }
     if room < total {
@@ -768,7 +903,10 @@ fn write_rx(
         }
         used.push((head, written as u32));
     }
-    for (head, written) in used {
+    for (head, written) in used
+        .into_iter()
+        .chain(empty.into_iter().map(|head| (head, 0)))
+    {
         state.add_used(head, written)?;
     }
     Ok(Delivery::Written)
@@ -835,6 +973,16 @@ impl VhostUserBackendMut for NetBackend {
         ) else {
             return Ok(());
         };
+        if self.stopped.load(Ordering::Relaxed) {
+            // Broken: quiet every source of ours until the connection is
+            // closed (level-triggered: a readable fd left alone would
+            // wake the worker again at once).
+            let _ = self.again.read();
+            let _ = self.retry.wait();
+            let _ = self.rx_timer.wait();
+            self.pause_port();
+            return Ok(());
+        }
         match device_event {
             RX_QUEUE => self.rx_kicked(rx),
             TX_QUEUE => self.process_tx(tx),
@@ -854,6 +1002,10 @@ impl VhostUserBackendMut for NetBackend {
             RETRY_EVENT => {
                 let _ = self.retry.wait();
                 self.process_tx(tx);
+            }
+            RX_TIMER_EVENT => {
+                let _ = self.rx_timer.wait();
+                self.rx_retry(rx);
             }
             _ => {}
         }

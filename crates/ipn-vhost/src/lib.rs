@@ -373,13 +373,22 @@ fn serve_connection(
         let _ = to_handler.shutdown(std::net::Shutdown::Both);
         (waiter.join(), requests.join(), replies.join())
     });
-    let shim_error = [requests, replies].into_iter().find_map(|r| match r {
-        Ok(Err(e)) if e.kind() != io::ErrorKind::NotConnected => Some(e.to_string()),
-        _ => None,
-    });
+    let results = [requests, replies];
+    let shim_error = |refused_only: bool| {
+        results.iter().find_map(|r| match r {
+            Ok(Err(e)) if refused_only && e.kind() != io::ErrorKind::InvalidData => None,
+            Ok(Err(e)) if e.kind() != io::ErrorKind::NotConnected => Some(e.to_string()),
+            _ => None,
+        })
+    };
     match (closing, result) {
         (Some(why), _) => Some(why),
-        (None, Ok(Ok(()))) => shim_error.map(|e| format!("passing messages: {e}")),
+        // A message the shim refused (a memory table outside its file)
+        // ends the daemon as a disconnection would: say why.
+        (None, _) if shim_error(true).is_some() => {
+            shim_error(true).map(|e| format!("refused a message: {e}"))
+        }
+        (None, Ok(Ok(()))) => shim_error(false).map(|e| format!("passing messages: {e}")),
         // QEMU closed the connection (it stopped, or was stopped).
         (
             None,

@@ -26,6 +26,12 @@
 //! (`SCM_RIGHTS`), and written the same way. The other direction (the
 //! handler's replies) is passed on as a byte stream with its descriptors.
 //!
+//! Memory tables (`SET_MEM_TABLE`, `ADD_MEM_REG`) are checked on the way:
+//! each region must lie within the file its descriptor names (fstat), a
+//! regular file. vm-memory maps a region past the end of its file without
+//! complaint, and the first access there is a SIGBUS that kills the
+//! backend; a table that fails the check ends the connection instead.
+//!
 //! The only `unsafe` is taking ownership of descriptors the kernel gave
 //! us.
 
@@ -43,6 +49,10 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 const SET_FEATURES: u32 = 2;
 /// `VHOST_USER_RESET_OWNER`: features are to be set again.
 const RESET_OWNER: u32 = 4;
+/// `VHOST_USER_SET_MEM_TABLE`.
+const SET_MEM_TABLE: u32 = 5;
+/// `VHOST_USER_ADD_MEM_REG`.
+const ADD_MEM_REG: u32 = 37;
 /// `VHOST_USER_SET_VRING_ENABLE`.
 const SET_VRING_ENABLE: u32 = 18;
 /// Header flags: protocol version 1, a reply, a reply wanted.
@@ -103,6 +113,12 @@ fn pass_requests(qemu: &UnixStream, handler: &UnixStream) -> io::Result<()> {
             return Ok(());
         }
         match request {
+            SET_MEM_TABLE | ADD_MEM_REG => {
+                check_memory_table(request, &message[HEADER..], &fds)?;
+            }
+            _ => {}
+        }
+        match request {
             SET_FEATURES => {
                 send_all(handler, &message, &fds)?;
                 features_set = true;
@@ -134,6 +150,56 @@ fn pass_requests(qemu: &UnixStream, handler: &UnixStream) -> io::Result<()> {
         }
         send_all(handler, &message, &fds)?;
     }
+}
+
+/// One region of a memory table: `struct VhostUserMemoryRegion`.
+const REGION: usize = 32;
+
+/// Checks that every region of a memory table lies within its file: an
+/// error naming the region otherwise.
+fn check_memory_table(request: u32, payload: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let u64_at = |at: usize| -> io::Result<u64> {
+        payload
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| invalid(format!("memory table: {} bytes, too short", payload.len())))
+    };
+    // SET_MEM_TABLE: u32 count, u32 padding, regions; ADD_MEM_REG: u64
+    // padding, one region.
+    let (count, first) = if request == SET_MEM_TABLE {
+        ((u64_at(0)? & 0xffff_ffff) as usize, 8)
+    } else {
+        (1, 8)
+    };
+    if count > fds.len() {
+        return Err(invalid(format!(
+            "memory table: {count} regions but {} descriptors",
+            fds.len()
+        )));
+    }
+    for (i, fd) in fds.iter().enumerate().take(count) {
+        let at = first + i * REGION;
+        let (size, offset) = (u64_at(at + 8)?, u64_at(at + 24)?);
+        let stat = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+        let kind =
+            nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+        if kind != nix::sys::stat::SFlag::S_IFREG {
+            return Err(invalid(format!(
+                "memory table: region {i}: its descriptor is not a regular file"
+            )));
+        }
+        let file_size = u64::try_from(stat.st_size).unwrap_or(0);
+        let end = offset.checked_add(size);
+        if size == 0 || end.is_none_or(|end| end > file_size) {
+            return Err(invalid(format!(
+                "memory table: region {i}: {size} bytes at offset {offset} of a {file_size}-byte \
+                 file: outside it"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A message: header (version 1, `flags`) and payload.

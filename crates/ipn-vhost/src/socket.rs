@@ -7,12 +7,29 @@
 //! socket. Dropping it removes the socket file, but only if it is still
 //! ours (same device and inode): a successor's socket at the same path is
 //! left alone.
+//!
+//! Who may connect is who may join the network ([`ipn::Access`]): the
+//! socket gets the network's group and permission bits whatever the
+//! umask. It is bound in a private directory (mode 0700, beside the
+//! final path), given its owner and mode there, where nobody else can
+//! reach or swap it, and only then renamed into place (never over an
+//! existing name): no moment exists when it is reachable with wider
+//! permissions.
 
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use ipn::Access;
+use nix::fcntl::{open, renameat2, OFlag, RenameFlags, AT_FDCWD};
+use nix::sys::stat::{fchmodat, FchmodatFlags, Mode};
+use nix::unistd::{fchownat, FchownatFlags, Gid, Uid};
+
+/// The socket's name in its private staging directory.
+const STAGED: &str = "s";
 
 /// Longest socket path Linux takes (`sun_path` is 108 bytes with its NUL).
 pub const MAX_PATH: usize = 107;
@@ -48,6 +65,18 @@ pub enum SocketError {
         /// The path.
         path: PathBuf,
     },
+    /// The socket could not be given the network's group or mode.
+    #[error("{path}: giving the socket the network's group {gid} and mode {mode:04o}: {source}; run as a member of that group (or root)", path = .path.display())]
+    Access {
+        /// The path.
+        path: PathBuf,
+        /// The network's group.
+        gid: u32,
+        /// The network's mode.
+        mode: u32,
+        /// What the system said.
+        source: io::Error,
+    },
     /// Anything else the system said.
     #[error("{path}: {what}: {source}", path = .path.display())]
     Io {
@@ -70,9 +99,9 @@ pub struct VhostSocket {
 }
 
 impl VhostSocket {
-    /// Listens at `path`, replacing a stale socket (nobody answers)
-    /// but nothing else.
-    pub fn bind(path: &Path) -> Result<VhostSocket, SocketError> {
+    /// Listens at `path` with `access` (the network's group and mode),
+    /// replacing a stale socket (nobody answers) but nothing else.
+    pub fn bind(path: &Path, access: Access) -> Result<VhostSocket, SocketError> {
         let len = path.as_os_str().len();
         if len > MAX_PATH {
             return Err(SocketError::TooLong {
@@ -121,14 +150,7 @@ impl VhostSocket {
                 })
             }
         }
-        let listener = UnixListener::bind(path).map_err(|source| match source.kind() {
-            io::ErrorKind::AddrInUse => SocketError::InUse { path: path.into() },
-            _ => SocketError::Io {
-                path: path.into(),
-                what: "binding the socket",
-                source,
-            },
-        })?;
+        let listener = bind_private(path, dir, access)?;
         let meta = fs::symlink_metadata(path).map_err(|source| SocketError::Io {
             path: path.into(),
             what: "looking at the new socket",
@@ -165,6 +187,70 @@ impl Drop for VhostSocket {
     }
 }
 
+/// Binds a socket in a private directory beside `path`, gives it
+/// `access`, and renames it to `path` (failing if anything took that
+/// name meanwhile).
+fn bind_private(path: &Path, dir: &Path, access: Access) -> Result<UnixListener, SocketError> {
+    let io_error = |what: &'static str| {
+        move |source: io::Error| SocketError::Io {
+            path: path.into(),
+            what,
+            source,
+        }
+    };
+    let private = nix::unistd::mkdtemp(&dir.join(".ipn-vhost-user.XXXXXX"))
+        .map_err(|e| io_error("making a private directory beside the socket")(e.into()))?;
+    let result = (|| {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let staging = open(&private, flags, Mode::empty())
+            .map_err(|e| io_error("opening the private directory")(e.into()))?;
+        // Bound through /proc/self/fd: the address stays short whatever
+        // the directory's path.
+        let address = format!("/proc/self/fd/{}/{STAGED}", staging.as_raw_fd());
+        let listener = UnixListener::bind(&address).map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => SocketError::InUse { path: path.into() },
+            _ => io_error("binding the socket")(source),
+        })?;
+        // Only we can write in `private` (0700): the name cannot be
+        // swapped between these calls.
+        let access_error = |e: nix::errno::Errno| SocketError::Access {
+            path: path.into(),
+            gid: access.gid,
+            mode: access.mode,
+            source: e.into(),
+        };
+        let owner = Uid::effective()
+            .is_root()
+            .then(|| Uid::from_raw(access.uid));
+        let no_follow = FchownatFlags::AT_SYMLINK_NOFOLLOW;
+        fchownat(
+            &staging,
+            STAGED,
+            owner,
+            Some(Gid::from_raw(access.gid)),
+            no_follow,
+        )
+        .map_err(access_error)?;
+        let mode = Mode::from_bits_truncate(access.mode & 0o666);
+        fchmodat(&staging, STAGED, mode, FchmodatFlags::FollowSymlink).map_err(access_error)?;
+        renameat2(
+            &staging,
+            STAGED,
+            AT_FDCWD,
+            path,
+            RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EEXIST => SocketError::InUse { path: path.into() },
+            e => io_error("moving the socket into place")(e.into()),
+        })?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_file(private.join(STAGED));
+    let _ = fs::remove_dir(&private);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,12 +266,38 @@ mod tests {
         d
     }
 
+    fn ours(mode: u32) -> Access {
+        Access {
+            uid: Uid::effective().as_raw(),
+            gid: Gid::effective().as_raw(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn the_socket_takes_the_networks_mode_whatever_the_umask() {
+        let d = dir();
+        let path = d.join("sock");
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let socket = VhostSocket::bind(&path, ours(0o660));
+        nix::sys::stat::umask(old);
+        let socket = socket.unwrap();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o7777, 0o660, "not the umask's 0777");
+        assert_eq!(meta.gid(), Gid::effective().as_raw());
+        drop(socket);
+        let names: Vec<_> = fs::read_dir(&d).unwrap().collect();
+        assert!(names.is_empty(), "no staging directory left: {names:?}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn a_listening_socket_is_in_use_a_stale_one_is_replaced() {
         let d = dir();
         let path = d.join("sock");
-        let first = VhostSocket::bind(&path).unwrap();
-        let err = VhostSocket::bind(&path).unwrap_err();
+        let first = VhostSocket::bind(&path, ours(0o600)).unwrap();
+        let err = VhostSocket::bind(&path, ours(0o600)).unwrap_err();
         assert!(matches!(err, SocketError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("in use"));
         drop(first);
@@ -194,7 +306,7 @@ mod tests {
         let stale = UnixListener::bind(&path).unwrap();
         drop(stale);
         assert!(path.exists());
-        let again = VhostSocket::bind(&path).unwrap();
+        let again = VhostSocket::bind(&path, ours(0o600)).unwrap();
         drop(again);
         fs::remove_dir_all(&d).unwrap();
     }
@@ -204,13 +316,13 @@ mod tests {
         let d = dir();
         let file = d.join("file");
         fs::write(&file, b"keep me").unwrap();
-        let err = VhostSocket::bind(&file).unwrap_err();
+        let err = VhostSocket::bind(&file, ours(0o600)).unwrap_err();
         assert!(matches!(err, SocketError::NotASocket { .. }), "{err}");
         assert_eq!(fs::read(&file).unwrap(), b"keep me");
-        let err = VhostSocket::bind(&d.join("nowhere/sock")).unwrap_err();
+        let err = VhostSocket::bind(&d.join("nowhere/sock"), ours(0o600)).unwrap_err();
         assert!(matches!(err, SocketError::NoDirectory { .. }), "{err}");
         let long = d.join("x".repeat(120));
-        let err = VhostSocket::bind(&long).unwrap_err();
+        let err = VhostSocket::bind(&long, ours(0o600)).unwrap_err();
         assert!(matches!(err, SocketError::TooLong { .. }), "{err}");
         fs::remove_dir_all(&d).unwrap();
     }
@@ -219,7 +331,7 @@ mod tests {
     fn a_successors_socket_is_not_removed() {
         let d = dir();
         let path = d.join("sock");
-        let ours = VhostSocket::bind(&path).unwrap();
+        let ours = VhostSocket::bind(&path, ours(0o600)).unwrap();
         fs::remove_file(&path).unwrap();
         let theirs = UnixListener::bind(&path).unwrap();
         drop(ours);

@@ -269,10 +269,23 @@ impl Vlan {
     }
 
     /// A frame this port sends, with tag `tag` (as the port gave it).
+    ///
+    /// A priority tag (VLAN ID 0) from an access port or a trunk carries
+    /// only the frame's priority: for membership the frame is untagged
+    /// (802.1Q §6.9), so it belongs to the access VLAN or the native one,
+    /// and keeps its priority bits. A transparent port's frames go as
+    /// they are.
     pub fn ingress(&self, tag: Option<Tci>) -> Ingress {
+        let (tag, priority) = match tag {
+            Some(tci) if tci.vid() == 0 && !matches!(self, Vlan::Transparent) => {
+                (None, tci.0 & !0x0fff)
+            }
+            tag => (tag, 0),
+        };
+        let into = |vid: u16| Ingress::Accept(Some(Tci(priority | Tci::for_vlan(vid).0)));
         match (self, tag) {
             (Vlan::Transparent, tag) => Ingress::Accept(tag),
-            (Vlan::Access(vid), None) => Ingress::Accept(Some(Tci::for_vlan(*vid))),
+            (Vlan::Access(vid), None) => into(*vid),
             (Vlan::Access(_), Some(_)) => Ingress::Drop,
             (Vlan::Trunk { vlans, native }, Some(tci)) => {
                 if vlans.contains(tci.vid()) || *native == Some(tci.vid()) {
@@ -282,7 +295,7 @@ impl Vlan {
                 }
             }
             (Vlan::Trunk { native, .. }, None) => match native {
-                Some(vid) => Ingress::Accept(Some(Tci::for_vlan(*vid))),
+                Some(vid) => into(*vid),
                 None => Ingress::Drop,
             },
         }
@@ -388,6 +401,28 @@ mod tests {
         assert_eq!(trunk.egress(t(30)), Egress::Skip);
         assert_eq!(Vlan::Transparent.egress(t(30)), Egress::AsIs);
         assert_eq!(Vlan::Transparent.ingress(None), Ingress::Accept(None));
+    }
+
+    #[test]
+    fn a_priority_tag_counts_as_untagged_and_keeps_its_priority() {
+        let priority5 = Some(Tci(0xa000));
+        assert_eq!(
+            Vlan::Access(10).ingress(priority5),
+            Ingress::Accept(Some(Tci(0xa00a)))
+        );
+        let trunk = |native| Vlan::Trunk {
+            vlans: [10].into_iter().collect(),
+            native,
+        };
+        assert_eq!(
+            trunk(Some(1)).ingress(priority5),
+            Ingress::Accept(Some(Tci(0xa001)))
+        );
+        assert_eq!(trunk(None).ingress(priority5), Ingress::Drop);
+        assert_eq!(
+            Vlan::Transparent.ingress(priority5),
+            Ingress::Accept(priority5)
+        );
     }
 
     #[test]

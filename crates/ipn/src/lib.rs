@@ -68,7 +68,7 @@ mod loom_tests;
 pub use config::{Config, JoinOptions, Protocol};
 pub use error::{OpenError, RecvError, SendError};
 pub use membership::Membership;
-pub use network::{Network, PortState, PortStatus, Status};
+pub use network::{Access, Network, PortState, PortStatus, Status};
 pub use port::{Message, Port, Shutdown};
 
 /// Looks a group up by name or number (for [`Config::group`]).

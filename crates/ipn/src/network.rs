@@ -77,10 +77,23 @@ pub struct PortStatus {
     pub rx_frames: u64,
     /// Bytes received since this port joined.
     pub rx_bytes: u64,
-    /// Frames this port missed because it read too slowly (lossy).
+    /// Frames this port lost: it read too slowly (lossy), or they could not
+    /// be delivered (over the MTU, or with a virtio-net header that does
+    /// not describe them: written by a misbehaving member).
     pub rx_dropped: u64,
     /// Frames this port sent that did not belong to its VLANs.
     pub tx_dropped: u64,
+}
+
+/// Who may use a network: see [`crate::Port::access`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Owner of the network's shared file.
+    pub uid: u32,
+    /// Its group: the network's members.
+    pub gid: u32,
+    /// Its permission bits (read and write only).
+    pub mode: u32,
 }
 
 /// A snapshot of a network and every port in it.

@@ -25,7 +25,9 @@
 //!
 //! Bits are only hints: a scribbled bitmap makes a reader scan more rings,
 //! or fewer until its next wake-up (a blocking receive wakes at least every
-//! second and then scans every live writer).
+//! second and then scans every live writer). The last word of a bitmap
+//! has bits for ports the network does not have: a reader never takes
+//! those (a [`ScanSet`] holds only ports below `max_ports`).
 
 use crate::shm::SharedFile;
 use crate::sync::Ordering;
@@ -58,25 +60,42 @@ pub fn is_marked(shm: &SharedFile, reader: u32, sender: u32) -> bool {
         .is_some_and(|w| w.load(Ordering::Acquire) & mask != 0)
 }
 
-/// A reader's private set of senders to scan.
+/// A reader's private set of senders to scan: only ports below the
+/// network's `max_ports`, whatever the shared bitmap says.
 #[derive(Debug, Clone, Default)]
 pub struct ScanSet {
     words: Vec<u64>,
+    /// The bits of the last word that are ports (all ones if 64 are).
+    last_word_ports: u64,
 }
 
 impl ScanSet {
     /// An empty set for a network of `max_ports` ports.
     pub fn new(max_ports: u32) -> ScanSet {
+        let in_last = max_ports % 64;
         ScanSet {
             words: vec![0; max_ports.div_ceil(64) as usize],
+            last_word_ports: if in_last == 0 {
+                u64::MAX
+            } else {
+                (1u64 << in_last) - 1
+            },
         }
     }
 
-    /// Adds `index`.
+    /// Adds `index` (if it is a port of the network).
     pub fn insert(&mut self, index: u32) {
         let (word, mask) = bit(index);
         if let Some(w) = self.words.get_mut(word) {
             *w |= mask;
+        }
+        self.drop_beyond_last_port();
+    }
+
+    /// Clears the bits of the last word that are no port.
+    fn drop_beyond_last_port(&mut self) {
+        if let Some(last) = self.words.last_mut() {
+            *last &= self.last_word_ports;
         }
     }
 
@@ -94,6 +113,7 @@ impl ScanSet {
         for (mine, shared) in self.words.iter_mut().zip(shm.pending(reader)) {
             *mine |= shared.load(Ordering::Acquire);
         }
+        self.drop_beyond_last_port();
     }
 
     /// Before sleeping: the set becomes exactly the senders that set their
@@ -108,6 +128,7 @@ impl ScanSet {
                 shared.swap(0, Ordering::SeqCst)
             };
         }
+        self.drop_beyond_last_port();
     }
 
     /// How many senders are in the set.
@@ -175,5 +196,14 @@ mod tests {
         assert_eq!(one.next_from(6), Some(5), "wraps within one word");
         assert_eq!(set(64, &[]).next_from(9), None);
         assert!(set(64, &[]).is_empty());
+    }
+
+    #[test]
+    fn bits_beyond_the_last_port_are_never_in_the_set() {
+        let s = set(70, &[3, 69, 70, 127]);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.next_from(4), Some(69));
+        assert_eq!(s.next_from(70), Some(3), "70 and 127 are no ports");
+        assert_eq!(set(128, &[127]).len(), 1);
     }
 }

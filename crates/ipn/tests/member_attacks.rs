@@ -150,16 +150,46 @@ fn member_removing_shm_cannot_race_roots_recreation_into_a_file_outside() {
     let secret = Secret::new("recreate-secret");
     // The member deletes shm again and again, and plants links to the
     // secret at the temporary names it can guess, while root joins with
-    // join-or-create, which makes the network anew when shm is gone.
-    let _attacker = Attacker(user.spawn_shell(&format!(
-        "while :; do rm -f {dir}/shm; \
-           for n in .shm.tmp .shm.0.tmp shm.tmp; do ln -sfn {secret} {dir}/$n; done; \
-           rm -f {dir}/.shm.tmp {dir}/.shm.0.tmp {dir}/shm.tmp; done",
-        dir = net.arg(),
-        secret = secret.path.display()
-    )));
+    // join-or-create, which makes the network anew when shm is gone and
+    // the directory is empty (the planted links make it not empty, so
+    // each round the member takes them away and waits a little, leaving
+    // root the room to make it anew, and deletes what root made). The
+    // script logs each deletion of a shm and each link it planted.
+    let log = unique_path("recreate-attacker.log");
+    let _log_guard = RemoveOnDrop(log.clone());
+    let mut attacker = Attacker(user.spawn_shell(
+        &format!(
+            "while :; do \
+               if [ -e {dir}/shm ] && rm -f {dir}/shm; then echo deleted; fi; \
+               for n in .shm.tmp .shm.0.tmp shm.tmp; do \
+                 ln -sfn {secret} {dir}/$n && [ -L {dir}/$n ] && echo planted; \
+               done; \
+               rm -f {dir}/.shm.tmp {dir}/.shm.0.tmp {dir}/shm.tmp; \
+               sleep 0.005; \
+             done",
+            dir = net.arg(),
+            secret = secret.path.display()
+        ),
+        &log,
+    ));
+    // The attack is under way before root starts: the shm the network was
+    // made with is gone, and links were planted.
+    let before = wait_for_attack(&log, 1, 1);
+    // Root joins at least 200 times, and until the member has deleted 10
+    // of the networks root made anew (only root makes a shm, so every
+    // deletion after those counted before root started is one of root's).
     let mut made = 0;
-    for _ in 0..200 {
+    let mut tries = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (tries < 200 || made < 10 || attack_count(&log).deleted < before.deleted + 10)
+        && Instant::now() < deadline
+    {
+        tries += 1;
+        // Making the network anew makes the directory sticky again, which
+        // would end the attack (the member may then no longer delete
+        // root's shm): take the bit off each time, so that the file
+        // operations themselves are what is tested.
+        unstick(&net);
         match Port::join_or_create(
             net.path(),
             &Config::default(),
@@ -172,8 +202,69 @@ fn member_removing_shm_cannot_race_roots_recreation_into_a_file_outside() {
         }
         secret.assert_untouched();
     }
+    let after = attack_count(&log);
+    eprintln!(
+        "root got in {made} times out of {tries}; meanwhile the member deleted {} shm files \
+         root had made anew and planted {} links",
+        after.deleted - before.deleted,
+        after.planted - before.planted
+    );
     assert!(made > 0, "root never got in");
+    assert!(
+        after.deleted > before.deleted && after.planted > before.planted,
+        "the race never ran: the member deleted none of root's new shm files or planted no \
+         link while root joined ({before:?} before, {after:?} after)"
+    );
+    assert!(
+        attacker.0.try_wait().unwrap().is_none(),
+        "the attacker's loop ended early: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     secret.assert_untouched();
+}
+
+/// What the attacker's script has done so far, from its log.
+#[derive(Debug, Clone, Copy)]
+struct AttackCount {
+    deleted: usize,
+    planted: usize,
+}
+
+/// Waits until the attacker's log shows at least `deleted` deletions of
+/// shm and `planted` planted links; returns the counts then.
+fn wait_for_attack(log: &Path, deleted: usize, planted: usize) -> AttackCount {
+    let mut count = attack_count(log);
+    let done = common::wait_until(LONG, || {
+        count = attack_count(log);
+        count.deleted >= deleted && count.planted >= planted
+    });
+    assert!(
+        done.is_some(),
+        "the attacker deleted shm {} times and planted {} links, expected at least {deleted} \
+         and {planted}; its log:\n{}",
+        count.deleted,
+        count.planted,
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    count
+}
+
+/// What the attacker's log says it has done so far.
+fn attack_count(log: &Path) -> AttackCount {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    AttackCount {
+        deleted: text.lines().filter(|l| *l == "deleted").count(),
+        planted: text.lines().filter(|l| *l == "planted").count(),
+    }
+}
+
+/// A file removed when this guard drops.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[test]

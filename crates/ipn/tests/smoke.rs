@@ -1,8 +1,28 @@
 mod common;
 
 use common::TestNet;
+use ipn::raw_layout::{ENTRY_ARMED, PORT_ENTRY_SIZE, PORT_TABLE};
 use ipn::{Config, JoinOptions, Network, Port};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::Duration;
+
+/// Reads every datagram waiting in a doorbell socket.
+fn drain(socket: &std::os::fd::OwnedFd) {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 16];
+    while recv(socket.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT).is_ok() {}
+}
+
+fn read_u32(file: &Path, offset: u64) -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open(file)
+        .unwrap()
+        .read_exact_at(&mut b, offset)
+        .unwrap();
+    u32::from_le_bytes(b)
+}
 
 #[test]
 fn frame_reaches_other_ports_not_sender() {
@@ -95,22 +115,43 @@ fn new_occupant_of_a_reader_slot_is_woken_even_if_the_old_socket_lives_on() {
     // As if `old` had forked a child that inherited its doorbell socket.
     let survivor = nix::unistd::dup(old.as_fd()).unwrap();
     drop(old);
+    // The doorbell for "first" is still in it (a receive that found a frame
+    // does not drain): take it, so that the socket shows any later one.
+    drain(&survivor);
     let new = Port::join(&path, &JoinOptions::described("new")).unwrap();
+    let armed = PORT_TABLE + u64::from(new.index()) * PORT_ENTRY_SIZE + ENTRY_ARMED;
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || {
+        tid_tx.send(common::thread_id()).unwrap();
         let mut new = new;
         let mut buf = [0u8; 1514];
         let started = std::time::Instant::now();
-        let n = new.recv_timeout(&mut buf, Duration::from_secs(3)).unwrap();
-        (buf[..n].to_vec(), started.elapsed())
+        let n = new.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap();
+        (buf[..n].to_vec(), started.elapsed(), new)
     });
-    std::thread::sleep(Duration::from_millis(200)); // `new` is asleep
-    sender.send(b"second").unwrap();
-    let (frame, waited) = waiter.join().unwrap();
-    assert_eq!(frame, b"second");
-    assert!(
-        waited < Duration::from_secs(1),
-        "woken only by the timeout: {waited:?}"
+    // `new` sleeps on its doorbell, armed.
+    common::wait_until_asleep_in_poll(tid_rx.recv().unwrap(), Duration::from_secs(10));
+    assert_eq!(
+        read_u32(&path.join("shm"), armed),
+        1,
+        "`new` sleeps unarmed"
     );
+    sender.send(b"second").unwrap();
+    let (frame, waited, new) = waiter.join().unwrap();
+    assert_eq!(frame, b"second");
+    eprintln!("`new` had the frame after {waited:?}");
+    // Woken by a doorbell in its own socket (it stays there until an empty
+    // receive drains it), not found by looking again after a timeout; and
+    // the old occupant's socket got none.
+    assert!(
+        common::readable_now(new.as_fd()),
+        "`new` was never rung: it found the frame by looking again, after {waited:?}"
+    );
+    assert!(
+        !common::readable_now(survivor.as_fd()),
+        "the sender rang the old occupant's socket"
+    );
+    drop(new);
     drop((sender, survivor));
     Network::remove(&path, false).unwrap();
 }

@@ -244,3 +244,79 @@ fn a_vlan_port_drops_and_counts_frames_shorter_than_an_ethernet_header() {
         .unwrap();
     assert_eq!(a.tx_dropped, 1);
 }
+
+/// A priority-tagged frame (VLAN ID 0, 802.1Q §6.9) from an access port
+/// is that port's VLAN's, with its priority kept; a trunk's goes to its
+/// native VLAN.
+#[test]
+fn a_priority_tagged_frame_belongs_to_the_access_ports_vlan() {
+    each_protocol(|protocol| {
+        let net = TestNet::create(
+            &format!("vlan-priority-{}", protocol.name()),
+            &Config {
+                protocol,
+                ..Config::default()
+            },
+        );
+        let mut a10 = join(&net, "a10", Vlan::Access(10));
+        let mut b10 = join(&net, "b10", Vlan::Access(10));
+        let mut c20 = join(&net, "c20", Vlan::Access(20));
+        let mut t = join(&net, "trunk", trunk(&[10, 20], Some(1)));
+        let mut a1 = join(&net, "a1", Vlan::Access(1));
+        let mut frame = ethernet(BCAST, mac(1), Some(0), b"priority 5");
+        frame[14] |= 0xa0; // priority 5, VLAN ID 0
+        a10.send(&frame).unwrap();
+        assert_eq!(received(&mut b10), vec![(None, b"priority 5".to_vec())]);
+        assert_eq!(received(&mut c20), vec![]);
+        // The trunk sees it tagged with VLAN 10, the priority kept.
+        let mut buf = vec![0u8; t.max_frame()];
+        let n = t.recv_timeout(&mut buf, SHORT).unwrap();
+        let tag = Frame::new_checked(&buf[..n]).unwrap().tag().unwrap();
+        assert_eq!((tag.vid(), tag.0 >> 13), (10, 5));
+        assert_eq!(&buf[18..n], b"priority 5");
+        // A trunk's priority-tagged frame is of its native VLAN.
+        t.send(&ethernet(BCAST, mac(9), Some(0), b"native"))
+            .unwrap();
+        assert_eq!(received(&mut a1), vec![(None, b"native".to_vec())]);
+        let status = Network::open(net.path()).unwrap().status();
+        assert!(status.ports.iter().all(|p| p.tx_dropped == 0), "{status:?}");
+    });
+}
+
+/// Byte counters count a frame as the port handed it over or was handed
+/// it: a tag the port sent or received is included, on both sides.
+#[test]
+fn byte_counters_count_a_tag_where_the_port_sees_one_sending_and_receiving() {
+    let net = TestNet::create("vlan-bytes", &Config::default());
+    let mut a = join(&net, "a", Vlan::Transparent);
+    let mut b = join(&net, "b", Vlan::Transparent);
+    let mut a10 = join(&net, "a10", Vlan::Access(10));
+    let mut t = join(&net, "trunk", trunk(&[10], None));
+    let tagged = ethernet(BCAST, mac(1), Some(10), &[7u8; 46]);
+    assert_eq!(tagged.len(), 64);
+    a.send(&tagged).unwrap();
+    let mut buf = vec![0u8; b.max_frame()];
+    assert_eq!(b.recv_timeout(&mut buf, SHORT).unwrap(), 64);
+    assert_eq!(a10.recv_timeout(&mut buf, SHORT).unwrap(), 60);
+    assert_eq!(t.recv_timeout(&mut buf, SHORT).unwrap(), 64);
+    let bytes = |name: &str| {
+        let status = Network::open(net.path()).unwrap().status();
+        let p = status
+            .ports
+            .iter()
+            .find(|p| p.description == name)
+            .unwrap()
+            .clone();
+        (p.tx_bytes, p.rx_bytes)
+    };
+    assert_eq!(bytes("a"), (64, 0), "sent with its tag");
+    assert_eq!(bytes("b"), (0, 64), "received with its tag");
+    assert_eq!(bytes("a10"), (0, 60), "received untagged");
+    assert_eq!(bytes("trunk"), (0, 64));
+    // An access port sends untagged: 60 bytes; the trunk gets them tagged.
+    a10.send(&ethernet(BCAST, mac(2), None, &[1u8; 46]))
+        .unwrap();
+    assert_eq!(t.recv_timeout(&mut buf, SHORT).unwrap(), 64);
+    assert_eq!(bytes("a10"), (60, 60));
+    assert_eq!(bytes("trunk"), (0, 128));
+}

@@ -140,6 +140,19 @@ const KEYS: &[(&str, Key, &str)] = &[
     ("port", Key::Port, ""),
 ];
 
+/// Every name an option may be given by, each with the option's first
+/// name (`("grp", "group")`), in the order of the table the parser reads:
+/// what a URL may spell, for the tests that write URLs from it.
+pub fn option_names() -> impl Iterator<Item = (&'static str, &'static str)> {
+    KEYS.iter().map(|&(name, key, _)| {
+        let first = KEYS
+            .iter()
+            .find(|&&(_, k, _)| k == key)
+            .map_or(name, |&(first, _, _)| first);
+        (name, first)
+    })
+}
+
 fn known_list() -> String {
     KEYS.iter()
         .filter(|(_, _, shown)| !shown.is_empty())

@@ -105,6 +105,24 @@ static void bad_configs(void)
           "defaults");
     FAILS_WITH(ipn_config_init_size(&c, 40), EINVAL);
     FAILS_WITH(ipn_config_init_size(NULL, sizeof c), EFAULT);
+    /* Sizes no structure has: refused, nothing allocated nor written
+     * (not an abort of the process on an allocation of 1 TiB, nor EIO). */
+    c.mtu = 9000;
+    FAILS_WITH(ipn_config_init_size(&c, (size_t)1 << 40), EINVAL);
+    FAILS_WITH(ipn_config_init_size(&c, SIZE_MAX), EINVAL);
+    FAILS_WITH(ipn_config_init_size(&c, IPN_CONFIG_SIZE_MAX + 1), EINVAL);
+    CHECK(c.mtu == 9000 && c.size == sizeof c, "a refused size wrote nothing");
+    {
+        static union {
+            struct ipn_config c;
+            unsigned char bytes[IPN_CONFIG_SIZE_MAX];
+        } largest;
+        memset(largest.bytes, 0xff, sizeof largest.bytes);
+        CHECK(ipn_config_init_size(&largest.c, sizeof largest) == 0,
+              "IPN_CONFIG_SIZE_MAX bytes are accepted");
+        CHECK(largest.c.size == IPN_CONFIG_SIZE_MAX && largest.bytes[sizeof largest - 1] == 0,
+              "and zeroed to the end");
+    }
 
     ipn_config_init(&c);
     c.mtu = 10;

@@ -8,7 +8,8 @@
 //!   read line by line;
 //! - [`Lab`]: network namespaces, interfaces and helper processes;
 //! - [`Paused`]: a process stopped with SIGSTOP, resumed when dropped;
-//! - [`StalledNet`]: a lossless network whose only reader is paused.
+//! - [`StalledNet`]: a lossless network whose only reader is paused;
+//! - [`tmux::Tmux`]: a program in a real terminal, its screen read back.
 //!
 //! Invariants:
 //! - Everything a test makes is owned by a guard whose `Drop` removes it,
@@ -22,6 +23,8 @@
 //!   to do: nothing here ever skips a test.
 
 #![allow(dead_code)] // each test file uses a part of this module
+
+pub mod tmux;
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
@@ -447,6 +450,15 @@ impl Attached {
     pub fn start_in(ns: &str, args: &[&str]) -> Attached {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", ns, BIN]).args(args);
+        Attached::spawn(command)
+    }
+
+    /// Runs `script` with `sh -c`; it must end by exec'ing ipn, so that
+    /// the process is ipn itself. Waits for ipn's start line.
+    #[track_caller]
+    pub fn start_shell(script: &str) -> Attached {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
         Attached::spawn(command)
     }
 

@@ -321,6 +321,21 @@ impl Port {
         }
     }
 
+    /// Who may use the network: the owner, group and permission bits of
+    /// its shared file (the directory's mode without the search and
+    /// sticky bits), read from the descriptor this port holds. Files a
+    /// port makes on the network's behalf elsewhere (a vhost-user socket)
+    /// take these, so that whoever may join may use them, and nobody else.
+    pub fn access(&self) -> std::io::Result<crate::network::Access> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.shm.file().metadata()?;
+        Ok(crate::network::Access {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode() & 0o666,
+        })
+    }
+
     /// Whether this port takes offloads (see [`JoinOptions::offload`]).
     pub fn offload(&self) -> bool {
         self.offload

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::{Message, Port, DEATH_CHECK_INTERVAL, VNET_HDR_LEN};
 use crate::error::RecvError;
 use crate::ethernet::TAG_LEN;
-use crate::offload::HdrLayout;
+use crate::offload::{self, HdrLayout};
 use crate::pending;
 use crate::ring::{self, Read};
 use crate::shm::layout::*;
@@ -267,9 +267,13 @@ impl Port {
                 Read::Frame {
                     len,
                     tag,
+                    tagged,
                     hdr,
                     in_gso_buf,
                 } => {
+                    // The longest wire frame this one may be, or stand for.
+                    let wire_mtu =
+                        self.shm.geometry().mtu as usize + if tagged { TAG_LEN } else { 0 };
                     let frame: &[u8] = if in_gso_buf {
                         &self.rx.gso_buf[..len]
                     } else {
@@ -284,12 +288,10 @@ impl Port {
                     if in_gso_buf {
                         // Cut it into the wire frames it stands for.
                         let hdr = hdr.unwrap_or_default();
-                        let mtu = self.shm.geometry().mtu as usize
-                            + if len > 0 && tag.is_some() { TAG_LEN } else { 0 };
-                        let cut = self
-                            .rx
-                            .segments
-                            .fill(&hdr, &mut self.rx.gso_buf[..len], mtu);
+                        let cut =
+                            self.rx
+                                .segments
+                                .fill(&hdr, &mut self.rx.gso_buf[..len], wire_mtu);
                         match cut.ok().and_then(|()| self.rx.segments.pop_into(buf)) {
                             Some(n) => {
                                 self.count_received(n);
@@ -305,6 +307,17 @@ impl Port {
                     }
                     if self.offload {
                         let hdr = hdr.unwrap_or_default();
+                        // A GSO frame whose segments would exceed the MTU
+                        // (a sender refuses it; any member can write any
+                        // descriptor) is not delivered. Checked when the
+                        // buffer holds the whole frame.
+                        let whole = buf.get(header..header + len);
+                        if hdr.is_gso()
+                            && whole.is_some_and(|f| offload::check(&hdr, f, wire_mtu).is_err())
+                        {
+                            count_lost(&mut self.rx.dropped, &self.shm, self.index, 1);
+                            continue;
+                        }
                         let _ = hdr.write(&mut buf[..header], HdrLayout::Basic);
                     }
                     self.count_received(len);
@@ -313,6 +326,7 @@ impl Port {
                 Read::Lapped { skipped } => {
                     count_lost(&mut self.rx.dropped, &self.shm, self.index, skipped)
                 }
+                Read::OverMtu => count_lost(&mut self.rx.dropped, &self.shm, self.index, 1),
                 Read::NotForUs { source, tag } => {
                     // Frames are coming, if not for us: stay awake to step
                     // over them (a lossless sender waits for our cursor).

@@ -542,6 +542,13 @@ pub mod offsets {
     pub const DESCRIPTOR_SIZE: u64 = super::DESCRIPTOR_SIZE;
     pub const DESCRIPTOR_POS: u64 = offset_of!(Descriptor, pos) as u64;
     pub const DESCRIPTOR_LEN: u64 = offset_of!(Descriptor, len) as u64;
+    pub const DESCRIPTOR_TAG: u64 = offset_of!(Descriptor, tag) as u64;
+    pub const DESCRIPTOR_OFFLOAD: u64 = offset_of!(Descriptor, offload) as u64;
+    /// Bit of the descriptor's tag word: the frame is 802.1Q-tagged.
+    pub const DESCRIPTOR_TAGGED: u32 = super::TAGGED;
+    /// Bit of the descriptor's offload word: a virtio-net header precedes.
+    pub const DESCRIPTOR_WITH_VNET_HDR: u32 = super::WITH_VNET_HDR;
+    pub const VNET_HDR_SPACE: u64 = super::VNET_HDR_SPACE;
     /// Where a ring's data starts, from the ring's start, for `ring_slots`.
     pub fn ring_data_offset(ring_slots: u64) -> u64 {
         round_up(ring_slots * super::DESCRIPTOR_SIZE, 4096)

@@ -6,7 +6,7 @@
 //! elsewhere these tests fail saying so.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use super::peer::Peer;
@@ -104,11 +104,18 @@ impl TestUser {
             .expect("running a shell as the test user")
     }
 
-    /// Starts `sh -c script` as the user (a member) in the background.
-    pub fn spawn_shell(&self, script: &str) -> Child {
+    /// Starts `sh -c script` as the user (a member) in the background,
+    /// its output and errors going to `log` (created here, by root: the
+    /// shell writes through the descriptor it inherits), so that a test
+    /// can check what the script did and show its errors.
+    pub fn spawn_shell(&self, script: &str, log: &Path) -> Child {
+        let out = std::fs::File::create(log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let err = out.try_clone().expect("cloning the log's descriptor");
         self.shell_command(script)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("starting a shell as the test user")
     }

@@ -17,6 +17,10 @@
 pub mod frame;
 pub mod member;
 pub mod peer;
+pub mod properties;
+
+#[allow(unused_imports)] // only the property tests use it
+pub use properties::proptest_config;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,34 +165,54 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Dur
     }
 }
 
-/// Settings for the property tests. By default (CI): a fixed seed, and the
-/// failures found before replayed first from the `.proptest-regressions`
-/// file next to the test (committed), so that every run tests the same
-/// cases. With `IPN_SOAK` set (the soak run,
-/// `scripts/soak.sh`): random seeds and `IPN_SOAK_CASES` cases (100000 by
-/// default).
-pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
-    use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
-    let soak = std::env::var_os("IPN_SOAK").is_some();
-    Config {
-        cases: if soak {
-            std::env::var("IPN_SOAK_CASES")
-                .ok()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(100_000)
-        } else {
-            cases
-        },
-        rng_seed: if soak {
-            RngSeed::Random
-        } else {
-            RngSeed::Fixed(0x1b5e_ed00_c0ff_ee42)
-        },
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
-        ))),
-        ..Config::default()
-    }
+/// The calling thread's id (as the kernel numbers it), for
+/// [`wait_until_asleep_in_poll`].
+pub fn thread_id() -> i32 {
+    nix::unistd::gettid().as_raw()
+}
+
+/// Waits until thread `tid` of this process sleeps in poll(2), as a port
+/// blocked on its doorbell does, and fails the test if it does not within
+/// `limit`. Read from /proc/self/task/TID: the state `S` (sleeping) and
+/// the number of the system call it sleeps in. This proves a blocking
+/// receive reached its wait, which a sleep of the test thread only hopes.
+pub fn wait_until_asleep_in_poll(tid: i32, limit: Duration) {
+    let task = format!("/proc/self/task/{tid}");
+    let mut seen = String::new();
+    let asleep = wait_until(limit, || {
+        let state = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
+        let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
+        seen = format!("stat: {state} syscall: {syscall}");
+        // The state follows the command name, which is in parentheses.
+        let sleeping = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('S'));
+        let number = syscall
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok());
+        sleeping && number.is_some_and(|n: libc::c_long| POLL_SYSCALLS.contains(&n))
+    });
+    assert!(
+        asleep.is_some(),
+        "thread {tid} never slept in poll within {limit:?}; last seen {seen}"
+    );
+}
+
+/// The system calls poll(2) may be made with.
+#[cfg(target_arch = "x86_64")]
+const POLL_SYSCALLS: &[libc::c_long] = &[libc::SYS_poll, libc::SYS_ppoll];
+#[cfg(not(target_arch = "x86_64"))]
+const POLL_SYSCALLS: &[libc::c_long] = &[libc::SYS_ppoll];
+
+/// Whether `fd` is readable now (a doorbell waits in the socket).
+pub fn readable_now(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).expect("poll") == 1
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
 }
 
 /// In a soak run (`IPN_SOAK` set), a guard that, if the check it covers
