@@ -558,3 +558,42 @@ fn test_guards_remove_the_network_its_files_and_processes_even_when_a_test_panic
         "the sub outlived its guard"
     );
 }
+
+/// A member's description reaches whoever runs `ipn status` (often
+/// root): neither the table, nor the JSON, nor the Prometheus text passes
+/// a character that drives or fools a terminal raw (right-to-left
+/// override, line separator, zero-width space, CSI as one C1 character,
+/// DEL, ESC); the JSON still says exactly what the member wrote.
+#[test]
+fn status_never_shows_what_a_member_wrote_raw() {
+    let net = Net::created("hostile-description", &[]);
+    let hostile = "evil\u{202e}txt.exe\u{2028}x\u{200b}y\u{9b}31m\u{7f}\x1b[2J";
+    let _sub = Bg::spawn(&["sub", net.p(), "-d", hostile]);
+    net.wait_for_readers(1);
+    let raw = [
+        '\u{202e}', '\u{2028}', '\u{200b}', '\u{9b}', '\u{7f}', '\x1b',
+    ];
+    for args in [&[][..], &["--json"], &["--prometheus"]] {
+        let mut all = vec!["status", net.p()];
+        all.extend_from_slice(args);
+        let out = run(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        for c in raw {
+            assert!(
+                !text.contains(c),
+                "status {args:?} shows {c:?} raw:\n{text}"
+            );
+        }
+    }
+    let table = stdout(&run(&["status", net.p()]));
+    assert!(
+        table.contains(r"evil\u{202e}txt.exe\u{2028}x\u{200b}y\u{9b}31m\x7f\x1b[2J"),
+        "{table}"
+    );
+    let json = net.status_json();
+    assert!(
+        ports(&json).iter().any(|p| p["description"] == hostile),
+        "the JSON, read back, says what the member wrote: {json}"
+    );
+}
