@@ -23,6 +23,7 @@ packages=(
   # promtool and a parser for status --prometheus (with systemd as init the
   # package also starts a Prometheus server on :9090: stop it if unwanted)
   prometheus python3-prometheus-client
+  python3 python3-venv     # the Python package's tests and benchmark (a venv; pip installs the rest)
 )
 
 missing=()

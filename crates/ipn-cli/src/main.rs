@@ -11,6 +11,7 @@
 mod admin;
 mod attach;
 mod bench;
+mod busypoll;
 mod dump;
 mod escape;
 mod limits;
