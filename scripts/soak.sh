@@ -6,8 +6,9 @@
 #
 # A failure is printed as a ready-to-paste regression test: add it to the
 # test file it names (next to the other regressions) and fix the bug. The
-# failing case is also added to the .proptest-regressions file next to
-# that test file, which CI replays first: commit it with the fix.
+# failing case's seed is also added to proptest-regressions/NAME.txt of
+# the crate (crates/ipn/tests/common/properties.rs), which every run
+# replays first: commit it with the fix.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cases=${1:-100000}
@@ -32,7 +33,7 @@ soak() {
 mkdir -p target
 soak "shared file scribbled on" -p ipn --test bad_input scribbled_shared_file
 soak "offload segmentation" -p ipn --test offload
-soak "plugin URLs" -p vdeplug-ipn --lib url::tests::
+soak "plugin URLs" -p vdeplug-ipn --test url
 
 if grep -q "minimal failing input" target/soak-all.log 2>/dev/null; then
   echo

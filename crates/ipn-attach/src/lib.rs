@@ -74,7 +74,8 @@ pub struct BridgeStats {
     pub from_network: u64,
     /// Frames from the network the link refused (e.g. over its MTU).
     pub link_refused: u64,
-    /// Frames from the link the network refused (over its MTU).
+    /// Frames from the link the network refused (over its MTU, or with a
+    /// virtio-net header that does not describe them).
     pub network_refused: u64,
 }
 
@@ -228,7 +229,8 @@ fn link_to_network(
 enum SendOutcome {
     /// Written into the network.
     Written,
-    /// Over the network's MTU, or empty.
+    /// Over the network's MTU, empty, or with a bad virtio-net header
+    /// (a GSO frame whose segments would be over the MTU, among others).
     Refused,
     /// The port does not write: nothing to count.
     Unsent,
@@ -244,7 +246,9 @@ fn send_unless_stopped(port: &mut Port, frame: &[u8], stop: &dyn Fn() -> bool) -
             Ok(()) => return SendOutcome::Written,
             Err(SendError::TimedOut) if stop() => return SendOutcome::Stopped,
             Err(SendError::TimedOut) => continue,
-            Err(SendError::TooBig { .. } | SendError::Empty) => return SendOutcome::Refused,
+            Err(SendError::TooBig { .. } | SendError::Empty | SendError::Offload(_)) => {
+                return SendOutcome::Refused
+            }
             Err(_) => return SendOutcome::Unsent,
         }
     }

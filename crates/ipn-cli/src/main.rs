@@ -11,6 +11,7 @@
 mod admin;
 mod attach;
 mod bench;
+mod busypoll;
 mod dump;
 mod escape;
 mod limits;
@@ -90,8 +91,8 @@ enum Command {
     #[command(
         long_about = "Show a network's parameters, its reader and writer counts, and one row \
             per port: number, process id, state (joining, active, dead), whether it reads \
-            and writes, its counters (frames and bytes sent and received, frames dropped \
-            because it read too slowly, frames it sent that were not of its VLANs), its \
+            and writes, its counters (frames and bytes sent and received, frames it lost \
+            (read too slowly, or undeliverable: over the MTU), frames it sent that were not of its VLANs), its \
             802.1Q membership (transparent, access N, trunk LIST [native N]) and its \
             description. Ports whose process died are shown as dead until the next joiner \
             reuses their slot. On a switch network a second table lists, per port and VLAN, \
@@ -167,7 +168,7 @@ enum Command {
             is still recorded. Stops after --count frames, after --timeout seconds, at \
             SIGINT/SIGTERM, or when the reader of standard output goes away, always leaving \
             a complete capture; then prints on standard error how many frames were captured \
-            and how many the port lost because it read too slowly.",
+            and how many the port lost (read too slowly, or undeliverable: over the MTU).",
         after_help = "Examples:\n  ipn dump /tmp/net -w /tmp/net.pcap\n  ipn dump /tmp/net | tcpdump -r - -n -e\n  ipn dump /tmp/net -w - --snaplen 64 | wireshark -k -i -\n  ipn dump /tmp/net -w first10.pcap --count 10 --timeout 60\n  ipn dump /tmp/lan | tcpdump -r - -n -e vlan 10    tags as on the wire (transparent)\n  ipn dump /tmp/lan --vlan 20 -w vlan20.pcap       VLAN 20 only, untagged"
     )]
     Dump(dump::DumpArgs),
@@ -218,7 +219,7 @@ enum Command {
             kill -9, so nothing is left to restore. Frames over the network's MTU are counted \
             and dropped: turn off receive offloads on IFNAME (`ethtool -K IFNAME gro off \
             lro off`) so that the kernel does not merge frames beyond it. Needs CAP_NET_RAW \
-            (and CAP_NET_ADMIN for --promisc).",
+            (--promisc too: the membership is the packet socket's).",
         after_help = "Examples:\n  ipn grab /tmp/net eth1 --promisc\n  ip link add vA type veth peer name vB && ip link set vA up && ipn grab /tmp/net vA\n  ipn grab /tmp/lan eth1 --trunk 10,20 --native 1     eth1 is a trunk: tags as on its wire"
     )]
     Grab(attach::GrabArgs),

@@ -77,7 +77,9 @@ pub struct PortStatus {
     pub rx_frames: u64,
     /// Bytes received since this port joined.
     pub rx_bytes: u64,
-    /// Frames this port missed because it read too slowly (lossy).
+    /// Frames this port lost: it read too slowly (lossy), or they could not
+    /// be delivered (over the MTU, or with a virtio-net header that does
+    /// not describe them: written by a misbehaving member).
     pub rx_dropped: u64,
     /// Frames this port sent that did not belong to its VLANs.
     pub tx_dropped: u64,

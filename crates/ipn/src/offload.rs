@@ -15,6 +15,9 @@
 //! - [`segment`]: one frame and its header in, wire frames out, through a
 //!   callback.
 //! - [`complete_checksum`]: the `NEEDS_CSUM` work on one frame.
+//! - [`check`]: whether [`segment`] would succeed, without the work: what
+//!   a sender asks before it writes a frame with offloads into a network,
+//!   so that every port, with offloads or without, can receive it.
 //!
 //! Pure functions, no I/O, no `unsafe`.
 //!
@@ -427,15 +430,7 @@ pub fn complete_checksum(
     csum_start: usize,
     csum_offset: usize,
 ) -> Result<(), OffloadError> {
-    let out_of_range = OffloadError::ChecksumOutOfRange {
-        start: csum_start,
-        offset: csum_offset,
-        frame: frame.len(),
-    };
-    let at = csum_start
-        .checked_add(csum_offset)
-        .filter(|at| at.saturating_add(2) <= frame.len())
-        .ok_or(out_of_range)?;
+    let at = checksum_at(frame.len(), csum_start, csum_offset)?;
     // at + 2 <= len and at >= csum_start: both ranges are in bounds.
     let sum = fold(sum_be_words(&frame[csum_start..], 0));
     let check = match !sum {
@@ -446,25 +441,50 @@ pub fn complete_checksum(
     Ok(())
 }
 
-/// Turns `frame`, which came with `hdr`, into frames of at most `mtu`
-/// bytes (Ethernet header included, as ipn counts a network's MTU) and
-/// hands each to `emit`, in order; returns how many it emitted.
-///
-/// - No GSO, no NEEDS_CSUM: the frame as it is.
-/// - No GSO, NEEDS_CSUM: the frame with its checksum completed
-///   ([`complete_checksum`]).
-/// - GSO (TCPV4, TCPV6, each with or without ECN; UDP_L4): the payload
-///   after the TCP/UDP header cut into `gso_size` pieces, each with a copy
-///   of the headers, fixed as the module doc says. A frame whose payload
-///   fits in one segment gives one frame, checksums complete.
-///
-/// Everything is checked first: on `Err`, `emit` was not called.
-pub fn segment(
-    hdr: &VirtioNetHdr,
-    frame: &[u8],
-    mtu: usize,
-    mut emit: impl FnMut(&[u8]),
-) -> Result<usize, OffloadError> {
+/// Where the checksum to complete lies in a frame of `len` bytes: its
+/// offset, or why it is not in the frame.
+fn checksum_at(len: usize, csum_start: usize, csum_offset: usize) -> Result<usize, OffloadError> {
+    csum_start
+        .checked_add(csum_offset)
+        .filter(|at| at.saturating_add(2) <= len)
+        .ok_or(OffloadError::ChecksumOutOfRange {
+            start: csum_start,
+            offset: csum_offset,
+            frame: len,
+        })
+}
+
+/// Checks that [`segment`] would turn `frame`, with `hdr`, into frames of
+/// at most `mtu` bytes, without making them; returns how many it would
+/// make. A frame without GSO larger than `mtu` is [`OffloadError::TooBig`],
+/// as is a GSO frame whose largest segment would be. Costs a look at the
+/// headers only: a sender calls it for every frame with offloads, so that
+/// what it writes into the network every port can receive.
+pub fn check(hdr: &VirtioNetHdr, frame: &[u8], mtu: usize) -> Result<usize, OffloadError> {
+    plan(hdr, frame, mtu).map(|plan| match plan {
+        Plan::Whole => 1,
+        Plan::Cut { count, .. } => count,
+    })
+}
+
+/// What [`segment`] does with a frame, everything checked.
+enum Plan {
+    /// No GSO: the frame as it is (checksum completed if asked).
+    Whole,
+    /// GSO: `count` segments of at most `gso_size` payload bytes after the
+    /// headers `layout` describes.
+    Cut {
+        layout: Headers,
+        gso_size: usize,
+        count: usize,
+        /// Bytes of the largest segment.
+        largest: usize,
+    },
+}
+
+/// Checks `hdr` and `frame` against each other and `mtu`, and says how to
+/// cut the frame (see [`segment`]).
+fn plan(hdr: &VirtioNetHdr, frame: &[u8], mtu: usize) -> Result<Plan, OffloadError> {
     let unknown = hdr.flags & !(F_NEEDS_CSUM | F_DATA_VALID);
     if unknown != 0 {
         return Err(OffloadError::UnknownFlags(unknown));
@@ -479,7 +499,23 @@ pub fn segment(
     // With ECN or without, CWR stays on the first segment only, as in
     // Linux's tcp_gso_segment: the bit only says that the frame has it.
     let proto = match gso {
-        Gso::None => return whole(hdr, frame, mtu, emit),
+        Gso::None => {
+            if frame.len() > mtu {
+                return Err(OffloadError::TooBig {
+                    what: "frame",
+                    len: frame.len(),
+                    mtu,
+                });
+            }
+            if hdr.needs_csum() {
+                checksum_at(
+                    frame.len(),
+                    usize::from(hdr.csum_start),
+                    usize::from(hdr.csum_offset),
+                )?;
+            }
+            return Ok(Plan::Whole);
+        }
         Gso::TcpV4 { .. } => L4::Tcp(Ip::V4),
         Gso::TcpV6 { .. } => L4::Tcp(Ip::V6),
         Gso::UdpL4 => L4::Udp,
@@ -501,11 +537,11 @@ pub fn segment(
         }
     }
     let gso_size = usize::from(hdr.gso_size);
-    let (headers, payload) = frame.split_at(layout.payload);
-    let largest = layout.payload + payload.len().min(gso_size);
+    let payload = frame.len() - layout.payload;
+    let largest = layout.payload + payload.min(gso_size);
     if largest > mtu {
         return Err(OffloadError::TooBig {
-            what: if payload.len() > gso_size {
+            what: if payload > gso_size {
                 "segment"
             } else {
                 "frame"
@@ -514,9 +550,44 @@ pub fn segment(
             mtu,
         });
     }
+    Ok(Plan::Cut {
+        layout,
+        gso_size,
+        count: payload.div_ceil(gso_size).max(1),
+        largest,
+    })
+}
 
+/// Turns `frame`, which came with `hdr`, into frames of at most `mtu`
+/// bytes (Ethernet header included, as ipn counts a network's MTU) and
+/// hands each to `emit`, in order; returns how many it emitted.
+///
+/// - No GSO, no NEEDS_CSUM: the frame as it is.
+/// - No GSO, NEEDS_CSUM: the frame with its checksum completed
+///   ([`complete_checksum`]).
+/// - GSO (TCPV4, TCPV6, each with or without ECN; UDP_L4): the payload
+///   after the TCP/UDP header cut into `gso_size` pieces, each with a copy
+///   of the headers, fixed as the module doc says. A frame whose payload
+///   fits in one segment gives one frame, checksums complete.
+///
+/// Everything is checked first: on `Err`, `emit` was not called.
+pub fn segment(
+    hdr: &VirtioNetHdr,
+    frame: &[u8],
+    mtu: usize,
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, OffloadError> {
+    let (layout, gso_size, count, largest) = match plan(hdr, frame, mtu)? {
+        Plan::Whole => return whole(hdr, frame, emit),
+        Plan::Cut {
+            layout,
+            gso_size,
+            count,
+            largest,
+        } => (layout, gso_size, count, largest),
+    };
+    let (headers, payload) = frame.split_at(layout.payload);
     let mut buf = Vec::with_capacity(largest);
-    let count = payload.len().div_ceil(gso_size).max(1);
     let mut pieces = payload.chunks(gso_size);
     for i in 0..count {
         let piece = pieces.next().unwrap_or_default();
@@ -529,20 +600,13 @@ pub fn segment(
     Ok(count)
 }
 
-/// A frame without GSO: as it is, or with its checksum completed.
+/// A frame without GSO, checked by [`plan`]: as it is, or with its
+/// checksum completed.
 fn whole(
     hdr: &VirtioNetHdr,
     frame: &[u8],
-    mtu: usize,
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, OffloadError> {
-    if frame.len() > mtu {
-        return Err(OffloadError::TooBig {
-            what: "frame",
-            len: frame.len(),
-            mtu,
-        });
-    }
     if hdr.needs_csum() {
         let mut copy = frame.to_vec();
         complete_checksum(

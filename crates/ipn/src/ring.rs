@@ -34,8 +34,10 @@
 //! the reader joined or was found dead mid-stream.
 //!
 //! Everything read here may have been scribbled on by another process:
-//! lengths are checked against the MTU, positions against the alignment,
-//! sequence arithmetic wraps, and data indexes are taken modulo the ring.
+//! lengths are checked against the MTU (only a frame whose virtio-net
+//! header says GSO may be longer), positions against the alignment,
+//! position and sequence arithmetic wraps, and data indexes are taken
+//! modulo the ring.
 
 use crate::ethernet::{Egress, Mac, Tci, Vlan, TAG_LEN};
 use crate::offload::{HdrLayout, VirtioNetHdr, MAX_GSO_FRAME};
@@ -157,6 +159,8 @@ pub enum Read {
     Frame {
         len: usize,
         tag: Option<Tci>,
+        /// Delivered with its tag in its bytes (`len` counts it).
+        tagged: bool,
         hdr: Option<VirtioNetHdr>,
         /// The frame went into the reader's `gso_buf`, not `buf`: it has a
         /// header and the reader does not take offloads (see [`Filter`]).
@@ -170,6 +174,10 @@ pub enum Read {
     /// Ethernet source address was read, so the reader can learn where it
     /// lives.
     NotForUs { source: Mac, tag: Option<Tci> },
+    /// A frame for us larger than the MTU without being GSO: no sender
+    /// writes one (`port::send` refuses it), a member scribbling on the
+    /// descriptor can. The cursor moved past it; it is not delivered.
+    OverMtu,
 }
 
 /// Which frames a reader takes: all, or (switch mode) those addressed to
@@ -211,6 +219,8 @@ pub fn read_frame_for(
     let tag_word = desc.tag.load(Ordering::Relaxed);
     let tag = (tag_word & TAGGED != 0).then_some(Tci(tag_word as u16));
     let with_hdr = desc.offload.load(Ordering::Relaxed) & WITH_VNET_HDR != 0;
+    // Up to the MTU, or with a header up to the largest GSO frame (if the
+    // header says GSO: checked below, once the header is read).
     let longest = if with_hdr {
         MAX_GSO_FRAME
     } else {
@@ -266,17 +276,23 @@ pub fn read_frame_for(
     if for_us {
         let hdr = with_hdr
             .then(|| VirtioNetHdr::parse(&hdr_bytes, HdrLayout::Basic).ok())
-            .flatten()
-            .map(|mut hdr| {
-                if delivered > len {
-                    // The tag was put back: offsets move past it.
-                    hdr.shift_offsets(TAG_LEN as i32);
-                }
-                hdr
-            });
+            .flatten();
+        // Only a GSO frame may be longer than the MTU: it stands for frames
+        // within it (cut for readers without offloads, checked then).
+        if len > g.mtu as usize && !hdr.is_some_and(|hdr| hdr.is_gso()) {
+            return Read::OverMtu;
+        }
+        let hdr = hdr.map(|mut hdr| {
+            if delivered > len {
+                // The tag was put back: offsets move past it.
+                hdr.shift_offsets(TAG_LEN as i32);
+            }
+            hdr
+        });
         Read::Frame {
             len: delivered,
             tag,
+            tagged: delivered > len,
             hdr,
             in_gso_buf,
         }

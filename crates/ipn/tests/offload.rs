@@ -7,9 +7,9 @@
 //! reference loop), not by the module's own.
 //!
 //! By default the property tests run a fixed seed (after replaying any
-//! failure found before, from `offload.proptest-regressions` next to this
-//! file); `IPN_SOAK=1` gives random seeds and many more cases
-//! (`scripts/soak.sh`).
+//! failure found before, from `crates/ipn/proptest-regressions/offload.txt`);
+//! `IPN_SOAK=1` gives random seeds and many more cases (`scripts/soak.sh`;
+//! see `common::properties`).
 
 mod common;
 
@@ -442,7 +442,7 @@ fn header_bytes() -> impl Strategy<Value = [u8; 12]> {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config(300))]
+    #![proptest_config(common::proptest_config("offload", 300))]
 
     #[test]
     fn well_formed_gso_frames_become_valid_segments_that_carry_their_payload(case in spec()) {
@@ -461,7 +461,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config(3000))]
+    #![proptest_config(common::proptest_config("offload", 3000))]
 
     #[test]
     fn random_bytes_and_headers_give_ok_or_errors_never_a_panic(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::TestNet;
 use ipn::ethernet::{Tci, Vlan, VlanSet};
 use ipn::offload::{HdrLayout, VirtioNetHdr, F_NEEDS_CSUM, GSO_TCPV4};
-use ipn::{Config, JoinOptions, Port, RecvError};
+use ipn::{Config, JoinOptions, Network, Port, RecvError, SendError};
 
 const SHORT: Duration = Duration::from_millis(100);
 
@@ -229,4 +229,195 @@ fn a_header_that_does_not_describe_its_frame_is_refused_at_send() {
     let e = sender.send(&with_hdr(&hdr, &frame)).unwrap_err();
     assert!(e.to_string().contains("virtio-net header"), "{e}");
     assert!(sender.send(&[0u8; 5]).is_err(), "shorter than a header");
+}
+
+/// The checksum-offload frame of `len` bytes (`vid`: 802.1Q-tagged) that a
+/// port with offloads sends with NEEDS_CSUM and no GSO: one TCPv4 segment
+/// (a TSO frame cut to `len`, its header saying "complete the checksum").
+fn csum_frame(len: usize, vid: Option<u16>) -> (VirtioNetHdr, Vec<u8>) {
+    let (mut hdr, frame) = tso_frame(len, vid);
+    let mut frame = frame[..len].to_vec();
+    let ip = if vid.is_some() { 18 } else { 14 };
+    let total = (len - ip) as u16;
+    frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+    frame[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+    let ip_sum = checksum(&frame[ip..ip + 20], 0);
+    frame[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    // The pseudo-header's sum, folded, where the device completes it.
+    let tcp = ip + 20;
+    let mut pseudo: u32 = frame[ip + 12..tcp]
+        .chunks(2)
+        .map(|p| u32::from(u16::from_be_bytes([p[0], p[1]])))
+        .sum();
+    pseudo += 6 + (len - tcp) as u32;
+    while pseudo > 0xffff {
+        pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+    }
+    frame[tcp + 16..tcp + 18].copy_from_slice(&(pseudo as u16).to_be_bytes());
+    hdr.gso_type = ipn::offload::GSO_NONE;
+    hdr.gso_size = 0;
+    (hdr, frame)
+}
+
+/// A port with offloads sends no frame without GSO larger than the MTU
+/// (plus 4 if tagged), exactly as a port without offloads: a NEEDS_CSUM
+/// header does not make a 3000- or 65000-byte frame a wire frame.
+#[test]
+fn a_frame_without_gso_over_the_mtu_is_refused_at_send_as_without_offloads() {
+    let net = TestNet::create("offload-over-mtu", &Config::default());
+    let mut sender = join(&net, "tap", true, Vlan::Transparent);
+    let mut plain = join(&net, "dump", false, Vlan::Transparent);
+    let mut vm = join(&net, "vm", true, Vlan::Transparent);
+    for (len, vid) in [(1515, None), (3000, None), (65_000, None), (1519, Some(10))] {
+        let (hdr, frame) = csum_frame(len, vid);
+        match sender.send(&with_hdr(&hdr, &frame)) {
+            Err(SendError::TooBig {
+                len: got,
+                mtu: 1514,
+            }) => assert_eq!(got, len),
+            other => panic!("{len} bytes (tag {vid:?}) with NEEDS_CSUM: {other:?}"),
+        }
+    }
+    // At the MTU, with or without a tag, they go, checksum completed for
+    // the port without offloads.
+    for (len, vid) in [(1514, None), (1518, Some(10))] {
+        let (hdr, frame) = csum_frame(len, vid);
+        sender.send(&with_hdr(&hdr, &frame)).unwrap();
+    }
+    let got = receive_all(&mut plain);
+    let lens: Vec<usize> = got.iter().map(Vec::len).collect();
+    assert_eq!(lens, [1514, 1518], "only the frames within the MTU");
+    verify_wire(&got[0], false);
+    verify_wire(&got[1], true);
+    let whole: Vec<usize> = receive_all(&mut vm).iter().map(Vec::len).collect();
+    assert_eq!(whole, [10 + 1514, 10 + 1518]);
+}
+
+/// A GSO frame stands for frames within the MTU: one whose segments
+/// (`gso_size` after its headers) would be larger is refused at send.
+#[test]
+fn a_gso_frame_whose_segments_exceed_the_mtu_is_refused_at_send() {
+    let net = TestNet::create("offload-big-segments", &Config::default());
+    let mut sender = join(&net, "tap", true, Vlan::Transparent);
+    let mut plain = join(&net, "dump", false, Vlan::Transparent);
+    let (mut hdr, frame) = tso_frame(20_000, None);
+    hdr.gso_size = 1461; // 54 bytes of headers + 1461 = 1515
+    let e = sender.send(&with_hdr(&hdr, &frame)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("segment of 1515 bytes exceeds the MTU of 1514"),
+        "{e}"
+    );
+    // Tagged, the segments may be 4 bytes longer, no more.
+    let (mut hdr, frame) = tso_frame(20_000, Some(10));
+    hdr.gso_size = 1461; // 58 + 1461 = 1519
+    assert!(sender.send(&with_hdr(&hdr, &frame)).is_err());
+    hdr.gso_size = 1460;
+    sender.send(&with_hdr(&hdr, &frame)).unwrap();
+    let got = receive_all(&mut plain);
+    assert_eq!(got.len(), 20_000usize.div_ceil(1460));
+    assert!(got.iter().all(|s| s.len() <= 1518));
+}
+
+/// Where a port's frames lie in the shared file.
+struct RingFile {
+    shm: std::path::PathBuf,
+    ring: u64,
+    data: u64,
+    data_bytes: u64,
+    slots: u64,
+}
+
+impl RingFile {
+    fn of(net: &TestNet, port: &Port) -> RingFile {
+        use ipn::raw_layout::*;
+        let read = |at: u64, n: usize| -> u64 {
+            let mut b = [0u8; 8];
+            std::os::unix::fs::FileExt::read_exact_at(
+                &std::fs::File::open(net.shm()).unwrap(),
+                &mut b[..n],
+                at,
+            )
+            .unwrap();
+            u64::from_le_bytes(b)
+        };
+        let slots = read(HEADER_RING_SLOTS, 4);
+        let ring =
+            read(HEADER_RINGS_OFFSET, 8) + u64::from(port.index()) * read(HEADER_RING_STRIDE, 8);
+        RingFile {
+            shm: net.shm(),
+            ring,
+            data: ring + ring_data_offset(slots),
+            data_bytes: read(HEADER_RING_BYTES, 8),
+            slots,
+        }
+    }
+
+    /// Where frame `n`'s virtio-net header lies in the file.
+    fn header_of(&self, n: u64) -> u64 {
+        use ipn::raw_layout::*;
+        let desc = self.ring + (n % self.slots) * DESCRIPTOR_SIZE;
+        let mut b = [0u8; 8];
+        let file = std::fs::File::open(&self.shm).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut b, desc + DESCRIPTOR_POS).unwrap();
+        let pos = u64::from_le_bytes(b) - VNET_HDR_SPACE;
+        self.data + pos % self.data_bytes
+    }
+
+    /// Writes `hdr` over frame `n`'s header, as any member can.
+    fn rewrite_header(&self, n: u64, hdr: &VirtioNetHdr) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.shm)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &hdr.to_bytes()[..10], self.header_of(n))
+            .unwrap();
+    }
+}
+
+/// Any member can write any descriptor and header: a GSO frame in the
+/// ring made to say "no GSO", or to have segments over the MTU, is
+/// received by no port (with offloads or without), and each counts it as
+/// dropped, in what `status` shows.
+#[test]
+fn a_receiver_drops_and_counts_a_frame_over_the_mtu_that_a_member_wrote() {
+    let net = TestNet::create("offload-scribbled-hdr", &Config::default());
+    let mut sender = join(&net, "tap", true, Vlan::Transparent);
+    let mut plain = join(&net, "dump", false, Vlan::Transparent);
+    let mut vm = join(&net, "vm", true, Vlan::Transparent);
+    let ring = RingFile::of(&net, &sender);
+    let (hdr, frame) = tso_frame(20_000, None);
+    // Frame 0: made plain (NEEDS_CSUM, no GSO) with its 20054 bytes.
+    sender.send(&with_hdr(&hdr, &frame)).unwrap();
+    let mut not_gso = hdr;
+    not_gso.gso_type = ipn::offload::GSO_NONE;
+    not_gso.gso_size = 0;
+    ring.rewrite_header(0, &not_gso);
+    // Frame 1: segments of 9000 bytes.
+    sender.send(&with_hdr(&hdr, &frame)).unwrap();
+    let mut jumbo = hdr;
+    jumbo.gso_size = 9000;
+    ring.rewrite_header(1, &jumbo);
+    // Frame 2: as sent.
+    sender.send(&with_hdr(&hdr, &frame)).unwrap();
+
+    let got = receive_all(&mut plain);
+    assert_eq!(got.len(), 20_000usize.div_ceil(1448), "frame 2's segments");
+    assert!(
+        got.iter().all(|s| s.len() <= 1514),
+        "{:?}",
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    let whole = receive_all(&mut vm);
+    assert_eq!(whole.len(), 1, "frame 2 only");
+    assert_eq!(whole[0].len(), 10 + frame.len());
+    let status = Network::open(net.path()).unwrap().status();
+    for port in [&plain, &vm] {
+        let shown = status
+            .ports
+            .iter()
+            .find(|p| p.index == port.index())
+            .unwrap();
+        assert_eq!(shown.rx_dropped, 2, "{}: {shown:?}", shown.description);
+    }
 }

@@ -33,6 +33,9 @@ impl Segments {
                 data.extend_from_slice(segment);
             })?;
         } else {
+            // Not GSO: one frame, which must fit `mtu` as it is. (A sender
+            // checks this; any member can write any descriptor.)
+            offload::check(hdr, frame, mtu)?;
             if hdr.needs_csum() {
                 offload::complete_checksum(
                     frame,
@@ -44,6 +47,11 @@ impl Segments {
             self.data.extend_from_slice(frame);
         }
         Ok(())
+    }
+
+    /// Whether a frame waits.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
     }
 
     /// Copies the next waiting frame into `buf` (truncated to it); its

@@ -49,23 +49,30 @@ impl Port {
         if hdr.is_plain() {
             return self.send_frame(frame, None, wait);
         }
-        hdr.gso().map_err(SendError::Offload)?;
+        // Every port must be able to take it: one without offloads gets
+        // the frames it stands for, none larger than the MTU (+ its tag).
+        // What could not be cut so is refused here, as a frame over the
+        // MTU is without offloads.
+        let mtu = self.shm.geometry().mtu as usize;
+        let tagged = ethernet::Frame::new_checked(frame).and_then(|v| v.tag());
+        let wire_mtu = mtu + tagged.map_or(0, |_| ethernet::TAG_LEN);
+        offload::check(&hdr, frame, wire_mtu).map_err(|e| match e {
+            offload::OffloadError::TooBig { .. } if !hdr.is_gso() => SendError::TooBig {
+                len: frame.len(),
+                mtu: mtu as u32,
+            },
+            e => SendError::Offload(e),
+        })?;
         // A frame with its header must fit twice in the ring, or a lossless
         // sender could never make room for it: cut it here instead.
         let ring_bytes = self.shm.geometry().ring_bytes;
         if TxRing::footprint(frame.len(), true) > ring_bytes / 2 {
-            let mtu = self.shm.geometry().mtu as usize;
-            let tagged = ethernet::Frame::new_checked(frame).and_then(|v| v.tag());
             let mut segments = super::segments::Segments::default();
             let mut whole = frame.to_vec();
             segments
-                .fill(
-                    &hdr,
-                    &mut whole,
-                    mtu + tagged.map_or(0, |_| ethernet::TAG_LEN),
-                )
+                .fill(&hdr, &mut whole, wire_mtu)
                 .map_err(SendError::Offload)?;
-            let mut buf = vec![0u8; mtu + ethernet::TAG_LEN];
+            let mut buf = vec![0u8; wire_mtu];
             while let Some(len) = segments.pop_into(&mut buf) {
                 self.send_frame(&buf[..len], None, wait)?;
             }
@@ -86,14 +93,14 @@ impl Port {
             return Err(SendError::Empty);
         }
         // The tag travels in the descriptor; the MTU limits the rest (a
-        // GSO frame stands for frames within it).
+        // GSO frame stands for frames within it, checked by the caller).
         let view = ethernet::Frame::new_checked(frame);
         let given_tag = view.and_then(|v| v.tag());
         let stored_len = frame.len() - given_tag.map_or(0, |_| ethernet::TAG_LEN);
         let mtu = self.shm.geometry().mtu;
         let longest = match hdr {
-            Some(_) => offload::MAX_GSO_FRAME,
-            None => mtu as usize,
+            Some(hdr) if hdr.is_gso() => offload::MAX_GSO_FRAME,
+            _ => mtu as usize,
         };
         if stored_len > longest {
             return Err(SendError::TooBig {

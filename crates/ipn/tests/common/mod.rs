@@ -17,6 +17,10 @@
 pub mod frame;
 pub mod member;
 pub mod peer;
+pub mod properties;
+
+#[allow(unused_imports)] // only the property tests use it
+pub use properties::proptest_config;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -209,36 +213,6 @@ pub fn readable_now(fd: std::os::fd::BorrowedFd<'_>) -> bool {
         && fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLIN))
-}
-
-/// Settings for the property tests. By default (CI): a fixed seed, and the
-/// failures found before replayed first from the `.proptest-regressions`
-/// file next to the test (committed), so that every run tests the same
-/// cases. With `IPN_SOAK` set (the soak run,
-/// `scripts/soak.sh`): random seeds and `IPN_SOAK_CASES` cases (100000 by
-/// default).
-pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
-    use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
-    let soak = std::env::var_os("IPN_SOAK").is_some();
-    Config {
-        cases: if soak {
-            std::env::var("IPN_SOAK_CASES")
-                .ok()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(100_000)
-        } else {
-            cases
-        },
-        rng_seed: if soak {
-            RngSeed::Random
-        } else {
-            RngSeed::Fixed(0x1b5e_ed00_c0ff_ee42)
-        },
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
-        ))),
-        ..Config::default()
-    }
 }
 
 /// In a soak run (`IPN_SOAK` set), a guard that, if the check it covers

@@ -17,7 +17,6 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ipn::Network;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed};
 
 /// A directory holding only `libvdeplug_ipn.so`: a copy of the one cargo
 /// built for this test run (in `deps/`, next to the test binary).
@@ -184,41 +183,10 @@ pub fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> std::proce
     }
 }
 
-/// The seed of every property test run outside a soak.
-pub const PROPTEST_SEED: u64 = 0x6970_6e00; // "ipn\0"
+/// The project's one configuration of property tests (seed, cases,
+/// regression files, soak), shared with crates/ipn's tests.
+#[path = "../../../ipn/tests/common/properties.rs"]
+pub mod properties;
 
-/// The configuration of this crate's property tests, whose source file is
-/// `tests/NAME.rs`.
-///
-/// - Normally (`cargo test`, CI): a fixed seed ([`PROPTEST_SEED`]), so
-///   every run tries the same cases and a failure comes back when run
-///   again, and proptest's default number of cases (`PROPTEST_CASES`).
-/// - With `IPN_SOAK` set: a random seed each run and `IPN_SOAK_CASES`
-///   cases (default 100000), to look for failures nobody has seen.
-///
-/// Either way a failure's seed is saved to `proptest-regressions/NAME.txt`
-/// (committed; commit what a soak adds), and the seeds in that file are
-/// tried first on every run.
-pub fn proptest_config(name: &str) -> ProptestConfig {
-    let regressions = format!(
-        "{}/proptest-regressions/{name}.txt",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut config = ProptestConfig {
-        // Leaked: proptest keeps the path for the whole run (a few bytes
-        // per test function).
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(Box::leak(
-            regressions.into_boxed_str(),
-        )))),
-        rng_seed: RngSeed::Fixed(PROPTEST_SEED),
-        ..ProptestConfig::default()
-    };
-    if std::env::var_os("IPN_SOAK").is_some() {
-        config.rng_seed = RngSeed::Random;
-        config.cases = std::env::var("IPN_SOAK_CASES")
-            .ok()
-            .and_then(|cases| cases.parse().ok())
-            .unwrap_or(100_000);
-    }
-    config
-}
+#[allow(unused_imports)] // only the property tests use them
+pub use properties::{proptest_config, PROPTEST_SEED};
