@@ -715,5 +715,7 @@ fn connecting_to_a_listening_frontend_and_again_after_it_went() {
         status.code() == Some(143) || status.signal() == Some(15),
         "{status:?} {said}"
     );
-    assert!(said.contains("2 connections"), "{said}");
+    // Two served; a third may have been made to the listener's backlog
+    // before it closed.
+    assert!(counted(&said, "connections") >= 2, "{said}");
 }
