@@ -13,9 +13,20 @@
 #   /usr/share/doc/ipn/                                    README, docs, examples
 #   /usr/share/bash-completion/completions/ipn, /usr/share/zsh/vendor-completions/_ipn,
 #   /usr/share/fish/vendor_completions.d/ipn.fish          completions (ipn completions SHELL)
+#   /lib/systemd/system/ipn-{network,tap,grab,vxlan,vhost-user}@.service   template units
+#
+# It also builds the Python package's wheel, target/wheels/
+# ipn-VERSION-cp311-abi3-manylinux_2_XX_x86_64.whl, with maturin (installed
+# into the virtual environment target/python-venv when missing): one wheel
+# for CPython 3.11 and later (abi3). Its manylinux tag is the one maturin
+# finds the extension needs: built here against Debian 12's glibc it uses
+# symbols of glibc 2.34 (pthread's, which moved into libc then), so
+# manylinux_2_34: Debian 12, Ubuntu 22.04, RHEL 9 and later. An older tag
+# needs a build on an older glibc (a manylinux container), not done here.
 #
 # Usage: scripts/package.sh        prints the .deb's path on its last line
-# Needs: cargo, dpkg-shlibdeps (dpkg-dev), an amd64 Debian or Ubuntu.
+# Needs: cargo, dpkg-shlibdeps (dpkg-dev), python3-venv, an amd64 Debian or
+# Ubuntu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,4 +72,19 @@ deb=$(cargo deb -p ipn-cli --no-build --strip "${variant[@]}" | tail -n 1)
 [ -f "$deb" ] || die "cargo deb did not say where it wrote the package (got '$deb')"
 log "built $deb ($(du -h "$deb" | cut -f1)):"
 dpkg-deb --field "$deb" Package Version Architecture Depends Recommends | sed 's/^/[package]   /' >&2
+
+venv=target/python-venv
+if [ ! -x "$venv/bin/maturin" ]; then
+  log "maturin not found; installing it into $venv..."
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv" \
+    || die "could not make a venv: apt-get install python3-venv, or run scripts/deps.sh"
+  "$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.5,<2"
+fi
+log "building the Python wheel (maturin build --release -m crates/ipn-py/Cargo.toml)..."
+rm -f "$target_dir"/wheels/ipn-*.whl
+PATH=$PWD/$venv/bin:$PATH "$venv/bin/maturin" build --release -q \
+  -m crates/ipn-py/Cargo.toml --interpreter "$venv/bin/python" --out "$target_dir/wheels" >&2
+wheel=$(ls "$target_dir"/wheels/ipn-*.whl 2>/dev/null | head -n 1)
+[ -f "$wheel" ] || die "maturin did not write a wheel into $target_dir/wheels"
+log "built $wheel ($(du -h "$wheel" | cut -f1))"
 echo "$deb"

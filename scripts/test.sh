@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of ipn: installs what the tests need (Debian packages),
 # checks formatting and lints, runs the Rust test suites (unit, multi-process,
-# CLI, vdeplug plugin with vde_plug / vde_switch / C clients), model-checks
+# CLI, vdeplug plugin with vde_plug / vde_switch / C clients), the Python
+# package's pytest suite (scripts/test-python.sh), model-checks
 # the concurrency core with loom, then the system tests that boot QEMU
 # virtual machines on an ipn network, and finally builds the Debian
 # package, installs it, tests it and removes it.
@@ -40,6 +41,9 @@ step "loom model checking (concurrency core)"
 # rebuilds every dependency and must not evict the normal build's cache.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -q -p ipn --release --lib loom
+
+step "Python package (pytest in a virtual environment)"
+scripts/test-python.sh
 
 step "system tests"
 system_passed=0

@@ -9,6 +9,7 @@ use clap::Args;
 use ipn::ethernet::Vlan;
 use ipn::{Config, Network, PortState, PortStatus, Protocol, Status};
 
+use crate::escape;
 use crate::vlan::{mac_text, membership_text};
 
 /// Help for `ipn status --json`; the same text is in ipn(1).
@@ -204,8 +205,8 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let status = Network::open(&args.path)?.status();
     let text = if args.json {
-        let mut text = serde_json::to_string_pretty(&status_json(&status))
-            .context("formatting the status as JSON")?;
+        let mut text =
+            escape::json_pretty(&status_json(&status)).context("formatting the status as JSON")?;
         text.push('\n');
         text
     } else if args.prometheus {
@@ -278,20 +279,6 @@ fn vlan_json(vlan: &Vlan) -> serde_json::Value {
             "native": native,
         }),
     }
-}
-
-/// Text read from the shared file may hold anything: show control
-/// characters escaped so they cannot mess up a terminal.
-fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 fn rw(p: &PortStatus) -> &'static str {
@@ -373,7 +360,7 @@ fn status_table(status: &Status) -> String {
                 p.rx_dropped.to_string(),
                 p.tx_dropped.to_string(),
                 membership_text(&p.vlan),
-                printable(&p.description),
+                escape::text(&p.description),
             ]
         })
         .collect();
@@ -621,8 +608,32 @@ mod tests {
         }
     }
 
+    /// A member's description in the table and in the JSON: no character
+    /// that drives or fools a terminal passes raw (RLO, line separator,
+    /// zero-width space, C1 CSI, DEL, ESC, newline), and the JSON still
+    /// says exactly what the member wrote.
     #[test]
-    fn descriptions_with_control_characters_are_escaped() {
-        assert_eq!(printable("a\x1b[2Jb\n"), "a\\u{1b}[2Jb\\n");
+    fn member_descriptions_are_escaped_in_the_table_and_the_json() {
+        let hostile = "a\u{202e}b\u{2028}c\u{200b}d\u{9b}31m\u{7f}\x1b[2J\n";
+        let mut status = switch_status();
+        status.ports[0].description = hostile.into();
+        let table = status_table(&status);
+        assert!(
+            table.contains(r"a\u{202e}b\u{2028}c\u{200b}d\u{9b}31m\x7f\x1b[2J\n"),
+            "{table}"
+        );
+        let json = escape::json_pretty(&status_json(&status)).unwrap();
+        assert!(
+            json.contains(r#""a\u202eb\u2028c\u200bd\u009b31m\u007f\u001b[2J\n""#),
+            "{json}"
+        );
+        for out in [&table, &json] {
+            assert!(
+                !out.chars().any(|c| c != '\n' && escape::must_escape(c)),
+                "{out}"
+            );
+        }
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["ports"][0]["description"], hostile);
     }
 }

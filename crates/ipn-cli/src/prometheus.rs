@@ -12,7 +12,9 @@
 //!   labels of `ipn_port_info` only (an info metric), so a description
 //!   change does not start a new series for every counter;
 //! - label values are escaped as the format says (`\\`, `\"`, `\n`), so
-//!   a member's description cannot break the file.
+//!   a member's description cannot break the file, and whatever else could
+//!   drive or fool a terminal that shows it is escaped as `crate::escape`
+//!   says.
 
 #![deny(unsafe_code)]
 
@@ -163,18 +165,11 @@ fn family(
     }
 }
 
-/// `text` as a label value: backslash, double quote and newline escaped.
+/// `text` as a label value: backslash, double quote and newline escaped
+/// as the format says, and what else must not reach a terminal as the
+/// text `\u{HHHH}` (`escape::prometheus_label`).
 fn label_value(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
+    crate::escape::prometheus_label(text)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //!   an error, a panic) the terminal is given back as it was: [`Screen`]
 //!   restores it when dropped, and ratatui's panic hook does on a panic.
 //! - Member-written text (descriptions) goes through
-//!   [`crate::escape::frame_line`], so it cannot drive the terminal.
+//!   [`crate::escape::text`], so it cannot drive or fool the terminal.
 //! - A rate is shown only when both readings are of the same owner of the
 //!   slot (same pid, counters not gone back); otherwise `-`.
 
@@ -339,9 +339,7 @@ fn address_rows(status: &Status, ports: &[PortRow]) -> Vec<AddressRow> {
 
 /// Member-written text, safe to show.
 fn escaped(text: &str) -> String {
-    let mut line = String::new();
-    crate::escape::frame_line(text.as_bytes(), &mut line);
-    line
+    crate::escape::text(text)
 }
 
 /// A rate of things: 0, 12, 3.4k, 5.6M.

@@ -168,6 +168,32 @@ fn pub_skips_empty_lines_and_sends_a_last_line_without_newline() {
 }
 
 #[test]
+fn sub_busy_poll_receives_and_a_busy_poll_over_100_ms_is_refused() {
+    let net = Net::created("busypoll", &["--lossless"]);
+    let sub = Bg::spawn(&[
+        "sub",
+        net.p(),
+        "--busy-poll",
+        "200",
+        "--count",
+        "2",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    let out = run_with_input(&["pub", net.p()], b"one\ntwo\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&sub.finish(LONG)), "one\ntwo\n");
+    let out = run(&["sub", net.p(), "--busy-poll", "100001", "--count", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--busy-poll") && stderr(&out).contains("0 (off) to 100000"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn sub_hex_prints_one_line_of_hex_bytes_per_frame() {
     let net = Net::created("hex", &[]);
     let sub = Bg::spawn(&["sub", net.p(), "--hex", "--count", "2", "--timeout", "20"]);
@@ -530,5 +556,44 @@ fn test_guards_remove_the_network_its_files_and_processes_even_when_a_test_panic
         gone,
         Err(nix::errno::Errno::ESRCH),
         "the sub outlived its guard"
+    );
+}
+
+/// A member's description reaches whoever runs `ipn status` (often
+/// root): neither the table, nor the JSON, nor the Prometheus text passes
+/// a character that drives or fools a terminal raw (right-to-left
+/// override, line separator, zero-width space, CSI as one C1 character,
+/// DEL, ESC); the JSON still says exactly what the member wrote.
+#[test]
+fn status_never_shows_what_a_member_wrote_raw() {
+    let net = Net::created("hostile-description", &[]);
+    let hostile = "evil\u{202e}txt.exe\u{2028}x\u{200b}y\u{9b}31m\u{7f}\x1b[2J";
+    let _sub = Bg::spawn(&["sub", net.p(), "-d", hostile]);
+    net.wait_for_readers(1);
+    let raw = [
+        '\u{202e}', '\u{2028}', '\u{200b}', '\u{9b}', '\u{7f}', '\x1b',
+    ];
+    for args in [&[][..], &["--json"], &["--prometheus"]] {
+        let mut all = vec!["status", net.p()];
+        all.extend_from_slice(args);
+        let out = run(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        for c in raw {
+            assert!(
+                !text.contains(c),
+                "status {args:?} shows {c:?} raw:\n{text}"
+            );
+        }
+    }
+    let table = stdout(&run(&["status", net.p()]));
+    assert!(
+        table.contains(r"evil\u{202e}txt.exe\u{2028}x\u{200b}y\u{9b}31m\x7f\x1b[2J"),
+        "{table}"
+    );
+    let json = net.status_json();
+    assert!(
+        ports(&json).iter().any(|p| p["description"] == hostile),
+        "the JSON, read back, says what the member wrote: {json}"
     );
 }

@@ -5,7 +5,8 @@
 //! memory (`SharedFile::in_memory`), and a port's bell is a count of
 //! wake-ups per port (`wake::LoomBell`) instead of a socket. Everything
 //! else is the code that runs: `Port::try_send` (ring write, pending bits,
-//! the sender's fence, waking), `Port::try_recv` (pending bits, ring reads,
+//! the sender's fence, waking), `Port::try_recv` and
+//! `Port::try_recv_after_poll` (pending bits, ring reads,
 //! switch filtering, draining, arming, the look after arming, disarming),
 //! lossless room. Loom runs each test under every interleaving it can
 //! reach, and with every value a relaxed or acquire load may return under
@@ -16,6 +17,11 @@
 //!   (exactly once per arming, with one or two senders), and then finds
 //!   the frame; a reader that found the frame after arming keeps its fd
 //!   readable once, never twice;
+//! - readable exactly while frames wait: a reader in QEMU's pattern
+//!   (`Port::try_recv_after_poll`), which drains and arms after taking a
+//!   frame when nothing else waits, leaves one wake-up queued while a
+//!   frame waits and none when none does (the look-ahead, which depends
+//!   on wall-clock time, is off under loom);
 //! - the ring's seqlocks never deliver a torn frame, even when large frames
 //!   wrap around the ring's bytes and overwrite older ones while a reader
 //!   copies them: every frame received is whole, frames arrive in order,
@@ -164,6 +170,49 @@ fn loom_no_lost_wakeup() {
             }
             Err(e) => panic!("{e}"),
         }
+    });
+}
+
+/// A reader in QEMU's pattern (poll, then one receive) takes the frame
+/// that woke it while a second one is sent: after the receive, the fd is
+/// readable exactly while a frame waits. Whether the reader saw the
+/// second frame coming (and left its doorbell queued), armed and found it
+/// (and rang itself), or armed before it was sent (and the sender rang),
+/// one wake-up is queued, never none and never two; after the second
+/// frame is taken, none is.
+#[test]
+fn loom_readable_exactly_while_frames_wait() {
+    model(|| {
+        let net = Net::new(Protocol::Hub, 4, 0);
+        let mut reader = net.port(READER);
+        let mut sender = net.port(A);
+        let mut buf = [0u8; 64];
+        // Joined armed: the first frame rings; poll would now say readable.
+        sender.try_send(&frame(0, 20)).unwrap();
+        assert_eq!(net.queued(READER), 1);
+        let sending = thread::spawn(move || {
+            sender.try_send(&frame(1, 20)).unwrap();
+            sender
+        });
+        let len = reader
+            .try_recv_after_poll(&mut buf)
+            .expect("the first frame");
+        assert_eq!(whole_frame(&buf[..len], |_| 20), 0);
+        let _sender = sending.join().unwrap();
+        assert_eq!(
+            net.queued(READER),
+            1,
+            "a frame waits: the fd must be readable, once"
+        );
+        let len = reader
+            .try_recv_after_poll(&mut buf)
+            .expect("the second frame");
+        assert_eq!(whole_frame(&buf[..len], |_| 20), 1);
+        assert_eq!(
+            net.queued(READER),
+            0,
+            "nothing waits: the fd must not be readable"
+        );
     });
 }
 

@@ -1,0 +1,741 @@
+//! `ipn.Port`: a joined port, used from any Python thread.
+//!
+//! The library's [`ipn::Port`] takes `&mut self`, so one thread at a time
+//! may use it. Here it lives in a [`Slot`] from which a call *checks it
+//! out* (a [`Checkout`], which gives it back when dropped, whatever
+//! happens), uses it with the GIL released for as long as it waits, and
+//! gives it back. The slot's mutex is only ever held to take or put the
+//! port, never while waiting, so taking it with the GIL held cannot stall
+//! other Python threads; a call that finds the port checked out by another
+//! thread waits for it with the GIL released.
+//!
+//! Waiting calls wait in slices of [`SLICE`]: between slices they look at
+//! Python's signals (so Ctrl-C interrupts a `recv()` that waits forever)
+//! and at whether another thread closed the port.
+//!
+//! Calls that cannot wait (a send on a lossy network, a receive with
+//! `timeout=0`, a send on a lossless network with room) run with the GIL
+//! held: releasing and taking it back would cost more than the call.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ipn::{JoinOptions, RecvError, SendError, Shutdown};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::buffer::Writable;
+use crate::errors::{closed, recv_error, send_error};
+use crate::snapshot::status_dict;
+
+/// Longest a call waits without looking at signals and at `close()`.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// Most frames `send_many` copies before sending them, and most bytes:
+/// its scratch space stays small whatever the iterable holds.
+const SEND_BATCH_FRAMES: usize = 256;
+const SEND_BATCH_BYTES: usize = 1 << 20;
+
+/// A joined port and its scratch buffers.
+struct Inner {
+    port: ipn::Port,
+    /// One frame: `Port::max_frame` bytes, so nothing is truncated.
+    buf: Vec<u8>,
+    /// Frames of a batch, one after the other, and where each ends.
+    batch: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Inner {
+    fn new(port: ipn::Port) -> Inner {
+        let max = port.max_frame();
+        Inner {
+            port,
+            buf: vec![0; max],
+            batch: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    fn clear_batch(&mut self) {
+        self.batch.clear();
+        self.ends.clear();
+    }
+
+    fn push_frame(&mut self, frame: &[u8]) {
+        self.batch.extend_from_slice(frame);
+        self.ends.push(self.batch.len());
+    }
+
+    /// Where frame `i` of the batch is.
+    fn frame_range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
+    /// Receives into `buf[..len]`, waiting at most `wait`.
+    fn recv_for(&mut self, len: usize, wait: Duration) -> Result<usize, RecvError> {
+        self.port.recv_timeout(&mut self.buf[..len], wait)
+    }
+
+    /// Appends what is waiting, without waiting, until the batch holds
+    /// `max` frames.
+    fn gather(&mut self, max: usize) -> Result<(), RecvError> {
+        while self.ends.len() < max {
+            match self.port.try_recv(&mut self.buf) {
+                Ok(n) => {
+                    self.batch.extend_from_slice(&self.buf[..n]);
+                    self.ends.push(self.batch.len());
+                }
+                Err(RecvError::WouldBlock) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the port is kept between calls.
+struct Slot {
+    port: Mutex<Option<Box<Inner>>>,
+    /// Signalled when a checked-out port is given back.
+    returned: Condvar,
+    closed: AtomicBool,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Option<Box<Inner>>> {
+        // Held only to move a Box in or out: a panic cannot leave it
+        // half-changed, so a poisoned lock is as good as any.
+        self.port.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A port checked out of its slot; dropping it puts it back.
+struct Checkout<'a> {
+    slot: &'a Slot,
+    inner: Option<Box<Inner>>,
+}
+
+impl Checkout<'_> {
+    fn get(&mut self) -> &mut Inner {
+        self.inner
+            .as_mut()
+            .expect("a checkout holds its port until dropped")
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            *self.slot.lock() = Some(inner);
+            self.slot.returned.notify_one();
+        }
+    }
+}
+
+/// When a wait given as `timeout=` seconds ends.
+#[derive(Clone, Copy)]
+enum Deadline {
+    Now,
+    At(Instant),
+    Never,
+}
+
+impl Deadline {
+    fn from_timeout(timeout: Option<f64>) -> PyResult<Deadline> {
+        match timeout {
+            None => Ok(Deadline::Never),
+            Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(format!(
+                "timeout must be None (wait as long as it takes) or seconds >= 0, not {t}"
+            ))),
+            Some(0.0) => Ok(Deadline::Now),
+            Some(t) => Ok(Duration::try_from_secs_f64(t)
+                .ok()
+                .and_then(|d| Instant::now().checked_add(d))
+                .map_or(Deadline::Never, Deadline::At)),
+        }
+    }
+
+    /// How long the next slice of a wait may be; `None` once it is over.
+    fn next_slice(self) -> Option<Duration> {
+        match self {
+            Deadline::Now => None,
+            Deadline::Never => Some(SLICE),
+            Deadline::At(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then(|| left.min(SLICE))
+            }
+        }
+    }
+}
+
+/// A port joined to a network: sends frames to every other port, receives
+/// theirs.
+///
+/// Made by `ipn.join()`. A context manager: leaving the `with` block (or
+/// `close()`) leaves the network; so does the object going away.
+/// `fileno()` is readable while frames wait, for `selectors`, `select`
+/// and asyncio's `loop.add_reader`.
+///
+/// A port may be used from several threads; its calls then take turns (a
+/// thread waiting in `recv()` holds it for up to 0.1 s at a time). Every
+/// call that waits releases the GIL.
+#[pyclass(module = "ipn", name = "Port", frozen)]
+pub struct PyPort {
+    slot: Slot,
+    fd: i32,
+    index: u32,
+    mtu: u32,
+    max_frame: usize,
+    lossless: bool,
+    path: PathBuf,
+}
+
+impl PyPort {
+    pub fn new(port: ipn::Port) -> PyPort {
+        PyPort {
+            fd: port.as_raw_fd(),
+            index: port.index(),
+            mtu: port.mtu(),
+            max_frame: port.max_frame(),
+            lossless: port.lossless(),
+            path: port.path().to_path_buf(),
+            slot: Slot {
+                port: Mutex::new(Some(Box::new(Inner::new(port)))),
+                returned: Condvar::new(),
+                closed: AtomicBool::new(false),
+            },
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.slot.closed.load(Ordering::Acquire)
+    }
+
+    /// Takes the port for one call: at once if no other thread has it,
+    /// else waiting for it with the GIL released.
+    fn checkout(&self, py: Python<'_>) -> PyResult<Checkout<'_>> {
+        if self.is_closed() {
+            return Err(closed());
+        }
+        if let Some(inner) = self.slot.lock().take() {
+            return Ok(self.checked_out(inner));
+        }
+        let inner = py.detach(|| {
+            let mut guard = self.slot.lock();
+            loop {
+                if self.is_closed() {
+                    return None;
+                }
+                if let Some(inner) = guard.take() {
+                    return Some(inner);
+                }
+                guard = self
+                    .slot
+                    .returned
+                    .wait(guard)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        });
+        inner
+            .map(|inner| self.checked_out(inner))
+            .ok_or_else(closed)
+    }
+
+    fn checked_out(&self, inner: Box<Inner>) -> Checkout<'_> {
+        Checkout {
+            slot: &self.slot,
+            inner: Some(inner),
+        }
+    }
+
+    /// Between two slices of a wait: a signal handler's exception (say,
+    /// KeyboardInterrupt), or `close()` from another thread, ends it.
+    fn between_slices(&self, py: Python<'_>) -> PyResult<()> {
+        py.check_signals()?;
+        if self.is_closed() {
+            return Err(closed());
+        }
+        Ok(())
+    }
+
+    /// Receives one frame into `buf[..len]` (the first frame of the batch
+    /// too when `batch` > 0, and what else waits, up to `batch` frames).
+    fn receive(
+        &self,
+        py: Python<'_>,
+        co: &mut Checkout<'_>,
+        len: usize,
+        deadline: Deadline,
+        batch: usize,
+    ) -> PyResult<usize> {
+        if let Deadline::Now = deadline {
+            let inner = co.get();
+            let n = inner
+                .port
+                .try_recv(&mut inner.buf[..len])
+                .map_err(recv_error)?;
+            if batch > 0 {
+                inner.push_frame_from_buf(n);
+                inner.gather(batch).map_err(recv_error)?;
+            }
+            return Ok(n);
+        }
+        loop {
+            let Some(wait) = deadline.next_slice() else {
+                return Err(recv_error(RecvError::TimedOut));
+            };
+            let inner = co.get();
+            let got = py.detach(|| {
+                let n = inner.recv_for(len, wait)?;
+                if batch > 0 {
+                    inner.push_frame_from_buf(n);
+                    inner.gather(batch)?;
+                }
+                Ok(n)
+            });
+            match got {
+                Ok(n) => return Ok(n),
+                Err(RecvError::TimedOut) => self.between_slices(py)?,
+                Err(e) => return Err(recv_error(e)),
+            }
+        }
+    }
+
+    /// Sends `frame`, which is the port's own `buf[..len]` if `frame` is
+    /// `None`: at once if it can, else waiting with the GIL released.
+    fn transmit(
+        &self,
+        py: Python<'_>,
+        inner: &mut Inner,
+        frame: Option<&[u8]>,
+        len: usize,
+        deadline: Deadline,
+    ) -> PyResult<()> {
+        let first = match frame {
+            Some(frame) => inner.port.try_send(frame),
+            None => inner.port.try_send(&inner.buf[..len]),
+        };
+        match first {
+            Err(SendError::WouldBlock) if !matches!(deadline, Deadline::Now) => {}
+            other => return other.map_err(send_error),
+        }
+        // A lossless network with a reader that has no room: wait for it,
+        // from our own copy of the frame (the caller's needs the GIL).
+        if let Some(frame) = frame {
+            inner.buf[..frame.len()].copy_from_slice(frame);
+        }
+        let len = frame.map_or(len, <[u8]>::len);
+        loop {
+            let Some(wait) = deadline.next_slice() else {
+                return Err(send_error(SendError::TimedOut));
+            };
+            let sent = py.detach(|| {
+                let Inner { port, buf, .. } = &mut *inner;
+                port.send_timeout(&buf[..len], wait)
+            });
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(SendError::TimedOut) => self.between_slices(py)?,
+                Err(e) => return Err(send_error(e)),
+            }
+        }
+    }
+
+    /// Copies the frames of `chunk` into the batch, bytes-like objects each.
+    fn copy_chunk(
+        &self,
+        py: Python<'_>,
+        inner: &mut Inner,
+        items: &mut Bound<'_, pyo3::types::PyIterator>,
+    ) -> PyResult<bool> {
+        inner.clear_batch();
+        while inner.ends.len() < SEND_BATCH_FRAMES && inner.batch.len() < SEND_BATCH_BYTES {
+            let Some(item) = items.next() else {
+                return Ok(false);
+            };
+            let item = item?;
+            if let Ok(bytes) = item.cast::<PyBytes>() {
+                inner.push_frame(bytes.as_bytes());
+            } else {
+                let start = inner.batch.len();
+                let buffer = frame_buffer(&item)?;
+                inner.batch.resize(start + buffer.len_bytes(), 0);
+                buffer.copy_to_slice(py, &mut inner.batch[start..])?;
+                inner.ends.push(inner.batch.len());
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Inner {
+    fn push_frame_from_buf(&mut self, n: usize) {
+        self.clear_batch();
+        let Inner {
+            buf, batch, ends, ..
+        } = self;
+        batch.extend_from_slice(&buf[..n]);
+        ends.push(batch.len());
+    }
+}
+
+/// A bytes-like object's buffer, as bytes, contiguous.
+fn frame_buffer(object: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
+    let buffer = PyBuffer::<u8>::get(object).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "a frame is a bytes-like object (bytes, bytearray, memoryview), not {}",
+            object
+                .get_type()
+                .name()
+                .map_or_else(|_| "that".into(), |n| n.to_string())
+        ))
+    })?;
+    if !buffer.is_c_contiguous() {
+        return Err(PyValueError::new_err(
+            "a frame must be a contiguous buffer (copy it with bytes(...) first)",
+        ));
+    }
+    Ok(buffer)
+}
+
+#[pymethods]
+impl PyPort {
+    /// send(frame, timeout=None)
+    /// --
+    ///
+    /// Sends one frame (bytes, bytearray, memoryview: any bytes-like
+    /// object of 1 to `mtu` bytes) to every other port.
+    ///
+    /// On a lossy network it never waits. On a lossless one it waits until
+    /// every live reader has room: `timeout=None` as long as it takes,
+    /// `timeout=0` not at all (BlockingIOError), else up to `timeout`
+    /// seconds (TimeoutError). ValueError for an empty or oversized frame.
+    #[pyo3(signature = (frame, timeout=None))]
+    fn send(&self, py: Python<'_>, frame: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        let deadline = Deadline::from_timeout(timeout)?;
+        let mut co = self.checkout(py)?;
+        let inner = co.get();
+        if let Ok(bytes) = frame.cast::<PyBytes>() {
+            return self.transmit(py, inner, Some(bytes.as_bytes()), 0, deadline);
+        }
+        let buffer = frame_buffer(frame)?;
+        let len = buffer.len_bytes();
+        if len > inner.buf.len() {
+            return Err(send_error(SendError::TooBig { len, mtu: self.mtu }));
+        }
+        buffer.copy_to_slice(py, &mut inner.buf[..len])?;
+        self.transmit(py, inner, None, len, deadline)
+    }
+
+    /// send_many(frames, timeout=None)
+    /// --
+    ///
+    /// Sends every frame of an iterable of bytes-like objects, in order,
+    /// as `send()` each would, for a fraction of the cost per frame.
+    /// Returns how many were sent. If one cannot be sent (too big, or no
+    /// room before `timeout`), the exception raised has the count of the
+    /// frames sent before it as its `frames_sent` attribute.
+    #[pyo3(signature = (frames, timeout=None))]
+    fn send_many(
+        &self,
+        py: Python<'_>,
+        frames: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let deadline = Deadline::from_timeout(timeout)?;
+        let mut items = frames.try_iter()?;
+        let mut co = self.checkout(py)?;
+        let inner = co.get();
+        let mut sent = 0;
+        let with_count = |e: PyErr, sent: usize| {
+            let _ = e.value(py).setattr("frames_sent", sent);
+            e
+        };
+        loop {
+            let more = self.copy_chunk(py, inner, &mut items)?;
+            for i in 0..inner.ends.len() {
+                let range = inner.frame_range(i);
+                let first = inner.port.try_send(&inner.batch[range.clone()]);
+                let result = match first {
+                    Err(SendError::WouldBlock) if !matches!(deadline, Deadline::Now) => {
+                        let len = range.len();
+                        let Inner { batch, buf, .. } = &mut *inner;
+                        buf[..len].copy_from_slice(&batch[range]);
+                        self.transmit(py, inner, None, len, deadline)
+                    }
+                    other => other.map_err(send_error),
+                };
+                result.map_err(|e| with_count(e, sent))?;
+                sent += 1;
+            }
+            if !more {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// recv(timeout=None)
+    /// --
+    ///
+    /// Receives one frame and returns it as bytes. Waits as long as it
+    /// takes (`timeout=None`), not at all (`timeout=0`: BlockingIOError if
+    /// nothing waits), or up to `timeout` seconds (TimeoutError).
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let deadline = Deadline::from_timeout(timeout)?;
+        let mut co = self.checkout(py)?;
+        let len = co.get().buf.len();
+        let n = self.receive(py, &mut co, len, deadline, 0)?;
+        Ok(PyBytes::new(py, &co.get().buf[..n]))
+    }
+
+    /// recv_into(buffer, timeout=None)
+    /// --
+    ///
+    /// Receives one frame into a writable bytes-like object (bytearray,
+    /// memoryview, array) without allocating, and returns its length. A
+    /// frame longer than the buffer is truncated; one of `max_frame` bytes
+    /// never is. Waits as `recv()` does.
+    #[pyo3(signature = (buffer, timeout=None))]
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let deadline = Deadline::from_timeout(timeout)?;
+        let target = Writable::new(frame_buffer(buffer)?)?;
+        let mut co = self.checkout(py)?;
+        let len = target.len().min(self.max_frame);
+        let n = self.receive(py, &mut co, len, deadline, 0)?;
+        let n = target.write_start(py, &co.get().buf[..n]);
+        Ok(n)
+    }
+
+    /// recv_many(max_frames=64, timeout=None)
+    /// --
+    ///
+    /// Receives up to `max_frames` frames and returns them as a list of
+    /// bytes: waits for the first as `recv()` does, then takes what else
+    /// is waiting without waiting. One call for many frames: what a busy
+    /// subscriber reads with.
+    #[pyo3(signature = (max_frames=64, timeout=None))]
+    fn recv_many<'py>(
+        &self,
+        py: Python<'py>,
+        max_frames: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        if max_frames == 0 {
+            return Err(PyValueError::new_err("max_frames must be at least 1"));
+        }
+        let deadline = Deadline::from_timeout(timeout)?;
+        let mut co = self.checkout(py)?;
+        let len = co.get().buf.len();
+        self.receive(py, &mut co, len, deadline, max_frames)?;
+        let inner = co.get();
+        PyList::new(
+            py,
+            (0..inner.ends.len()).map(|i| PyBytes::new(py, &inner.batch[inner.frame_range(i)])),
+        )
+    }
+
+    /// fileno()
+    /// --
+    ///
+    /// The port's doorbell socket: readable while frames wait for this
+    /// port, for `selectors`, `select.poll` and `loop.add_reader`. After it
+    /// says readable, receive with `timeout=0` until BlockingIOError.
+    fn fileno(&self) -> PyResult<i32> {
+        if self.is_closed() {
+            return Err(closed());
+        }
+        Ok(self.fd)
+    }
+
+    /// close()
+    /// --
+    ///
+    /// Leaves the network. Calls waiting in other threads end with
+    /// ValueError; calling it again does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if self.slot.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // A call in another thread gives the port back within a slice.
+        let inner = py.detach(|| {
+            let mut guard = self.slot.lock();
+            loop {
+                if let Some(inner) = guard.take() {
+                    return inner;
+                }
+                guard = self
+                    .slot
+                    .returned
+                    .wait(guard)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        });
+        self.slot.returned.notify_all();
+        drop(inner);
+        Ok(())
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.is_closed()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    /// shutdown(how)
+    /// --
+    ///
+    /// Stops receiving ("read"), sending ("write") or both ("both"); the
+    /// port stays joined. Lossless senders stop waiting for a port that
+    /// no longer reads.
+    fn shutdown(&self, py: Python<'_>, how: &str) -> PyResult<()> {
+        let how = match how {
+            "read" => Shutdown::Read,
+            "write" => Shutdown::Write,
+            "both" => Shutdown::Both,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "shutdown takes \"read\", \"write\" or \"both\", not {other:?}"
+                )))
+            }
+        };
+        self.checkout(py)?.get().port.shutdown(how);
+        Ok(())
+    }
+
+    /// status()
+    /// --
+    ///
+    /// A snapshot of the whole network, the dict `ipn.status()` returns.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let status = self.checkout(py)?.get().port.status();
+        status_dict(py, &status)
+    }
+
+    /// This port's number (its slot; `ipn status` shows it).
+    #[getter]
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Largest frame the network carries, in bytes (an 802.1Q tag may add 4).
+    #[getter]
+    fn mtu(&self) -> u32 {
+        self.mtu
+    }
+
+    /// Largest frame a receive can return: a buffer this long never truncates.
+    #[getter]
+    fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Whether senders wait for slow readers on this network.
+    #[getter]
+    fn lossless(&self) -> bool {
+        self.lossless
+    }
+
+    /// The network's path.
+    #[getter]
+    fn path(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Live ports that read, this one included if it reads.
+    #[getter]
+    fn readers(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(self.checkout(py)?.get().port.membership().readers)
+    }
+
+    /// Live ports that write, this one included if it writes.
+    #[getter]
+    fn writers(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(self.checkout(py)?.get().port.membership().writers)
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// The next frame, waiting as long as it takes; the iteration ends
+    /// when the port is closed (by another thread).
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        match self.recv(py, None) {
+            Err(_) if self.is_closed() => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// frames(max_frames=64)
+    /// --
+    ///
+    /// For asyncio: `async for frame in port.frames(): ...` receives frames
+    /// as they come, waiting in the event loop (`loop.add_reader` on
+    /// `fileno()`), never blocking it; up to `max_frames` are taken per
+    /// wake-up.
+    #[pyo3(signature = (max_frames=64))]
+    fn frames<'py>(slf: &Bound<'py, Self>, max_frames: usize) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("ipn._aio")?
+            .call_method1("frames", (slf, max_frames))
+    }
+
+    /// arecv()
+    /// --
+    ///
+    /// For asyncio: `frame = await port.arecv()` receives one frame,
+    /// waiting in the event loop.
+    fn arecv<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("ipn._aio")?.call_method1("recv", (slf,))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<ipn.Port {} on {} (mtu {}, {}){}>",
+            self.index,
+            self.path.display(),
+            self.mtu,
+            if self.lossless { "lossless" } else { "lossy" },
+            if self.is_closed() { ", closed" } else { "" }
+        )
+    }
+}
+
+/// Joins the network at `path` (creating it first with `config` if asked).
+pub fn join(
+    py: Python<'_>,
+    path: PathBuf,
+    options: JoinOptions,
+    create: Option<ipn::Config>,
+) -> PyResult<PyPort> {
+    let port = py
+        .detach(|| match &create {
+            Some(config) => ipn::Port::join_or_create(&path, config, &options),
+            None => ipn::Port::join(&path, &options),
+        })
+        .map_err(crate::errors::open_error)?;
+    Ok(PyPort::new(port))
+}
