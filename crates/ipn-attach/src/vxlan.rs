@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use ipn::ethernet::{self, Frame, Mac, Tci};
 
+use crate::sys::multicast as sys;
 use crate::Link;
 
 /// The IANA-assigned VXLAN UDP port.
@@ -497,71 +498,6 @@ impl Link for Vxlan {
 
 /// The system calls std and nix do not offer: joining a group and choosing
 /// the sending interface by interface *index* (`struct ip_mreqn`).
-#[allow(unsafe_code)]
-mod sys {
-    use std::ffi::CStr;
-    use std::io;
-    use std::net::{Ipv4Addr, UdpSocket};
-    use std::os::fd::AsRawFd;
-
-    pub fn if_nametoindex(name: &CStr) -> u32 {
-        // SAFETY: `name` is a valid NUL-terminated string for the call.
-        unsafe { libc::if_nametoindex(name.as_ptr()) }
-    }
-
-    fn mreqn(group: Ipv4Addr, interface: Ipv4Addr, index: u32) -> libc::ip_mreqn {
-        libc::ip_mreqn {
-            imr_multiaddr: libc::in_addr {
-                s_addr: u32::from(group).to_be(),
-            },
-            imr_address: libc::in_addr {
-                s_addr: u32::from(interface).to_be(),
-            },
-            imr_ifindex: index as libc::c_int,
-        }
-    }
-
-    fn set(socket: &UdpSocket, option: libc::c_int, value: &libc::ip_mreqn) -> io::Result<()> {
-        // SAFETY: the fd is open (borrowed from `socket`), and `value`
-        // points to a live `ip_mreqn` whose size is passed with it.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                option,
-                (value as *const libc::ip_mreqn).cast(),
-                std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    pub fn join_group(
-        socket: &UdpSocket,
-        group: Ipv4Addr,
-        interface: Ipv4Addr,
-        index: u32,
-    ) -> io::Result<()> {
-        set(
-            socket,
-            libc::IP_ADD_MEMBERSHIP,
-            &mreqn(group, interface, index),
-        )
-    }
-
-    pub fn set_multicast_if(socket: &UdpSocket, interface: Ipv4Addr, index: u32) -> io::Result<()> {
-        set(
-            socket,
-            libc::IP_MULTICAST_IF,
-            &mreqn(Ipv4Addr::UNSPECIFIED, interface, index),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
