@@ -27,6 +27,7 @@ use ipn::{Port, RecvError, SendError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 pub mod grab;
+pub mod gro;
 pub mod tap;
 pub mod vxlan;
 
