@@ -120,7 +120,7 @@ measure() {
 	local out
 	out=$(ip netns exec "$client" iperf3 -c "$ip" -t "$secs" -J "$@")
 	[ -n "$vxlan_pid" ] && t1=$(cpu_ticks "$vxlan_pid")
-	if [ -f "$work/iperf.pid" ]; then kill "$(cat "$work/iperf.pid")" 2>/dev/null || true; fi
+	kill "$(cat "$work/iperf.pid" 2>/dev/null)" 2>/dev/null || true
 	local hz
 	hz=$(getconf CLK_TCK)
 	python3 - "$out" "$((t1 - t0))" "$hz" <<-'EOF'
@@ -148,6 +148,12 @@ run_setup() {
 	result[$name,a2b4]=$(measure "$B" "$A" 10.231.1.2 -P 4)
 	result[$name,b2a4]=$(measure "$A" "$B" 10.231.1.1 -P 4)
 	result[$name,udp]=$(measure "$B" "$A" 10.231.1.2 -u -l 64 -b 0)
+	if [ -n "$vxlan_pid" ]; then
+		kill -INT "$vxlan_pid"
+		wait "$vxlan_pid" 2>/dev/null || true
+		echo "ipn vxlan: $(tail -n 1 "$work/vxlan.log")"
+		echo "ipn vxlan offloads on veth: $(ip netns exec "$A" ethtool -k ua | grep -E 'generic-receive-offload|rx-udp-gro-forwarding' | tr -s ' \n' ' ')"
+	fi
 	cleanup
 }
 

@@ -64,6 +64,12 @@ pub trait Link {
     fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
         self.send(buf)
     }
+    /// Sends what [`Link::send`] gathered (a link may hold frames to send
+    /// several in one system call): the bridge calls it whenever the
+    /// network has no more frames for now. Errors are the link's to count.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What a [`bridge`] moved.
@@ -184,9 +190,13 @@ fn network_to_link(
                 Err(_) => stats.link_refused += 1,
             },
             Err(RecvError::WouldBlock) => break,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let _ = link.flush();
+                return Err(e.into());
+            }
         }
     }
+    let _ = link.flush();
     Ok(())
 }
 
