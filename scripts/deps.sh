@@ -19,6 +19,7 @@ packages=(
   libvdeplug-slirp  # slirp://: a network's NAT, DHCP and DNS without root
   dpkg-dev pkgconf man-db  # the Debian package: dpkg-shlibdeps, pkg-config ipn, man ipn
   tmux              # ipn top, tested in a real terminal
+  systemd           # systemd-analyze verify for the units the package ships (nothing is started)
   # promtool and a parser for status --prometheus (with systemd as init the
   # package also starts a Prometheus server on :9090: stop it if unwanted)
   prometheus python3-prometheus-client

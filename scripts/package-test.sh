@@ -5,6 +5,8 @@
 # the script is interrupted. The checks:
 #
 #   - /usr/bin/ipn creates, shows and removes a network;
+#   - bash completes from the installed completion file; the systemd units
+#     pass systemd-analyze verify where they are installed;
 #   - `man ipn` and `man libvdeplug_ipn` open;
 #   - vde_plug bridges two ipn networks through the installed plugin;
 #   - the C example shipped in /usr/share/doc/ipn/examples is compiled with
@@ -103,6 +105,13 @@ completed=$(bash --norc --noprofile -c '
   "$fn" ipn sta ipn
   echo "${COMPREPLY[*]}"')
 [ "$completed" = status ] || die "bash completes 'ipn sta' as '$completed', not 'status'"
+
+log "systemd-analyze verify: the installed template units, with /usr/bin/ipn and man ipn"
+for unit in network tap grab vxlan vhost-user; do
+  [ -f "/lib/systemd/system/ipn-$unit@.service" ] || die "ipn-$unit@.service is not in /lib/systemd/system"
+  out=$(systemd-analyze verify "ipn-$unit@pkgtest.service" 2>&1) || die "systemd-analyze verify ipn-$unit@: $out"
+  [ -z "$out" ] || die "systemd-analyze verify ipn-$unit@ complains: $out"
+done
 
 log "ipn create, status, rm"
 ipn create "$work/net" --ports 8 >/dev/null

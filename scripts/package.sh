@@ -13,6 +13,7 @@
 #   /usr/share/doc/ipn/                                    README, docs, examples
 #   /usr/share/bash-completion/completions/ipn, /usr/share/zsh/vendor-completions/_ipn,
 #   /usr/share/fish/vendor_completions.d/ipn.fish          completions (ipn completions SHELL)
+#   /lib/systemd/system/ipn-{network,tap,grab,vxlan,vhost-user}@.service   template units
 #
 # It also builds the Python package's wheel, target/wheels/
 # ipn-VERSION-cp311-abi3-manylinux_2_XX_x86_64.whl, with maturin (installed

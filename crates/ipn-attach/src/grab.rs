@@ -78,11 +78,10 @@ pub enum GrabError {
         /// The interface asked for.
         name: String,
     },
-    /// Raw sockets need CAP_NET_RAW (promiscuous mode: CAP_NET_ADMIN).
+    /// Raw sockets need CAP_NET_RAW (their promiscuous membership too).
     #[error(
         "grab {name}: permission denied ({what}); grabbing an interface needs CAP_NET_RAW \
-         (and CAP_NET_ADMIN for --promisc): run as root, or `setcap cap_net_raw,cap_net_admin+ep` \
-         the ipn binary"
+         (--promisc too): run as root, or `setcap cap_net_raw+ep` the ipn binary"
     )]
     PermissionDenied {
         /// The interface asked for.

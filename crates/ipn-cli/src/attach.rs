@@ -20,6 +20,7 @@ use ipn_attach::grab::Grab;
 use ipn_attach::tap::{self, LinkSettings, Tap, TapOptions};
 use ipn_attach::{bridge, BridgeError, BridgeStats, Link};
 
+use crate::busypoll::BusyPollArgs;
 use crate::signals;
 use crate::vlan::{self, VlanArgs};
 use crate::Outcome;
@@ -46,6 +47,8 @@ pub struct TapArgs {
     pub no_offload: bool,
     #[command(flatten)]
     pub vlan: VlanArgs,
+    #[command(flatten)]
+    pub receive: BusyPollArgs,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +65,8 @@ pub struct GrabArgs {
     pub create: bool,
     #[command(flatten)]
     pub vlan: VlanArgs,
+    #[command(flatten)]
+    pub receive: BusyPollArgs,
 }
 
 fn join(
@@ -70,10 +75,12 @@ fn join(
     description: String,
     offload: bool,
     vlan: &VlanArgs,
+    receive: &BusyPollArgs,
 ) -> anyhow::Result<Port> {
     let options = JoinOptions {
         offload,
         vlan: vlan.membership(),
+        busy_poll: receive.duration(),
         ..JoinOptions::described(description)
     };
     let port = if create {
@@ -100,6 +107,7 @@ pub fn tap(args: &TapArgs) -> anyhow::Result<Outcome> {
         format!("tap {name}"),
         offload,
         &args.vlan,
+        &args.receive,
     )?;
     let settings = LinkSettings {
         mtu: tap::interface_mtu(port.mtu()),
@@ -124,6 +132,7 @@ pub fn grab(args: &GrabArgs) -> anyhow::Result<Outcome> {
         format!("grab {}", args.ifname),
         Link::offloads(&grab),
         &args.vlan,
+        &args.receive,
     )?;
     let outcome = run(&mut port, &mut grab, &args.path)?;
     if grab.outgoing_skipped() > 0 {

@@ -33,6 +33,7 @@ use ipn::{JoinOptions, Port, RecvError};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 
+use crate::busypoll::BusyPollArgs;
 use crate::limits::{Limits, Next};
 use crate::signals::{self, TICK};
 use crate::vlan::VlanArgs;
@@ -63,6 +64,8 @@ pub struct DumpArgs {
     pub description: String,
     #[command(flatten)]
     pub vlan: VlanArgs,
+    #[command(flatten)]
+    pub receive: BusyPollArgs,
 }
 
 /// The buffered output, shared between the [`PcapWriter`] (which encodes
@@ -281,6 +284,7 @@ pub fn dump(args: &DumpArgs) -> anyhow::Result<Outcome> {
         read: true,
         write: false,
         vlan: args.vlan.membership(),
+        busy_poll: args.receive.duration(),
         ..Default::default()
     };
     let mut port = Port::join(&args.path, &options)?;

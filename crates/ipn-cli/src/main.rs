@@ -11,6 +11,7 @@
 mod admin;
 mod attach;
 mod bench;
+mod busypoll;
 mod dump;
 mod escape;
 mod limits;
@@ -218,7 +219,7 @@ enum Command {
             kill -9, so nothing is left to restore. Frames over the network's MTU are counted \
             and dropped: turn off receive offloads on IFNAME (`ethtool -K IFNAME gro off \
             lro off`) so that the kernel does not merge frames beyond it. Needs CAP_NET_RAW \
-            (and CAP_NET_ADMIN for --promisc).",
+            (--promisc too: the membership is the packet socket's).",
         after_help = "Examples:\n  ipn grab /tmp/net eth1 --promisc\n  ip link add vA type veth peer name vB && ip link set vA up && ipn grab /tmp/net vA\n  ipn grab /tmp/lan eth1 --trunk 10,20 --native 1     eth1 is a trunk: tags as on its wire"
     )]
     Grab(attach::GrabArgs),

@@ -17,6 +17,7 @@ use clap::Args;
 use ipn::ethernet::{Frame, Vlan};
 use ipn::{Config, JoinOptions, Message, Port, RecvError, SendError};
 
+use crate::busypoll::BusyPollArgs;
 use crate::escape;
 use crate::limits::{self, Limits};
 use crate::signals::{self, TICK};
@@ -68,6 +69,8 @@ pub struct SubArgs {
     pub create: bool,
     #[command(flatten)]
     pub vlan: VlanArgs,
+    #[command(flatten)]
+    pub receive: BusyPollArgs,
 }
 
 fn join(path: &PathBuf, create: bool, options: &JoinOptions) -> anyhow::Result<Port> {
@@ -253,6 +256,7 @@ pub fn subscribe(args: &SubArgs) -> anyhow::Result<Outcome> {
         read: true,
         write: false,
         vlan: args.vlan.membership(),
+        busy_poll: args.receive.duration(),
         ..Default::default()
     };
     let mut port = join(&args.path, args.create, &options)?;

@@ -18,6 +18,7 @@ use clap::Args;
 use ipn::{Config, JoinOptions, Port};
 use ipn_vhost::{Event, Stats, VhostSocket};
 
+use crate::busypoll::BusyPollArgs;
 use crate::signals;
 use crate::vlan::{self, VlanArgs};
 use crate::Outcome;
@@ -34,6 +35,8 @@ pub struct VhostArgs {
     pub create: bool,
     #[command(flatten)]
     pub vlan: VlanArgs,
+    #[command(flatten)]
+    pub receive: BusyPollArgs,
 }
 
 pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
@@ -42,6 +45,7 @@ pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
     let options = JoinOptions {
         offload: true,
         vlan: args.vlan.membership(),
+        busy_poll: args.receive.duration(),
         ..JoinOptions::described(what.clone())
     };
     let port = if args.create {

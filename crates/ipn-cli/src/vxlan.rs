@@ -18,6 +18,7 @@ use ipn::{Config, JoinOptions, Port};
 use ipn_attach::vxlan::{Vxlan, VxlanConfig, IANA_PORT, MAX_VNI};
 use ipn_attach::{bridge, Link};
 
+use crate::busypoll::BusyPollArgs;
 use crate::signals;
 use crate::vlan::{self, VlanArgs};
 use crate::Outcome;
@@ -60,6 +61,8 @@ pub struct VxlanArgs {
     pub create: bool,
     #[command(flatten)]
     pub vlan: VlanArgs,
+    #[command(flatten)]
+    pub receive: BusyPollArgs,
 }
 
 /// `IP`, `IP:PORT` or `[IPv6]:PORT`; a bare IP gets `port`.
@@ -94,6 +97,7 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
     let mut link = Vxlan::open(&config)?;
     let options = JoinOptions {
         vlan: args.vlan.membership(),
+        busy_poll: args.receive.duration(),
         ..JoinOptions::described(
             args.description
                 .clone()

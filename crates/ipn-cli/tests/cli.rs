@@ -168,6 +168,32 @@ fn pub_skips_empty_lines_and_sends_a_last_line_without_newline() {
 }
 
 #[test]
+fn sub_busy_poll_receives_and_a_busy_poll_over_100_ms_is_refused() {
+    let net = Net::created("busypoll", &["--lossless"]);
+    let sub = Bg::spawn(&[
+        "sub",
+        net.p(),
+        "--busy-poll",
+        "200",
+        "--count",
+        "2",
+        "--timeout",
+        "20",
+    ]);
+    net.wait_for_readers(1);
+    let out = run_with_input(&["pub", net.p()], b"one\ntwo\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&sub.finish(LONG)), "one\ntwo\n");
+    let out = run(&["sub", net.p(), "--busy-poll", "100001", "--count", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--busy-poll") && stderr(&out).contains("0 (off) to 100000"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn sub_hex_prints_one_line_of_hex_bytes_per_frame() {
     let net = Net::created("hex", &[]);
     let sub = Bg::spawn(&["sub", net.p(), "--hex", "--count", "2", "--timeout", "20"]);

@@ -5,7 +5,8 @@
 //! memory (`SharedFile::in_memory`), and a port's bell is a count of
 //! wake-ups per port (`wake::LoomBell`) instead of a socket. Everything
 //! else is the code that runs: `Port::try_send` (ring write, pending bits,
-//! the sender's fence, waking), `Port::try_recv` (pending bits, ring reads,
+//! the sender's fence, waking), `Port::try_recv` and
+//! `Port::try_recv_after_poll` (pending bits, ring reads,
 //! switch filtering, draining, arming, the look after arming, disarming),
 //! lossless room. Loom runs each test under every interleaving it can
 //! reach, and with every value a relaxed or acquire load may return under
@@ -16,6 +17,11 @@
 //!   (exactly once per arming, with one or two senders), and then finds
 //!   the frame; a reader that found the frame after arming keeps its fd
 //!   readable once, never twice;
+//! - readable exactly while frames wait: a reader in QEMU's pattern
+//!   (`Port::try_recv_after_poll`), which drains and arms after taking a
+//!   frame when nothing else waits, leaves one wake-up queued while a
+//!   frame waits and none when none does (the look-ahead, which depends
+//!   on wall-clock time, is off under loom);
 //! - the ring's seqlocks never deliver a torn frame, even when large frames
 //!   wrap around the ring's bytes and overwrite older ones while a reader
 //!   copies them: every frame received is whole, frames arrive in order,
@@ -40,6 +46,7 @@ use loom::thread;
 
 use crate::config::{JoinOptions, Protocol};
 use crate::error::{RecvError, SendError};
+use crate::membership;
 use crate::port::Port;
 use crate::shm::layout::{Geometry, FLAG_LOSSLESS, MIN_MTU};
 use crate::shm::SharedFile;
@@ -163,6 +170,49 @@ fn loom_no_lost_wakeup() {
             }
             Err(e) => panic!("{e}"),
         }
+    });
+}
+
+/// A reader in QEMU's pattern (poll, then one receive) takes the frame
+/// that woke it while a second one is sent: after the receive, the fd is
+/// readable exactly while a frame waits. Whether the reader saw the
+/// second frame coming (and left its doorbell queued), armed and found it
+/// (and rang itself), or armed before it was sent (and the sender rang),
+/// one wake-up is queued, never none and never two; after the second
+/// frame is taken, none is.
+#[test]
+fn loom_readable_exactly_while_frames_wait() {
+    model(|| {
+        let net = Net::new(Protocol::Hub, 4, 0);
+        let mut reader = net.port(READER);
+        let mut sender = net.port(A);
+        let mut buf = [0u8; 64];
+        // Joined armed: the first frame rings; poll would now say readable.
+        sender.try_send(&frame(0, 20)).unwrap();
+        assert_eq!(net.queued(READER), 1);
+        let sending = thread::spawn(move || {
+            sender.try_send(&frame(1, 20)).unwrap();
+            sender
+        });
+        let len = reader
+            .try_recv_after_poll(&mut buf)
+            .expect("the first frame");
+        assert_eq!(whole_frame(&buf[..len], |_| 20), 0);
+        let _sender = sending.join().unwrap();
+        assert_eq!(
+            net.queued(READER),
+            1,
+            "a frame waits: the fd must be readable, once"
+        );
+        let len = reader
+            .try_recv_after_poll(&mut buf)
+            .expect("the second frame");
+        assert_eq!(whole_frame(&buf[..len], |_| 20), 1);
+        assert_eq!(
+            net.queued(READER),
+            0,
+            "nothing waits: the fd must not be readable"
+        );
     });
 }
 
@@ -329,5 +379,65 @@ fn loom_switch_unicast_reaches_only_its_addressee() {
         let len = reader.try_recv(&mut buf).expect("the addressee gets it");
         assert_eq!(&buf[..6], &MAC_R);
         assert_eq!(len, 20);
+    });
+}
+
+/// Lossless, while a send waits for room: reader B, whose ring is full,
+/// dies (its process is gone: nothing of the port runs any more, and a
+/// sweep marks its slot dead, as `membership::sweep_dead` does once the
+/// slot's lock is free), and a new reader joins at the same time. The
+/// waiting send goes through (it stops waiting for the dead port, whatever
+/// the join does to the membership meanwhile); the newcomer gets the frames
+/// sent after it joined, whole and in order, none sent before, and loses
+/// none, though the sender may not have known of it when it measured its
+/// room.
+#[test]
+fn loom_lossless_send_waits_through_a_join_and_a_death() {
+    model(|| {
+        let net = Net::new(Protocol::Hub, 2, FLAG_LOSSLESS);
+        let mut sender = net.port(A);
+        let victim = net.port(B);
+        for n in 0..2 {
+            sender.try_send(&frame(n, 56)).unwrap();
+        }
+        assert!(matches!(
+            sender.try_send(&frame(2, 56)),
+            Err(SendError::WouldBlock)
+        ));
+        let shm = net.shm.clone();
+        let dying = thread::spawn(move || {
+            let old = shm.port(B).state.load(Ordering::Acquire);
+            assert!(membership::mark_dead(&shm, B, old));
+            shm.header().membership_epoch.fetch_add(1, Ordering::AcqRel);
+        });
+        let joining = {
+            let net = Net {
+                shm: net.shm.clone(),
+                queued: net.queued.clone(),
+            };
+            thread::spawn(move || net.port(READER))
+        };
+        // Waits while B is full and alive, goes on once it is dead.
+        loop {
+            match sender.try_send(&frame(2, 56)) {
+                Ok(()) => break,
+                Err(SendError::WouldBlock) => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut newcomer = joining.join().unwrap();
+        // Frame 2 may or may not be the newcomer's: it has room for one more.
+        sender.try_send(&frame(3, 56)).unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while let Ok(len) = newcomer.try_recv(&mut buf) {
+            got.push(whole_frame(&buf[..len], |_| 56));
+        }
+        assert!(got == [3] || got == [2, 3], "the newcomer got {got:?}");
+        let dropped = net.shm.port(READER).rx_dropped.load(Ordering::Relaxed);
+        assert_eq!(dropped, 0, "a lossless reader lost frames");
+        dying.join().unwrap();
+        // Dropped (it leaves) only now: until here it was as if killed.
+        drop(victim);
     });
 }

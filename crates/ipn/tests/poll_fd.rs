@@ -147,6 +147,45 @@ fn pollable_fd_stays_readable_while_frames_wait_and_stops_after_wouldblock() {
     sender.finish();
 }
 
+/// QEMU's pattern, `poll` then one `try_recv_after_poll`: the fd is
+/// readable exactly while frames wait. After the last waiting frame is
+/// taken the fd is quiet at once (no readiness that brings nothing), while
+/// more wait it stays readable. Rounds are 2 ms apart, so that even in
+/// bursts frames come further apart on average than a wake-up costs, and
+/// the receiver never looks ahead (which would keep the fd readable for
+/// the frame it expects).
+#[test]
+fn after_poll_the_fd_is_readable_exactly_while_frames_wait() {
+    let net = TestNet::create("poll-exact", &Config::default());
+    let mut me = Port::join(net.path(), &JoinOptions::described("me")).unwrap();
+    let mut sender = peer(&net);
+    sender.ok("tag 1");
+    settle(&mut me);
+    let mut buf = [0u8; 1514];
+    for round in 0..50u64 {
+        std::thread::sleep(Duration::from_millis(2));
+        let burst = 1 + round % 3;
+        sender.ok(&format!("send {burst} 100"));
+        for left in (0..burst).rev() {
+            assert!(
+                readable(&me, 2000),
+                "round {round}: {} wait, not readable",
+                left + 1
+            );
+            match me.try_recv_after_poll(&mut buf) {
+                Ok(100) => {}
+                other => panic!("round {round}: readable, yet {other:?}"),
+            }
+            assert_eq!(
+                readable(&me, 0),
+                left > 0,
+                "round {round}: {left} frames wait after the receive"
+            );
+        }
+    }
+    sender.finish();
+}
+
 /// A reader that waits only with `poll` on the fd, and reads with
 /// `try_recv` until `WouldBlock`, receives every one of 5 000 frames of a
 /// lossless sender process that keeps filling a 16-frame ring: every time

@@ -158,6 +158,7 @@ impl Conn {
             .map_err(|e| fail(libc::EINVAL, &e))?;
         let join = JoinOptions {
             vlan: parsed.options.membership(),
+            busy_poll: parsed.options.busy_poll(),
             ..JoinOptions::described(descr)
         };
         let port = Port::join_or_create(&parsed.path, &config, &join)
@@ -332,6 +333,27 @@ mod tests {
         assert_eq!(b.send(&[9u8; 1999], false), Ok(1999));
         assert_eq!(a.recv(&mut buf), Ok(Received::Frame(1999)));
         drop((a, b));
+        ipn::Network::remove(&path, true).unwrap();
+    }
+
+    #[test]
+    fn busypoll_keeps_an_empty_receive_looking_that_long() {
+        let path = tmp("busypoll");
+        let url = format!("{}[busypoll=3000]", path.display());
+        let a = open(&url).unwrap();
+        let mut buf = [0u8; 64];
+        let start = Instant::now();
+        assert_eq!(a.recv(&mut buf), Ok(Received::NoFrame));
+        assert!(
+            start.elapsed() >= Duration::from_millis(3),
+            "returned after {:?}, before its 3 ms of busy polling",
+            start.elapsed()
+        );
+        drop(a);
+        let too_long = format!("{}[busypoll=100001]", path.display());
+        let e = open(&too_long).unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL);
+        assert!(e.message.contains("busypoll"), "{}", e.message);
         ipn::Network::remove(&path, true).unwrap();
     }
 

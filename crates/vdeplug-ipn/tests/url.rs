@@ -157,6 +157,9 @@ impl Meant {
                 vlan,
                 trunk: self.vlans(),
                 native,
+                // The URLs written here never give busypoll (tested in
+                // url.rs's own tests).
+                busy_poll_us: None,
             },
         }
     }

@@ -18,7 +18,7 @@ use crate::sync::Ordering;
 impl Port {
     /// Joins the existing network at `path`.
     pub fn join(path: impl AsRef<Path>, options: &JoinOptions) -> Result<Port, OpenError> {
-        options.vlan.validate().map_err(OpenError::InvalidConfig)?;
+        options.validate()?;
         let dir = NetDir::open(path.as_ref())?;
         let file = dir.open_shm(true)?;
         let shm = open_shared(dir.path(), file, true)?;

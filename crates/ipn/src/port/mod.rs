@@ -140,6 +140,9 @@ struct Rx {
     armed: bool,
     seen_rings: u64,
     pace: pace::Pace,
+    /// A look-ahead decided after the last frame: when it started, and
+    /// until when the next receive keeps looking.
+    look_ahead: Option<(std::time::Instant, std::time::Instant)>,
     frames: u64,
     bytes: u64,
     dropped: u64,
@@ -225,7 +228,8 @@ impl Port {
                 next_sender: 0,
                 armed: true,
                 seen_rings: entry.rings.load(Ordering::Acquire),
-                pace: pace::Pace::default(),
+                pace: pace::Pace::new(options.busy_poll),
+                look_ahead: None,
                 frames: 0,
                 bytes: 0,
                 dropped: 0,

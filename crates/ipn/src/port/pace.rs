@@ -1,91 +1,253 @@
-//! How long a receiver keeps looking for frames before it goes to sleep.
+//! Whether a receiver that found nothing keeps looking before it sleeps
+//! (the look-ahead), and for how long.
 //!
-//! Waking a sleeping reader costs a doorbell (a system call for the
-//! sender) and a scheduler wake-up for the reader, 30-40 µs on a small
-//! VM: more than the gap between two frames of a busy stream. So a
-//! receiver that finds nothing while frames have been arriving keeps
-//! looking, yielding the processor between looks (on a machine with fewer
-//! cores than processes, the sender may be the one waiting for it), for a
-//! while that follows the recent gaps between frames: a few gaps, at least
-//! [`MIN_SPIN`], at most [`MAX_SPIN`]. When the gaps grow longer than
-//! [`MAX_SPIN`] (a quiet network), it sleeps at once: an idle port costs
-//! nothing.
+//! Sleeping costs the receiver a wake-up when the next frame comes: the
+//! doorbell's system calls and a trip through the scheduler, about
+//! [`WAKE_COST`] of its CPU. Looking costs the time spent looking. So by
+//! default a receiver looks ahead only when it pays:
+//!
+//! - only while the recent gaps between frames (an exponentially weighted
+//!   mean) are shorter than a wake-up costs: then the next frame is due
+//!   before sleeping would even have paid for itself; at lower rates it
+//!   sleeps at once, and a frame costs what it costs AF_UNIX, one wake-up;
+//! - for about two gaps, never longer than [`WAKE_COST`];
+//! - a look-ahead that found nothing makes the receiver skip the next
+//!   one, two, four... up to [`MAX_SKIP`] chances to look ahead; one that
+//!   found a frame clears that;
+//! - within a budget: looking may cost at most [`SPIN_SHARE`] of a CPU
+//!   above what sleeping would have cost. The budget earns that share of
+//!   the time that passes, plus [`WAKE_COST`] for each look-ahead that
+//!   found a frame (the wake-up it saved), and pays for every look-ahead
+//!   with the time it took; it never banks more than [`MAX_BUDGET`]. An
+//!   empty budget means sleeping.
+//!
+//! Busy polling ([`crate::JoinOptions::busy_poll`], like Linux's
+//! `SO_BUSY_POLL`) is the opt-in for latency: look for that long every
+//! time, whatever it costs.
 //!
 //! The clock is read once per empty look, not per frame: frames are
 //! counted, and the gap is the time between two empty looks divided by the
-//! frames received in between.
+//! frames received in between. Under the model checker (`cfg(loom)`) the
+//! receiver never looks ahead: wall-clock time is not modelled.
 
 use std::time::{Duration, Instant};
 
-/// Keep looking at least this long while a stream is on.
-pub const MIN_SPIN: Duration = Duration::from_micros(50);
-/// Never keep looking longer than this; gaps longer than this mean the
-/// stream is off.
-pub const MAX_SPIN: Duration = Duration::from_micros(200);
+/// What a wake-up costs a sleeping receiver in CPU time, about: the
+/// per-frame CPU of an AF_UNIX datagram receiver woken for each frame
+/// (9-12 µs on the 2-vCPU machine of BENCHMARKS.md). Gaps shorter than
+/// this make looking ahead cheaper than sleeping.
+pub const WAKE_COST: Duration = Duration::from_micros(10);
+/// Share of a CPU looking ahead may cost above what sleeping would have.
+pub const SPIN_SHARE: u32 = 10; // percent
+/// Most budget banked, so that a long quiet spell does not pay for a long
+/// burst of spinning.
+pub const MAX_BUDGET: Duration = Duration::from_micros(500);
+/// Most look-ahead chances skipped after look-aheads that found nothing.
+pub const MAX_SKIP: u32 = 64;
 
-/// The recent pace of arrivals.
-#[derive(Debug, Clone, Default)]
+/// The recent pace of arrivals, and what looking ahead has cost.
+#[derive(Debug, Clone)]
 pub struct Pace {
+    /// Opt-in busy polling: look this long every time (zero: off).
+    busy_poll: Duration,
     /// When we last found nothing.
     last_empty: Option<Instant>,
     /// Frames received since.
     frames_since: u32,
     /// Mean gap between frames (exponentially weighted), in nanoseconds.
     gap_ns: u64,
+    /// What looking ahead may still spend, in nanoseconds.
+    budget_ns: u64,
+    /// Chances to look ahead still to skip, and how many the next miss
+    /// makes us skip.
+    skip: u32,
+    backoff: u32,
 }
 
 impl Pace {
+    /// A receiver that has seen no frame yet; `busy_poll` as
+    /// [`crate::JoinOptions::busy_poll`].
+    pub fn new(busy_poll: Duration) -> Pace {
+        Pace {
+            busy_poll,
+            last_empty: None,
+            frames_since: 0,
+            gap_ns: u64::MAX,
+            budget_ns: 0,
+            skip: 0,
+            backoff: 1,
+        }
+    }
+
     /// A frame arrived.
     #[inline]
     pub fn frame(&mut self) {
         self.frames_since = self.frames_since.saturating_add(1);
     }
 
-    /// The receive found nothing: until when to keep looking (`None`:
-    /// sleep now).
-    pub fn keep_looking_until(&mut self) -> Option<Instant> {
-        let now = Instant::now();
+    /// The receive found nothing at `now`: until when to keep looking
+    /// (`None`: sleep now). The caller reports what came of it with
+    /// [`Pace::looked`].
+    pub fn keep_looking_until(&mut self, now: Instant) -> Option<Instant> {
+        self.observe_empty(now);
+        if cfg!(loom) {
+            return None;
+        }
+        if !self.busy_poll.is_zero() {
+            return Some(now + self.busy_poll);
+        }
+        let gap = Duration::from_nanos(self.gap_ns);
+        if gap >= WAKE_COST {
+            return None;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        // Two gaps: the next frame is due within one. Not a partial look
+        // on a thin budget: it would miss, and only cost.
+        let look = (gap * 2).clamp(Duration::from_micros(1), WAKE_COST);
+        (nanos(look) <= self.budget_ns).then(|| now + look)
+    }
+
+    /// A look-ahead that started at `started` ended at `now`, having
+    /// found a frame or not.
+    pub fn looked(&mut self, started: Instant, now: Instant, found: bool) {
+        if !self.busy_poll.is_zero() {
+            return;
+        }
+        let spent = nanos(now.saturating_duration_since(started));
+        self.budget_ns = self.budget_ns.saturating_sub(spent);
+        if found {
+            self.earn(nanos(WAKE_COST));
+            self.skip = 0;
+            self.backoff = 1;
+        } else {
+            self.skip = self.backoff;
+            self.backoff = (self.backoff * 2).min(MAX_SKIP);
+        }
+    }
+
+    /// Updates the gap estimate and the budget at an empty look.
+    fn observe_empty(&mut self, now: Instant) {
         if let Some(last) = self.last_empty {
-            let elapsed = now
-                .duration_since(last)
-                .as_nanos()
-                .min(u128::from(u64::MAX)) as u64;
+            let elapsed = nanos(now.saturating_duration_since(last));
+            self.earn(elapsed / 100 * u64::from(SPIN_SHARE));
             if self.frames_since > 0 {
                 let gap = elapsed / u64::from(self.frames_since);
-                self.gap_ns = self.gap_ns.saturating_mul(3).saturating_add(gap) / 4;
-            } else {
+                self.gap_ns = if self.gap_ns == u64::MAX {
+                    gap
+                } else {
+                    (self.gap_ns.saturating_mul(3).saturating_add(gap)) / 4
+                };
+            } else if self.gap_ns != u64::MAX {
                 // Nothing since the last empty look: the stream is drying
                 // up, by at least that long.
                 self.gap_ns = self.gap_ns.max(elapsed);
             }
         }
-        let streaming = self.last_empty.is_some() && self.frames_since > 0;
         self.last_empty = Some(now);
         self.frames_since = 0;
-        let gap = Duration::from_nanos(self.gap_ns);
-        if !streaming || gap > MAX_SPIN {
-            return None;
-        }
-        Some(now + (gap * 4).clamp(MIN_SPIN, MAX_SPIN))
     }
+
+    fn earn(&mut self, ns: u64) {
+        self.budget_ns = self.budget_ns.saturating_add(ns).min(nanos(MAX_BUDGET));
+    }
+
+    /// The mean gap between recent frames (`None`: no stream seen yet).
+    #[cfg(test)]
+    fn gap(&self) -> Option<Duration> {
+        (self.gap_ns != u64::MAX).then(|| Duration::from_nanos(self.gap_ns))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn looks_longer_only_while_frames_keep_coming() {
-        let mut pace = Pace::default();
-        assert_eq!(pace.keep_looking_until(), None, "no history: sleep");
-        for _ in 0..100 {
+    /// Feeds `pace` frames every `gap`, with an empty look after each,
+    /// starting at `t`; returns the time after the last one and the
+    /// look-aheads it was offered.
+    fn stream(pace: &mut Pace, mut t: Instant, gap: Duration, frames: u32) -> (Instant, u32) {
+        let mut offered = 0;
+        for _ in 0..frames {
+            t += gap;
             pace.frame();
+            if let Some(until) = pace.keep_looking_until(t) {
+                offered += 1;
+                // The next frame comes within the look-ahead: it paid.
+                let found = until >= t + gap;
+                let end = if found { t + gap } else { until };
+                pace.looked(t, end, found);
+            }
         }
-        let until = pace.keep_looking_until().expect("a stream: keep looking");
-        let wait = until.saturating_duration_since(Instant::now());
-        assert!(wait <= MAX_SPIN, "{wait:?}");
-        // Nothing came: the next empty look sleeps at once.
-        std::thread::sleep(MAX_SPIN * 2);
-        assert_eq!(pace.keep_looking_until(), None);
+        (t, offered)
+    }
+
+    #[test]
+    fn sleeps_at_once_when_frames_are_further_apart_than_a_wake_up() {
+        let mut pace = Pace::new(Duration::ZERO);
+        let t = Instant::now();
+        assert_eq!(pace.keep_looking_until(t), None, "no history: sleep");
+        for gap_us in [20u64, 50, 200, 1000, 10_000] {
+            let (_, offered) = stream(&mut pace, t, Duration::from_micros(gap_us), 1000);
+            assert_eq!(offered, 0, "gap {gap_us} us: looked ahead");
+        }
+    }
+
+    #[test]
+    fn looks_ahead_on_a_fast_stream_and_it_pays() {
+        let mut pace = Pace::new(Duration::ZERO);
+        let t = Instant::now();
+        let (_, offered) = stream(&mut pace, t, Duration::from_micros(2), 10_000);
+        assert!(offered > 9_000, "offered {offered} of 10000");
+        assert!(pace.gap().unwrap() <= Duration::from_micros(3));
+    }
+
+    #[test]
+    fn looking_ahead_costs_at_most_its_share_above_sleeping() {
+        // Gaps just under a wake-up, and every look-ahead misses (the
+        // frame comes right after it gives up): the worst case.
+        let mut pace = Pace::new(Duration::ZERO);
+        let start = Instant::now();
+        let gap = WAKE_COST - Duration::from_micros(1);
+        pace.frame();
+        pace.keep_looking_until(start);
+        let mut t = start;
+        let mut spent = Duration::ZERO;
+        for _ in 0..100_000 {
+            t += gap;
+            pace.frame();
+            if let Some(until) = pace.keep_looking_until(t) {
+                spent += until - t;
+                pace.looked(t, until, false);
+            }
+        }
+        let elapsed = t - start;
+        let share = spent.as_secs_f64() / elapsed.as_secs_f64();
+        assert!(share <= 0.10, "looked ahead {share:.3} of the time");
+    }
+
+    #[test]
+    fn a_quiet_network_stops_the_look_ahead() {
+        let mut pace = Pace::new(Duration::ZERO);
+        let (t, offered) = stream(&mut pace, Instant::now(), Duration::from_micros(2), 100);
+        assert!(offered > 0);
+        // Nothing comes for a millisecond: the next empty look sleeps.
+        assert_eq!(pace.keep_looking_until(t + Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn busy_poll_looks_every_time_for_as_long_as_asked() {
+        let busy = Duration::from_micros(50);
+        let mut pace = Pace::new(busy);
+        let t = Instant::now();
+        assert_eq!(pace.keep_looking_until(t), Some(t + busy));
+        let (_, offered) = stream(&mut pace, t, Duration::from_millis(1), 10);
+        assert_eq!(offered, 10);
     }
 }

@@ -1,13 +1,21 @@
 //! Receiving: read the rings of the senders that may have frames for us
 //! (`pending`), round-robin; when they are empty, keep looking for a while
-//! if frames have been coming (`pace`), then arm the doorbell and sleep on
-//! it (`wake`).
+//! only if that pays (`pace`: frames closer together than a wake-up costs,
+//! within a CPU budget, or busy polling opted in), then arm the doorbell
+//! and sleep on it (`wake`).
 //!
-//! The doorbell's datagram stays in the socket until an empty receive
-//! drains it, so the fd is readable while frames wait (level-triggered),
-//! and at most one extra wake-up follows the last frame. `rings` counts
-//! doorbells, so an empty receive knows without a system call whether
-//! there is anything to drain.
+//! The fd is readable exactly while frames wait. The doorbell's datagram
+//! stays in the socket until the receiver drains it: a blocking receive
+//! drains it when it finds nothing; a receive after `poll`
+//! ([`Port::try_recv_after_poll`]) also looks, after taking a frame,
+//! whether another one waits, and if none does it drains and arms right
+//! away, so that the caller's next `poll` sleeps instead of returning for
+//! nothing. The exceptions, each at most one readiness: a look-ahead the
+//! pace decided on keeps the fd readable (the next receive looks for its
+//! frame); in switch mode a frame for another port looks like a waiting
+//! frame; a doorbell from a ringer that died before counting it. `rings`
+//! counts doorbells, so draining takes one `recv` per doorbell, none to
+//! find out there are no more.
 
 use std::time::{Duration, Instant};
 
@@ -49,11 +57,13 @@ impl Port {
 
     /// [`Port::try_recv`] for callers that were just told by `poll` (or
     /// epoll, or QEMU's main loop) that the fd is readable, and call it
-    /// once per readiness. When nothing is waiting, it keeps looking for a
-    /// while if frames have been coming (so that a stream is read without a
-    /// doorbell per frame), and before giving up it clears doorbells it
-    /// could not account for (say, from a sender killed mid-ring), so the
-    /// fd never stays readable while nothing waits.
+    /// once per readiness. It takes one frame, and leaves the fd readable
+    /// exactly while more frames wait: when none does, it drains the
+    /// doorbell and arms before returning, so the next `poll` sleeps. When
+    /// nothing is waiting, it keeps looking only as the pace says (module
+    /// docs), and before giving up it clears doorbells it could not account
+    /// for (say, from a sender killed mid-ring), so the fd never stays
+    /// readable while nothing waits.
     pub fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         if self.caps & CAP_READ == 0 {
             return Err(RecvError::NotReading);
@@ -64,28 +74,89 @@ impl Port {
         // make the sender ring for the very frames we wait for.
         while let Some(message) = self.look_for_frames(buf) {
             if let Message::Frame(len) = message {
+                self.settle_readiness();
                 return Ok(len);
             }
         }
         // Nothing: drain every doorbell, counted or not, arm, look once more.
         self.rx.armed = false;
-        self.try_recv(buf)
+        let len = self.try_recv(buf)?;
+        self.settle_readiness();
+        Ok(len)
+    }
+
+    /// After taking a frame for a caller that polls: if nothing else
+    /// waits, and the pace does not expect a frame before a wake-up would
+    /// pay off, drain the doorbell and arm now, so that the fd is not
+    /// readable for nothing. A frame that came just as we armed keeps the
+    /// fd readable (`disarm_after_finding`).
+    fn settle_readiness(&mut self) {
+        if self.frames_waiting() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(until) = self.rx.pace.keep_looking_until(now) {
+            // The next receive (the fd is still readable) looks until then.
+            self.rx.look_ahead = Some((now, until));
+            return;
+        }
+        if self.prepare_to_sleep() && self.frames_waiting() {
+            self.disarm_after_finding();
+        }
+    }
+
+    /// Whether a frame or event may wait for us, without taking it: a
+    /// sender we scan has a ring head past our cursor. In switch mode that
+    /// frame may be for another port (then the next receive finds
+    /// nothing and drains).
+    fn frames_waiting(&mut self) -> bool {
+        self.check_membership();
+        if !self.rx.segments.is_empty() || self.events.pending {
+            return true;
+        }
+        self.rx.scan.gather(&self.shm, self.index);
+        let mut from = 0;
+        for _ in 0..self.rx.scan.len() {
+            let Some(sender) = self.rx.scan.next_from(from) else {
+                return false;
+            };
+            from = sender.wrapping_add(1);
+            if sender == self.index {
+                continue;
+            }
+            let head = self.shm.port(sender).head.load(Ordering::Acquire);
+            if head != self.rx.cursors[sender as usize] {
+                return true;
+            }
+        }
+        false
     }
 
     /// Looks for a frame (or event) now, and again, yielding the processor
-    /// in between, for as long as the pace of arrivals says one is due.
+    /// in between, for as long as the pace says one is due (a look-ahead
+    /// decided when the last frame was taken, or now).
     fn look_for_frames(&mut self, buf: &mut [u8]) -> Option<Message> {
+        let decided = self.rx.look_ahead.take();
         if let Some(message) = self.poll_once(buf) {
+            if let Some((started, _)) = decided {
+                self.rx.pace.looked(started, Instant::now(), true);
+            }
             return Some(message);
         }
-        let until = self.rx.pace.keep_looking_until()?;
+        let (started, until) = match decided {
+            Some(look) => look,
+            None => {
+                let now = Instant::now();
+                (now, self.rx.pace.keep_looking_until(now)?)
+            }
+        };
         loop {
             std::thread::yield_now();
-            if let Some(message) = self.poll_once(buf) {
-                return Some(message);
-            }
-            if Instant::now() >= until {
-                return None;
+            let found = self.poll_once(buf);
+            let now = Instant::now();
+            if found.is_some() || now >= until {
+                self.rx.pace.looked(started, now, found.is_some());
+                return found;
             }
         }
     }
@@ -363,12 +434,12 @@ impl Port {
             return false; // Already armed, no doorbell since: nothing to do.
         }
         // While armed, every doorbell was counted after it was sent, so the
-        // count says how many to drain; after a readable fd we had not
-        // accounted for (`armed == false`), drain all.
-        let expected = self
-            .rx
-            .armed
-            .then(|| rings.wrapping_sub(self.rx.seen_rings));
+        // count says how many to drain. After a readable fd we had not
+        // accounted for (`armed == false`) too, if doorbells were counted
+        // since: a doorbell nobody counted (its ringer died) then keeps the
+        // fd readable, and the empty receive that follows drains all.
+        let counted = rings.wrapping_sub(self.rx.seen_rings);
+        let expected = (self.rx.armed || counted > 0).then_some(counted);
         self.rx.seen_rings = rings;
         self.bell.drain(expected);
         self.publish_cursors();

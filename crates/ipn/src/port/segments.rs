@@ -49,6 +49,11 @@ impl Segments {
         Ok(())
     }
 
+    /// Whether a frame waits.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// Copies the next waiting frame into `buf` (truncated to it); its
     /// length, or `None` when nothing waits.
     pub fn pop_into(&mut self, buf: &mut [u8]) -> Option<usize> {
