@@ -22,9 +22,8 @@ net=$dir/net
 out=$dir/frames.txt
 trap 'kill "$listener" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
-# It creates the network and listens until 20 s pass without a frame.
-"$python" crates/ipn-py/examples/qemu_subscriber.py "$net" --create --timeout 20 --summary \
-  >"$out" &
+# It creates the network and listens until SIGTERM.
+"$python" crates/ipn-py/examples/qemu_subscriber.py "$net" --create --summary >"$out" &
 listener=$!
 for _ in $(seq 100); do
   grep -q '^listening' "$out" 2>/dev/null && break
@@ -35,6 +34,7 @@ grep -q '^listening' "$out" || { echo "[python-qemu] the subscriber did not star
 echo "[python-qemu] two QEMU VMs ping each other on ipn://$net"
 scripts/vm/ping-test.sh "ipn://$net" "ipn://$net"
 
+kill -TERM "$listener"
 wait "$listener"
 summary=$(tail -n 1 "$out")
 echo "[python-qemu] the Python subscriber saw: $summary"

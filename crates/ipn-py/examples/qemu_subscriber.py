@@ -13,12 +13,14 @@ carries (ARP, IPv4 with its protocol and addresses, IPv6, ...):
 
 It only listens (write=False): the VMs never see it. With --summary it
 prints, at the end, a JSON line counting frames by source address and
-kind (the system test scripts/system/python-qemu.sh reads that).
+kind (the system test scripts/system/python-qemu.sh reads that). Ctrl-C
+or SIGTERM stops it.
 """
 
 import argparse
 import ipaddress
 import json
+import signal
 from collections import Counter
 
 import ipn
@@ -40,10 +42,12 @@ def describe(frame: bytes) -> tuple[str, str]:
         vid = int.from_bytes(frame[14:16], "big") & 0xFFF
         kind, text = describe(frame[:12] + frame[16:])
         return kind, f"vlan {vid} {text}"
-    if ethertype == 0x0806 and len(body) >= 28:
-        op = {1: "who-has", 2: "is-at"}.get(int.from_bytes(body[6:8], "big"), "op?")
+    if ethertype == 0x0806 and len(body) >= 28:  # as tcpdump says it
+        op = int.from_bytes(body[6:8], "big")
         sender, target = ipaddress.IPv4Address(body[14:18]), ipaddress.IPv4Address(body[24:28])
-        return "ARP", f"ARP {op} {target} (from {sender})"
+        if op == 2:
+            return "ARP", f"ARP reply {sender} is-at {mac(body[8:14])}"
+        return "ARP", f"ARP who-has {target} tell {sender}"
     if ethertype == 0x0800 and len(body) >= 20:
         proto = IP_PROTOCOLS.get(body[9], f"proto {body[9]}")
         src, dst = ipaddress.IPv4Address(body[12:16]), ipaddress.IPv4Address(body[16:20])
@@ -64,6 +68,8 @@ def main() -> None:
     ap.add_argument("--create", action="store_true", help="create the network if there is none")
     args = ap.parse_args()
 
+    # SIGTERM stops it as Ctrl-C does, summary included.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     seen: Counter = Counter()
     buf = bytearray(65536)
     with ipn.join(args.path, write=False, create=args.create,

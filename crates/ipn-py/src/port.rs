@@ -139,10 +139,7 @@ impl Slot {
                 return Some(inner);
             }
             state.waiting += 1;
-            state = self
-                .returned
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            state = self.returned.wait(state).unwrap_or_else(|e| e.into_inner());
             state.waiting -= 1;
         }
     }
