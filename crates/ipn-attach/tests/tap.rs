@@ -275,6 +275,81 @@ fn a_tap_without_offloads_gives_whole_checked_frames_without_a_header() {
 
 #[test]
 fn a_tap_with_offloads_negotiates_them_and_gso_frames_arrive_with_their_header() {
+    offloads_carry_udp_and_small_frames(kernel_at_least(6, 2));
+}
+
+/// Set (to anything) in the process [`kernel_without_uso_is_not_asked_for_it`]
+/// runs under `tests/c/kernel_without_uso.c`.
+const WITHOUT_USO: &str = "IPN_TEST_KERNEL_WITHOUT_USO";
+
+/// On a kernel whose TAP driver has no USO (before 6.2), a TAP with
+/// offloads gets the others and UDP arrives segmented by the kernel. Run
+/// on any kernel: the test runs itself again under a seccomp filter that
+/// refuses TUNSETOFFLOAD with the USO bits with EINVAL, as such a kernel
+/// does (tests/c/kernel_without_uso.c), and checks there that `Tap` fell
+/// back, and which way the frames came.
+#[test]
+fn kernel_without_uso_is_not_asked_for_it() {
+    if std::env::var_os(WITHOUT_USO).is_some() {
+        // The run under the filter.
+        offloads_carry_udp_and_small_frames(false);
+        return;
+    }
+    require_root_and_tools();
+    let wrapper = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel_without_uso");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/kernel_without_uso.c");
+    let cc = std::process::Command::new("cc")
+        .args(["-Wall", "-Werror", "-O", "-o"])
+        .arg(&wrapper)
+        .arg(source)
+        .output()
+        .expect("running cc (scripts/deps.sh installs gcc and libc6-dev)");
+    assert!(
+        cc.status.success(),
+        "cc {source}: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = std::process::Command::new(&wrapper)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kernel_without_uso_is_not_asked_for_it",
+            "--nocapture",
+        ])
+        .env(WITHOUT_USO, "1")
+        .output()
+        .expect("running the test under kernel_without_uso");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "failed under kernel_without_uso:\n{said}"
+    );
+    for line in said.lines().filter(|l| l.starts_with("[tap]")) {
+        say(&format!("{line} (under kernel_without_uso)"));
+    }
+    assert!(
+        said.contains("1 passed") && said.contains("UDP branch: without USO"),
+        "the run under kernel_without_uso did not take the branch without USO"
+    );
+}
+
+/// Prints `line` where `cargo test` shows it even for a test that passes
+/// (straight to fd 2: the harness captures only `eprintln!`), so that a
+/// test log says which branch ran.
+fn say(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+/// A TAP with offloads: checksums and TSO always, USO exactly when
+/// `uso` (the kernel has it); UDP datagrams of 10000 bytes in 1000-byte
+/// segments arrive whole with USO, segmented by the kernel without, and
+/// either way become the right wire frames; a small datagram comes with
+/// its checksum to complete.
+fn offloads_carry_udp_and_small_frames(uso_expected: bool) {
     require_root_and_tools();
     let t = tag();
     let mut lab = Lab::default();
@@ -289,10 +364,18 @@ fn a_tap_with_offloads_negotiates_them_and_gso_frames_arrive_with_their_header()
     let uso = Offloads::USO4 | Offloads::USO6;
     assert_eq!(
         offloads.contains(uso),
-        kernel_at_least(6, 2),
-        "USO is in Linux from 6.2: {offloads:?}"
+        uso_expected,
+        "USO is in Linux from 6.2 (kernel {}), asked for only where it is: {offloads:?}",
+        must("uname", &["-r"]).trim()
     );
-    eprintln!("[tap] offloads negotiated: {offloads:?}");
+    say(&format!(
+        "[tap] offloads negotiated: {offloads:?}; UDP branch: {}",
+        if offloads.contains(uso) {
+            "with USO (the kernel hands over whole datagrams)"
+        } else {
+            "without USO (the kernel segments UDP itself)"
+        }
+    ));
     let (v4, v6) = configure(&ns, &name, 2);
 
     let mut pcap = Pcap::create(&std::env::temp_dir().join(format!("ipn-offload-{t}-udp.pcap")));

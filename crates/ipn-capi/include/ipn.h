@@ -228,8 +228,10 @@ ssize_t ipn_send_timeout(struct ipn_port *port, const void *frame, size_t len,
  * order each sender sent them; a port never receives its own. A frame
  * longer than len is truncated to len (a buffer of ipn_mtu() + 4 bytes
  * never truncates: a frame with an 802.1Q tag may be 4 bytes longer than
- * the MTU, which counts frames without their tag); len 0 takes a frame and returns 0. Returns the number of
- * bytes copied, or -1 with errno:
+ * the MTU, which counts frames without their tag, and no longer frame is
+ * ever received: one that a misbehaving member wrote into the network is
+ * dropped and counted); len 0 takes a frame and returns 0. Returns the
+ * number of bytes copied, or -1 with errno:
  *   EAGAIN    no frame came within timeout_ms (at once, for 0)
  *   EBADF     port is NULL, or it was joined write-only
  *   EFAULT    buf is NULL and len is not 0

@@ -46,6 +46,7 @@ use loom::thread;
 
 use crate::config::{JoinOptions, Protocol};
 use crate::error::{RecvError, SendError};
+use crate::membership;
 use crate::port::Port;
 use crate::shm::layout::{Geometry, FLAG_LOSSLESS, MIN_MTU};
 use crate::shm::SharedFile;
@@ -378,5 +379,65 @@ fn loom_switch_unicast_reaches_only_its_addressee() {
         let len = reader.try_recv(&mut buf).expect("the addressee gets it");
         assert_eq!(&buf[..6], &MAC_R);
         assert_eq!(len, 20);
+    });
+}
+
+/// Lossless, while a send waits for room: reader B, whose ring is full,
+/// dies (its process is gone: nothing of the port runs any more, and a
+/// sweep marks its slot dead, as `membership::sweep_dead` does once the
+/// slot's lock is free), and a new reader joins at the same time. The
+/// waiting send goes through (it stops waiting for the dead port, whatever
+/// the join does to the membership meanwhile); the newcomer gets the frames
+/// sent after it joined, whole and in order, none sent before, and loses
+/// none, though the sender may not have known of it when it measured its
+/// room.
+#[test]
+fn loom_lossless_send_waits_through_a_join_and_a_death() {
+    model(|| {
+        let net = Net::new(Protocol::Hub, 2, FLAG_LOSSLESS);
+        let mut sender = net.port(A);
+        let victim = net.port(B);
+        for n in 0..2 {
+            sender.try_send(&frame(n, 56)).unwrap();
+        }
+        assert!(matches!(
+            sender.try_send(&frame(2, 56)),
+            Err(SendError::WouldBlock)
+        ));
+        let shm = net.shm.clone();
+        let dying = thread::spawn(move || {
+            let old = shm.port(B).state.load(Ordering::Acquire);
+            assert!(membership::mark_dead(&shm, B, old));
+            shm.header().membership_epoch.fetch_add(1, Ordering::AcqRel);
+        });
+        let joining = {
+            let net = Net {
+                shm: net.shm.clone(),
+                queued: net.queued.clone(),
+            };
+            thread::spawn(move || net.port(READER))
+        };
+        // Waits while B is full and alive, goes on once it is dead.
+        loop {
+            match sender.try_send(&frame(2, 56)) {
+                Ok(()) => break,
+                Err(SendError::WouldBlock) => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut newcomer = joining.join().unwrap();
+        // Frame 2 may or may not be the newcomer's: it has room for one more.
+        sender.try_send(&frame(3, 56)).unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while let Ok(len) = newcomer.try_recv(&mut buf) {
+            got.push(whole_frame(&buf[..len], |_| 56));
+        }
+        assert!(got == [3] || got == [2, 3], "the newcomer got {got:?}");
+        let dropped = net.shm.port(READER).rx_dropped.load(Ordering::Relaxed);
+        assert_eq!(dropped, 0, "a lossless reader lost frames");
+        dying.join().unwrap();
+        // Dropped (it leaves) only now: until here it was as if killed.
+        drop(victim);
     });
 }

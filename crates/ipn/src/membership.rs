@@ -69,12 +69,7 @@ pub fn sweep_dead(shm: &SharedFile, me: Option<u32>) -> usize {
         if !claims_alive(old) || liveness::is_held(shm.file(), index).unwrap_or(true) {
             continue;
         }
-        let dead = word(generation(old), STATE_DEAD);
-        if entry
-            .state
-            .compare_exchange(old, dead, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
+        if mark_dead(shm, index, old) {
             found += 1;
         }
     }
@@ -82,6 +77,17 @@ pub fn sweep_dead(shm: &SharedFile, me: Option<u32>) -> usize {
         shm.header().membership_epoch.fetch_add(1, Ordering::AcqRel);
     }
     found
+}
+
+/// Marks slot `index`, whose state word was `old` when its lock was found
+/// free, as dead; `false` if the word changed since (the slot was left or
+/// reclaimed). The caller then bumps the membership epoch.
+pub fn mark_dead(shm: &SharedFile, index: u32, old: u64) -> bool {
+    let dead = word(generation(old), STATE_DEAD);
+    shm.port(index)
+        .state
+        .compare_exchange(old, dead, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
 }
 
 pub fn write_description(entry: &PortEntry, text: &str) {
