@@ -13,16 +13,22 @@
 //!   line, killed when dropped;
 //! - `worker`: what runs inside a worker (`ipn-bench worker ROLE ...`): one
 //!   sender, one receiver, or the holder of the idle ports;
+//! - `sweep`: the rate sweep (`--sweep`): ipn, its plugin, vde_switch and
+//!   AF_UNIX from 100 frames/s to flat out, and `plot`, its SVG;
+//! - `vdeplug`: libvdeplug, loaded at run time, for the sweep's peers;
 //! - `pace`: the paced sender's clock (absolute deadlines, sleep then spin);
 //! - `measure`: clocks, CPU time, percentiles;
 //! - `report`: the tables and the JSON.
 
 mod measure;
 mod pace;
+mod plot;
 mod procs;
 mod report;
 mod runner;
 mod suite;
+mod sweep;
+mod vdeplug;
 mod worker;
 
 use std::process::ExitCode;
@@ -38,6 +44,9 @@ Examples:
   ipn-bench --readers poll,sleep         two of the three patterns
   ipn-bench --idle-sweep                 receive cost with 0..1024 idle ports joined
   ipn-bench --idle-ports 64 --filter '64 B 1->1'
+  ipn-bench --sweep --plot sweep.svg     receiver CPU and latency from 100 frames/s to flat out,
+                                         ipn against vde_switch and AF_UNIX (~2.5 minutes)
+  ipn-bench --sweep 5000,20000 --sweep-receivers 1
 
 Reader patterns (each throughput table is one pattern; the first is the headline):
   poll   poll() the port's fd for POLLIN, then exactly one receive

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::worker::WorkerSpec;
+use crate::worker::{Role, WorkerSpec};
 
 /// A line from child `usize`, or `None` at its end of output.
 type Line = (usize, Option<String>);
@@ -46,7 +46,21 @@ impl Children {
     /// Starts `ipn-bench worker ...`; returns its number.
     pub fn spawn(&mut self, name: String, spec: &WorkerSpec) -> Result<usize> {
         let exe = std::env::current_exe().context("finding the ipn-bench binary")?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(&exe);
+        if matches!(spec.role, Role::VdeSend | Role::VdeRecv) {
+            // libvdeplug finds ipn's plugin next to this binary (a build
+            // tree's target/release), else where the package put it.
+            let mut path = std::ffi::OsString::new();
+            if let Some(dir) = exe.parent() {
+                path.push(dir);
+            }
+            if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+                path.push(":");
+                path.push(old);
+            }
+            command.env("LD_LIBRARY_PATH", path);
+        }
+        let mut child = command
             .args(spec.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

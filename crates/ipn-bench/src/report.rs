@@ -16,7 +16,7 @@ pub fn load_average() -> String {
         .unwrap_or_default()
 }
 
-fn machine(load: &str) -> Value {
+pub fn machine(load: &str) -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

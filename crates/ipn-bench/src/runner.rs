@@ -15,10 +15,16 @@ use crate::measure::percentile;
 use crate::procs::Children;
 use crate::worker::{Reader, Role, WorkerSpec};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
+    /// An ipn network, through the library.
     Ipn,
+    /// AF_UNIX datagram sockets, one per receiver.
     Unix,
+    /// An ipn network through libvdeplug and ipn's plugin (`ipn://PATH`).
+    Plugin,
+    /// vde_switch's socket directory, through libvdeplug (`vde://PATH`).
+    VdeSwitch(PathBuf),
 }
 
 /// What to measure.
@@ -36,6 +42,8 @@ pub struct Case {
     pub idle_ports: u32,
     /// Ports of the network (ipn); 0: 8, or enough for the case.
     pub max_ports: u32,
+    /// ipn receivers' busy poll, in microseconds (0: the default pacing).
+    pub busy_poll_us: u64,
 }
 
 impl Case {
@@ -168,8 +176,8 @@ impl Runner<'_> {
     pub fn run_case(&mut self, case: &Case) -> Result<Outcome> {
         self.counter += 1;
         let path = self.dir.join(format!("case{}", self.counter));
-        match case.transport {
-            Transport::Ipn => {
+        match &case.transport {
+            Transport::Ipn | Transport::Plugin => {
                 let config = ipn::Config {
                     lossless: case.lossless,
                     ring_slots: self.ring,
@@ -183,12 +191,17 @@ impl Runner<'_> {
             }
             Transport::Unix => std::fs::create_dir(&path)
                 .with_context(|| format!("creating {}", path.display()))?,
+            Transport::VdeSwitch(_) => {}
         }
         let result = self.run_workers(case, &path);
-        if case.transport == Transport::Ipn {
-            let _ = ipn::Network::remove(&path, true);
-        } else {
-            let _ = std::fs::remove_dir_all(&path);
+        match &case.transport {
+            Transport::Ipn | Transport::Plugin => {
+                let _ = ipn::Network::remove(&path, true);
+            }
+            Transport::Unix => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Transport::VdeSwitch(_) => {}
         }
         result
     }
@@ -197,6 +210,12 @@ impl Runner<'_> {
         let (send_role, recv_role) = match case.transport {
             Transport::Ipn => (Role::IpnSend, Role::IpnRecv),
             Transport::Unix => (Role::UnixSend, Role::UnixRecv),
+            Transport::Plugin | Transport::VdeSwitch(_) => (Role::VdeSend, Role::VdeRecv),
+        };
+        let url = match &case.transport {
+            Transport::Plugin => format!("ipn://{}", path.display()),
+            Transport::VdeSwitch(switch) => format!("vde://{}", switch.display()),
+            _ => String::new(),
         };
         let spec = |role: Role, index: u32| WorkerSpec {
             role,
@@ -210,6 +229,8 @@ impl Runner<'_> {
             interval_ns: case.interval_ns,
             spin_ns: self.spin_ns,
             ports: case.idle_ports,
+            busy_poll_us: case.busy_poll_us,
+            url: url.clone(),
         };
         let mut children = Children::new(self.interrupted.clone());
         if case.transport == Transport::Ipn && case.idle_ports > 0 {

@@ -67,6 +67,28 @@ pub struct SuiteArgs {
     /// Run only the cases whose name contains this text (e.g. "latency", "1500 B 1->4", "poll reader")
     #[arg(long)]
     pub filter: Option<String>,
+    /// Instead of the other cases: the rate sweep, each rate in frames/s (0: flat out), for ipn, ipn busy-poll, ipn's blocking recv, ipn:// and vde_switch through libvdeplug, and AF_UNIX
+    #[arg(
+        long,
+        value_name = "RATE,RATE,...",
+        value_delimiter = ',',
+        num_args = 0..=1,
+        default_missing_values = crate::sweep::DEFAULT_RATES,
+        conflicts_with_all = ["idle_sweep", "idle_ports"]
+    )]
+    pub sweep: Option<Vec<u32>>,
+    /// Rate sweep: the fan-outs to measure
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [1u32, 4])]
+    pub sweep_receivers: Vec<u32>,
+    /// Rate sweep: frame size in bytes, Ethernet header included
+    #[arg(long, default_value_t = 64)]
+    pub sweep_size: usize,
+    /// Rate sweep: the busy poll of the "ipn busy-poll" receivers, in microseconds
+    #[arg(long, default_value_t = 50)]
+    pub busy_poll_us: u64,
+    /// Rate sweep: also draw CPU per frame and p99 against rate into this SVG file
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 }
 
 impl SuiteArgs {
@@ -129,6 +151,9 @@ pub fn run(args: &SuiteArgs) -> Result<()> {
         interrupted: &interrupted,
         counter: 0,
     };
+    if let Some(rates) = &args.sweep {
+        return rate_sweep(args, rates, &load, &mut runner, &interrupted, &dir);
+    }
     let result = match &args.idle_sweep {
         Some(counts) => idle_sweep(args, counts, &mut runner),
         None => main_cases(args, &mut runner),
@@ -146,6 +171,66 @@ pub fn run(args: &SuiteArgs) -> Result<()> {
         report::print_tables(args, &load, &rows);
         Ok(())
     }
+}
+
+fn rate_sweep(
+    args: &SuiteArgs,
+    rates: &[u32],
+    load: &str,
+    runner: &mut Runner,
+    interrupted: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    dir: &TempDir,
+) -> Result<()> {
+    if rates.iter().any(|&r| r > 10_000_000) {
+        bail!("--sweep: rates go up to 10000000 frames/s (0: flat out)");
+    }
+    if args.sweep_receivers.is_empty() || args.sweep_receivers.iter().any(|&n| n == 0 || n > 16) {
+        bail!("--sweep-receivers: 1 to 16 receivers each");
+    }
+    if args.sweep_size < crate::worker::STAMPED || args.sweep_size > 1514 {
+        bail!(
+            "--sweep-size: {} to 1514 bytes (an Ethernet header, a sequence number and a stamp)",
+            crate::worker::STAMPED
+        );
+    }
+    if args.busy_poll_us > ipn::JoinOptions::MAX_BUSY_POLL.as_micros() as u64 {
+        bail!("--busy-poll-us: at most 100000");
+    }
+    let show = |what: &str| progress(args, what);
+    let result = crate::sweep::run(args, rates, runner, &show);
+    show("");
+    if interrupted.load(Ordering::SeqCst) {
+        bail!(
+            "interrupted; bench workers stopped, {} removed",
+            dir.0.display()
+        );
+    }
+    let (points, notes) = result?;
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "ipn bench --sweep, {} B frames (load average before the run {load})",
+            args.sweep_size
+        );
+        std::fs::write(
+            path,
+            crate::plot::svg(&points, &args.sweep_receivers, &title),
+        )
+        .with_context(|| format!("writing the plot to {}", path.display()))?;
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "machine": report::machine(load),
+            "sweep": crate::sweep::to_json(args, &points, &notes),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        crate::sweep::print_tables(args, load, &points, &notes);
+        if let Some(path) = &args.plot {
+            println!();
+            println!("Plot: {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 /// Progress on a terminal's standard error, erased as it goes.
@@ -199,6 +284,7 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
                     interval_ns: 0,
                     idle_ports: args.idle_ports,
                     max_ports: 0,
+                    busy_poll_us: 0,
                 };
                 progress(args, &format!("AF_UNIX {}", name(true)));
                 let unix = runner.run_case(&base)?;
@@ -249,6 +335,7 @@ fn main_cases(args: &SuiteArgs, runner: &mut Runner) -> Result<Vec<Row>> {
                 interval_ns: args.interval_ns(),
                 idle_ports: args.idle_ports,
                 max_ports: 0,
+                busy_poll_us: 0,
             };
             progress(args, &format!("AF_UNIX {name}"));
             let unix = runner.run_case(&case)?;
@@ -292,6 +379,7 @@ fn idle_sweep(args: &SuiteArgs, counts: &[u32], runner: &mut Runner) -> Result<V
         interval_ns: 0,
         idle_ports: 0,
         max_ports,
+        busy_poll_us: 0,
     };
     let name = |lossless: bool, n: u32| {
         format!("64 B 1->1 {}, poll reader, {n} idle ports", mode(lossless))

@@ -16,8 +16,10 @@
 //! standard input, so that a lapped lossy reader still finds STOP in the
 //! ring and the idle ports stay for the whole case.
 //!
-//! A frame carries its sequence number (bytes 0..8; `STOP` ends the run)
-//! and the sender's CLOCK_MONOTONIC time in nanoseconds (bytes 8..16).
+//! A frame is an Ethernet broadcast (so that vde_switch floods it and
+//! learns one address), then its sequence number (bytes 14..22; `STOP`
+//! ends the run) and the sender's CLOCK_MONOTONIC time in nanoseconds
+//! (bytes 22..30).
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -48,6 +50,11 @@ pub enum Role {
     UnixSend,
     /// Binds its socket and receives in the `--reader` pattern.
     UnixRecv,
+    /// Opens `--url` with libvdeplug and `vde_send`s.
+    VdeSend,
+    /// Opens `--url` with libvdeplug; polls its datafd, then one
+    /// `vde_recv` per readiness (QEMU's vde backend, `vde_plug`).
+    VdeRecv,
 }
 
 /// How a receiver waits for frames.
@@ -111,6 +118,12 @@ pub struct WorkerSpec {
     /// Idle ports to join and hold (role ipn-idle)
     #[arg(long, default_value_t = 0)]
     pub ports: u32,
+    /// ipn receivers: JoinOptions::busy_poll, in microseconds (0: off)
+    #[arg(long, default_value_t = 0)]
+    pub busy_poll_us: u64,
+    /// vde roles: the vdeplug URL to open
+    #[arg(long, default_value = "")]
+    pub url: String,
 }
 
 impl WorkerSpec {
@@ -139,6 +152,10 @@ impl WorkerSpec {
             self.spin_ns.to_string(),
             "--ports".into(),
             self.ports.to_string(),
+            "--busy-poll-us".into(),
+            self.busy_poll_us.to_string(),
+            "--url".into(),
+            self.url.clone(),
         ]
     }
 }
@@ -159,13 +176,15 @@ pub fn run(spec: &WorkerSpec) -> Result<()> {
     // stretched by the default 50 us timer slack.
     let _ = nix::sys::prctl::set_timerslack(1);
     let mut spec = spec.clone();
-    spec.size = spec.size.max(16);
+    spec.size = spec.size.max(STAMPED);
     match spec.role {
         Role::IpnSend => ipn_send(&spec),
         Role::IpnRecv => ipn_recv(&spec),
         Role::IpnIdle => ipn_idle(&spec),
         Role::UnixSend => unix_send(&spec),
         Role::UnixRecv => unix_recv(&spec),
+        Role::VdeSend => vde_send(&spec),
+        Role::VdeRecv => vde_recv(&spec),
     }
 }
 
@@ -174,9 +193,22 @@ fn unix_socket_path(dir: &Path, i: u32) -> PathBuf {
     dir.join(format!("r{i}.sock"))
 }
 
+/// Where the sequence number starts: after an Ethernet header.
+const SEQ_AT: usize = 14;
+/// Bytes a frame needs: the header, the sequence number, the stamp.
+pub const STAMPED: usize = SEQ_AT + 16;
+
+/// An Ethernet broadcast header from a locally administered address, type
+/// 0x88b5 (local experimental).
+fn ethernet_header(frame: &mut [u8]) {
+    frame[..6].fill(0xff);
+    frame[6..12].copy_from_slice(&[0x02, 0x00, 0x00, 0x00, 0xbe, 0x01]);
+    frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+}
+
 fn stamp(frame: &mut [u8], seq: u64, ns: u64) {
-    frame[..8].copy_from_slice(&seq.to_le_bytes());
-    frame[8..16].copy_from_slice(&ns.to_le_bytes());
+    frame[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_le_bytes());
+    frame[SEQ_AT + 8..SEQ_AT + 16].copy_from_slice(&ns.to_le_bytes());
 }
 
 fn unstamp(frame: &[u8]) -> (u64, u64) {
@@ -185,7 +217,7 @@ fn unstamp(frame: &[u8]) -> (u64, u64) {
         bytes.copy_from_slice(&frame[at..at + 8]);
         u64::from_le_bytes(bytes)
     };
-    (word(0), word(8))
+    (word(SEQ_AT), word(SEQ_AT + 8))
 }
 
 fn say(line: &str) -> Result<()> {
@@ -222,9 +254,10 @@ fn wait_for_parent_eof() {
 /// then the STOP frame. Reports `sent` (and `pace`) on stdout.
 fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let mut frame = vec![0u8; spec.size];
-    for (i, b) in frame.iter_mut().enumerate().skip(16) {
+    for (i, b) in frame.iter_mut().enumerate().skip(STAMPED) {
         *b = i as u8;
     }
+    ethernet_header(&mut frame);
     let cpu_start = cpu_ns();
     let start = now_ns();
     let end = start + (spec.seconds * 1e9) as u64;
@@ -282,7 +315,7 @@ fn recv_loop(
             std::hint::spin_loop();
             continue;
         };
-        if len < 16 {
+        if len < STAMPED {
             bail!("received a {len}-byte frame, not a bench frame");
         }
         let (seq, sent) = unstamp(&buf);
@@ -361,6 +394,7 @@ fn ipn_recv(spec: &WorkerSpec) -> Result<()> {
         description: format!("bench receiver {}", spec.index),
         read: true,
         write: false,
+        busy_poll: std::time::Duration::from_micros(spec.busy_poll_us),
         ..Default::default()
     };
     let mut port = ipn::Port::join(&spec.path, &options)
@@ -497,4 +531,43 @@ fn unix_recv(spec: &WorkerSpec) -> Result<()> {
             receive(MsgFlags::MSG_DONTWAIT, buf)
         }),
     }
+}
+
+fn vde_send(spec: &WorkerSpec) -> Result<()> {
+    let conn = crate::vdeplug::Conn::open(&spec.url, "bench sender")?;
+    say("ready")?;
+    send_loop(spec, |frame| {
+        // A full vde_switch port queue refuses (EAGAIN): a lost frame,
+        // counted as such by the receivers.
+        let _ = conn.send(frame);
+        Ok(())
+    })?;
+    wait_for_parent_eof();
+    Ok(())
+}
+
+fn vde_recv(spec: &WorkerSpec) -> Result<()> {
+    let conn = crate::vdeplug::Conn::open(&spec.url, &format!("bench receiver {}", spec.index))?;
+    say("ready")?;
+    let timeouts = std::cell::Cell::new(0u64);
+    let count = || timeouts.get();
+    recv_loop(spec, &count, |buf| {
+        // QEMU's vde backend: poll the datafd; on POLLIN, one vde_recv.
+        if !wait_readable(conn.datafd())? {
+            timeouts.set(timeouts.get() + 1);
+            return Ok(None);
+        }
+        let n = conn.recv(buf);
+        if n >= STAMPED as isize {
+            return Ok(Some(n as usize));
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+                return Err(e).context("vde_recv");
+            }
+        }
+        // 1 (nothing for us) or a runt: no frame.
+        Ok(None)
+    })
 }

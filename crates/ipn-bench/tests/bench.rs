@@ -116,3 +116,78 @@ fn idle_port_sweep_joins_the_ports_and_lossless_cases_lose_nothing() {
         check_case(case);
     }
 }
+
+/// The rate sweep: every transport at every rate and fan-out asked for,
+/// each case measured (ipn and ipn:// through libvdeplug and the plugin
+/// built next to the bench, vde_switch through libvdeplug, AF_UNIX), the
+/// lossless ones without loss, paced ones with latency percentiles; and
+/// the plot, one line per transport.
+#[test]
+fn rate_sweep_measures_every_transport_and_draws_the_plot() {
+    let plugin =
+        std::path::Path::new(env!("CARGO_BIN_EXE_ipn-bench")).with_file_name("libvdeplug_ipn.so");
+    assert!(
+        plugin.exists(),
+        "{} is missing: build the plugin first (cargo build -p vdeplug-ipn; \
+         scripts/test.sh builds the whole workspace)",
+        plugin.display()
+    );
+    let plot = std::env::temp_dir().join(format!("ipn-bench-sweep-{}.svg", std::process::id()));
+    let plot_arg = plot.display().to_string();
+    let report = bench(&[
+        "--sweep",
+        "5000,0",
+        "--sweep-receivers",
+        "1,2",
+        "--plot",
+        &plot_arg,
+    ]);
+    let sweep = &report["sweep"];
+    assert_eq!(sweep["notes"].as_array().map(Vec::len), Some(0), "{sweep}");
+    let cases = sweep["cases"].as_array().expect("sweep cases");
+    let transports = [
+        "ipn",
+        "ipn busy-poll",
+        "ipn recv",
+        "ipn://",
+        "vde_switch",
+        "AF_UNIX",
+    ];
+    assert_eq!(cases.len(), 2 * 2 * transports.len());
+    for case in cases {
+        let what = format!(
+            "{} at {} 1->{}",
+            case["transport"], case["rate"], case["receivers"]
+        );
+        assert!(
+            transports.contains(&case["transport"].as_str().unwrap_or("")),
+            "{what}"
+        );
+        let outcome = &case["outcome"];
+        assert!(outcome["error"].is_null(), "{what}: {}", outcome["error"]);
+        let sent = outcome["sent"].as_u64().unwrap_or(0);
+        assert!(sent > 0, "{what}: nothing sent");
+        let received = outcome["received"].as_array().expect("received");
+        assert_eq!(
+            received.len() as u64,
+            case["receivers"].as_u64().unwrap(),
+            "{what}"
+        );
+        // vde_switch drops what does not fit its queues; the others wait.
+        if case["transport"] != "vde_switch" {
+            assert!(
+                received.iter().all(|r| r.as_u64() == Some(sent)),
+                "{what}: lost frames: {received:?} of {sent}"
+            );
+        }
+        assert!(outcome["rx_cpu_ns_per_frame"].as_f64().is_some(), "{what}");
+        if case["rate"] != 0 {
+            assert!(outcome["p99_ns"].as_u64().is_some(), "{what}: no latency");
+        }
+    }
+    let svg = std::fs::read_to_string(&plot).expect("the plot was written");
+    let _ = std::fs::remove_file(&plot);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    // Per panel (2 fan-outs x CPU and p99), one line per transport.
+    assert_eq!(svg.matches("<polyline").count(), 4 * transports.len());
+}
