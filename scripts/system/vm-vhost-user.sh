@@ -17,7 +17,11 @@
 #      socket in use, and one in a missing directory, are refused;
 #   6. on a lossless network, two vhost-user VMs run iperf3 and nothing is
 #      dropped anywhere: a full ring holds the sender's transmit queue, a
-#      guest without receive buffers holds the network.
+#      guest without receive buffers holds the network;
+#   7. QEMU listens and the backend connects (`--connect`, libvirt's
+#      mode='server'): two such VMs ping; the backend is killed and
+#      started again, then QEMU itself is restarted, and each time the
+#      pings come back with nothing else done.
 # Fails loudly: every step must pass; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -182,6 +186,62 @@ vm_stop lc
 stop_backend ls "lossless, its VM stopped" "$lossless"
 stop_backend lc "lossless, its VM stopped" "$lossless"
 log "   $rate Mbit/s, 0 frames dropped"
+
+# --- 7. QEMU listens, the backend connects ------------------------------------------
+log "7. QEMU as the server (--connect): ping, backend restarted, QEMU restarted"
+# start_connecting NAME: `ipn vhost-user NET --connect WORK/NAME.sock`.
+start_connecting() {
+    local name=$1
+    "$ipn" vhost-user "$net" --connect "$work/$name.sock" 2>>"$work/$name.backend.log" &
+    backend[$name]=$!
+}
+# pings_back VM WHAT: three more IPN-WATCH ok lines on VM's console.
+pings_back() {
+    local vm=$1 what=$2 before start=$SECONDS okay
+    before=$(grep -c 'IPN-WATCH' "$work/$vm.serial.log" || true)
+    while :; do
+        okay=$(grep 'IPN-WATCH' "$work/$vm.serial.log" | tail -n +"$((before + 1))" | grep -c ' ok' || true)
+        [ "$okay" -ge 3 ] && break
+        [ $((SECONDS - start)) -lt 90 ] || {
+            tail -n 20 "$work/$vm.serial.log" >&2
+            cat "$work"/s?.backend.log >&2
+            fail "pings did not come back within 90s after $what"
+        }
+        sleep 0.5
+    done
+    log "   pings back after $what ($((SECONDS - start))s)"
+}
+start_connecting s1
+start_connecting s2
+grep -q 'connecting to QEMU' "$work/s1.backend.log" || sleep 0.5
+vm_start s1 "vhost-user-server://$work/s1.sock" 10.0.2.1/24 10.0.2.2 52:54:00:49:50:21 \
+    ipn.watch=600 ipn.linger=600
+vm_start s2 "vhost-user-server://$work/s2.sock" 10.0.2.2/24 10.0.2.1 52:54:00:49:50:22 \
+    ipn.watch=600 ipn.linger=600
+wait_for s1 IPN-PING-OK 120
+wait_for s2 IPN-PING-OK 120
+wait_for s1 'IPN-WATCH [0-9]* ok' 60 3
+kill -KILL "${backend[s1]}"
+wait "${backend[s1]}" 2>/dev/null || true
+sleep 2
+start_connecting s1
+pings_back s1 "its backend was killed and started again"
+vm_stop s2
+vm_start s2 "vhost-user-server://$work/s2.sock" 10.0.2.2/24 10.0.2.1 52:54:00:49:50:22 \
+    ipn.watch=600 ipn.linger=600
+wait_for s2 IPN-PING-OK 120
+pings_back s1 "the other VM's QEMU was restarted"
+[ "$(grep -c 'QEMU connected' "$work/s2.backend.log")" -ge 2 ] \
+    || fail "the connecting backend did not connect to the restarted QEMU"
+vm_stop s1
+vm_stop s2
+for name in s1 s2; do
+    kill -TERM "${backend[$name]}"
+    rc=0
+    wait "${backend[$name]}" || rc=$?
+    unset "backend[$name]"
+    [ "$rc" = 143 ] || fail "connecting backend $name exited with $rc after SIGTERM"
+done
 
 keep=0
 log "PASSED"

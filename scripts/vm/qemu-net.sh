@@ -12,17 +12,22 @@
 #                      the device gets vectors=0: QEMU 7.2 segfaults in
 #                      vhost_net_start -> msix_set_vector_notifiers when a
 #                      vhost-user virtio-net with MSI-X starts without KVM.
+#   vhost-user-server://SOCK
+#                      the same, but QEMU listens on SOCK (server=on,
+#                      wait=off; libvirt's mode='server') and the backend
+#                      connects (`ipn vhost-user NET --connect SOCK`).
 #   anything else      a libvdeplug URL (vde:///..., ipn:///...), commas
 #                      doubled for QEMU's option parser.
 qemu_net_args() {
     local url=$1 mac=$2 mem=$3 accel=$4 model=${5:-virtio-net-pci}
     case "$url" in
-        vhost-user://*)
-            local sock=${url#vhost-user://} vectors=""
+        vhost-user://* | vhost-user-server://*)
+            local sock=${url#*://} vectors="" mode=reconnect=1
             [ "$accel" = kvm ] || vectors=",vectors=0"
+            case "$url" in vhost-user-server://*) mode=server=on,wait=off ;; esac
             qemu_net=(
                 -object "memory-backend-memfd,id=mem,size=${mem}M,share=on" -numa node,memdev=mem
-                -chardev "socket,id=c0,path=${sock//,/,,},reconnect=1"
+                -chardev "socket,id=c0,path=${sock//,/,,},$mode"
                 -netdev vhost-user,id=n0,chardev=c0
                 -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=$vectors"
             )

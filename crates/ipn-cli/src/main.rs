@@ -237,10 +237,17 @@ enum Command {
             reconnects with reconnect=1) the socket is listened to again; frames from the \
             network meanwhile are dropped. A socket another process listens on is refused; a \
             stale one (its backend died) is replaced; anything else at SOCK is left alone. \
+            The socket takes the network's group and mode (who may join may connect), \
+            whatever the umask. With --connect SOCK instead, QEMU listens (-chardev \
+            socket,server=on,wait=off; libvirt's mode='server') and the backend connects, \
+            trying every 100 ms until it listens and again whenever the connection drops, so \
+            a restarted backend or QEMU needs nothing else. A guest that breaks its device \
+            (inconsistent rings) has its connection closed, with the reason; one that posts \
+            no receive buffers for 2 s has its frames dropped and counted. \
             SIGINT/SIGTERM: leaves the network, removes the socket, prints a summary. QEMU \
             needs the guest's memory shared (memory-backend-memfd,share=on); under TCG, QEMU \
             7.2 needs vectors=0 on the device.",
-        after_help = "Example:\n  ipn vhost-user /tmp/net --socket /tmp/vm1.sock --create &\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\\n    -chardev socket,id=c0,path=/tmp/vm1.sock,reconnect=1 -netdev vhost-user,id=n0,chardev=c0 \\\n    -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"
+        after_help = "Example:\n  ipn vhost-user /tmp/net --socket /tmp/vm1.sock --create &\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\\n    -chardev socket,id=c0,path=/tmp/vm1.sock,reconnect=1 -netdev vhost-user,id=n0,chardev=c0 \\\n    -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56\n  ipn vhost-user /tmp/net --connect /tmp/vm1.sock &        QEMU listens: -chardev socket,id=c0,path=/tmp/vm1.sock,server=on,wait=off"
     )]
     VhostUser(vhost::VhostArgs),
     /// Measure ipn against AF_UNIX fan-out: runs ipn-bench (see ipn bench --help)

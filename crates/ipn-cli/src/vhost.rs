@@ -27,9 +27,15 @@ use crate::Outcome;
 pub struct VhostArgs {
     /// The network
     pub path: PathBuf,
-    /// The vhost-user socket QEMU connects to (-chardev socket,path=SOCK)
-    #[arg(long, value_name = "SOCK")]
-    pub socket: PathBuf,
+    /// The vhost-user socket to listen on, which QEMU connects to
+    /// (-chardev socket,path=SOCK,reconnect=1)
+    #[arg(long, value_name = "SOCK", required_unless_present = "connect")]
+    pub socket: Option<PathBuf>,
+    /// Connect to the vhost-user socket QEMU listens on instead
+    /// (-chardev socket,path=SOCK,server=on,wait=off), again whenever the
+    /// connection drops
+    #[arg(long, value_name = "SOCK", conflicts_with = "socket")]
+    pub connect: Option<PathBuf>,
     /// Create the network with default settings if there is none at PATH
     #[arg(long)]
     pub create: bool,
@@ -41,7 +47,12 @@ pub struct VhostArgs {
 
 pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
     signals::install()?;
-    let what = format!("vhost-user {}", args.socket.display());
+    let (sock, connecting) = match (&args.socket, &args.connect) {
+        (_, Some(sock)) => (sock, true),
+        (Some(sock), None) => (sock, false),
+        (None, None) => anyhow::bail!("vhost-user: give --socket SOCK or --connect SOCK"),
+    };
+    let what = format!("vhost-user {}", sock.display());
     let options = JoinOptions {
         offload: true,
         vlan: args.vlan.membership(),
@@ -53,20 +64,29 @@ pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
     } else {
         Port::join(&args.path, &options)?
     };
-    // Who may be the VM's NIC is who may join: the socket takes the
-    // network's group and mode.
-    let access = port.access().with_context(|| {
-        format!(
-            "{}: reading the network's owner and mode",
-            args.path.display()
-        )
-    })?;
-    let socket = VhostSocket::bind(&args.socket, access)?;
+    let socket = if connecting {
+        None
+    } else {
+        // Who may be the VM's NIC is who may join: the socket takes the
+        // network's group and mode.
+        let access = port.access().with_context(|| {
+            format!(
+                "{}: reading the network's owner and mode",
+                args.path.display()
+            )
+        })?;
+        Some(VhostSocket::bind(sock, access)?)
+    };
     eprintln!(
-        "ipn: {what} joined {} as port {}{}; waiting for QEMU; Ctrl-C to stop",
+        "ipn: {what} joined {} as port {}{}; {}; Ctrl-C to stop",
         args.path.display(),
         port.index(),
-        vlan::joined_as(&port)
+        vlan::joined_as(&port),
+        if connecting {
+            "connecting to QEMU's socket"
+        } else {
+            "waiting for QEMU"
+        }
     );
     let mut report = |event: Event| match event {
         Event::Connected => eprintln!("ipn: {what}: QEMU connected"),
@@ -74,13 +94,20 @@ pub fn run(args: &VhostArgs) -> anyhow::Result<Outcome> {
             eprintln!("ipn: {what}: QEMU disconnected; waiting for it again")
         }
         Event::Disconnected(Some(why)) => eprintln!("ipn: {what}: QEMU disconnected: {why}"),
+        Event::CannotConnect(why) => {
+            eprintln!("ipn: {what}: cannot connect (trying again): {why}")
+        }
         Event::RefusedSecond => eprintln!(
             "ipn: {what}: refused a second frontend: one VM per socket (start another \
              `ipn vhost-user` for another VM)"
         ),
     };
-    let stats = ipn_vhost::serve(port, socket, &|| signals::caught().is_some(), &mut report)
-        .with_context(|| format!("{what}; left {}", args.path.display()))?;
+    let stop = || signals::caught().is_some();
+    let stats = match socket {
+        Some(socket) => ipn_vhost::serve(port, socket, &stop, &mut report),
+        None => ipn_vhost::serve_connecting(port, sock, &stop, &mut report),
+    }
+    .with_context(|| format!("{what}; left {}", args.path.display()))?;
     eprintln!(
         "ipn: {what} left {}: {}",
         args.path.display(),

@@ -112,6 +112,11 @@ impl Guest {
                 Err(e) => panic!("connecting to {}: {e}", socket.display()),
             }
         };
+        Guest::with(frontend)
+    }
+
+    /// A guest whose frontend is `frontend`.
+    fn with(frontend: Frontend) -> Guest {
         let file = memfd(MEM_SIZE);
         let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
             GuestAddress(0),
@@ -177,7 +182,12 @@ impl Guest {
     /// index, indirect descriptors, both queues of 256.
     #[track_caller]
     fn up(socket: &Path) -> Guest {
-        let guest = Guest::connect(socket);
+        Guest::connect(socket).set_up()
+    }
+
+    #[track_caller]
+    fn set_up(self) -> Guest {
+        let guest = self;
         guest.negotiate(VERSION_1 | EVENT_IDX | INDIRECT_DESC);
         guest.set_memory(0).expect("SET_MEM_TABLE");
         for q in [RX, TX] {
@@ -658,4 +668,54 @@ fn counted(said: &str, what: &str) -> u64 {
         .last()
         .and_then(|n| n.trim_end_matches(',').parse().ok())
         .unwrap_or_else(|| panic!("no count before {what:?} in {said}"))
+}
+
+/// The backend connecting to a frontend that listens (QEMU's
+/// `server=on`, libvirt's `mode='server'`): it waits for the socket to
+/// appear, serves, and connects again after the frontend went away.
+#[test]
+fn connecting_to_a_listening_frontend_and_again_after_it_went() {
+    require_root("the backend's socket takes the network's owner", &[]);
+    let net = Net::created("vh-connect", &[]);
+    let socket = net.file("qemu.sock");
+    let mut backend =
+        Attached::start(&["vhost-user", net.p(), "--connect", socket.to_str().unwrap()]);
+    assert!(backend.joined.contains("connecting"), "{}", backend.joined);
+    let mut peer = Port::join(&net.path, &JoinOptions::described("test peer")).unwrap();
+    // Nobody listens yet: the backend keeps trying.
+    std::thread::sleep(Duration::from_millis(300));
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    for round in 0..2 {
+        let (stream, _) = listener.accept().expect("the backend connects");
+        backend.wait_for("QEMU connected");
+        let mut guest = Guest::with(Frontend::from_stream(stream, 2)).set_up();
+        let sent = frame(60, round);
+        guest.transmit(0, &sent);
+        let mut buf = vec![0u8; 2048];
+        let len = peer
+            .recv_timeout(&mut buf, LONG)
+            .expect("the guest's frame");
+        assert_eq!(&buf[..len], &sent[..]);
+        let at = guest.post_rx(0);
+        let back = frame(70, 0x40 + round);
+        peer.send(&back).unwrap();
+        guest.wait_used(RX, 1);
+        let mut got = vec![0u8; HDR + back.len()];
+        guest.mem.read_slice(&mut got, GuestAddress(at)).unwrap();
+        assert_eq!(&got[HDR..], &back[..]);
+        // QEMU restarts (the connection drops): the backend connects again.
+        drop(guest);
+        backend.wait_for("QEMU disconnected");
+    }
+    // Nobody listening any more: SIGTERM still ends it within a second.
+    drop(listener);
+    std::fs::remove_file(&socket).unwrap();
+    let (status, said) = backend.signal_and_wait(Signal::SIGTERM, SIGNAL_LIMIT);
+    assert!(
+        status.code() == Some(143) || status.signal() == Some(15),
+        "{status:?} {said}"
+    );
+    // Two served; a third may have been made to the listener's backlog
+    // before it closed.
+    assert!(counted(&said, "connections") >= 2, "{said}");
 }

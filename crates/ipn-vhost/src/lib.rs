@@ -27,6 +27,14 @@
 //!   thread (`VringEpollHandler::register_listener`); see `backend` for
 //!   the data path and its invariants.
 //!
+//! Two ways to meet QEMU: [`serve`] listens on a socket QEMU connects to
+//! (`-chardev socket,path=SOCK,reconnect=1`, libvirt's `mode='client'`);
+//! [`serve_connecting`] connects to a socket QEMU listens on
+//! (`-chardev socket,path=SOCK,server=on,wait=off`, libvirt's
+//! `mode='server'`), retrying until it listens and again whenever the
+//! connection drops, so that a restarted backend or a restarted QEMU
+//! simply finds the other again.
+//!
 //! [`serve`] owns the socket and the port for the process's life. Each
 //! connection gets a fresh device (QEMU sets everything up again when it
 //! connects, including after the backend restarted: `reconnect=1`); a
@@ -44,6 +52,7 @@ pub mod socket;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,6 +103,17 @@ pub enum Event {
     Disconnected(Option<String>),
     /// A second frontend connected while one is served, and was closed.
     RefusedSecond,
+    /// Connecting to the frontend's socket failed for a reason other
+    /// than its not listening yet (said once per reason; retried).
+    CannotConnect(String),
+}
+
+/// Where frontends come from.
+enum Frontends<'a> {
+    /// They connect to our socket.
+    Listen(&'a VhostSocket),
+    /// We connect to theirs.
+    Connect(&'a Path),
 }
 
 /// Why [`serve`] stopped before it was told to.
@@ -130,40 +150,119 @@ pub fn serve(
         ..Shared::default()
     });
     let mut connections = 0;
-    let result = run(&shared, &socket, stop, report, &mut connections);
+    let result = run(
+        &shared,
+        Frontends::Listen(&socket),
+        stop,
+        report,
+        &mut connections,
+    );
     // Leave the network before the socket goes: the port first.
     drop(lock(&shared.port).take());
     drop(socket);
     result?;
+    Ok(stats(&shared, connections))
+}
+
+/// Serves the frontend listening at `path` with `port` until `stop`
+/// returns true (asked at least every [`TICK`]): connects, and connects
+/// again whenever the connection ends, trying every [`TICK`] while
+/// nobody listens there. Frames from the network are dropped while no
+/// frontend is connected. Then leaves the network. SIGINT and SIGTERM as
+/// for [`serve`].
+pub fn serve_connecting(
+    port: Port,
+    path: &Path,
+    stop: &dyn Fn() -> bool,
+    report: &mut dyn FnMut(Event),
+) -> Result<Stats, VhostError> {
+    let shared = Arc::new(Shared {
+        port: Mutex::new(Some(port)),
+        ..Shared::default()
+    });
+    let mut connections = 0;
+    let result = run(
+        &shared,
+        Frontends::Connect(path),
+        stop,
+        report,
+        &mut connections,
+    );
+    drop(lock(&shared.port).take());
+    result?;
+    Ok(stats(&shared, connections))
+}
+
+fn stats(shared: &Shared, connections: u64) -> Stats {
     let c = &shared.counters;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(Stats {
+    Stats {
         to_network: get(&c.to_network),
         to_guest: get(&c.to_guest),
         no_guest: get(&c.no_guest),
         refused_by_network: get(&c.refused_by_network),
         refused_by_guest: get(&c.refused_by_guest),
         connections,
-    })
+    }
 }
 
 fn run(
     shared: &Arc<Shared>,
-    socket: &VhostSocket,
+    frontends: Frontends,
     stop: &dyn Fn() -> bool,
     report: &mut dyn FnMut(Event),
     connections: &mut u64,
 ) -> Result<(), VhostError> {
     let mut buf = vec![0u8; ipn::offload::MAX_GSO_FRAME + 16];
+    let mut last_failure = None;
     loop {
         if let Some(why) = lock(&shared.fatal).take() {
             return Err(VhostError::Network(why));
         }
-        if !wait_for_frontend(shared, socket, stop, &mut buf)? {
-            return Ok(());
-        }
+        let qemu = match frontends {
+            Frontends::Listen(socket) => {
+                if !wait_for_frontend(shared, Some(socket), stop, &mut buf)? {
+                    return Ok(());
+                }
+                match socket.listener().accept() {
+                    Ok((qemu, _)) => qemu,
+                    Err(e) => {
+                        report(Event::Disconnected(Some(format!(
+                            "accepting the frontend: {e}"
+                        ))));
+                        continue;
+                    }
+                }
+            }
+            Frontends::Connect(path) => match UnixStream::connect(path) {
+                Ok(qemu) => {
+                    last_failure = None;
+                    qemu
+                }
+                Err(e) => {
+                    // Not there yet, or not listening yet: try again.
+                    let waiting = matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    );
+                    let why = format!("{}: {e}", path.display());
+                    if !waiting && last_failure.as_ref() != Some(&why) {
+                        report(Event::CannotConnect(why.clone()));
+                        last_failure = Some(why);
+                    }
+                    if !wait_for_frontend(shared, None, stop, &mut buf)? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            },
+        };
         *connections += 1;
-        let why = connection(shared, socket, stop, report, *connections)?;
+        let listening = match frontends {
+            Frontends::Listen(socket) => Some(socket),
+            Frontends::Connect(_) => None,
+        };
+        let why = connection(shared, qemu, listening, stop, report, *connections)?;
         report(Event::Disconnected(why));
         if stop() {
             return Ok(());
@@ -171,15 +270,20 @@ fn run(
     }
 }
 
-/// Waits for a frontend to connect, dropping what the network sends
-/// meanwhile; false if `stop` said so first.
+/// Waits for a frontend to connect to `socket` (with none: for one
+/// [`TICK`]), dropping what the network sends meanwhile; false if `stop`
+/// said so first.
 fn wait_for_frontend(
     shared: &Shared,
-    socket: &VhostSocket,
+    socket: Option<&VhostSocket>,
     stop: &dyn Fn() -> bool,
     buf: &mut [u8],
 ) -> Result<bool, VhostError> {
+    let started = std::time::Instant::now();
     loop {
+        if socket.is_none() && started.elapsed() >= TICK {
+            return Ok(!stop());
+        }
         if stop() {
             return Ok(false);
         }
@@ -188,11 +292,17 @@ fn wait_for_frontend(
             let Some(port) = port.as_ref() else {
                 return Ok(false);
             };
-            let mut fds = [
-                PollFd::new(socket.listener().as_fd(), PollFlags::POLLIN),
-                PollFd::new(port.as_fd(), PollFlags::POLLIN),
-            ];
-            let timeout = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX);
+            let port_fd = PollFd::new(port.as_fd(), PollFlags::POLLIN);
+            let mut fds = match socket {
+                Some(socket) => vec![
+                    port_fd,
+                    PollFd::new(socket.listener().as_fd(), PollFlags::POLLIN),
+                ],
+                None => vec![port_fd],
+            };
+            let left = TICK.saturating_sub(started.elapsed());
+            let wait = if socket.is_some() { TICK } else { left };
+            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -202,7 +312,7 @@ fn wait_for_frontend(
                 fd.revents()
                     .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
             };
-            (ready(&fds[0]), ready(&fds[1]))
+            (fds.get(1).is_some_and(ready), ready(&fds[0]))
         };
         if port_ready {
             drain(shared, buf)?;
@@ -248,16 +358,13 @@ fn drain(shared: &Shared, buf: &mut [u8]) -> Result<(), VhostError> {
 /// removed once connected).
 fn connection(
     shared: &Arc<Shared>,
-    socket: &VhostSocket,
+    qemu: UnixStream,
+    listening: Option<&VhostSocket>,
     stop: &dyn Fn() -> bool,
     report: &mut dyn FnMut(Event),
     number: u64,
 ) -> Result<Option<String>, VhostError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| VhostError::Setup(format!("{what}: {e}"));
-    let qemu = match socket.listener().accept() {
-        Ok((qemu, _)) => qemu,
-        Err(e) => return Ok(Some(format!("accepting the frontend: {e}"))),
-    };
     // In a directory of our own (mode 0700): nobody but us (and root)
     // can connect to it before we do.
     let private = nix::unistd::mkdtemp(&std::env::temp_dir().join("ipn-vhost-user.XXXXXX"))
@@ -296,7 +403,7 @@ fn connection(
             report(Event::Connected);
             serve_connection(
                 shared,
-                socket,
+                listening,
                 &mut daemon,
                 &qemu,
                 &to_handler,
@@ -317,7 +424,7 @@ fn connection(
 /// every [`TICK`].
 fn serve_connection(
     shared: &Shared,
-    socket: &VhostSocket,
+    listening: Option<&VhostSocket>,
     daemon: &mut VhostUserDaemon<backend::Backend>,
     qemu: &UnixStream,
     to_handler: &UnixStream,
@@ -345,7 +452,7 @@ fn serve_connection(
                 Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            if refuse_second(socket) && !refused {
+            if listening.is_some_and(refuse_second) && !refused {
                 // Once per connection: a second QEMU with reconnect=1
                 // tries every second.
                 refused = true;
