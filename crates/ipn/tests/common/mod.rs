@@ -11,6 +11,11 @@
 //!   that receivers can check order, loss and integrity.
 //! - [`Watchdog`]: aborts the test binary if a test hangs, so that a hang
 //!   is a failure with a message instead of a stuck CI run.
+//! - [`properties`]: the one configuration of the property tests (seed,
+//!   regression files, soak), shared with crates/vdeplug-ipn.
+//! - [`wait_until_asleep_in_poll`] and [`readable_now`]: what a test may
+//!   know of a blocking receive instead of sleeping and hoping: the thread
+//!   sleeps in poll(2); a doorbell waits in the socket.
 
 #![allow(dead_code)] // each test file uses a part of this module
 
