@@ -17,6 +17,7 @@ packages=(
   gcc libc6-dev     # C clients of libvdeplug and of libipn
   binutils          # readelf, nm, strip: libipn's soname and symbols, the package
   libvdeplug-slirp  # slirp://: a network's NAT, DHCP and DNS without root
+  vdens             # rootless network namespaces on ipn:// (scripts/system/vdens.sh)
   dpkg-dev pkgconf man-db  # the Debian package: dpkg-shlibdeps, pkg-config ipn, man ipn
   libvirt-daemon-system libvirt-clients  # libvirt domains on ipn vhost-user (started by hand)
   tmux              # ipn top, tested in a real terminal

@@ -1,7 +1,7 @@
 //! The system calls of the attachments that need `unsafe`, and the only
 //! `unsafe` of this crate: TAP ioctls ([`tun`]), the packet socket a grab
-//! reads and writes ([`packet`]), and the multicast options of VXLAN's
-//! socket ([`multicast`]). What nix wraps is called through nix, outside.
+//! reads and writes ([`packet`]), and the options of VXLAN's UDP socket
+//! ([`udp`]). What nix wraps is called through nix, outside.
 //!
 //! Invariants: every call is made through `syscall!`, which turns the
 //! -1 of a failed call into the `io::Error` of its errno (as mio's
@@ -273,8 +273,10 @@ pub(crate) mod packet {
     }
 }
 
-/// Multicast membership of VXLAN's UDP socket.
-pub(crate) mod multicast {
+/// VXLAN's UDP socket: what std and nix do not offer (joining a group and
+/// choosing the sending interface by interface *index*, `struct ip_mreqn`;
+/// fragmentation; forced buffer sizes).
+pub(crate) mod udp {
     use std::ffi::CStr;
     use std::io;
     use std::net::{Ipv4Addr, UdpSocket};
@@ -321,6 +323,59 @@ pub(crate) mod multicast {
             libc::IP_ADD_MEMBERSHIP,
             &mreqn(group, interface, index),
         )
+    }
+
+    /// Lets the kernel fragment datagrams larger than the route's MTU
+    /// (`IP_PMTUDISC_WANT`, the default that quinn-udp turns off), over
+    /// IPv4 and, on an IPv6 socket, IPv6 too.
+    pub fn allow_fragments(socket: &UdpSocket, v6: bool) -> io::Result<()> {
+        set_int(
+            socket,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_WANT,
+        )?;
+        if v6 {
+            set_int(
+                socket,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_WANT,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Asks for `bytes` of receive and send buffer, forced past the
+    /// system's maximum where allowed (CAP_NET_ADMIN); what cannot be had
+    /// is left as it is.
+    pub fn grow_buffers(socket: &UdpSocket, bytes: libc::c_int) {
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if set_int(socket, libc::SOL_SOCKET, force, bytes).is_err() {
+                let _ = set_int(socket, libc::SOL_SOCKET, plain, bytes);
+            }
+        }
+    }
+
+    fn set_int(
+        socket: &UdpSocket,
+        level: libc::c_int,
+        option: libc::c_int,
+        value: libc::c_int,
+    ) -> io::Result<()> {
+        // SAFETY: the fd is open (borrowed from `socket`), and the value
+        // points to a live c_int whose size is passed with it.
+        syscall!(setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ))
+        .map(drop)
     }
 
     pub fn set_multicast_if(socket: &UdpSocket, interface: Ipv4Addr, index: u32) -> io::Result<()> {

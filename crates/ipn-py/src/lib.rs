@@ -127,19 +127,22 @@ fn status<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     snapshot::status_dict(py, &status)
 }
 
-/// join(path, *, description="", read=True, write=True, create=False, ports=64, mtu=1514, ring=256, ring_bytes=None, lossless=False, switch=False, mode=0o770, group=None)
+/// join(path, *, description="", read=True, write=True, busy_poll=0.0, create=False, ports=64, mtu=1514, ring=256, ring_bytes=None, lossless=False, switch=False, mode=0o770, group=None)
 /// --
 ///
 /// Joins the network at `path` as a new port and returns it. `description`
 /// is what `ipn status` shows for it; a port that does not `read` is never
 /// waited for by lossless senders; one that does not `write` only
-/// listens. With `create`, a network is first created if there is none,
-/// with the other arguments as `create()` takes them.
+/// listens. `busy_poll` (seconds, at most 0.1), like Linux's
+/// SO_BUSY_POLL: a receive that finds nothing keeps looking that long
+/// before it sleeps, for the lowest latency at the cost of CPU. With
+/// `create`, a network is first created if there is none, with the other
+/// arguments as `create()` takes them.
 ///
 /// FileNotFoundError if there is no network, PermissionError (naming the
 /// group to ask to join) if you may not join it.
 #[pyfunction]
-#[pyo3(signature = (path, *, description=String::new(), read=true, write=true, create=false, ports=64, mtu=1514, ring=256, ring_bytes=None, lossless=false, switch=false, mode=0o770, group=None))]
+#[pyo3(signature = (path, *, description=String::new(), read=true, write=true, busy_poll=0.0, create=false, ports=64, mtu=1514, ring=256, ring_bytes=None, lossless=false, switch=false, mode=0o770, group=None))]
 #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one each.
 fn join(
     py: Python<'_>,
@@ -147,6 +150,7 @@ fn join(
     description: String,
     read: bool,
     write: bool,
+    busy_poll: f64,
     create: bool,
     ports: u32,
     mtu: u32,
@@ -157,10 +161,16 @@ fn join(
     mode: u32,
     group: Option<Group>,
 ) -> PyResult<PyPort> {
+    let busy_poll = std::time::Duration::try_from_secs_f64(busy_poll).map_err(|_| {
+        PyValueError::new_err(format!(
+            "busy_poll must be seconds >= 0 (at most 0.1), not {busy_poll}"
+        ))
+    })?;
     let options = JoinOptions {
         description,
         read,
         write,
+        busy_poll,
         ..JoinOptions::default()
     };
     let config = create

@@ -102,17 +102,55 @@ impl Inner {
 
 /// Where the port is kept between calls.
 struct Slot {
-    port: Mutex<Option<Box<Inner>>>,
-    /// Signalled when a checked-out port is given back.
+    state: Mutex<SlotState>,
+    /// Signalled when a checked-out port is given back to a slot that has
+    /// `waiting` threads (only then: a notification is a system call).
     returned: Condvar,
     closed: AtomicBool,
 }
 
+struct SlotState {
+    port: Option<Box<Inner>>,
+    /// Threads waiting for `port` to be given back.
+    waiting: usize,
+}
+
 impl Slot {
-    fn lock(&self) -> MutexGuard<'_, Option<Box<Inner>>> {
-        // Held only to move a Box in or out: a panic cannot leave it
-        // half-changed, so a poisoned lock is as good as any.
-        self.port.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // Held only to move a Box in or out and count waiters: a panic
+        // cannot leave it half-changed, so a poisoned lock is as good.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the port now if it is there.
+    fn take(&self) -> Option<Box<Inner>> {
+        self.lock().port.take()
+    }
+
+    /// Waits until the port is given back, then takes it; `None` if the
+    /// port was closed meanwhile (when `give_up_if_closed`).
+    fn wait_take(&self, give_up_if_closed: bool) -> Option<Box<Inner>> {
+        let mut state = self.lock();
+        loop {
+            if give_up_if_closed && self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(inner) = state.port.take() {
+                return Some(inner);
+            }
+            state.waiting += 1;
+            state = self.returned.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.waiting -= 1;
+        }
+    }
+
+    /// Puts the port back, waking the threads that wait for it.
+    fn give_back(&self, inner: Box<Inner>) {
+        let mut state = self.lock();
+        state.port = Some(inner);
+        if state.waiting > 0 {
+            self.returned.notify_all();
+        }
     }
 }
 
@@ -133,8 +171,7 @@ impl Checkout<'_> {
 impl Drop for Checkout<'_> {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            *self.slot.lock() = Some(inner);
-            self.slot.returned.notify_one();
+            self.slot.give_back(inner);
         }
     }
 }
@@ -207,7 +244,10 @@ impl PyPort {
             lossless: port.lossless(),
             path: port.path().to_path_buf(),
             slot: Slot {
-                port: Mutex::new(Some(Box::new(Inner::new(port)))),
+                state: Mutex::new(SlotState {
+                    port: Some(Box::new(Inner::new(port))),
+                    waiting: 0,
+                }),
                 returned: Condvar::new(),
                 closed: AtomicBool::new(false),
             },
@@ -224,25 +264,10 @@ impl PyPort {
         if self.is_closed() {
             return Err(closed());
         }
-        if let Some(inner) = self.slot.lock().take() {
+        if let Some(inner) = self.slot.take() {
             return Ok(self.checked_out(inner));
         }
-        let inner = py.detach(|| {
-            let mut guard = self.slot.lock();
-            loop {
-                if self.is_closed() {
-                    return None;
-                }
-                if let Some(inner) = guard.take() {
-                    return Some(inner);
-                }
-                guard = self
-                    .slot
-                    .returned
-                    .wait(guard)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-        });
+        let inner = py.detach(|| self.slot.wait_take(true));
         inner
             .map(|inner| self.checked_out(inner))
             .ok_or_else(closed)
@@ -570,19 +595,8 @@ impl PyPort {
             return Ok(());
         }
         // A call in another thread gives the port back within a slice.
-        let inner = py.detach(|| {
-            let mut guard = self.slot.lock();
-            loop {
-                if let Some(inner) = guard.take() {
-                    return inner;
-                }
-                guard = self
-                    .slot
-                    .returned
-                    .wait(guard)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-        });
+        let inner = py.detach(|| self.slot.wait_take(false));
+        // Threads waiting for the port see `closed` and give up.
         self.slot.returned.notify_all();
         drop(inner);
         Ok(())

@@ -243,3 +243,13 @@ def test_readers_writers_and_shutdown(net: str):
             assert a.readers == 1
             with pytest.raises(ValueError, match="shutdown takes"):
                 b.shutdown("sideways")
+
+
+def test_busy_poll(net: str):
+    with ipn.join(net) as a, ipn.join(net, busy_poll=0.001) as b:
+        a.send(b"quick")
+        assert b.recv(timeout=5) == b"quick"
+    with pytest.raises(ValueError, match="busy poll of"):
+        ipn.join(net, busy_poll=1.0)
+    with pytest.raises(ValueError, match="busy_poll must be"):
+        ipn.join(net, busy_poll=-1)

@@ -70,6 +70,7 @@ def join(
     description: str | None = None,
     read: bool = True,
     write: bool = True,
+    busy_poll: float = 0.0,
     create: bool = False,
     ports: int = 64,
     mtu: int = 1514,
@@ -85,7 +86,11 @@ def join(
     ``description`` is what ``ipn status`` shows for the port (default:
     ``python`` and the script's name). A port that does not ``read`` is
     never waited for by lossless senders; one that does not ``write`` only
-    listens. With ``create=True`` the network is created first if there is
+    listens. ``busy_poll`` (seconds, at most 0.1), like Linux's
+    SO_BUSY_POLL: a receive that finds nothing keeps looking that long
+    before it sleeps, for the lowest latency at the cost of CPU; by
+    default a receiver looks ahead only while frames come faster than a
+    wake-up costs. With ``create=True`` the network is created first if there is
     none, with ``ports``, ``mtu``, ``ring``, ``ring_bytes``, ``lossless``,
     ``switch``, ``mode`` and ``group`` as ``create()`` takes them.
 
@@ -98,6 +103,7 @@ def join(
         description=_default_description() if description is None else description,
         read=read,
         write=write,
+        busy_poll=busy_poll,
         create=create,
         ports=ports,
         mtu=mtu,

@@ -38,6 +38,7 @@ def join(
     description: str = "",
     read: bool = True,
     write: bool = True,
+    busy_poll: float = 0.0,
     create: bool = False,
     ports: int = 64,
     mtu: int = 1514,

@@ -47,6 +47,14 @@ fn sum_block(bytes: &[u8]) -> u64 {
     acc
 }
 
+/// The ones' complement sum (RFC 1071) of `parts`, one after the other,
+/// as big-endian 16-bit words, folded to 16 bits (not inverted). Every
+/// part but the last must have an even length. A packet whose checksum
+/// field is right sums, with its pseudo-header, to `0xffff`.
+pub fn ones_complement_sum(parts: &[&[u8]]) -> u16 {
+    fold(parts.iter().fold(0, |acc, part| add(part, acc)))
+}
+
 /// Folds a sum into 16 bits, carries added back in.
 pub(crate) fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {

@@ -56,6 +56,7 @@ mod gso;
 mod virtio;
 mod wire;
 
+pub use checksum::ones_complement_sum;
 pub use gso::{check, complete_checksum, segment, Segments, MAX_GSO_FRAME};
 pub use virtio::{
     Gso, HdrLayout, VirtioNetHdr, F_DATA_VALID, F_NEEDS_CSUM, F_RSC_INFO, GSO_ECN, GSO_NONE,
