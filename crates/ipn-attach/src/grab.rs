@@ -56,16 +56,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use ipn::ethernet::TAG_LEN;
+use ipn::ethernet::{self, Tci, TAG_LEN};
 use ipn::offload::{HdrLayout, Segments, VirtioNetHdr, MAX_GSO_FRAME};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 
 use crate::sys::packet as sys;
 use crate::Link;
-
-/// Bytes of an Ethernet frame before its EtherType or 802.1Q tag: the
-/// destination and source addresses.
-const ADDRESSES_LEN: usize = 12;
 
 /// Why an interface could not be grabbed, each naming it.
 #[derive(Debug, thiserror::Error)]
@@ -327,18 +323,11 @@ impl Grab {
 
 /// Puts the 802.1Q tag (TPID, TCI) the kernel took out of the frame in
 /// `buf[..len]` back after its addresses; returns the frame's new length.
-/// `buf` has room for it (see `recv`).
+/// `buf` has room for it (see `recv`); a frame without room or addresses
+/// (never from the kernel) is left as it is.
 fn put_back_tag(buf: &mut [u8], len: usize, tag: Option<(u16, u16)>) -> usize {
-    let Some((tpid, tci)) = tag else {
-        return len;
-    };
-    if len < ADDRESSES_LEN || len + TAG_LEN > buf.len() {
-        return len; // No frame to tag (never from the kernel).
-    }
-    buf.copy_within(ADDRESSES_LEN..len, ADDRESSES_LEN + TAG_LEN);
-    buf[ADDRESSES_LEN..ADDRESSES_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
-    buf[ADDRESSES_LEN + 2..ADDRESSES_LEN + TAG_LEN].copy_from_slice(&tci.to_be_bytes());
-    len + TAG_LEN
+    tag.and_then(|(tpid, tci)| ethernet::insert_tag(buf, len, tpid, Tci(tci)))
+        .unwrap_or(len)
 }
 
 #[cfg(test)]

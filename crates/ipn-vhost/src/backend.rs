@@ -741,7 +741,8 @@ impl NetBackend {
             } else {
                 // Cut for a guest without these offloads, as the network
                 // does for ports without them.
-                let tagged = frame.get(12..14) == Some(&[0x81, 0x00][..]);
+                let tagged =
+                    ipn::ethernet::Frame::new_checked(frame).is_some_and(|f| f.tag().is_some());
                 let mtu = self.port_mtu + if tagged { ipn::ethernet::TAG_LEN } else { 0 };
                 let frame = &self.rx.buf[PORT_HDR..len];
                 if self.rx.segments.start(&hdr, frame, mtu).is_err() {
