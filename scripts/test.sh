@@ -42,6 +42,12 @@ step "loom model checking (concurrency core)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -q -p ipn --release --lib loom
 
+step "loom catches deliberate mutations of the concurrency core"
+# Each mutation (a fence removed, an ordering weakened, dead readers waited
+# for) in a scratch copy must make the models fail: they have teeth.
+# About 75 s of CPU (a rebuild of the crate and a loom run per mutation).
+scripts/loom-mutations.sh
+
 step "Python package (pytest in a virtual environment)"
 scripts/test-python.sh
 

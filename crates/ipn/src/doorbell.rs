@@ -52,6 +52,9 @@ pub struct Doorbell {
     connected: HashMap<u32, OwnedFd>,
     /// Slot state words of the readers at the last `keep_connected`.
     occupants: HashMap<u32, u64>,
+    /// The socket's receive timeout as last set (`SO_RCVTIMEO`), so that
+    /// waits with the same timeout set it once.
+    receive_timeout: std::cell::Cell<Option<std::time::Duration>>,
 }
 
 impl std::fmt::Debug for Doorbell {
@@ -63,11 +66,24 @@ impl std::fmt::Debug for Doorbell {
     }
 }
 
+/// A datagram socket for ringing: never blocks.
 fn datagram_socket() -> io::Result<OwnedFd> {
     Ok(socket(
         AddressFamily::Unix,
         SockType::Datagram,
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
+}
+
+/// The port's own socket: blocking, so that a sleeping receive waits in
+/// one `recv` that also takes the doorbell (see `wait`); every other
+/// receive on it passes `MSG_DONTWAIT`.
+fn bell_socket() -> io::Result<OwnedFd> {
+    Ok(socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
         None,
     )?)
 }
@@ -82,7 +98,7 @@ impl Doorbell {
         let own_name = files::bell_name(index);
         let staging = dir.make_staging().map_err(PlaceError::Io)?;
         let bound = (|| -> io::Result<(OwnedFd, (u64, u64))> {
-            let socket = datagram_socket()?;
+            let socket = bell_socket()?;
             let address = UnixAddr::new(&files::proc_path(staging.fd()).join(&own_name))?;
             bind(socket.as_raw_fd(), &address)?;
             // Senders need write permission on the socket: the directory's
@@ -109,6 +125,7 @@ impl Doorbell {
             own_identity,
             connected: HashMap::new(),
             occupants: HashMap::new(),
+            receive_timeout: std::cell::Cell::new(None),
         })
     }
 
@@ -217,20 +234,28 @@ impl crate::wake::Bell for Doorbell {
         self.drain_queued(expected);
     }
 
-    fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<bool> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let timeout = match timeout {
-            None => PollTimeout::NONE,
-            Some(w) => {
-                // Round up so a sub-millisecond wait does not spin.
-                let ms = w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(n) => Ok(n > 0),
-            Err(nix::errno::Errno::EINTR) => Ok(false),
+    /// One blocking `recv` of the doorbell, with `SO_RCVTIMEO` as the
+    /// timeout (a zero timeout means forever to the kernel: the shortest
+    /// wait is a microsecond).
+    fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<crate::wake::Woken> {
+        use crate::wake::Woken;
+        use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+        use nix::sys::time::TimeVal;
+        let timeout = timeout.map(|t| t.max(std::time::Duration::from_micros(1)));
+        if self.receive_timeout.get() != timeout {
+            let tv = timeout.map_or(TimeVal::new(0, 0), |t| {
+                TimeVal::new(
+                    t.as_secs().min(i64::MAX as u64) as _,
+                    t.subsec_micros() as _,
+                )
+            });
+            setsockopt(&self.socket, ReceiveTimeout, &tv)?;
+            self.receive_timeout.set(timeout);
+        }
+        let mut byte = [0u8; 1];
+        match recv(self.socket.as_raw_fd(), &mut byte, MsgFlags::empty()) {
+            Ok(_) => Ok(Woken::TookOne),
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(Woken::TimedOut),
             Err(e) => Err(e.into()),
         }
     }

@@ -27,16 +27,31 @@
 //!   copies them: every frame received is whole, frames arrive in order,
 //!   and every frame is received or counted as dropped;
 //! - lossless flow control: the sender never overwrites a frame, or bytes
-//!   of one, that the reader has not finished reading;
+//!   of one, that the reader has not finished reading; a sender waiting
+//!   for room goes on when the reader it waits for dies while another
+//!   joins, and the newcomer loses nothing sent after it joined;
 //! - switch mode: a unicast frame reaches its addressee (or its doorbell),
 //!   never another port.
 //!
+//! What breaking the core does here is shown by scripts/loom-mutations.sh
+//! (run by scripts/test.sh): each of its mutations — the sleeper's or the
+//! sender's SeqCst fence removed, the seqlock's Release store, Release
+//! fence or Acquire fence weakened or removed, a sender that counts dead
+//! readers — makes these models fail, and the script fails if one does
+//! not.
+//!
 //! Limits: loom explores interleavings of whole operations, so it never
-//! lets a load read a store that executes later (load buffering); the
-//! `Acquire` of the lossless cursor check guards exactly against that, so
-//! weakening it to `Relaxed` goes unnoticed here. Wall-clock waits are not
-//! modelled: the tests use the non-blocking calls (`try_send`,
-//! `try_recv`), which is where every atomic of the data path is touched.
+//! lets a load read a store that executes later (load buffering). The
+//! lossless cursor is exactly such a guard: the reader copies a frame's
+//! bytes and then publishes its cursor (Release); the sender loads the
+//! cursor (Acquire) and then overwrites those bytes. Weakening either to
+//! `Relaxed` would let the reader's copy see the later overwrite on real
+//! hardware, but loom cannot produce that execution: both mutations were
+//! tried and pass. No model here can catch them; they rest on the
+//! argument above. Wall-clock waits are not modelled: the tests use the
+//! non-blocking calls (`try_send`, `try_recv`), which is where every
+//! atomic of the data path is touched, and death is modelled as its
+//! effect on the shared file (the slot marked dead), not as a lock.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p
 //! ipn --release --lib loom` (scripts/test.sh does).

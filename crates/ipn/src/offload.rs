@@ -875,6 +875,14 @@ fn put16(b: &mut [u8], at: usize, value: u16) {
     b[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
 
+/// The ones' complement sum (RFC 1071) of `parts`, one after the other,
+/// as big-endian 16-bit words, folded to 16 bits (not inverted). Every
+/// part but the last must have an even length. A packet whose checksum
+/// field is right sums, with its pseudo-header, to `0xffff`.
+pub fn ones_complement_sum(parts: &[&[u8]]) -> u16 {
+    fold(parts.iter().fold(0, |acc, part| sum_be_words(part, acc)))
+}
+
 /// Adds `bytes`, as big-endian 16-bit words (an odd last byte padded with
 /// zero), to `acc` (below 2^40), without folding all the way: the result
 /// is below 2^40 again, whatever the length.

@@ -34,13 +34,25 @@ pub trait Bell {
     /// Consumes waiting wake-ups: `expected` of them if known (each was
     /// counted after it was rung, so it is already queued), else all.
     fn drain(&self, expected: Option<u64>);
-    /// Waits until woken or `timeout` (`None`: forever); `Ok(true)` if woken.
-    fn wait(&self, timeout: Option<Duration>) -> io::Result<bool>;
+    /// Waits until woken or `timeout` (`None`: forever).
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<Woken>;
     /// The ports we ring now, each with its slot's state word (which names
     /// the occupant), so that connections to departed occupants go.
     fn keep_connected(&mut self, readers: &[(u32, u64)]);
     /// Leaving: removes what others use to reach us.
     fn unlink(&self);
+}
+
+/// How a [`Bell::wait`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// Nothing came (or a signal interrupted the wait).
+    TimedOut,
+    /// A wake-up waits, still queued.
+    Readable,
+    /// The wait took one wake-up off the queue itself (a blocking receive
+    /// of the doorbell: one system call where `poll` and a drain take two).
+    TookOne,
 }
 
 /// The bell ports use: the socket doorbell, or the model checker's count.
@@ -122,8 +134,14 @@ impl Bell for LoomBell {
         }
     }
 
-    fn wait(&self, _timeout: Option<Duration>) -> io::Result<bool> {
-        Ok(self.queued[self.me as usize].load(Ordering::SeqCst) > 0)
+    fn wait(&self, _timeout: Option<Duration>) -> io::Result<Woken> {
+        Ok(
+            if self.queued[self.me as usize].load(Ordering::SeqCst) > 0 {
+                Woken::Readable
+            } else {
+                Woken::TimedOut
+            },
+        )
     }
 
     fn keep_connected(&mut self, _readers: &[(u32, u64)]) {}

@@ -1,7 +1,7 @@
 mod common;
 
 use common::TestNet;
-use ipn::raw_layout::{ENTRY_ARMED, PORT_ENTRY_SIZE, PORT_TABLE};
+use ipn::raw_layout::{ENTRY_ARMED, ENTRY_RINGS, PORT_ENTRY_SIZE, PORT_TABLE};
 use ipn::{Config, JoinOptions, Network, Port};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -119,7 +119,8 @@ fn new_occupant_of_a_reader_slot_is_woken_even_if_the_old_socket_lives_on() {
     // does not drain): take it, so that the socket shows any later one.
     drain(&survivor);
     let new = Port::join(&path, &JoinOptions::described("new")).unwrap();
-    let armed = PORT_TABLE + u64::from(new.index()) * PORT_ENTRY_SIZE + ENTRY_ARMED;
+    let entry = PORT_TABLE + u64::from(new.index()) * PORT_ENTRY_SIZE;
+    let (armed, rings) = (entry + ENTRY_ARMED, entry + ENTRY_RINGS);
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || {
         tid_tx.send(common::thread_id()).unwrap();
@@ -136,15 +137,17 @@ fn new_occupant_of_a_reader_slot_is_woken_even_if_the_old_socket_lives_on() {
         1,
         "`new` sleeps unarmed"
     );
+    let rings_before = read_u32(&path.join("shm"), rings);
     sender.send(b"second").unwrap();
     let (frame, waited, new) = waiter.join().unwrap();
     assert_eq!(frame, b"second");
     eprintln!("`new` had the frame after {waited:?}");
-    // Woken by a doorbell in its own socket (it stays there until an empty
-    // receive drains it), not found by looking again after a timeout; and
-    // the old occupant's socket got none.
-    assert!(
-        common::readable_now(new.as_fd()),
+    // Woken by a doorbell (its ringer counts it in `rings`; the blocking
+    // receive took it from the socket), not found by looking again after a
+    // timeout; and the old occupant's socket got none.
+    assert_eq!(
+        read_u32(&path.join("shm"), rings),
+        rings_before + 1,
         "`new` was never rung: it found the frame by looking again, after {waited:?}"
     );
     assert!(

@@ -4,9 +4,12 @@
 //! within a CPU budget, or busy polling opted in), then arm the doorbell
 //! and sleep on it (`wake`).
 //!
+//! A blocking receive sleeps in one blocking `recv` of the doorbell
+//! socket, which takes the doorbell as it wakes (one system call per
+//! wake-up, as a blocking AF_UNIX `recv`).
+//!
 //! The fd is readable exactly while frames wait. The doorbell's datagram
-//! stays in the socket until the receiver drains it: a blocking receive
-//! drains it when it finds nothing; a receive after `poll`
+//! stays in the socket until the receiver drains it: a receive after `poll`
 //! ([`Port::try_recv_after_poll`]) also looks, after taking a frame,
 //! whether another one waits, and if none does it drains and arms right
 //! away, so that the caller's next `poll` sleeps instead of returning for
@@ -29,7 +32,7 @@ use crate::shm::layout::*;
 use crate::shm::SharedFile;
 use crate::switch;
 use crate::sync::Ordering;
-use crate::wake::{self, Bell};
+use crate::wake::{self, Bell, Woken};
 
 /// Longest a blocking receive sleeps before looking at the rings again,
 /// even without a doorbell: a member may scribble our `armed` word so that
@@ -236,7 +239,13 @@ impl Port {
             };
             wait = Some(wait.map_or(longest, |w| w.min(longest)));
             self.publish_cursors();
-            if self.bell.wait(wait).map_err(RecvError::Io)? {
+            let woken = self.bell.wait(wait).map_err(RecvError::Io)?;
+            if woken == Woken::TookOne {
+                // The wait took the doorbell: one fewer to drain. If its
+                // ringer died before counting it, the count is one ahead
+                // and the next drain, seeing no sensible count, drains all.
+                self.rx.seen_rings = self.rx.seen_rings.wrapping_add(1);
+            } else if woken == Woken::Readable {
                 // Readable: the next empty receive must drain, even if the
                 // doorbell came from a ringer that died before counting it.
                 self.rx.armed = false;
@@ -439,7 +448,8 @@ impl Port {
         // since: a doorbell nobody counted (its ringer died) then keeps the
         // fd readable, and the empty receive that follows drains all.
         let counted = rings.wrapping_sub(self.rx.seen_rings);
-        let expected = (self.rx.armed || counted > 0).then_some(counted);
+        let sensible = counted <= u64::from(u32::MAX);
+        let expected = ((self.rx.armed || counted > 0) && sensible).then_some(counted);
         self.rx.seen_rings = rings;
         self.bell.drain(expected);
         self.publish_cursors();

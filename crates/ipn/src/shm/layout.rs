@@ -537,6 +537,7 @@ pub mod offsets {
     pub const ENTRY_HEAD: u64 = offset_of!(PortEntry, head) as u64;
     pub const ENTRY_BYTE_RESERVE: u64 = offset_of!(PortEntry, byte_reserve) as u64;
     pub const ENTRY_ARMED: u64 = offset_of!(PortEntry, armed) as u64;
+    pub const ENTRY_RINGS: u64 = offset_of!(PortEntry, rings) as u64;
     pub const HEADER_VLAN_TABLE_OFFSET: u64 = offset_of!(Header, vlan_table_offset) as u64;
     pub const VLAN_ENTRY_SIZE: u64 = size_of::<VlanEntry>() as u64;
     pub const DESCRIPTOR_SIZE: u64 = super::DESCRIPTOR_SIZE;

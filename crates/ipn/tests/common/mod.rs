@@ -11,6 +11,11 @@
 //!   that receivers can check order, loss and integrity.
 //! - [`Watchdog`]: aborts the test binary if a test hangs, so that a hang
 //!   is a failure with a message instead of a stuck CI run.
+//! - [`properties`]: the one configuration of the property tests (seed,
+//!   regression files, soak), shared with crates/vdeplug-ipn.
+//! - [`wait_until_asleep_in_poll`] and [`readable_now`]: what a test may
+//!   know of a blocking receive instead of sleeping and hoping: the thread
+//!   sleeps in poll(2); a doorbell waits in the socket.
 
 #![allow(dead_code)] // each test file uses a part of this module
 
@@ -171,8 +176,9 @@ pub fn thread_id() -> i32 {
     nix::unistd::gettid().as_raw()
 }
 
-/// Waits until thread `tid` of this process sleeps in poll(2), as a port
-/// blocked on its doorbell does, and fails the test if it does not within
+/// Waits until thread `tid` of this process sleeps on a doorbell, in
+/// poll(2) or in the blocking recv(2) a blocking receive waits in, and
+/// fails the test if it does not within
 /// `limit`. Read from /proc/self/task/TID: the state `S` (sleeping) and
 /// the number of the system call it sleeps in. This proves a blocking
 /// receive reached its wait, which a sleep of the test thread only hopes.
@@ -191,19 +197,24 @@ pub fn wait_until_asleep_in_poll(tid: i32, limit: Duration) {
             .split_whitespace()
             .next()
             .and_then(|n| n.parse().ok());
-        sleeping && number.is_some_and(|n: libc::c_long| POLL_SYSCALLS.contains(&n))
+        sleeping && number.is_some_and(|n: libc::c_long| DOORBELL_WAITS.contains(&n))
     });
     assert!(
         asleep.is_some(),
-        "thread {tid} never slept in poll within {limit:?}; last seen {seen}"
+        "thread {tid} never slept on its doorbell within {limit:?}; last seen {seen}"
     );
 }
 
-/// The system calls poll(2) may be made with.
+/// The system calls poll(2) and recv(2) may be made with.
 #[cfg(target_arch = "x86_64")]
-const POLL_SYSCALLS: &[libc::c_long] = &[libc::SYS_poll, libc::SYS_ppoll];
+const DOORBELL_WAITS: &[libc::c_long] = &[
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+];
 #[cfg(not(target_arch = "x86_64"))]
-const POLL_SYSCALLS: &[libc::c_long] = &[libc::SYS_ppoll];
+const DOORBELL_WAITS: &[libc::c_long] = &[libc::SYS_ppoll, libc::SYS_recvfrom, libc::SYS_recvmsg];
 
 /// Whether `fd` is readable now (a doorbell waits in the socket).
 pub fn readable_now(fd: std::os::fd::BorrowedFd<'_>) -> bool {
