@@ -60,6 +60,7 @@ mod ring;
 mod shm;
 mod switch;
 mod sync;
+pub mod values;
 mod wake;
 
 #[cfg(all(test, loom))]
