@@ -234,6 +234,19 @@ pub struct PyPort {
     path: PathBuf,
 }
 
+/// What a port is, not its state: the state is behind the slot's lock.
+impl std::fmt::Debug for PyPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PyPort")
+            .field("path", &self.path)
+            .field("index", &self.index)
+            .field("fd", &self.fd)
+            .field("mtu", &self.mtu)
+            .field("lossless", &self.lossless)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PyPort {
     pub fn new(port: ipn::Port) -> PyPort {
         PyPort {
