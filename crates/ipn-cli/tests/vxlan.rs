@@ -584,3 +584,152 @@ fn tcp_crosses_both_ways_as_clean_wire_segments_with_and_without_offloads() {
         }
     }
 }
+
+/// Three hosts on an IPv6 underlay (a bridge in a namespace of its own):
+/// A and C each an ipn network with a TAP host and `ipn vxlan` to the two
+/// others, B a kernel vxlan device flooding to both. Every pair pings,
+/// TCP runs between the two ipn hosts both ways (GSO on one side, GRO and
+/// joined segments on the other), and each endpoint learned where the
+/// others' addresses are (unicast sent to one remote only).
+#[test]
+fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
+    require_root("namespaces, TAP, vxlan", &["iperf3", "ethtool", "bridge"]);
+    let pid = std::process::id();
+    let mut lab = Lab::default();
+    let u = lab.netns(&format!("ipnvx3U{pid}"));
+    must("ip", &["-n", &u, "link", "add", "br0", "type", "bridge"]);
+    must("ip", &["-n", &u, "link", "set", "br0", "up"]);
+    let hosts: Vec<String> = ["A", "B", "C"]
+        .iter()
+        .map(|h| lab.netns(&format!("ipnvx3{h}{pid}")))
+        .collect();
+    for (i, ns) in hosts.iter().enumerate() {
+        let (inner, outer) = (format!("v{i}"), format!("u{i}"));
+        must(
+            "ip",
+            &[
+                "link", "add", &inner, "netns", ns, "type", "veth", "peer", "name", &outer,
+                "netns", &u,
+            ],
+        );
+        must(
+            "ip",
+            &["-n", &u, "link", "set", &outer, "master", "br0", "up"],
+        );
+        let addr = format!("fd00::{}/64", i + 1);
+        must(
+            "ip",
+            &["-n", ns, "addr", "add", &addr, "dev", &inner, "nodad"],
+        );
+        must("ip", &["-n", ns, "link", "set", &inner, "up"]);
+    }
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    // B: the kernel's vxlan over IPv6, flooding to A and C.
+    must(
+        "ip",
+        &[
+            "-n", b, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "fd00::2",
+            "dstport", "4789", "dev", "v1",
+        ],
+    );
+    for dst in ["fd00::1", "fd00::3"] {
+        must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                b,
+                "bridge",
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                "vx0",
+                "dst",
+                dst,
+            ],
+        );
+    }
+    must(
+        "ip",
+        &["netns", "exec", b, "ethtool", "-K", "vx0", "tx", "off"],
+    );
+    must(
+        "ip",
+        &["-n", b, "addr", "add", "10.222.0.2/24", "dev", "vx0"],
+    );
+    must("ip", &["-n", b, "link", "set", "vx0", "up"]);
+    // A and C: an ipn network each, a TAP host, a tunnel to the others.
+    let mut endpoints = Vec::new();
+    let mut keep = Vec::new();
+    let mut nets = Vec::new();
+    for (ns, n, local, remotes) in [
+        (a, "1", "fd00::1", ["fd00::2", "fd00::3"]),
+        (c, "3", "fd00::3", ["fd00::1", "fd00::2"]),
+    ] {
+        let net = Net::created(&format!("three{n}"), &["--switch", "--ring-bytes", "4M"]);
+        let tap = format!("t{n}");
+        keep.push(Attached::start_in(
+            ns,
+            &["tap", net.p(), "--name", &tap, "--up"],
+        ));
+        must("ip", &["-n", ns, "link", "set", &tap, "mtu", "1430"]);
+        let addr = format!("10.222.0.{n}/24");
+        must("ip", &["-n", ns, "addr", "add", &addr, "dev", &tap]);
+        endpoints.push(start_vxlan(
+            ns,
+            &[
+                net.p(),
+                "--vni",
+                "42",
+                "--local",
+                local,
+                "--remote",
+                remotes[0],
+                "--remote",
+                remotes[1],
+            ],
+        ));
+        nets.push(net);
+    }
+    for (from, to) in [
+        (a, "10.222.0.2"),
+        (a, "10.222.0.3"),
+        (b, "10.222.0.3"),
+        (c, "10.222.0.1"),
+    ] {
+        ping(from, &["-c", "2", "-W", "3", to]);
+    }
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", c, "iperf3", "-s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.helpers.push(server);
+    std::thread::sleep(Duration::from_millis(400));
+    for reverse in [false, true] {
+        let mut iperf = vec!["netns", "exec", a, "iperf3", "-c", "10.222.0.3", "-t", "2"];
+        iperf.extend_from_slice(&["-b", "200M", "-J"]);
+        if reverse {
+            iperf.push("-R");
+        }
+        let report: serde_json::Value = serde_json::from_str(&must("ip", &iperf)).unwrap();
+        let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        assert!(
+            bytes > 10_000_000,
+            "TCP A<->C, reverse {reverse}: {bytes} bytes"
+        );
+    }
+    for vxlan in endpoints {
+        let summary = interrupt(vxlan);
+        eprintln!("{summary}");
+        assert!(count_before(&summary, "unicast") > 0, "learned: {summary}");
+        assert!(
+            count_before(&summary, "TCP segments joined") > 0,
+            "{summary}"
+        );
+        assert!(summary.contains("(0 send errors)"), "{summary}");
+    }
+    drop(keep);
+    drop(nets);
+}

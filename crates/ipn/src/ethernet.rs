@@ -377,36 +377,6 @@ impl Vlan {
             (Vlan::Trunk { .. }, Some(_)) => Egress::Skip,
         }
     }
-
-    /// Parses `10`, `trunk:10,20`, `trunk:10,20:native=1`-style text is the
-    /// CLI's business; this parses a VLAN list such as `10,20,100-110`.
-    pub fn parse_list(text: &str) -> Result<VlanSet, String> {
-        let mut set = VlanSet::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (from, to) = match part.split_once('-') {
-                Some((a, b)) => (a, b),
-                None => (part, part),
-            };
-            let parse = |t: &str| {
-                t.trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|v| (VLAN_MIN..=VLAN_MAX).contains(v))
-                    .ok_or_else(|| format!("'{t}' is not a VLAN ID ({VLAN_MIN} to {VLAN_MAX})"))
-            };
-            let (from, to) = (parse(from)?, parse(to)?);
-            if from > to {
-                return Err(format!("'{part}' is an empty range"));
-            }
-            for vid in from..=to {
-                set.insert(vid);
-            }
-        }
-        if set.iter().next().is_none() {
-            return Err(format!("'{text}' names no VLAN"));
-        }
-        Ok(set)
-    }
 }
 
 #[cfg(test)]
@@ -522,19 +492,9 @@ mod tests {
     }
 
     #[test]
-    fn vlan_ids_and_lists_are_checked() {
+    fn vlan_ids_are_checked() {
         assert!(Vlan::Access(0).validate().is_err());
         assert!(Vlan::Access(4095).validate().is_err());
         assert!(Vlan::Access(4094).validate().is_ok());
-        assert_eq!(
-            Vlan::parse_list("10,20,100-102")
-                .unwrap()
-                .iter()
-                .collect::<Vec<_>>(),
-            vec![10, 20, 100, 101, 102]
-        );
-        assert!(Vlan::parse_list("10,5000").is_err());
-        assert!(Vlan::parse_list("").is_err());
-        assert!(Vlan::parse_list("9-3").is_err());
     }
 }
