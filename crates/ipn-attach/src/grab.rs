@@ -52,8 +52,6 @@
 //! The `unsafe` calls (bind, setsockopt, recvmsg with a `sockaddr_ll` and
 //! control messages) are in its `sys` submodule.
 
-#![deny(unsafe_code)]
-
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

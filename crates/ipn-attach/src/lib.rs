@@ -17,8 +17,6 @@
 //! lossless network, which waits for the slowest live reader, and so, for
 //! a reader that is alive but not reading (stopped, hung), forever.
 
-#![deny(missing_docs)]
-
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;

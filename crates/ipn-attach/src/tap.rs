@@ -36,8 +36,6 @@
 //!
 //! The only `unsafe` is the ioctls, in the `sys` submodule.
 
-#![deny(unsafe_code)]
-
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};

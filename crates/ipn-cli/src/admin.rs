@@ -1,7 +1,5 @@
 //! `ipn create`, `ipn status`, `ipn rm`: managing networks.
 
-#![deny(unsafe_code)]
-
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};

@@ -9,8 +9,6 @@
 //! looking for US microseconds first, like Linux's `SO_BUSY_POLL`: the
 //! lowest latency at any rate, paid for with up to US of CPU per receive.
 
-#![deny(unsafe_code)]
-
 use std::time::Duration;
 
 use clap::Args;

@@ -18,8 +18,6 @@
 //! - A rate is shown only when both readings are of the same owner of the
 //!   slot (same pid, counters not gone back); otherwise `-`.
 
-#![deny(unsafe_code)]
-
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -12,8 +12,6 @@
 //! ranges `100-110`, IDs 1 to 4094) when the command line is parsed, and
 //! the error names the option.
 
-#![deny(unsafe_code)]
-
 use clap::Args;
 use ipn::ethernet::{Vlan, VlanSet};
 use ipn::values;

@@ -7,8 +7,6 @@
 //! dropped and its slot released before the process exits. Prints one line when it
 //! starts and a summary of what it moved and dropped when it stops.
 
-#![deny(unsafe_code)]
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 

@@ -43,8 +43,6 @@
 //! hold up a lossless network. A second frontend while one is connected
 //! is refused. [`serve`] returns within [`TICK`] of `stop` saying so.
 
-#![deny(missing_docs)]
-
 mod backend;
 mod shim;
 pub mod socket;

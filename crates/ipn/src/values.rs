@@ -25,6 +25,8 @@
 //! - Whitespace around a value, and around each item of a VLAN list, is
 //!   ignored (the command line always did); whitespace inside a number or
 //!   between two IDs is an error (`10 20` is neither 10, 20 nor 1020).
+//! - A number may start with one `+` (`+10`), as Rust's own number
+//!   parsing, which read most of these values before, allows; never `-`.
 //! - No value is ever truncated or wrapped: a number too big for its type
 //!   is an error, as is an ID out of range.
 //! - Every error ([`ValueError`]) names the text, the value it is not, and
@@ -133,7 +135,7 @@ impl std::error::Error for ValueError {}
 /// Permission bits: octal digits, optionally after `0o`, at most `0o7777`.
 pub fn mode(text: &str) -> Result<u32, ValueError> {
     let bad = || ValueError::new(Value::Mode, text);
-    let trimmed = text.trim();
+    let trimmed = unsigned(text);
     let digits = trimmed
         .strip_prefix("0o")
         .or_else(|| trimmed.strip_prefix("0O"))
@@ -148,7 +150,13 @@ pub fn mode(text: &str) -> Result<u32, ValueError> {
 
 /// An 802.1Q VLAN ID, 1 to 4094, in decimal.
 pub fn vlan_id(text: &str) -> Result<u16, ValueError> {
-    decimal_vid(text.trim()).ok_or_else(|| ValueError::new(Value::VlanId, text))
+    decimal_vid(unsigned(text)).ok_or_else(|| ValueError::new(Value::VlanId, text))
+}
+
+/// `text` without the whitespace around it and one leading `+`.
+fn unsigned(text: &str) -> &str {
+    let text = text.trim();
+    text.strip_prefix('+').unwrap_or(text)
 }
 
 fn decimal_vid(text: &str) -> Option<u16> {
@@ -176,7 +184,7 @@ pub fn vlan_list(text: &str) -> Result<VlanSet, ValueError> {
         }
         let (from, to) = item.split_once('-').unwrap_or((item, item));
         let id = |t: &str| {
-            decimal_vid(t.trim())
+            decimal_vid(unsigned(t))
                 .ok_or_else(|| bad(Some(format!("'{}' is not a VLAN ID", t.trim()))))
         };
         let (from, to) = (id(from)?, id(to)?);
@@ -213,7 +221,7 @@ pub fn byte_size(text: &str) -> Result<u64, ValueError> {
 ///
 /// [`JoinOptions::MAX_BUSY_POLL`]: crate::JoinOptions::MAX_BUSY_POLL
 pub fn busy_poll(text: &str) -> Result<Duration, ValueError> {
-    let digits = text.trim();
+    let digits = unsigned(text);
     Some(digits)
         .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|d| d.parse::<u64>().ok())
@@ -233,7 +241,7 @@ struct Unit {
 /// A [number](self#numbers), and the unit it was written with; `None`
 /// when the text is no number or the number overflows a `u64`.
 fn number(text: &str) -> Option<(u64, Unit)> {
-    let text = text.trim();
+    let text = unsigned(text);
     let (radix, rest) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => (16, hex),
         None => (10, text),
@@ -335,6 +343,7 @@ mod tests {
                 ("0000", 0),
                 ("0o0", 0),
                 (" 0770 ", 0o770),
+                ("+770", 0o770),
             ],
         );
         refuses(
@@ -342,7 +351,8 @@ mod tests {
             Value::Mode,
             "such as 0770",
             &[
-                "", "0o", "0980", "77777", "10000", "rwx", "0x770", "-770", "+770", "07 70",
+                "", "0o", "0980", "77777", "10000", "rwx", "0x770", "-770", "++770", "07 70",
+                "+ 770",
             ],
         );
     }
@@ -351,13 +361,21 @@ mod tests {
     fn vlan_ids_go_from_1_to_4094() {
         accepts(
             vlan_id,
-            &[("1", 1), ("10", 10), ("4094", 4094), (" 10 ", 10)],
+            &[
+                ("1", 1),
+                ("10", 10),
+                ("4094", 4094),
+                (" 10 ", 10),
+                ("+10", 10),
+            ],
         );
         refuses(
             vlan_id,
             Value::VlanId,
             "from 1 to 4094",
-            &["", "0", "4095", "65536", "ten", "+10", "-1", "1 0", "0x10"],
+            &[
+                "", "0", "4095", "65536", "ten", "++10", "-1", "1 0", "0x10", "+",
+            ],
         );
     }
 
@@ -377,6 +395,7 @@ mod tests {
                 (" 10 - 12 ", set(&[10, 11, 12])),
                 ("10,,20,", set(&[10, 20])),
                 ("5-5", set(&[5])),
+                ("+10:+20-+21", set(&[10, 20, 21])),
                 ("1-4094", (1..=4094).collect()),
             ],
         );
@@ -415,6 +434,7 @@ mod tests {
                 ("4294967295", u32::MAX),
                 ("3g", 3 << 30),
                 (" 64 ", 64),
+                ("+64", 64),
             ],
         );
         refuses(
@@ -428,7 +448,8 @@ mod tests {
                 "0xZZ",
                 "12a",
                 "-1",
-                "+1",
+                "++1",
+                "+",
                 "4294967296",
                 "4g",
                 "1.5k",
@@ -486,6 +507,7 @@ mod tests {
                 ("0", Duration::ZERO),
                 ("50", Duration::from_micros(50)),
                 (" 50 ", Duration::from_micros(50)),
+                ("+50", Duration::from_micros(50)),
                 ("100000", crate::JoinOptions::MAX_BUSY_POLL),
             ],
         );
@@ -493,7 +515,7 @@ mod tests {
             busy_poll,
             Value::BusyPoll,
             "0 (off) to 100000",
-            &["", "-1", "100001", "5ms", "x", "+5", "0x10"],
+            &["", "-1", "100001", "5ms", "x", "++5", "0x10"],
         );
         // The message's bound is the library's.
         assert_eq!(crate::JoinOptions::MAX_BUSY_POLL.as_micros(), 100_000);

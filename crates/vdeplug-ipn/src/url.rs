@@ -104,8 +104,11 @@ pub enum UrlError {
     Ambiguous(String, Vec<&'static str>),
     /// A key given without the value it needs, or a flag given a value.
     BadValue {
+        /// The option, by its first name.
         key: &'static str,
+        /// The value as given (empty when none was).
         value: String,
+        /// What to write instead.
         expected: &'static str,
     },
     /// A key of a feature ipn does not have yet.
