@@ -1,16 +1,17 @@
 //! Typed views of the IPv4, IPv6, TCP and UDP headers, in smoltcp's style:
 //! a view wraps a buffer (`T: AsRef<[u8]>`), has getters, and setters when
 //! the buffer is mutable (`T: AsMut<[u8]>`); field offsets are named once,
-//! in each view's `field` module.
+//! in a module per header (`ipv4`, `ipv6`, `tcp`, `udp`).
 //!
 //! Why not smoltcp's own `wire` views: measured on the segmenter's work
 //! (a 64 KiB TCPv4 frame cut into 46 segments, headers fixed and both
-//! checksums filled), smoltcp 0.12's `Ipv4Packet`/`TcpPacket` with
-//! `fill_checksum` took 1.1 to 1.3 times as long as this module (its
-//! checksum adds 16-bit words one at a time, ours four bytes at a time
-//! in vector adds); its `check_len` says only that a packet is malformed,
-//! where [`super::OffloadError`] must say which field and by how much;
-//! and it would add five crates to `ipn`'s dependencies.
+//! checksums filled; BENCHMARKS.md, "Segmentation"), smoltcp 0.12's
+//! `Ipv4Packet`/`TcpPacket` with `fill_checksum` took 1.1 to 1.3 times as
+//! long as this crate's code (its checksum adds 16-bit words one at a
+//! time, ours four bytes at a time in vector adds); its `check_len` says
+//! only that a packet is malformed, where [`super::OffloadError`] must say
+//! which field and by how much; and it would add seven crates to `ipn`'s
+//! dependencies (smoltcp, heapless, managed, byteorder, bitflags 1...).
 //!
 //! Invariants: `new_unchecked` does no check; every caller checks the
 //! buffer's length against the header's minimum first (`gso::Headers`
