@@ -28,6 +28,9 @@ for tool in vdens vde_plug setpriv busybox ip ss; do
 done
 slirp_module=$(ls /usr/lib/*/vdeplug/libvdeplug_slirp.so /usr/lib/vdeplug/libvdeplug_slirp.so 2>/dev/null || true)
 [ -n "$slirp_module" ] || die "libvdeplug_slirp.so not found: apt-get install libvdeplug-slirp"
+if [ "$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null || echo 1)" != 1 ]; then
+  die "unprivileged user namespaces are off, and vdens needs them: sysctl kernel.unprivileged_userns_clone=1"
+fi
 user=nobody
 group=nogroup
 as_user=(setpriv --reuid="$user" --regid="$group" --clear-groups --inh-caps=-all --)
