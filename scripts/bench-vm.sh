@@ -8,6 +8,11 @@
 #               wire frames through QEMU's own virtio-net;
 #   vde_switch  two `-netdev vde,sock=vde:///SWITCH` VMs on vde2's switch,
 #               the classic way (reference);
+#   two hosts   the vhost-user pair, but each VM on its own "host": two
+#               network namespaces joined by a veth underlay (MTU 1600, so
+#               that the guests' 1500 fits with VXLAN's 50), one ipn
+#               network on each, joined by `ipn vxlan` on both sides (UDP
+#               GSO/GRO, TSO frames cut and joined again in between);
 # one after another in the same run, each pair freshly booted, for ROUNDS
 # rounds (IPN_BENCH_ROUNDS, default 3: the paths interleaved, so that load
 # from elsewhere on the machine falls on all of them alike). Prints each
@@ -39,7 +44,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "bench-vm.sh: must run as root (QEMU with shared memory, vde_switch); try: sudo $0 $*" >&2
     exit 1
 fi
-for tool in qemu-system-x86_64 vde_switch cargo; do
+for tool in qemu-system-x86_64 vde_switch ip cargo; do
     command -v "$tool" >/dev/null || { echo "bench-vm.sh: $tool is not installed (scripts/deps.sh installs it)" >&2; exit 1; }
 done
 accel=${IPN_VM_ACCEL:-tcg}
@@ -64,6 +69,8 @@ finish() {
     local p
     for p in "${helpers[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${helpers[@]}"; do wait "$p" 2>/dev/null || true; done
+    ip netns del "ipnbv-a-$$" 2>/dev/null || true
+    ip netns del "ipnbv-b-$$" 2>/dev/null || true
     if [ "$keep" = 1 ]; then echo "bench-vm.sh: logs kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap finish EXIT
@@ -115,6 +122,48 @@ vhost_pair() {
     echo "$rate"
 }
 
+# vxlan_pair NAME: the vhost-user pair with each VM on a network of its
+# own, the two networks joined by `ipn vxlan` across two namespaces.
+vxlan_pair() {
+    local name=$1 side rate ns_a=ipnbv-a-$$ ns_b=ipnbv-b-$$
+    local -a pids=()
+    ip netns add "$ns_a"
+    ip netns add "$ns_b"
+    ip link add ua netns "$ns_a" mtu 1600 type veth peer name ub netns "$ns_b" mtu 1600
+    ip -n "$ns_a" addr add 10.233.0.1/24 dev ua
+    ip -n "$ns_b" addr add 10.233.0.2/24 dev ub
+    ip -n "$ns_a" link set ua up
+    ip -n "$ns_b" link set ub up
+    for side in s c; do
+        "$ipn" create "$work/$name-$side-net" --ports 4 --ring-bytes "$ring" >/dev/null
+        "$ipn" vhost-user "$work/$name-$side-net" --socket "$work/$name-$side.sock" \
+            2>>"$work/$name-$side.backend.log" &
+        pids+=($!)
+        helpers+=($!)
+    done
+    ip netns exec "$ns_a" "$ipn" vxlan "$work/$name-s-net" --vni 42 --local 10.233.0.1 \
+        --remote 10.233.0.2 2>>"$work/$name-vxlan-a.log" &
+    pids+=($!)
+    helpers+=($!)
+    ip netns exec "$ns_b" "$ipn" vxlan "$work/$name-c-net" --vni 42 --local 10.233.0.2 \
+        --remote 10.233.0.1 2>>"$work/$name-vxlan-b.log" &
+    pids+=($!)
+    helpers+=($!)
+    for _ in $(seq 100); do
+        [ -S "$work/$name-s.sock" ] && [ -S "$work/$name-c.sock" ] && break
+        sleep 0.05
+    done
+    rate=$(measure "$name" "vhost-user://$work/$name-s.sock" "vhost-user://$work/$name-c.sock") || {
+        kill -TERM "${pids[@]}"
+        exit 1
+    }
+    kill -TERM "${pids[@]}"
+    wait "${pids[@]}" 2>/dev/null || true
+    ip netns del "$ns_a"
+    ip netns del "$ns_b"
+    echo "$rate"
+}
+
 rounds=${IPN_BENCH_ROUNDS:-3}
 case $rounds in '' | *[!0-9]* | 0) echo "bench-vm.sh: IPN_BENCH_ROUNDS must be a positive number" >&2; exit 2 ;; esac
 "$ipn" create "$work/vhost-net" --ports 4 --ring-bytes "$ring" >/dev/null
@@ -131,24 +180,28 @@ for round in $(seq "$rounds"); do
     r_default=$(vhost_pair "vhost-default$round" "$work/vhost-default-net")
     r_plugin=$(measure "plugin$round" "ipn://$work/plugin-net" "ipn://$work/plugin-net")
     r_vde=$(measure "vde$round" "vde://$work/switch" "vde://$work/switch")
+    r_vxlan=$(vxlan_pair "vxlan$round")
     rates[vhost]+=" $r_vhost"
     rates[default]+=" $r_default"
     rates[plugin]+=" $r_plugin"
     rates[vde]+=" $r_vde"
-    echo "  round $round: vhost-user $r_vhost, vhost-user (default ring) $r_default, plugin $r_plugin, vde_switch $r_vde Mbit/s" >&2
+    rates[vxlan]+=" $r_vxlan"
+    echo "  round $round: vhost-user $r_vhost, vhost-user (default ring) $r_default, plugin $r_plugin, vde_switch $r_vde, two hosts over ipn vxlan $r_vxlan Mbit/s" >&2
 done
 median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 vhost=$(median "${rates[vhost]}")
 vhost_default=$(median "${rates[default]}")
 plugin=$(median "${rates[plugin]}")
 vde=$(median "${rates[vde]}")
+vxlan=$(median "${rates[vxlan]}")
 
 printf '\nVM to VM TCP throughput, median of %s rounds (iperf3, %s s, %s; ipn networks --ports 4 --ring-bytes %s)\n' \
     "$rounds" "$secs" "$accel" "$ring"
 printf '%-28s %10s %10s\n' path Mbit/s "x plugin"
 for row in "vhost-user|$vhost" "vhost-user, default ring|$vhost_default" \
-    "plugin (ipn://)|$plugin" "vde_switch (vde://)|$vde"; do
+    "plugin (ipn://)|$plugin" "vde_switch (vde://)|$vde" "vhost-user, two hosts (vxlan)|$vxlan"; do
     awk -v n="${row%%|*}" -v r="${row#*|}" -v p="$plugin" \
         'BEGIN { printf "%-28s %10.0f %10.2f\n", n, r, (p > 0 ? r / p : 0) }'
 done
+awk -v x="$vxlan" -v v="$vhost" 'BEGIN { printf "two hosts over ipn vxlan / one host (vhost-user both): %.2fx\n", (v > 0 ? x / v : 0) }'
 keep=0

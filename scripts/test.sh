@@ -27,6 +27,12 @@ cargo fmt --all -- --check
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -q -- -D warnings
 
+step "stated MSRV (scripts/msrv.py: no normal dependency needs a newer Rust)"
+# No toolchain of the stated rust-version can be had offline; this checks
+# Cargo.lock's crates against it, and clippy's incompatible_msrv (above)
+# checks the code's use of std against it.
+scripts/msrv.py
+
 step "build"
 cargo build --workspace --all-targets -q
 cargo build --release -q -p ipn-cli -p ipn-bench -p vdeplug-ipn

@@ -50,24 +50,18 @@
 //! `ENODEV` error.
 //!
 //! The `unsafe` calls (bind, setsockopt, recvmsg with a `sockaddr_ll` and
-//! control messages) are in its `sys` submodule.
+//! control messages) are in [`crate::sys::packet`].
 
-#![deny(unsafe_code)]
-
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use ipn::ethernet::TAG_LEN;
-use ipn::offload::{self, HdrLayout, VirtioNetHdr, MAX_GSO_FRAME};
+use ipn::ethernet::{self, Tci, TAG_LEN};
+use ipn::offload::{HdrLayout, Segments, VirtioNetHdr, MAX_GSO_FRAME};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 
+use crate::sys::packet as sys;
 use crate::Link;
-
-/// Bytes of an Ethernet frame before its EtherType or 802.1Q tag: the
-/// destination and source addresses.
-const ADDRESSES_LEN: usize = 12;
 
 /// Why an interface could not be grabbed, each naming it.
 #[derive(Debug, thiserror::Error)]
@@ -115,9 +109,10 @@ pub struct Grab {
     /// Frames that left the interface, seen and dropped on receive.
     outgoing_skipped: u64,
     /// Plain receives: a frame with a header, read whole, and the wire
-    /// frames cut from it still to give.
+    /// frames cut from it still to give (`scratch` is not read into while
+    /// one waits).
     scratch: Vec<u8>,
-    waiting: VecDeque<Vec<u8>>,
+    waiting: Segments,
 }
 
 /// Bytes of the virtio-net header before every frame on the socket.
@@ -180,7 +175,7 @@ impl Grab {
             last_check: Instant::now(),
             outgoing_skipped: 0,
             scratch: Vec::new(),
-            waiting: VecDeque::new(),
+            waiting: Segments::new(),
         })
     }
 
@@ -221,24 +216,22 @@ impl Link for Grab {
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
-            if let Some(frame) = self.waiting.pop_front() {
-                let n = frame.len().min(buf.len());
-                buf[..n].copy_from_slice(&frame[..n]);
-                return Ok(Some(n));
+            let read = self.scratch.get(VNET_HDR_LEN..).unwrap_or_default();
+            if let Some(len) = self.waiting.pop_into(read, buf) {
+                return Ok(Some(len.min(buf.len())));
             }
             let mut scratch = std::mem::take(&mut self.scratch);
+            // Once: the buffer keeps its size.
             scratch.resize(VNET_HDR_LEN + MAX_GSO_FRAME + TAG_LEN, 0);
             let got = self.recv_vnet(&mut scratch);
-            let result = match got {
-                Ok(Some(len)) => self.cut(&mut scratch[..len], buf),
-                Ok(None) => Ok(Some(None)),
-                Err(e) => Err(e),
-            };
+            if let Ok(Some(len)) = got {
+                self.cut(&scratch[..len], buf.len());
+            }
             self.scratch = scratch;
-            match result? {
-                Some(Some(n)) => return Ok(Some(n)),
-                Some(None) => return Ok(None),
-                None => continue,
+            match got {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -313,249 +306,28 @@ impl Link for Grab {
 }
 
 impl Grab {
-    /// [`Link::recv`] without headers: `read` is a header and a frame; a
-    /// plain frame goes into `buf` as it is, one with offloads is cut into
-    /// wire frames of at most `buf.len()` bytes, the first into `buf`, the
-    /// rest waiting. `Ok(None)`: nothing to give from this one (a header
-    /// that did not describe its frame, dropped).
-    fn cut(&mut self, read: &mut [u8], buf: &mut [u8]) -> io::Result<Option<Option<usize>>> {
-        let (hdr, frame) = read.split_at_mut(VNET_HDR_LEN);
+    /// [`Link::recv`] without headers: `read` is a header and a frame,
+    /// whose wire frames are made to wait: a plain frame as it is (longer
+    /// than `room`, it is truncated as any frame is), a frame with offloads
+    /// cut into wire frames of at most `room` bytes. A header that does not
+    /// describe its frame (never from the kernel): nothing waits.
+    fn cut(&mut self, read: &[u8], room: usize) {
+        let (hdr, frame) = read.split_at(VNET_HDR_LEN.min(read.len()));
         let Ok(hdr) = VirtioNetHdr::parse(hdr, HdrLayout::Basic) else {
-            return Ok(None);
+            return;
         };
-        if !hdr.is_gso() {
-            if hdr.needs_csum()
-                && offload::complete_checksum(
-                    frame,
-                    usize::from(hdr.csum_start),
-                    usize::from(hdr.csum_offset),
-                )
-                .is_err()
-            {
-                return Ok(None);
-            }
-            let n = frame.len().min(buf.len());
-            buf[..n].copy_from_slice(&frame[..n]);
-            return Ok(Some(Some(n)));
-        }
-        let waiting = &mut self.waiting;
-        if offload::segment(&hdr, frame, buf.len(), |s| waiting.push_back(s.to_vec())).is_err() {
-            waiting.clear();
-            return Ok(None);
-        }
-        Ok(Some(waiting.pop_front().map(|first| {
-            buf[..first.len()].copy_from_slice(&first);
-            first.len()
-        })))
+        let mtu = if hdr.is_gso() { room } else { usize::MAX };
+        let _ = self.waiting.start(&hdr, frame, mtu);
     }
 }
 
 /// Puts the 802.1Q tag (TPID, TCI) the kernel took out of the frame in
 /// `buf[..len]` back after its addresses; returns the frame's new length.
-/// `buf` has room for it (see `recv`).
+/// `buf` has room for it (see `recv`); a frame without room or addresses
+/// (never from the kernel) is left as it is.
 fn put_back_tag(buf: &mut [u8], len: usize, tag: Option<(u16, u16)>) -> usize {
-    let Some((tpid, tci)) = tag else {
-        return len;
-    };
-    if len < ADDRESSES_LEN || len + TAG_LEN > buf.len() {
-        return len; // No frame to tag (never from the kernel).
-    }
-    buf.copy_within(ADDRESSES_LEN..len, ADDRESSES_LEN + TAG_LEN);
-    buf[ADDRESSES_LEN..ADDRESSES_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
-    buf[ADDRESSES_LEN + 2..ADDRESSES_LEN + TAG_LEN].copy_from_slice(&tci.to_be_bytes());
-    len + TAG_LEN
-}
-
-/// The system calls that need `unsafe`.
-#[allow(unsafe_code)]
-mod sys {
-    use std::io;
-    use std::mem::{size_of, zeroed};
-    use std::os::fd::{AsRawFd, BorrowedFd};
-
-    /// `ETH_P_ALL` in network byte order, as `sll_protocol` wants it.
-    const ALL_PROTOCOLS: u16 = (libc::ETH_P_ALL as u16).to_be();
-
-    /// `bind(fd, {AF_PACKET, ETH_P_ALL, ifindex})`.
-    pub fn bind_all_protocols(fd: BorrowedFd<'_>, ifindex: libc::c_int) -> io::Result<()> {
-        // SAFETY: sockaddr_ll is plain old data; all-zeroes is valid.
-        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
-        addr.sll_protocol = ALL_PROTOCOLS;
-        addr.sll_ifindex = ifindex;
-        // SAFETY: `fd` is open for the call (BorrowedFd); the kernel reads
-        // `len` bytes at the pointer, which is a live sockaddr_ll of
-        // exactly that size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// `setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, {ifindex,
-    /// PACKET_MR_PROMISC})`: promiscuous while the socket is open.
-    pub fn add_promisc_membership(fd: BorrowedFd<'_>, ifindex: libc::c_int) -> io::Result<()> {
-        // SAFETY: packet_mreq is plain old data; all-zeroes is valid.
-        let mut mreq: libc::packet_mreq = unsafe { zeroed() };
-        mreq.mr_ifindex = ifindex;
-        mreq.mr_type = libc::PACKET_MR_PROMISC as libc::c_ushort;
-        // SAFETY: `fd` is open for the call; the kernel reads at most
-        // `optlen` bytes at the pointer, a live packet_mreq of that size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_ADD_MEMBERSHIP,
-                (&mreq as *const libc::packet_mreq).cast::<libc::c_void>(),
-                size_of::<libc::packet_mreq>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// `if_indextoname(ifindex)`: `Ok` if an interface of that index is in
-    /// this network namespace, `ENXIO` if not. (nix 0.30's wrapper never
-    /// reports the failure: it checks the returned pointer against -1, not
-    /// NULL.)
-    pub fn index_exists(ifindex: libc::c_uint) -> io::Result<()> {
-        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-        // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes (a name
-        // and its NUL) into `name`, a live, exclusively borrowed array of
-        // that size; it returns NULL and sets errno on failure.
-        let rc = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
-        if rc.is_null() {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// `PACKET_VNET_HDR` from `<linux/if_packet.h>` (not in libc yet).
-    pub const PACKET_VNET_HDR: libc::c_int = 15;
-
-    /// `setsockopt(fd, SOL_PACKET, option, 1)`. `PACKET_AUXDATA`: every
-    /// frame received comes with a `tpacket_auxdata` control message,
-    /// which says whether the kernel took an 802.1Q tag out of it.
-    /// `PACKET_VNET_HDR`: a virtio-net header before every frame, both
-    /// ways.
-    pub fn enable(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<()> {
-        let on: libc::c_int = 1;
-        // SAFETY: `fd` is open for the call; the kernel reads at most
-        // `optlen` bytes at the pointer, a live c_int of that size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                option,
-                (&on as *const libc::c_int).cast::<libc::c_void>(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// One frame read by [`recv_frame`].
-    #[derive(Debug, Clone, Copy)]
-    pub struct Received {
-        /// Bytes written into the buffer.
-        pub len: usize,
-        /// `sll_pkttype`: `PACKET_HOST`, `PACKET_OUTGOING`, ...
-        pub pkttype: u8,
-        /// The 802.1Q tag (TPID, TCI) the kernel took out of the frame's
-        /// bytes, if it did.
-        pub tag: Option<(u16, u16)>,
-    }
-
-    /// Room for one `tpacket_auxdata` control message (CMSG_SPACE of 20
-    /// bytes is 40 on 64-bit Linux), as 8-byte words so that the
-    /// `cmsghdr`s in it are aligned.
-    const CONTROL_WORDS: usize = 8;
-
-    /// `recvmsg(fd, buf, MSG_DONTWAIT)` with a `sockaddr_ll` and room for
-    /// the `PACKET_AUXDATA` control message: one frame, its packet type
-    /// and the tag the kernel took out of it. A frame longer than `buf` is
-    /// cut to it.
-    pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
-        // SAFETY: sockaddr_ll and msghdr are plain old data; all-zeroes is
-        // valid for both (null pointers, zero lengths).
-        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-        let mut control = [0u64; CONTROL_WORDS];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast::<libc::c_void>(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: as above.
-        let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = (&mut addr as *mut libc::sockaddr_ll).cast::<libc::c_void>();
-        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast::<libc::c_void>();
-        msg.msg_controllen = size_of::<[u64; CONTROL_WORDS]>();
-        // SAFETY: `fd` is open for the call; every pointer in `msg` is to a
-        // live, exclusively borrowed object of the length given with it
-        // (`buf` through `iov`, `addr`, `control`), which the kernel
-        // writes at most, then updates the lengths in `msg`.
-        let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut tag = None;
-        // SAFETY: `msg` was filled by recvmsg: its control pointer and
-        // (updated) length describe `control`, which is still alive, and
-        // CMSG_FIRSTHDR / CMSG_NXTHDR return null or a header inside it.
-        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-        while !cmsg.is_null() {
-            // SAFETY: non-null headers from CMSG_FIRSTHDR/NXTHDR are
-            // within `control`, which is 8-byte aligned as cmsghdr needs.
-            let header = unsafe { &*cmsg };
-            let wanted = size_of::<libc::tpacket_auxdata>();
-            // SAFETY: CMSG_LEN only computes a length.
-            let full = unsafe { libc::CMSG_LEN(wanted as u32) } as usize;
-            if header.cmsg_level == libc::SOL_PACKET
-                && header.cmsg_type == libc::PACKET_AUXDATA
-                && header.cmsg_len >= full
-            {
-                // SAFETY: the message holds `wanted` bytes of data after
-                // its header (checked just above), inside `control`;
-                // tpacket_auxdata is plain old data, read unaligned.
-                let aux = unsafe {
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>())
-                };
-                // libpcap's test: a tag is there if the kernel says so, or
-                // (older kernels) if it has a non-zero TCI.
-                if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 || aux.tp_vlan_tci != 0 {
-                    let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                        aux.tp_vlan_tpid
-                    } else {
-                        ipn::ethernet::ETHERTYPE_VLAN
-                    };
-                    tag = Some((tpid, aux.tp_vlan_tci));
-                }
-            }
-            // SAFETY: `cmsg` is a header within `msg`'s control buffer.
-            cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-        }
-        // The kernel fills sll_pkttype for every AF_PACKET frame; `addr`
-        // was zeroed, so a short address still reads as defined bytes.
-        Ok(Received {
-            len: rc as usize,
-            pkttype: addr.sll_pkttype,
-            tag,
-        })
-    }
+    tag.and_then(|(tpid, tci)| ethernet::insert_tag(buf, len, tpid, Tci(tci)))
+        .unwrap_or(len)
 }
 
 #[cfg(test)]

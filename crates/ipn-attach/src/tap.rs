@@ -20,7 +20,7 @@
 //! to segment (TSO over IPv4 and IPv6, with ECN), and UDP ones (USO) where
 //! the kernel knows them. [`Tap::offloads`] says what it accepted.
 //! [`Tap::recv_with_hdr`] and [`Tap::send_with_hdr`] move a header and a
-//! frame; [`ipn::offload::segment`] makes wire frames of them.
+//! frame; [`ipn::offload::Segments`] makes wire frames of them.
 //!
 //! Without offloads (the default, and [`Tap::open`]) frames come and go
 //! without a header, as always. Offloads are a setting of the device, not
@@ -34,21 +34,19 @@
 //! eventfd, so that a caller that polls first comes back for them);
 //! [`Link::send`] sends a frame with an empty header.
 //!
-//! The only `unsafe` is the ioctls, in the `sys` submodule.
+//! The ioctls, which need `unsafe`, are in [`crate::sys::tun`].
 
-#![deny(unsafe_code)]
-
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::ops::{BitOr, Range};
+use std::ops::BitOr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
 
-use ipn::offload::{self, HdrLayout, VirtioNetHdr, MAX_GSO_FRAME};
+use ipn::offload::{HdrLayout, Segments, VirtioNetHdr, MAX_GSO_FRAME};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::sys::tun as sys;
 use crate::Link;
 
 /// Where the kernel's TUN/TAP clone device lives.
@@ -197,10 +195,9 @@ struct Vnet {
     offloads: Offloads,
     /// For [`Link::recv`]: one frame as read, `MAX_GSO_FRAME` bytes.
     read_buf: Vec<u8>,
-    /// For [`Link::recv`]: segments made and not yet given, as ranges of
-    /// `segments`.
-    segments: Vec<u8>,
-    ready: VecDeque<Range<usize>>,
+    /// For [`Link::recv`]: the wire frames the frame in `read_buf` stands
+    /// for, not yet given (`read_buf` is not read into while one waits).
+    segments: Segments,
     /// Always readable (an eventfd holding 1): [`Link::fd`] while segments
     /// are ready, so that a caller that polls before each `recv` comes
     /// back for them although the kernel has nothing more.
@@ -283,8 +280,7 @@ impl Tap {
                 layout,
                 offloads,
                 read_buf: Vec::new(),
-                segments: Vec::new(),
-                ready: VecDeque::new(),
+                segments: Segments::new(),
                 ready_fd,
                 dropped: 0,
             })
@@ -446,7 +442,7 @@ impl Link for Tap {
 
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.vnet {
-            Some(vnet) if !vnet.ready.is_empty() => vnet.ready_fd.as_fd(),
+            Some(vnet) if !vnet.segments.is_empty() => vnet.ready_fd.as_fd(),
             _ => self.file.as_fd(),
         }
     }
@@ -502,11 +498,9 @@ impl Tap {
             return Ok(None);
         };
         loop {
-            while let Some(range) = vnet.ready.pop_front() {
-                let segment = &vnet.segments[range];
-                if let Some(out) = buf.get_mut(..segment.len()) {
-                    out.copy_from_slice(segment);
-                    return Ok(Some(segment.len()));
+            while let Some(len) = vnet.segments.pop_into(&vnet.read_buf, buf) {
+                if len <= buf.len() {
+                    return Ok(Some(len));
                 }
                 vnet.dropped += 1;
             }
@@ -514,14 +508,8 @@ impl Tap {
             let Some((hdr, len)) = read_frame(file, name, vnet.layout, &mut vnet.read_buf)? else {
                 return Ok(None);
             };
-            vnet.segments.clear();
-            let (segments, ready) = (&mut vnet.segments, &mut vnet.ready);
-            let cut = offload::segment(&hdr, &vnet.read_buf[..len], buf.len(), |s| {
-                let start = segments.len();
-                segments.extend_from_slice(s);
-                ready.push_back(start..segments.len());
-            });
-            if cut.is_err() {
+            let frame = &vnet.read_buf[..len];
+            if vnet.segments.start(&hdr, frame, buf.len()).is_err() {
                 vnet.dropped += 1;
             }
         }
@@ -613,94 +601,6 @@ fn shown(command: &Command) -> String {
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The system calls that need `unsafe`.
-#[allow(unsafe_code)]
-mod sys {
-    use std::io;
-    use std::os::fd::{AsRawFd, BorrowedFd};
-
-    // The kernel copies sizeof(struct ifreq) bytes in and out; libc's type
-    // is that struct (40 bytes on 64-bit: 16 name bytes + a 24-byte union).
-    #[cfg(target_pointer_width = "64")]
-    const _: () = assert!(std::mem::size_of::<libc::ifreq>() == 40);
-    const _: () = assert!(libc::IFNAMSIZ == 16);
-
-    /// `ioctl(fd, TUNSETIFF, {name, IFF_TAP | IFF_NO_PI [| IFF_VNET_HDR]})`:
-    /// makes `fd` (an open `/dev/net/tun`) the TAP `name`. Returns the name
-    /// the kernel gave it (it expands `%d`).
-    pub fn set_iff_tap(fd: BorrowedFd<'_>, name: &str, vnet_hdr: bool) -> io::Result<String> {
-        let bytes = name.as_bytes();
-        if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        // SAFETY: ifreq is plain old data (arrays, integers, a union of
-        // those and pointers), so all-zeroes is a valid value.
-        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, &src) in ifr.ifr_name.iter_mut().zip(bytes) {
-            *dst = src as libc::c_char;
-        }
-        // The name stays NUL-terminated: it is shorter than IFNAMSIZ and
-        // the rest of the array is zero.
-        let vnet = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
-        // SAFETY: `fd` is open for the call's duration (BorrowedFd);
-        // TUNSETIFF reads and writes exactly sizeof(struct ifreq) bytes at
-        // the pointer, which is a live, exclusively borrowed libc::ifreq of
-        // that size (asserted above); the name in it is NUL-terminated.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The kernel wrote back a NUL-terminated name of at most
-        // IFNAMSIZ - 1 bytes; stop at the first NUL, or at the end.
-        let chosen: Vec<u8> = ifr
-            .ifr_name
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        Ok(String::from_utf8_lossy(&chosen).into_owned())
-    }
-
-    /// `ioctl(fd, TUNSETVNETHDRSZ, &len)`: the size of the virtio-net
-    /// header before each frame (10 or 12; the kernel refuses less than 10).
-    pub fn set_vnet_hdr_size(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
-        let len =
-            libc::c_int::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: `fd` is open for the call (BorrowedFd); TUNSETVNETHDRSZ
-        // reads one int at the pointer, which points to a live c_int.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) };
-        check(rc)
-    }
-
-    /// `ioctl(fd, TUNSETVNETLE, &1)`: headers in little-endian order.
-    pub fn set_vnet_le(fd: BorrowedFd<'_>) -> io::Result<()> {
-        let le: libc::c_int = 1;
-        // SAFETY: `fd` is open for the call (BorrowedFd); TUNSETVNETLE
-        // reads one int at the pointer, which points to a live c_int.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETLE, &le) };
-        check(rc)
-    }
-
-    /// `ioctl(fd, TUNSETOFFLOAD, bits)`: the offloads of the device (the
-    /// argument is the value itself, not a pointer).
-    pub fn set_offload(fd: BorrowedFd<'_>, offloads: super::Offloads) -> io::Result<()> {
-        let bits = libc::c_ulong::from(offloads.bits());
-        // SAFETY: `fd` is open for the call (BorrowedFd); TUNSETOFFLOAD
-        // takes its argument by value and dereferences nothing.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, bits) };
-        check(rc)
-    }
-
-    fn check(rc: libc::c_int) -> io::Result<()> {
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -25,19 +25,41 @@
 //! the lower device's minus 50 for that reason. Larger datagrams are
 //! fragmented by IP, which works but costs.
 //!
+//! Offloads (on unless [`VxlanConfig::offload`] is off, and where the
+//! kernel has UDP GSO and GRO, Linux 4.18 and 5.0): the endpoint is a
+//! [`Link`] with offloads, so its port takes TSO frames of up to 64 KiB
+//! whole, with their virtio-net header.
+//! - Sending: a TSO frame is cut here into wire segments (the network's
+//!   own segmenter, checksums completed), each put after its VXLAN header,
+//!   back to back, every datagram but the last the same size, and handed
+//!   to the kernel in one `sendmsg` with `UDP_SEGMENT`; frames without GSO
+//!   are gathered the same way while they go to the same remote with the
+//!   same size, and sent when the bridge has no more ([`Link::flush`]).
+//! - Receiving: with `UDP_GRO` one `recvmsg` returns many datagrams of one
+//!   sender; consecutive TCP segments of one flow in them are joined back
+//!   into one TSO frame ([`crate::gro`]) so that ports with offloads take
+//!   a stream in 64 KiB frames; ports without get wire frames, cut by the
+//!   network as from any port with offloads.
+//!
+//! The socket side (cmsgs, GSO/GRO probing and fallbacks) is `quinn-udp`.
+//!
 //! The Linux kernel's vxlan uses UDP port 8472 when created without
 //! `dstport`; create kernel devices with `dstport 4789` to talk to this
 //! endpoint's default, or pass `port: 8472` here.
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use ipn::ethernet::{self, Frame, Mac, Tci};
+use ipn::offload::{self, HdrLayout, VirtioNetHdr};
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
+use crate::gro::Coalescer;
+use crate::sys::udp as sys;
 use crate::Link;
 
 /// The IANA-assigned VXLAN UDP port.
@@ -63,6 +85,12 @@ const FDB_CAPACITY: usize = 4096;
 const FDB_AGEING: Duration = Duration::from_secs(300);
 /// Bad datagrams skipped in one `recv` before returning to the caller.
 const SKIP_LIMIT: usize = 256;
+/// Receive buffers of one `recvmmsg` with offloads, each room for one
+/// GRO batch (at most 64 KiB).
+const RX_SLOTS: usize = 8;
+/// Bytes of socket buffer asked for each way.
+const SOCKET_BUFFER: libc::c_int = 4 << 20;
+const RX_SLOT: usize = 65536;
 
 /// Writes the VXLAN header for `vni` into the first [`HEADER_LEN`] bytes
 /// of `out`.
@@ -128,6 +156,9 @@ pub struct VxlanConfig {
     /// Learn which remote each source MAC is behind, and send unicast
     /// frames there only.
     pub learning: bool,
+    /// Use UDP GSO and GRO and take offload frames (see the module doc),
+    /// where the kernel has them.
+    pub offload: bool,
 }
 
 impl VxlanConfig {
@@ -140,6 +171,7 @@ impl VxlanConfig {
             remotes: Vec::new(),
             group: None,
             learning: true,
+            offload: true,
         }
     }
 }
@@ -202,6 +234,13 @@ pub struct VxlanStats {
     pub recv_errors: u64,
     /// Unicast frames sent to one learned remote instead of all.
     pub unicast: u64,
+    /// System calls that sent datagrams (fewer than `sent` with GSO).
+    pub send_calls: u64,
+    /// System calls that received datagrams (fewer than `received` with
+    /// GRO).
+    pub recv_calls: u64,
+    /// TCP segments from remotes joined into a larger frame (software GRO).
+    pub joined: u64,
 }
 
 /// What the forwarding table is keyed by: the frame's VLAN (`None`:
@@ -230,6 +269,37 @@ pub struct Vxlan {
     out: Vec<u8>,
     stats: VxlanStats,
     description: String,
+    /// quinn-udp's view of the socket: GSO and GRO support.
+    udp: UdpSocketState,
+    /// GSO and GRO in use (asked for and available).
+    offload: bool,
+    /// Datagrams gathered for one GSO send.
+    batch: Batch,
+    /// Where a frame goes, reused.
+    destinations: Vec<SocketAddr>,
+    /// Where [`Link::send_vnet`] cuts a frame with offloads, one wire
+    /// frame at a time; kept, so that no frame allocates.
+    cut_buf: Vec<u8>,
+    rx: Rx,
+}
+
+/// Datagrams gathered for one send: back to back, all `stride` bytes but
+/// the last.
+#[derive(Debug, Default)]
+struct Batch {
+    buf: Vec<u8>,
+    to: Option<SocketAddr>,
+    stride: usize,
+    count: usize,
+    /// The last datagram was shorter: nothing more may follow it.
+    closed: bool,
+}
+
+/// The receive side with offloads.
+#[derive(Debug, Default)]
+struct Rx {
+    slots: Vec<u8>,
+    gro: Coalescer,
 }
 
 impl Vxlan {
@@ -294,6 +364,16 @@ impl Vxlan {
         socket
             .set_nonblocking(true)
             .map_err(socket_err("non-blocking"))?;
+        let udp = UdpSocketState::new(UdpSockRef::from(&socket))
+            .map_err(socket_err("setting up the UDP socket"))?;
+        // quinn-udp sets don't-fragment; a tunnel fragments what does not
+        // fit its underlay, as the kernel's vxlan does.
+        sys::allow_fragments(&socket, bind_ip.is_ipv6()).map_err(socket_err("IP_MTU_DISCOVER"))?;
+        let offload = config.offload && udp.max_gso_segments() > 1 && udp.gro_segments() > 1;
+        // Room for bursts while we are not scheduled: a tunnel's datagrams
+        // come as fast as the kernel on the other side sends them. Beyond
+        // net.core.rmem_max only with CAP_NET_ADMIN; best effort.
+        sys::grow_buffers(&socket, SOCKET_BUFFER);
         let mut description = format!("vxlan vni {}", config.vni);
         if let Some((group, dev)) = &config.group {
             let index = interface_index(dev)?;
@@ -326,7 +406,178 @@ impl Vxlan {
             out: Vec::with_capacity(HEADER_LEN + 65536),
             stats: VxlanStats::default(),
             description,
+            udp,
+            offload,
+            batch: Batch::default(),
+            destinations: Vec::new(),
+            cut_buf: Vec::new(),
+            rx: Rx::default(),
         })
+    }
+
+    /// Whether UDP GSO and GRO are in use.
+    pub fn offloading(&self) -> bool {
+        self.offload
+    }
+
+    /// Where `frame` goes: the remote its destination was learned behind,
+    /// or every remote (and the group); into `self.destinations`.
+    fn route(&mut self, frame: &[u8]) {
+        let unicast = match Frame::new_checked(frame) {
+            Some(view) if self.learning && !ethernet::is_group(&view.dst()) => {
+                self.learned(fdb_key(&view, view.dst()))
+            }
+            _ => None,
+        };
+        self.destinations.clear();
+        match unicast {
+            Some(vtep) => {
+                self.stats.unicast += 1;
+                self.destinations.push(vtep);
+            }
+            None => self.destinations.extend_from_slice(&self.flood),
+        }
+    }
+
+    /// Adds `frame`, after its VXLAN header, to the datagrams for `to`,
+    /// sending what was gathered first if it cannot follow.
+    fn gather(&mut self, to: SocketAddr, frame: &[u8]) {
+        let len = HEADER_LEN + frame.len();
+        let b = &self.batch;
+        let fits = b.to == Some(to)
+            && !b.closed
+            && b.count < self.udp.max_gso_segments()
+            && len <= b.stride
+            && b.buf.len() + len <= 65535 - 8;
+        if b.count > 0 && !fits {
+            self.flush_batch();
+        }
+        let b = &mut self.batch;
+        if b.count == 0 {
+            b.buf.clear();
+            b.to = Some(to);
+            b.stride = len;
+            b.closed = false;
+        }
+        let at = b.buf.len();
+        b.buf.resize(at + HEADER_LEN, 0);
+        write_header(self.vni, &mut b.buf[at..]);
+        b.buf.extend_from_slice(frame);
+        b.count += 1;
+        b.closed = len < b.stride;
+    }
+
+    /// Sends the datagrams gathered: one `sendmsg`, with `UDP_SEGMENT`
+    /// when there are several. If the kernel refuses the batch (a segment
+    /// over the route's MTU cannot be fragmented with GSO), each datagram
+    /// goes on its own.
+    fn flush_batch(&mut self) {
+        let b = &mut self.batch;
+        let (Some(to), count) = (b.to, b.count) else {
+            return;
+        };
+        if count == 0 {
+            return;
+        }
+        b.count = 0;
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: &b.buf,
+            segment_size: (count > 1).then_some(b.stride),
+            src_ip: None,
+        };
+        self.stats.send_calls += 1;
+        match self.udp.try_send(UdpSockRef::from(&self.socket), &transmit) {
+            Ok(()) => self.stats.sent += count as u64,
+            Err(_) if count > 1 => {
+                for datagram in b.buf.chunks(b.stride) {
+                    self.stats.send_calls += 1;
+                    match self.socket.send_to(datagram, to) {
+                        Ok(_) => self.stats.sent += 1,
+                        Err(_) => self.stats.send_errors += 1,
+                    }
+                }
+            }
+            Err(_) => self.stats.send_errors += 1,
+        }
+    }
+
+    /// Receives what waits (one `recvmmsg`, GRO batches in it), joining
+    /// TCP segments; false if nothing waited.
+    fn receive_batch(&mut self) -> io::Result<bool> {
+        let mut slots = std::mem::take(&mut self.rx.slots);
+        if slots.is_empty() {
+            slots = vec![0; RX_SLOTS * RX_SLOT];
+        }
+        let received = self.receive_into(&mut slots);
+        self.rx.slots = slots;
+        received
+    }
+
+    fn receive_into(&mut self, slots: &mut [u8]) -> io::Result<bool> {
+        let mut meta = [RecvMeta::default(); RX_SLOTS];
+        let n = {
+            let mut chunks = slots.chunks_mut(RX_SLOT);
+            let mut iovs: [IoSliceMut<'_>; RX_SLOTS] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            loop {
+                match self
+                    .udp
+                    .recv(UdpSockRef::from(&self.socket), &mut iovs, &mut meta)
+                {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        // An ICMP error for an earlier send, and the like.
+                        self.stats.recv_errors += 1;
+                        return Ok(true);
+                    }
+                }
+            }
+        };
+        self.stats.recv_calls += 1;
+        let mut last_learned: Option<(Mac, SocketAddr)> = None;
+        for (i, m) in meta.iter().enumerate().take(n) {
+            let slot = i * RX_SLOT;
+            let data_end = slot + m.len.min(RX_SLOT);
+            let stride = m.stride.max(1);
+            let from = canonical(m.addr);
+            let mut at = slot;
+            while at < data_end {
+                let end = (at + stride).min(data_end);
+                let frame = match parse(&slots[at..end], self.vni) {
+                    Ok(frame) => frame,
+                    Err(Rejected::OtherVni(_)) => {
+                        self.stats.other_vni += 1;
+                        at = end;
+                        continue;
+                    }
+                    Err(Rejected::TooShort | Rejected::NoVni) => {
+                        self.stats.malformed += 1;
+                        at = end;
+                        continue;
+                    }
+                };
+                self.stats.received += 1;
+                if self.learning {
+                    if let Some(view) = Frame::new_checked(frame) {
+                        // A stream's segments share a source: learn once.
+                        if last_learned != Some((view.src(), from)) {
+                            let key = fdb_key(&view, view.src());
+                            last_learned = Some((view.src(), from));
+                            self.learn(key, from);
+                        }
+                    }
+                }
+                self.rx.gro.push(frame);
+                at = end;
+            }
+        }
+        self.rx.gro.finish();
+        self.stats.joined = self.rx.gro.joined();
+        Ok(true)
     }
 
     /// The local address the socket is bound to.
@@ -375,6 +626,7 @@ impl Vxlan {
     }
 
     fn send_one(&mut self, to: SocketAddr) -> io::Result<()> {
+        self.stats.send_calls += 1;
         match self.socket.send_to(&self.out, to) {
             Ok(_) => {
                 self.stats.sent += 1;
@@ -423,7 +675,10 @@ impl Link for Vxlan {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         for _ in 0..SKIP_LIMIT {
             let (len, from) = match self.socket.recv_from(buf) {
-                Ok(got) => got,
+                Ok(got) => {
+                    self.stats.recv_calls += 1;
+                    got
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -463,7 +718,60 @@ impl Link for Vxlan {
         Ok(None)
     }
 
+    fn offloads(&self) -> bool {
+        self.offload
+    }
+
+    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        for _ in 0..SKIP_LIMIT {
+            if let Some(len) = self.rx.gro.pop_into(buf) {
+                return Ok(Some(len));
+            }
+            if !self.receive_batch()? {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
+        let (hdr, frame) = VirtioNetHdr::split(buf, HdrLayout::Basic)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.route(frame);
+        let destinations = std::mem::take(&mut self.destinations);
+        let mut cut_buf = std::mem::take(&mut self.cut_buf);
+        let mut result = Ok(());
+        for &to in &destinations {
+            // Cut (or the checksum completed) here: what the kernel sends
+            // are wire frames.
+            let cut = offload::segment(&hdr, frame, offload::MAX_GSO_FRAME, &mut cut_buf, |s| {
+                self.gather(to, s)
+            });
+            if let Err(e) = cut {
+                result = Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                break;
+            }
+        }
+        self.destinations = destinations;
+        self.cut_buf = cut_buf;
+        result
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_batch();
+        Ok(())
+    }
+
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        if self.offload {
+            self.route(frame);
+            let destinations = std::mem::take(&mut self.destinations);
+            for &to in &destinations {
+                self.gather(to, frame);
+            }
+            self.destinations = destinations;
+            return Ok(());
+        }
         self.out.clear();
         self.out.resize(HEADER_LEN, 0);
         write_header(self.vni, &mut self.out);
@@ -495,76 +803,16 @@ impl Link for Vxlan {
     }
 }
 
-/// The system calls std and nix do not offer: joining a group and choosing
-/// the sending interface by interface *index* (`struct ip_mreqn`).
-#[allow(unsafe_code)]
-mod sys {
-    use std::ffi::CStr;
-    use std::io;
-    use std::net::{Ipv4Addr, UdpSocket};
-    use std::os::fd::AsRawFd;
-
-    pub fn if_nametoindex(name: &CStr) -> u32 {
-        // SAFETY: `name` is a valid NUL-terminated string for the call.
-        unsafe { libc::if_nametoindex(name.as_ptr()) }
-    }
-
-    fn mreqn(group: Ipv4Addr, interface: Ipv4Addr, index: u32) -> libc::ip_mreqn {
-        libc::ip_mreqn {
-            imr_multiaddr: libc::in_addr {
-                s_addr: u32::from(group).to_be(),
-            },
-            imr_address: libc::in_addr {
-                s_addr: u32::from(interface).to_be(),
-            },
-            imr_ifindex: index as libc::c_int,
-        }
-    }
-
-    fn set(socket: &UdpSocket, option: libc::c_int, value: &libc::ip_mreqn) -> io::Result<()> {
-        // SAFETY: the fd is open (borrowed from `socket`), and `value`
-        // points to a live `ip_mreqn` whose size is passed with it.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                option,
-                (value as *const libc::ip_mreqn).cast(),
-                std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    pub fn join_group(
-        socket: &UdpSocket,
-        group: Ipv4Addr,
-        interface: Ipv4Addr,
-        index: u32,
-    ) -> io::Result<()> {
-        set(
-            socket,
-            libc::IP_ADD_MEMBERSHIP,
-            &mreqn(group, interface, index),
-        )
-    }
-
-    pub fn set_multicast_if(socket: &UdpSocket, interface: Ipv4Addr, index: u32) -> io::Result<()> {
-        set(
-            socket,
-            libc::IP_MULTICAST_IF,
-            &mreqn(Ipv4Addr::UNSPECIFIED, interface, index),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends `frame` and what was gathered with it: the bridge flushes
+    /// whenever the network has nothing more.
+    fn send_now(link: &mut Vxlan, frame: &[u8]) {
+        link.send(frame).unwrap();
+        link.flush().unwrap();
+    }
 
     fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
         let mut f = Vec::new();
@@ -642,7 +890,7 @@ mod tests {
     fn frames_cross_between_two_endpoints_and_bad_datagrams_are_counted() {
         let (mut a, mut b) = pair(42);
         let f = frame([0xff; 6], [2, 0, 0, 0, 0, 0xa], b"hello");
-        a.send(&f).unwrap();
+        send_now(&mut a, &f);
         let mut buf = vec![0u8; 65536];
         let n = recv_wait(&mut b, &mut buf).expect("frame arrives");
         assert_eq!(&buf[..n], &f[..]);
@@ -657,7 +905,7 @@ mod tests {
         let mut unflagged = other.clone();
         unflagged[0] = 0;
         raw.send_to(&unflagged, to).unwrap();
-        a.send(&f).unwrap();
+        send_now(&mut a, &f);
         let n = recv_wait(&mut b, &mut buf).expect("the good frame after the bad ones");
         assert_eq!(&buf[..n], &f[..]);
         let s = b.stats();
@@ -668,7 +916,7 @@ mod tests {
     fn frames_cross_over_ipv6() {
         let (mut a, mut b) = pair_on(5, IpAddr::V6(Ipv6Addr::LOCALHOST));
         let f = frame([2, 0, 0, 0, 0, 0xb], [2, 0, 0, 0, 0, 0xa], b"over v6");
-        a.send(&f).unwrap();
+        send_now(&mut a, &f);
         let mut buf = vec![0u8; 65536];
         let n = recv_wait(&mut b, &mut buf).expect("frame arrives over ::1");
         assert_eq!(&buf[..n], &f[..]);
@@ -680,7 +928,7 @@ mod tests {
         let (mut a, mut b) = pair(7);
         let mac_b = [2, 0, 0, 0, 0, 0xb];
         // Without learning: flooded (to one remote, still counted as flood).
-        b.send(&frame([0xff; 6], mac_b, b"arp")).unwrap();
+        send_now(&mut b, &frame([0xff; 6], mac_b, b"arp"));
         let mut buf = vec![0u8; 65536];
         recv_wait(&mut a, &mut buf).unwrap();
         // `a` has now learned mac_b behind b; add a second remote to see it
@@ -688,15 +936,13 @@ mod tests {
         let decoy = UdpSocket::bind("127.0.0.1:0").unwrap();
         decoy.set_nonblocking(true).unwrap();
         a.flood.push(decoy.local_addr().unwrap());
-        a.send(&frame(mac_b, [2, 0, 0, 0, 0, 0xa], b"to b"))
-            .unwrap();
+        send_now(&mut a, &frame(mac_b, [2, 0, 0, 0, 0, 0xa], b"to b"));
         recv_wait(&mut b, &mut buf).expect("unicast reaches b");
         assert_eq!(a.stats().unicast, 1);
         std::thread::sleep(Duration::from_millis(50));
         assert!(decoy.recv_from(&mut buf).is_err(), "decoy got a copy");
         // A broadcast still goes to both.
-        a.send(&frame([0xff; 6], [2, 0, 0, 0, 0, 0xa], b"all"))
-            .unwrap();
+        send_now(&mut a, &frame([0xff; 6], [2, 0, 0, 0, 0, 0xa], b"all"));
         std::thread::sleep(Duration::from_millis(50));
         assert!(decoy.recv_from(&mut buf).is_ok(), "decoy missed a flood");
     }
@@ -712,7 +958,7 @@ mod tests {
         let (mut a, mut b) = pair(8);
         let mac_b = [2, 0, 0, 0, 0, 0xb];
         let mut buf = vec![0u8; 65536];
-        b.send(&tagged([0xff; 6], mac_b, 10, b"arp in 10")).unwrap();
+        send_now(&mut b, &tagged([0xff; 6], mac_b, 10, b"arp in 10"));
         let n = recv_wait(&mut a, &mut buf).unwrap();
         assert_eq!(&buf[12..16], &Tci::for_vlan(10).to_bytes(), "tag kept");
         assert_eq!(n, 14 + 4 + 9);
@@ -720,8 +966,10 @@ mod tests {
         decoy.set_nonblocking(true).unwrap();
         a.flood.push(decoy.local_addr().unwrap());
         // Learned in VLAN 10: unicast there goes to b alone...
-        a.send(&tagged(mac_b, [2, 0, 0, 0, 0, 0xa], 10, b"to b in 10"))
-            .unwrap();
+        send_now(
+            &mut a,
+            &tagged(mac_b, [2, 0, 0, 0, 0, 0xa], 10, b"to b in 10"),
+        );
         recv_wait(&mut b, &mut buf).expect("unicast reaches b");
         assert_eq!(a.stats().unicast, 1);
         std::thread::sleep(Duration::from_millis(50));
@@ -734,7 +982,7 @@ mod tests {
             tagged(mac_b, [2, 0, 0, 0, 0, 0xa], 20, b"to b in 20"),
             frame(mac_b, [2, 0, 0, 0, 0, 0xa], b"untagged"),
         ] {
-            a.send(&f).unwrap();
+            send_now(&mut a, &f);
             std::thread::sleep(Duration::from_millis(50));
             assert!(decoy.recv_from(&mut buf).is_ok(), "not flooded: {f:?}");
         }

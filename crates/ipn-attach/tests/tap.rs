@@ -399,12 +399,18 @@ fn offloads_carry_udp_and_small_frames(uso_expected: bool) {
             assert!(hdr.needs_csum());
             assert_eq!((usize::from(hdr.csum_start), hdr.csum_offset), (l4, 6));
             assert!(usize::from(hdr.hdr_len) <= frame.len());
-            let n = segment(hdr, frame, 1514, |s| segments.push(s.to_vec())).unwrap();
+            let n = segment(hdr, frame, 1514, &mut Vec::new(), |s| {
+                segments.push(s.to_vec())
+            })
+            .unwrap();
             assert_eq!(n, 10);
         } else {
             for (hdr, frame) in &got {
                 assert_eq!(hdr.gso_type, GSO_NONE);
-                segment(hdr, frame, 1514, |s| segments.push(s.to_vec())).unwrap();
+                segment(hdr, frame, 1514, &mut Vec::new(), |s| {
+                    segments.push(s.to_vec())
+                })
+                .unwrap();
             }
         }
         for s in &segments {
@@ -424,7 +430,10 @@ fn offloads_carry_udp_and_small_frames(uso_expected: bool) {
         "the checksum was complete already"
     );
     let mut whole = Vec::new();
-    segment(hdr, frame, 1514, |s| whole.push(s.to_vec())).unwrap();
+    segment(hdr, frame, 1514, &mut Vec::new(), |s| {
+        whole.push(s.to_vec())
+    })
+    .unwrap();
     check_datagrams(&whole, 100, 100);
     pcap.write(&whole[0]);
     assert_eq!(
@@ -618,7 +627,7 @@ fn wire(
                 );
             }
             let mut first = true;
-            segment(&hdr, &buf[..len], 1514, |seg| {
+            segment(&hdr, &buf[..len], 1514, &mut Vec::new(), |seg| {
                 let mut seg = seg.to_vec();
                 match check_frame(&seg) {
                     Err(e) => stats.bad_segments.push(e),

@@ -26,8 +26,5 @@
 //! field's default ([`api::CConfig::from_bytes`]). Functions are only
 //! added.
 
-#![deny(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
-
 pub mod api;
 mod ffi;

@@ -1,13 +1,11 @@
 //! `ipn create`, `ipn status`, `ipn rm`: managing networks.
 
-#![deny(unsafe_code)]
-
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use ipn::ethernet::Vlan;
-use ipn::{Config, Network, PortState, PortStatus, Protocol, Status};
+use ipn::{values, Config, Network, PortState, PortStatus, Protocol, Status};
 
 use crate::escape;
 use crate::vlan::{mac_text, membership_text};
@@ -63,19 +61,19 @@ pub struct CreateArgs {
     /// Where to create the network (a directory)
     pub path: PathBuf,
     /// Most ports joined at once (1..=4096)
-    #[arg(long, value_name = "N", default_value_t = Config::default().max_ports)]
+    #[arg(long, value_name = "N", value_parser = values::count, default_value_t = Config::default().max_ports)]
     pub ports: u32,
     /// Largest frame in bytes (64..=65535)
-    #[arg(long, value_name = "BYTES", default_value_t = Config::default().mtu)]
+    #[arg(long, value_name = "BYTES", value_parser = values::count, default_value_t = Config::default().mtu)]
     pub mtu: u32,
     /// Frames buffered per sender, a power of two (2..=65536)
-    #[arg(long, value_name = "FRAMES", default_value_t = Config::default().ring_slots)]
+    #[arg(long, value_name = "FRAMES", value_parser = values::count, default_value_t = Config::default().ring_slots)]
     pub ring: u32,
     /// Bytes of frames buffered per sender, a power of two (e.g. 256K, 1M);
     /// at least two frames of the MTU. Frames take only their own length,
     /// so this, not the MTU, sets the memory a network uses
     /// [default: 256K, or four frames of the MTU if more]
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = values::byte_size)]
     pub ring_bytes: Option<u64>,
     /// Senders wait for the slowest live reader instead of dropping its frames
     #[arg(long)]
@@ -85,31 +83,11 @@ pub struct CreateArgs {
     #[arg(long)]
     pub switch: bool,
     /// Permission bits (octal) of the directory; its files get the same read/write bits. A directory others may write to is also made sticky (0770 becomes 1770), so members can remove only their own files
-    #[arg(long, value_name = "OCTAL", value_parser = parse_mode, default_value = "0770")]
+    #[arg(long, value_name = "OCTAL", value_parser = values::mode, default_value = "0770")]
     pub mode: u32,
     /// Group owning the network (name or number); its members may join if --mode allows
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
-}
-
-/// A size in bytes: a number, optionally followed by K, M or G (binary).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((at, _)) => text.split_at(at),
-        None => (text, ""),
-    };
-    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        _ => return Err(format!("'{text}' is not a size such as 262144, 256K or 1M")),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("'{text}' is not a size such as 262144, 256K or 1M"))
 }
 
 /// `bytes` for people: 256 KiB, 16.3 MiB.
@@ -126,14 +104,6 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
-}
-
-fn parse_mode(text: &str) -> Result<u32, String> {
-    let digits = text.strip_prefix("0o").unwrap_or(text);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|mode| mode & !0o7777 == 0)
-        .ok_or_else(|| format!("'{text}' is not an octal permission mode such as 0770"))
 }
 
 #[derive(Args, Debug)]
@@ -458,27 +428,110 @@ fn table<const N: usize>(
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser, Debug)]
+    struct Create {
+        #[command(flatten)]
+        args: CreateArgs,
+    }
+
+    fn create_args(args: &[&str]) -> Result<CreateArgs, String> {
+        use clap::Parser;
+        let all = ["create", "/n"].iter().chain(args);
+        Create::try_parse_from(all)
+            .map(|c| c.args)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The numbers of `ipn create` take the grammar of `ipn::values` (the
+    /// URL's too); a refusal names the option and what to write.
     #[test]
-    fn sizes_parse_with_binary_units_and_print_for_people() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("256K"), Ok(256 << 10));
-        assert_eq!(parse_size("1m"), Ok(1 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("K").is_err());
-        assert_eq!(human(256 << 10), "256 KiB");
-        assert_eq!(human(17_000_000), "16.2 MiB");
-        assert_eq!(human(100), "100 bytes");
+    fn create_reads_numbers_and_modes_by_the_shared_grammar() {
+        let defaults = Config::default();
+        let a = create_args(&[]).unwrap();
+        assert_eq!(
+            (a.ports, a.mtu, a.ring, a.ring_bytes, a.mode),
+            (
+                defaults.max_ports,
+                defaults.mtu,
+                defaults.ring_slots,
+                None,
+                0o770
+            )
+        );
+        for (args, expected) in [
+            (
+                &["--ports", "0x10"][..],
+                (16, defaults.mtu, defaults.ring_slots, None, 0o770),
+            ),
+            (
+                &["--mtu", "9k", "--ring", "1K"][..],
+                (defaults.max_ports, 9216, 1024, None, 0o770),
+            ),
+            (
+                &["--ring-bytes", "256K", "--mode", "0o750"][..],
+                (
+                    defaults.max_ports,
+                    defaults.mtu,
+                    defaults.ring_slots,
+                    Some(256 << 10),
+                    0o750,
+                ),
+            ),
+            (
+                &["--ring-bytes", "2GiB", "--mode", "2770"][..],
+                (
+                    defaults.max_ports,
+                    defaults.mtu,
+                    defaults.ring_slots,
+                    Some(2 << 30),
+                    0o2770,
+                ),
+            ),
+            (
+                &["--ring-bytes", "4096"][..],
+                (
+                    defaults.max_ports,
+                    defaults.mtu,
+                    defaults.ring_slots,
+                    Some(4096),
+                    0o770,
+                ),
+            ),
+        ] {
+            let a = create_args(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(
+                (a.ports, a.mtu, a.ring, a.ring_bytes, a.mode),
+                expected,
+                "{args:?}"
+            );
+        }
+        for (option, text, fix) in [
+            ("--ports", "many", "such as 1500, 0x800 or 9k"),
+            ("--mtu", "-1", "such as 1500, 0x800 or 9k"),
+            ("--ring", "4294967296", "such as 1500, 0x800 or 9k"),
+            ("--ring-bytes", "12Q", "such as 262144, 256K or 1M"),
+            ("--ring-bytes", "K", "such as 262144, 256K or 1M"),
+            ("--mode", "0888", "such as 0770"),
+            ("--mode", "77777", "such as 0770"),
+            ("--mode", "rw", "such as 0770"),
+        ] {
+            let e = create_args(&[&format!("{option}={text}")]).unwrap_err();
+            assert!(
+                e.contains(option) && e.contains(fix),
+                "{option} {text}: {e}"
+            );
+            assert!(
+                e.contains(&format!("'{text}' is not")),
+                "{option} {text}: {e}"
+            );
+        }
     }
 
     #[test]
-    fn mode_parses_octal_with_or_without_prefix_and_rejects_junk() {
-        assert_eq!(parse_mode("0770"), Ok(0o770));
-        assert_eq!(parse_mode("750"), Ok(0o750));
-        assert_eq!(parse_mode("0o2770"), Ok(0o2770));
-        assert!(parse_mode("0888").is_err());
-        assert!(parse_mode("77777").is_err());
-        assert!(parse_mode("rw").is_err());
+    fn sizes_print_for_people() {
+        assert_eq!(human(256 << 10), "256 KiB");
+        assert_eq!(human(17_000_000), "16.2 MiB");
+        assert_eq!(human(100), "100 bytes");
     }
 
     fn port(index: u32, vlan: Vlan, addresses: Vec<(Option<u16>, [u8; 6])>) -> PortStatus {

@@ -9,8 +9,6 @@
 //! Both print one line on standard error when they start and a summary of
 //! what was moved and refused when they stop.
 
-#![deny(unsafe_code)]
-
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};

@@ -16,8 +16,6 @@
 //! SIGINT/SIGTERM, `--count`, `--timeout` or a closed pipe, so the capture
 //! is always complete and the port is always dropped (its slot released).
 
-#![deny(unsafe_code)]
-
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Write};

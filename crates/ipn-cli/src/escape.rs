@@ -32,8 +32,6 @@
 //! line, and every `\` in it starts an escape, so the bytes can be
 //! recovered from it.
 
-#![deny(unsafe_code)]
-
 use std::fmt::Write;
 use std::io;
 

@@ -16,8 +16,6 @@
 //!   drive or fool a terminal that shows it is escaped as `crate::escape`
 //!   says.
 
-#![deny(unsafe_code)]
-
 use std::fmt::Write;
 
 use ipn::{PortStatus, Status};

@@ -6,8 +6,6 @@
 //! port is always dropped: its slot is released and its doorbell socket
 //! removed before the process exits.
 
-#![deny(unsafe_code)]
-
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;

@@ -10,8 +10,6 @@
 //! [`Input`] reads standard input without ever blocking for longer than
 //! [`signals::TICK`], so that SIGINT/SIGTERM are noticed while idle.
 
-#![deny(unsafe_code)]
-
 use std::io::{self, Write};
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -18,8 +18,6 @@
 //! - A rate is shown only when both readings are of the same owner of the
 //!   slot (same pid, counters not gone back); otherwise `-`.
 
-#![deny(unsafe_code)]
-
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -73,6 +71,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<Outcome> {
         match wait_for_key(before.at + interval)? {
             Wake::Quit => return Ok(Outcome::Done),
             Wake::Signal(signal) => return Ok(Outcome::Signal(signal)),
+            // As if SIGHUP had come: nobody is left to show anything to.
+            Wake::HungUp => return Ok(Outcome::Signal(Signal::SIGHUP as i32)),
             Wake::Redraw => continue,
             Wake::Tick => {}
         }
@@ -115,6 +115,40 @@ enum Wake {
     Quit,
     /// A terminating signal.
     Signal(i32),
+    /// The terminal hung up (its window closed, its tmux killed).
+    HungUp,
+}
+
+/// Whether the terminal hung up, looked at without waiting.
+fn hung_up() -> bool {
+    matches!(wait_on_terminal(Duration::ZERO), TerminalState::HungUp)
+}
+
+/// What waiting on the terminal found.
+enum TerminalState {
+    /// Input to read (or nothing came within the time).
+    Quiet,
+    HungUp,
+}
+
+/// Waits at most `timeout` for input on the terminal (standard input),
+/// or its hang-up. crossterm's own poll reads a hung-up terminal's
+/// end-of-file again and again without returning: it is only asked once
+/// this says there is input.
+fn wait_on_terminal(timeout: Duration) -> TerminalState {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    if !matches!(poll(&mut fds, timeout), Ok(n) if n > 0) {
+        return TerminalState::Quiet;
+    }
+    let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+    match fds[0].revents() {
+        Some(r) if r.intersects(gone) => TerminalState::HungUp,
+        _ => TerminalState::Quiet,
+    }
 }
 
 /// Waits until `deadline` for a key, in slices of [`TICK`] so that a
@@ -124,11 +158,19 @@ fn wait_for_key(deadline: Instant) -> anyhow::Result<Wake> {
         if let Some(signal) = signals::caught() {
             return Ok(Wake::Signal(signal));
         }
+        if hung_up() {
+            return Ok(Wake::HungUp);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(Wake::Tick);
         }
-        if !event::poll(left.min(TICK)).context("reading the terminal")? {
+        if !event::poll(Duration::ZERO).context("reading the terminal")? {
+            // Nothing buffered: wait on the terminal ourselves, so that a
+            // hang-up ends the wait too.
+            if let TerminalState::HungUp = wait_on_terminal(left.min(TICK)) {
+                return Ok(Wake::HungUp);
+            }
             continue;
         }
         match event::read().context("reading the terminal")? {

@@ -9,8 +9,6 @@
 //! standard error when it starts, one per frontend connecting and leaving,
 //! and a summary when it stops.
 
-#![deny(unsafe_code)]
-
 use std::path::PathBuf;
 
 use anyhow::Context;

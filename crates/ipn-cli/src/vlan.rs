@@ -7,26 +7,27 @@
 //! or not), as before VLANs existed. `--vlan N`: an access port of VLAN N.
 //! `--trunk LIST`: a trunk of the VLANs in LIST, tagged; `--native N` adds
 //! one VLAN carried untagged. clap refuses `--vlan` with `--trunk`, and
-//! `--native` without `--trunk`; every ID is checked against 1..=4094 when
-//! the command line is parsed, and the error names the option.
-
-#![deny(unsafe_code)]
+//! `--native` without `--trunk`; IDs and lists are read by
+//! [`ipn::values`] (the `ipn://` URL's grammar: `10:20` or `10,20`,
+//! ranges `100-110`, IDs 1 to 4094) when the command line is parsed, and
+//! the error names the option.
 
 use clap::Args;
-use ipn::ethernet::{Vlan, VlanSet, VLAN_MAX, VLAN_MIN};
+use ipn::ethernet::{Vlan, VlanSet};
+use ipn::values;
 
 /// The VLAN options of a command that joins a network.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "802.1Q VLAN (default: transparent, every frame as on the wire)")]
 pub struct VlanArgs {
     /// Access port of VLAN N (1 to 4094): frames leave and arrive untagged, and only VLAN N's arrive
-    #[arg(long, value_name = "N", value_parser = parse_vid, conflicts_with = "trunk")]
+    #[arg(long, value_name = "N", value_parser = values::vlan_id, conflicts_with = "trunk")]
     pub vlan: Option<u16>,
-    /// Trunk of the VLANs in LIST, e.g. 10,20 or 100-110 (IDs 1 to 4094): their frames leave and arrive tagged, others are dropped
-    #[arg(long, value_name = "LIST", value_parser = parse_list)]
+    /// Trunk of the VLANs in LIST, e.g. 10,20 or 10:20:100-110 (IDs 1 to 4094): their frames leave and arrive tagged, others are dropped
+    #[arg(long, value_name = "LIST", value_parser = values::vlan_list)]
     pub trunk: Option<VlanSet>,
     /// With --trunk: VLAN N (1 to 4094) travels untagged on the trunk (its native VLAN)
-    #[arg(long, value_name = "N", value_parser = parse_vid, requires = "trunk", conflicts_with = "vlan")]
+    #[arg(long, value_name = "N", value_parser = values::vlan_id, requires = "trunk", conflicts_with = "vlan")]
     pub native: Option<u16>,
 }
 
@@ -42,20 +43,6 @@ impl VlanArgs {
             (None, None) => Vlan::Transparent,
         }
     }
-}
-
-/// A VLAN ID, 1 to 4094.
-pub fn parse_vid(text: &str) -> Result<u16, String> {
-    text.trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|vid| (VLAN_MIN..=VLAN_MAX).contains(vid))
-        .ok_or_else(|| format!("'{text}' is not a VLAN ID: IDs go from {VLAN_MIN} to {VLAN_MAX}"))
-}
-
-/// A list of VLAN IDs and ranges: `10,20`, `100-110`, `1,5-7`.
-pub fn parse_list(text: &str) -> Result<VlanSet, String> {
-    Vlan::parse_list(text)
 }
 
 /// A set as a list with ranges: `10,20,100-110`.
@@ -202,6 +189,16 @@ mod tests {
             assert!(e.contains("1 to 4094"), "{args:?}: {e}");
         }
         assert!(parse(&["--trunk", "9-3"]).is_err());
+        // The URL's separator works here too, and the item at fault is named.
+        assert_eq!(
+            parse(&["--trunk", "10:20"]),
+            Ok(Vlan::Trunk {
+                vlans: [10, 20].into_iter().collect(),
+                native: None
+            })
+        );
+        let e = parse(&["--trunk", "10:5000"]).unwrap_err();
+        assert!(e.contains("'5000' is not a VLAN ID"), "{e}");
     }
 
     #[test]

@@ -162,6 +162,42 @@ fn top_quits_on_ctrl_c_and_on_sigterm_restoring_the_terminal_each_time() {
     assert_ended_and_restored(&tmux, 143);
 }
 
+/// A terminal that goes away (its tmux killed, its window closed) ends
+/// `ipn top`: it must not stay behind, spinning on a terminal nobody has.
+#[test]
+fn top_ends_when_its_terminal_goes_away() {
+    let net = Net::created("top-h", &[]);
+    let tmux = Tmux::start("top-h", &top_then_report(&net));
+    tmux.wait_for(&["lossy hub"], LONG);
+    let shell: i32 = tmux
+        .must(&["display-message", "-p", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let top: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("top runs")
+        .parse()
+        .unwrap();
+    // The shell ignores the hang-up (sh -c waiting for its child is not
+    // interactive); tmux gone, only the terminal's end tells `ipn top`.
+    drop(tmux);
+    let deadline = std::time::Instant::now() + LONG;
+    while std::path::Path::new(&format!("/proc/{top}")).exists()
+        && std::fs::read_to_string(format!("/proc/{top}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ipn top (pid {top}) still runs after its terminal went away"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn top_refuses_to_run_without_a_terminal_and_names_the_alternatives() {
     let net = Net::created("top-noterm", &[]);

@@ -421,3 +421,315 @@ fn sigterm_stops_ipn_vxlan_within_a_second_while_it_waits_on_a_paused_lossless_r
     );
     stalled.assert_only_the_reader_is_left();
 }
+
+/// The number before `what` in a summary line ("... 12 TCP segments
+/// joined ...").
+fn count_before(summary: &str, what: &str) -> u64 {
+    let at = summary
+        .find(what)
+        .unwrap_or_else(|| panic!("no {what:?} in {summary}"));
+    summary[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.trim_start_matches('(').parse().ok())
+        .unwrap_or_else(|| panic!("no count before {what:?} in {summary}"))
+}
+
+/// TCP both ways between a kernel vxlan host (B) and a TAP host (C) whose
+/// network `ipn vxlan` (on A) tunnels, with offloads (UDP GSO out, GRO
+/// and TCP segments joined in) and without (`--no-offload`, a datagram
+/// per system call). What is on the underlay is checked with tcpdump:
+/// plain RFC 7348 with right checksums inside and out, no datagram over
+/// the underlay's MTU, no IP fragment.
+#[test]
+fn tcp_crosses_both_ways_as_clean_wire_segments_with_and_without_offloads() {
+    require_root("namespaces, TAP, vxlan", &["iperf3", "tcpdump", "ethtool"]);
+    for offload in [true, false] {
+        let (mut lab, a, b) = two_hosts(if offload { "o" } else { "n" });
+        let c = lab.netns(&format!(
+            "ipnvx{}C{}",
+            u8::from(offload),
+            std::process::id()
+        ));
+        kernel_vxlan_device(&b);
+        // Over a veth there is no NIC to fill in the kernel's inner
+        // checksums.
+        must(
+            "ip",
+            &["netns", "exec", &b, "ethtool", "-K", "vx0", "tx", "off"],
+        );
+        // And on the underlay, so that the outer UDP checksums
+        // are computed before the capture sees them (with offload they are
+        // left to a NIC, and a veth capture shows them unfinished).
+        must(
+            "ip",
+            &["netns", "exec", &a, "ethtool", "-K", "vethA", "tx", "off"],
+        );
+        must(
+            "ip",
+            &["netns", "exec", &b, "ethtool", "-K", "vethB", "tx", "off"],
+        );
+        let net = Net::created(
+            if offload { "tcp-o" } else { "tcp-n" },
+            &["--ring-bytes", "4M"],
+        );
+        let _tap = Attached::start_in(&c, &["tap", net.p(), "--name", "tapC", "--up"]);
+        must("ip", &["-n", &c, "link", "set", "tapC", "mtu", "1450"]);
+        must(
+            "ip",
+            &["-n", &c, "addr", "add", "10.221.0.1/24", "dev", "tapC"],
+        );
+        let mut args = vec![
+            net.p(),
+            "--vni",
+            "42",
+            "--remote",
+            "10.220.0.2",
+            "--local",
+            "10.220.0.1",
+        ];
+        if !offload {
+            args.push("--no-offload");
+        }
+        let vxlan = start_vxlan(&a, &args);
+        ping(&b, &["-c", "2", "-W", "2", "10.221.0.1"]);
+        let capture = net.file("underlay.pcap");
+        let mut tcpdump = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &b, "tcpdump", "-i", "vethB", "-s", "0", "-U", "-w",
+            ])
+            .arg(&capture)
+            .args(["udp", "port", "4789"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &c, "iperf3", "-s", "-1"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = common::Bg::adopt(server);
+        std::thread::sleep(Duration::from_millis(300));
+        for reverse in [false, true] {
+            let mut iperf = vec!["netns", "exec", &b, "iperf3", "-c", "10.221.0.1", "-t", "2"];
+            iperf.extend_from_slice(&["-b", "200M", "-J"]);
+            if reverse {
+                iperf.push("-R");
+            }
+            let out = must("ip", &iperf);
+            let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+            eprintln!("offload {offload}, reverse {reverse}: {bytes} bytes");
+            assert!(bytes > 10_000_000, "TCP through the tunnel: {bytes} bytes");
+            if !reverse {
+                // The one-off server is gone: start it again for -R.
+                std::thread::sleep(Duration::from_millis(200));
+                let again = std::process::Command::new("ip")
+                    .args(["netns", "exec", &c, "iperf3", "-s", "-1"])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                std::mem::forget(common::Bg::adopt(again));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        drop(server);
+        let summary = interrupt(vxlan);
+        eprintln!("{summary}");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(tcpdump.id() as i32),
+            Signal::SIGINT,
+        );
+        let _ = tcpdump.wait();
+        let sent = count_before(&summary, "datagrams sent");
+        let calls = count_before(&summary, "system calls");
+        let joined = count_before(&summary, "TCP segments joined");
+        if offload {
+            assert!(
+                calls * 4 < sent,
+                "GSO: fewer system calls than datagrams: {summary}"
+            );
+            assert!(joined > 1000, "segments joined into TSO frames: {summary}");
+        } else {
+            assert_eq!(calls, sent, "a datagram per call: {summary}");
+            assert_eq!(joined, 0, "{summary}");
+        }
+        let read = must(
+            "tcpdump",
+            &["-r", capture.to_str().unwrap(), "-n", "-vv", "--number"],
+        );
+        let lines: Vec<&str> = read.lines().collect();
+        assert!(lines.len() > 1000, "captured {} lines", lines.len());
+        for bad in [
+            "incorrect",
+            "bad udp cksum",
+            "bad cksum",
+            "frag ",
+            "truncated",
+        ] {
+            if let Some(line) = lines.iter().find(|l| l.contains(bad)) {
+                panic!("{bad:?} on the underlay: {line}");
+            }
+        }
+        // Outer IPv4 lengths ("length N" right after the IP header fields).
+        for line in lines.iter().filter(|l| l.contains("proto UDP")) {
+            let len = line
+                .split("length ")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0);
+            assert!(len <= 1500, "a datagram over the underlay's MTU: {line}");
+        }
+    }
+}
+
+/// Three hosts on an IPv6 underlay (a bridge in a namespace of its own):
+/// A and C each an ipn network with a TAP host and `ipn vxlan` to the two
+/// others, B a kernel vxlan device flooding to both. Every pair pings,
+/// TCP runs between the two ipn hosts both ways (GSO on one side, GRO and
+/// joined segments on the other), and each endpoint learned where the
+/// others' addresses are (unicast sent to one remote only).
+#[test]
+fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
+    require_root("namespaces, TAP, vxlan", &["iperf3", "ethtool", "bridge"]);
+    let pid = std::process::id();
+    let mut lab = Lab::default();
+    let u = lab.netns(&format!("ipnvx3U{pid}"));
+    must("ip", &["-n", &u, "link", "add", "br0", "type", "bridge"]);
+    must("ip", &["-n", &u, "link", "set", "br0", "up"]);
+    let hosts: Vec<String> = ["A", "B", "C"]
+        .iter()
+        .map(|h| lab.netns(&format!("ipnvx3{h}{pid}")))
+        .collect();
+    for (i, ns) in hosts.iter().enumerate() {
+        let (inner, outer) = (format!("v{i}"), format!("u{i}"));
+        must(
+            "ip",
+            &[
+                "link", "add", &inner, "netns", ns, "type", "veth", "peer", "name", &outer,
+                "netns", &u,
+            ],
+        );
+        must(
+            "ip",
+            &["-n", &u, "link", "set", &outer, "master", "br0", "up"],
+        );
+        let addr = format!("fd00::{}/64", i + 1);
+        must(
+            "ip",
+            &["-n", ns, "addr", "add", &addr, "dev", &inner, "nodad"],
+        );
+        must("ip", &["-n", ns, "link", "set", &inner, "up"]);
+    }
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    // B: the kernel's vxlan over IPv6, flooding to A and C.
+    must(
+        "ip",
+        &[
+            "-n", b, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "fd00::2",
+            "dstport", "4789", "dev", "v1",
+        ],
+    );
+    for dst in ["fd00::1", "fd00::3"] {
+        must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                b,
+                "bridge",
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                "vx0",
+                "dst",
+                dst,
+            ],
+        );
+    }
+    must(
+        "ip",
+        &["netns", "exec", b, "ethtool", "-K", "vx0", "tx", "off"],
+    );
+    must(
+        "ip",
+        &["-n", b, "addr", "add", "10.222.0.2/24", "dev", "vx0"],
+    );
+    must("ip", &["-n", b, "link", "set", "vx0", "up"]);
+    // A and C: an ipn network each, a TAP host, a tunnel to the others.
+    let mut endpoints = Vec::new();
+    let mut keep = Vec::new();
+    let mut nets = Vec::new();
+    for (ns, n, local, remotes) in [
+        (a, "1", "fd00::1", ["fd00::2", "fd00::3"]),
+        (c, "3", "fd00::3", ["fd00::1", "fd00::2"]),
+    ] {
+        let net = Net::created(&format!("three{n}"), &["--switch", "--ring-bytes", "4M"]);
+        let tap = format!("t{n}");
+        keep.push(Attached::start_in(
+            ns,
+            &["tap", net.p(), "--name", &tap, "--up"],
+        ));
+        must("ip", &["-n", ns, "link", "set", &tap, "mtu", "1430"]);
+        let addr = format!("10.222.0.{n}/24");
+        must("ip", &["-n", ns, "addr", "add", &addr, "dev", &tap]);
+        endpoints.push(start_vxlan(
+            ns,
+            &[
+                net.p(),
+                "--vni",
+                "42",
+                "--local",
+                local,
+                "--remote",
+                remotes[0],
+                "--remote",
+                remotes[1],
+            ],
+        ));
+        nets.push(net);
+    }
+    for (from, to) in [
+        (a, "10.222.0.2"),
+        (a, "10.222.0.3"),
+        (b, "10.222.0.3"),
+        (c, "10.222.0.1"),
+    ] {
+        ping(from, &["-c", "2", "-W", "3", to]);
+    }
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", c, "iperf3", "-s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.helpers.push(server);
+    std::thread::sleep(Duration::from_millis(400));
+    for reverse in [false, true] {
+        let mut iperf = vec!["netns", "exec", a, "iperf3", "-c", "10.222.0.3", "-t", "2"];
+        iperf.extend_from_slice(&["-b", "200M", "-J"]);
+        if reverse {
+            iperf.push("-R");
+        }
+        let report: serde_json::Value = serde_json::from_str(&must("ip", &iperf)).unwrap();
+        let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        assert!(
+            bytes > 10_000_000,
+            "TCP A<->C, reverse {reverse}: {bytes} bytes"
+        );
+    }
+    for vxlan in endpoints {
+        let summary = interrupt(vxlan);
+        eprintln!("{summary}");
+        assert!(count_before(&summary, "unicast") > 0, "learned: {summary}");
+        assert!(
+            count_before(&summary, "TCP segments joined") > 0,
+            "{summary}"
+        );
+        assert!(summary.contains("(0 send errors)"), "{summary}");
+    }
+    drop(keep);
+    drop(nets);
+}

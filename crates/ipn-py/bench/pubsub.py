@@ -35,10 +35,12 @@ import tempfile
 import time
 
 BATCH = 64  # frames per send_many
-# The ipn network: lossless, 8 port slots, and a ring per sender of 16384
-# frames / 4 MiB (pyzmq's queues, with high-water marks 0, have no bound
-# at all); --ipn-ring 256 gives the default ring (256 frames / 256 KiB).
-IPN_CONFIG = {"ports": 8, "ring": 16384, "ring_bytes": 4 << 20}
+# The ipn networks, lossless. Per-call (`ipn`): the default ring, 256
+# frames / 256 KiB per sender. Batches (`ipn-batch`): a ring of 16384
+# frames / 4 MiB, room for many batches of 64 (pyzmq's queues, with
+# high-water marks 0, have no bound at all). Each measured best so (see
+# BENCHMARKS.md); --ipn-ring FRAMES sets one ring for both.
+IPN_RINGS = {"ipn": {}, "ipn-batch": {"ring": 16384, "ring_bytes": 4 << 20}}
 END = 1  # first byte of the end marker; messages start with 0
 
 
@@ -208,7 +210,7 @@ def run(name: str, size: int, fanout: int, duration: float) -> dict:
     if name.startswith("ipn"):
         import ipn
         where = f"{scratch}/net"
-        ipn.create(where, lossless=True, **IPN_CONFIG)
+        ipn.create(where, lossless=True, **IPN_RINGS[name])
     elif name == "zmq":
         where = f"ipc://{scratch}/zmq"
     elif name == "mp-queue":
@@ -251,6 +253,37 @@ def run(name: str, size: int, fanout: int, duration: float) -> dict:
     }
 
 
+def call_costs(size: int = 64, n: int = 60_000) -> dict:
+    """Where a Python process's time goes, in one process: the CPU time
+    (process_time) per frame of each call, on a lossy network with a ring
+    large enough that nothing is lost or waited for, so that what is
+    measured is the call and the library, never a wait."""
+    import ipn
+    scratch = tempfile.mkdtemp(prefix="ipn-bench-")
+    path = f"{scratch}/net"
+    ipn.create(path, ports=4, ring=65536, ring_bytes=16 << 20)
+    msg, buf, chunk = bytes(size), bytearray(2048), [bytes(size)] * BATCH
+    costs = {}
+    with ipn.join(path) as a, ipn.join(path) as b:
+        def measure(label, fn, frames):
+            start = time.process_time()
+            fn()
+            costs[label] = (time.process_time() - start) / frames * 1e9
+        measure("empty Python loop", lambda: [None for _ in range(n)], n)
+        measure("send()", lambda: [a.send(msg) for _ in range(n)], n)
+        measure("recv()", lambda: [b.recv() for _ in range(n)], n)
+        a.send_many(msg for _ in range(n))
+        measure("recv(timeout=0)", lambda: [b.recv(timeout=0) for _ in range(n)], n)
+        a.send_many(msg for _ in range(n))
+        measure("recv_into()", lambda: [b.recv_into(buf) for _ in range(n)], n)
+        measure("send_many(64 frames)", lambda: [a.send_many(chunk) for _ in range(n // BATCH)],
+                n // BATCH * BATCH)
+        measure("recv_many(64)", lambda: [b.recv_many(BATCH) for _ in range(n // BATCH)],
+                n // BATCH * BATCH)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return costs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=2.0)
@@ -262,9 +295,14 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     if args.ipn_ring:
-        IPN_CONFIG.update(ring=args.ipn_ring, ring_bytes=max(args.ipn_ring * 256, 256 << 10))
-    print(f"{os.cpu_count()} CPUs, load average before {os.getloadavg()}, ipn network "
-          f"{IPN_CONFIG}, {args.duration} s per run, median of {args.repeat}", flush=True)
+        for ring in IPN_RINGS.values():
+            ring.update(ring=args.ipn_ring, ring_bytes=max(args.ipn_ring * 256, 256 << 10))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average before {load}, ipn rings {IPN_RINGS}, "
+          f"{args.duration} s per run, median of {args.repeat}", flush=True)
+    costs = call_costs()
+    print("CPU per frame of each call, one process, 64 B, nothing waited for: " + ", ".join(
+        f"{k} {v:.0f} ns" for k, v in costs.items()), flush=True)
     rows = []
     print(f"{'transport':<11} {'size':>5} {'subs':>4} {'msgs/s/sub':>11} {'min':>10} "
           f"{'loss':>5} {'pub us/msg':>10} {'sub us/msg':>10} {'all us/dlv':>10}", flush=True)
@@ -286,7 +324,8 @@ def main() -> None:
                       flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpus": os.cpu_count(), "duration": args.duration, "runs": rows}, f,
+            json.dump({"cpus": os.cpu_count(), "duration": args.duration,
+                       "call_costs_ns": costs, "runs": rows}, f,
                       indent=1)
 
 

@@ -69,9 +69,6 @@ fn config(
     })
 }
 
-/// create(path, *, ports=64, mtu=1514, ring=256, ring_bytes=None, lossless=False, switch=False, mode=0o770, group=None)
-/// --
-///
 /// Creates a network at `path` (a new directory, or an empty one of
 /// yours), as `ipn create` does: `ports` port slots, frames of up to `mtu`
 /// bytes, `ring` frames and `ring_bytes` bytes buffered per sender
@@ -101,9 +98,6 @@ fn create(
         .map_err(open_error)
 }
 
-/// remove(path, force=False)
-/// --
-///
 /// Removes the network at `path`, as `ipn rm` does. Refuses (OSError,
 /// errno EBUSY) while ports are joined, unless `force`.
 #[pyfunction]
@@ -113,9 +107,6 @@ fn remove(py: Python<'_>, path: PathBuf, force: bool) -> PyResult<()> {
         .map_err(open_error)
 }
 
-/// status(path)
-/// --
-///
 /// A snapshot of the network at `path` and every port in it: the dict
 /// `ipn status --json` prints (format_version 1), with the same keys.
 /// Needs read permission only.
@@ -127,9 +118,6 @@ fn status<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     snapshot::status_dict(py, &status)
 }
 
-/// join(path, *, description="", read=True, write=True, busy_poll=0.0, create=False, ports=64, mtu=1514, ring=256, ring_bytes=None, lossless=False, switch=False, mode=0o770, group=None)
-/// --
-///
 /// Joins the network at `path` as a new port and returns it. `description`
 /// is what `ipn status` shows for it; a port that does not `read` is never
 /// waited for by lossless senders; one that does not `write` only

@@ -234,6 +234,19 @@ pub struct PyPort {
     path: PathBuf,
 }
 
+/// What a port is, not its state: the state is behind the slot's lock.
+impl std::fmt::Debug for PyPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PyPort")
+            .field("path", &self.path)
+            .field("index", &self.index)
+            .field("fd", &self.fd)
+            .field("mtu", &self.mtu)
+            .field("lossless", &self.lossless)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PyPort {
     pub fn new(port: ipn::Port) -> PyPort {
         PyPort {
@@ -432,9 +445,6 @@ fn frame_buffer(object: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
 
 #[pymethods]
 impl PyPort {
-    /// send(frame, timeout=None)
-    /// --
-    ///
     /// Sends one frame (bytes, bytearray, memoryview: any bytes-like
     /// object of 1 to `mtu` bytes) to every other port.
     ///
@@ -459,9 +469,6 @@ impl PyPort {
         self.transmit(py, inner, None, len, deadline)
     }
 
-    /// send_many(frames, timeout=None)
-    /// --
-    ///
     /// Sends every frame of an iterable of bytes-like objects, in order,
     /// as `send()` each would, for a fraction of the cost per frame.
     /// Returns how many were sent. If one cannot be sent (too big, or no
@@ -506,9 +513,6 @@ impl PyPort {
         }
     }
 
-    /// recv(timeout=None)
-    /// --
-    ///
     /// Receives one frame and returns it as bytes. Waits as long as it
     /// takes (`timeout=None`), not at all (`timeout=0`: BlockingIOError if
     /// nothing waits), or up to `timeout` seconds (TimeoutError).
@@ -521,9 +525,6 @@ impl PyPort {
         Ok(PyBytes::new(py, &co.get().buf[..n]))
     }
 
-    /// recv_into(buffer, timeout=None)
-    /// --
-    ///
     /// Receives one frame into a writable bytes-like object (bytearray,
     /// memoryview, array) without allocating, and returns its length. A
     /// frame longer than the buffer is truncated; one of `max_frame` bytes
@@ -544,9 +545,6 @@ impl PyPort {
         Ok(n)
     }
 
-    /// recv_many(max_frames=64, timeout=None)
-    /// --
-    ///
     /// Receives up to `max_frames` frames and returns them as a list of
     /// bytes: waits for the first as `recv()` does, then takes what else
     /// is waiting without waiting. One call for many frames: what a busy
@@ -572,9 +570,6 @@ impl PyPort {
         )
     }
 
-    /// fileno()
-    /// --
-    ///
     /// The port's doorbell socket: readable while frames wait for this
     /// port, for `selectors`, `select.poll` and `loop.add_reader`. After it
     /// says readable, receive with `timeout=0` until BlockingIOError.
@@ -585,9 +580,6 @@ impl PyPort {
         Ok(self.fd)
     }
 
-    /// close()
-    /// --
-    ///
     /// Leaves the network. Calls waiting in other threads end with
     /// ValueError; calling it again does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
@@ -618,9 +610,6 @@ impl PyPort {
         Ok(false)
     }
 
-    /// shutdown(how)
-    /// --
-    ///
     /// Stops receiving ("read"), sending ("write") or both ("both"); the
     /// port stays joined. Lossless senders stop waiting for a port that
     /// no longer reads.
@@ -639,9 +628,6 @@ impl PyPort {
         Ok(())
     }
 
-    /// status()
-    /// --
-    ///
     /// A snapshot of the whole network, the dict `ipn.status()` returns.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let status = self.checkout(py)?.get().port.status();
@@ -703,9 +689,6 @@ impl PyPort {
         }
     }
 
-    /// frames(max_frames=64)
-    /// --
-    ///
     /// For asyncio: `async for frame in port.frames(): ...` receives frames
     /// as they come, waiting in the event loop (`loop.add_reader` on
     /// `fileno()`), never blocking it; up to `max_frames` are taken per
@@ -717,9 +700,6 @@ impl PyPort {
             .call_method1("frames", (slf, max_frames))
     }
 
-    /// arecv()
-    /// --
-    ///
     /// For asyncio: `frame = await port.arecv()` receives one frame,
     /// waiting in the event loop.
     fn arecv<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {

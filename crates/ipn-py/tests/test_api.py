@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import ipn
-from conftest import WORKSPACE, frame, spawn_peer, wait_ready
+from conftest import WORKSPACE, frame, spawn_peer, wait_for, wait_ready
 
 
 def test_version_is_the_crates():
@@ -203,7 +203,7 @@ def test_iteration_ends_when_closed(net: str):
         t.start()
         a.send(b"one")
         a.send(b"two")
-        time.sleep(0.3)
+        wait_for(lambda: len(got) == 2, what="both frames")
         b.close()
         t.join(5)
         assert got == [b"one", b"two"]

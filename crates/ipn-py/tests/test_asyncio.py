@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 import ipn
-from conftest import frame, seq_of, spawn_peer, wait_ready
+from conftest import frame, seq_of, spawn_peer
 
 
 def test_frames_from_another_process_while_the_loop_runs(lossless_net: str):

@@ -26,15 +26,13 @@
 //!   written is a broken guest, reported to the main thread
 //!   ([`Shared::broken`]), which closes the connection.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::ops::Range;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ipn::offload::{self, HdrLayout, VirtioNetHdr, F_DATA_VALID, MAX_GSO_FRAME};
+use ipn::offload::{self, HdrLayout, Segments, VirtioNetHdr, F_DATA_VALID, MAX_GSO_FRAME};
 use ipn::{Port, RecvError, SendError};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
@@ -49,7 +47,10 @@ use virtio_bindings::virtio_net::{
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic,
+    GuestMemoryMmap, Permissions,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -237,9 +238,13 @@ struct Rx {
     buf: Vec<u8>,
     /// `buf[..len]` waits for the guest's buffers.
     whole: Option<usize>,
-    /// Wire frames cut from a frame the guest cannot take whole, waiting.
-    segments: Vec<u8>,
-    ready: VecDeque<Range<usize>>,
+    /// Wire frames cut from the frame in `buf`, which the guest cannot
+    /// take whole, waiting (`buf` is not read into while one waits).
+    segments: Segments,
+    /// Where the next of them is written before it goes to the guest.
+    segment_buf: Vec<u8>,
+    /// The receive chains one frame is written into, kept between frames.
+    chains: RxChains,
     /// The port's fd is out of the epoll set until the guest posts buffers.
     paused: bool,
     /// Since when frames have waited for the guest's buffers.
@@ -346,7 +351,7 @@ impl NetBackend {
     /// epoll set: the receive queue stopped.
     fn rx_stopped(&mut self) {
         self.rx.whole = None;
-        self.rx.ready.clear();
+        self.rx.segments.clear();
         self.rx.waiting_since = None;
         self.rx.stalled = false;
         self.resume_port();
@@ -563,7 +568,7 @@ impl NetBackend {
         if !running {
             // No driver: read and drop, as a NIC whose link is down.
             self.rx.whole = None;
-            self.rx.ready.clear();
+            self.rx.segments.clear();
         } else if self.rx.paused {
             // A readiness seen before we paused.
             return;
@@ -652,12 +657,12 @@ impl NetBackend {
 
     /// Drops and counts the frame and segments that wait for the guest.
     fn drop_waiting(&mut self) {
-        let waiting = usize::from(self.rx.whole.is_some()) + self.rx.ready.len();
+        let waiting = usize::from(self.rx.whole.is_some()) + self.rx.segments.len();
         for _ in 0..waiting {
             Counters::add(&self.shared.counters.refused_by_guest);
         }
         self.rx.whole = None;
-        self.rx.ready.clear();
+        self.rx.segments.clear();
     }
 
     /// The guest took no frame for [`RX_STALL`]: drop what waits and let
@@ -713,7 +718,14 @@ impl NetBackend {
                 return true;
             };
             if self.acked.takes(&hdr) {
-                match write_rx(vring, &self.mem, self.acked, &hdr, frame) {
+                match write_rx(
+                    vring,
+                    &self.mem,
+                    self.acked,
+                    &hdr,
+                    frame,
+                    &mut self.rx.chains,
+                ) {
                     Ok(Delivery::NoRoom) => return false,
                     Ok(Delivery::Written) => {
                         *used = true;
@@ -729,37 +741,34 @@ impl NetBackend {
             } else {
                 // Cut for a guest without these offloads, as the network
                 // does for ports without them.
-                let tagged = frame.get(12..14) == Some(&[0x81, 0x00][..]);
+                let tagged =
+                    ipn::ethernet::Frame::new_checked(frame).is_some_and(|f| f.tag().is_some());
                 let mtu = self.port_mtu + if tagged { ipn::ethernet::TAG_LEN } else { 0 };
-                let Rx {
-                    buf,
-                    segments,
-                    ready,
-                    ..
-                } = &mut self.rx;
-                let frame = &buf[PORT_HDR..len];
-                segments.clear();
-                ready.clear();
-                let cut = offload::segment(&hdr, frame, mtu, |s| {
-                    let start = segments.len();
-                    segments.extend_from_slice(s);
-                    ready.push_back(start..segments.len());
-                });
-                if cut.is_err() {
+                let frame = &self.rx.buf[PORT_HDR..len];
+                if self.rx.segments.start(&hdr, frame, mtu).is_err() {
                     Counters::add(&self.shared.counters.refused_by_guest);
+                }
+                if self.rx.segment_buf.len() < mtu {
+                    self.rx.segment_buf.resize(mtu, 0);
                 }
             }
             self.rx.whole = None;
         }
-        while let Some(range) = self.rx.ready.front().cloned() {
+        while !self.rx.segments.is_empty() {
             let plain = VirtioNetHdr::default();
-            match write_rx(
-                vring,
-                &self.mem,
-                self.acked,
-                &plain,
-                &self.rx.segments[range],
-            ) {
+            let Rx {
+                buf,
+                segments,
+                segment_buf,
+                chains,
+                ..
+            } = &mut self.rx;
+            let Some(len) = segments.peek_into(&buf[PORT_HDR..], segment_buf) else {
+                segments.clear();
+                break;
+            };
+            let segment = &segment_buf[..len.min(segment_buf.len())];
+            match write_rx(vring, &self.mem, self.acked, &plain, segment, chains) {
                 Ok(Delivery::NoRoom) => return false,
                 Ok(Delivery::Written) => {
                     *used = true;
@@ -768,11 +777,11 @@ impl NetBackend {
                 Ok(Delivery::Dropped) => Counters::add(&self.shared.counters.refused_by_guest),
                 Err(e) => {
                     self.broken(format!("receive queue: {e}"));
-                    self.rx.ready.clear();
+                    self.rx.segments.clear();
                     return true;
                 }
             }
-            self.rx.ready.pop_front();
+            self.rx.segments.skip();
         }
         self.rx.waiting_since = None;
         true
@@ -828,15 +837,67 @@ fn read_all<R: Read>(reader: &mut R, buf: &mut [u8]) -> Option<usize> {
     Some(len)
 }
 
+/// The receive chains one frame is being written into: what [`write_rx`]
+/// keeps between frames, so that no frame allocates (virtio-queue's
+/// `Writer` allocates its list of buffers on every chain).
+#[derive(Default)]
+struct RxChains {
+    /// Each chain with room, in order: its head, where its buffers end in
+    /// `buffers`, and the bytes written into it.
+    chains: Vec<(u16, usize, u32)>,
+    /// The chains' device-writable buffers, in order: address and length.
+    buffers: Vec<(GuestAddress, u32)>,
+    /// Chains whose buffers are not all in the guest's memory: given back
+    /// empty.
+    empty: Vec<u16>,
+}
+
+impl RxChains {
+    fn clear(&mut self) {
+        self.chains.clear();
+        self.buffers.clear();
+        self.empty.clear();
+    }
+
+    /// Adds `chain`'s writable buffers (as virtio-queue's `Writer` takes
+    /// them: every one from the first writable on, each checked to lie in
+    /// guest memory); returns the room they make, or `None` (and adds
+    /// nothing) if one is not in guest memory or their lengths overflow.
+    fn add(&mut self, chain: Chain, mem: &GuestMemoryMmap) -> Option<usize> {
+        let head = chain.head_index();
+        let first = self.buffers.len();
+        let mut room: usize = 0;
+        for desc in chain.writable() {
+            let fits = room.checked_add(desc.len() as usize);
+            let in_memory = mem
+                .get_slices(desc.addr(), desc.len() as usize, Permissions::Write)
+                .is_ok_and(|mut slices| slices.all(|slice| slice.is_ok()));
+            match fits {
+                Some(total) if in_memory => room = total,
+                _ => {
+                    self.buffers.truncate(first);
+                    self.empty.push(head);
+                    return None;
+                }
+            }
+            self.buffers.push((desc.addr(), desc.len()));
+        }
+        self.chains.push((head, self.buffers.len(), 0));
+        Some(room)
+    }
+}
+
 /// Writes the guest's header (`hdr` with `num_buffers`) and `frame` into
 /// receive chains: as many as it takes with mergeable buffers, else one.
-/// Takes nothing from the queue unless the whole frame fits.
+/// Takes nothing from the queue unless the whole frame fits. `chains` is
+/// scratch space, kept by the caller.
 fn write_rx(
     vring: &Vring,
     mem: &Mem,
     acked: Acked,
     hdr: &VirtioNetHdr,
     frame: &[u8],
+    chains: &mut RxChains,
 ) -> Result<Delivery, virtio_queue::Error> {
     let layout = acked.hdr_layout();
     let total = layout.size() + frame.len();
@@ -844,14 +905,13 @@ fn write_rx(
     let mem = mem.memory();
     let mut state = vring.get_mut();
     let start = state.get_queue().next_avail();
-    let mut writers = Vec::new();
-    let mut empty = Vec::new();
+    chains.clear();
     let mut room = 0;
     // A guest's chains may hold no room at all: at most a ring's worth
     // of them is looked at for one frame.
     let most = usize::from(state.get_queue().size());
     let mut looked = 0;
-    while room < total && (mergeable || writers.is_empty()) {
+    while room < total && (mergeable || chains.chains.is_empty()) {
         let chain = match pop_chain(&mut state, &mem)? {
             Some(chain) if looked < most => chain,
             _ => {
@@ -860,17 +920,10 @@ fn write_rx(
             }
         };
         looked += 1;
-        let head = chain.head_index();
-        match chain.writer(&mem) {
-            Ok(writer) => {
-                room += writer.available_bytes();
-                writers.push((head, writer));
-            }
-            // A chain without writable buffers: given back empty with
-            // the others, once the frame is written (until then nothing
-            // is taken from the queue).
-            Err(_) => empty.push(head),
-        }
+        // A chain without writable buffers in memory is given back empty
+        // with the others, once the frame is written (until then nothing
+        // is taken from the queue).
+        room += chains.add(chain, &mem).unwrap_or(0);
     }
     if room < total {
         // One buffer, too small, without mergeable buffers: the frame
@@ -879,35 +932,39 @@ fn write_rx(
         return Ok(Delivery::Dropped);
     }
     let mut hdr = *hdr;
-    hdr.num_buffers = writers.len() as u16;
+    hdr.num_buffers = chains.chains.len() as u16;
     if !acked.has(VIRTIO_NET_F_GUEST_CSUM) {
         hdr.flags &= !F_DATA_VALID;
     }
     let hdr_bytes = hdr.to_bytes();
     let mut parts = [&hdr_bytes[..layout.size()], frame];
     let mut part = 0;
-    let mut used = Vec::with_capacity(writers.len());
-    for (head, mut writer) in writers {
-        let mut written = 0;
-        while part < parts.len() && writer.available_bytes() > 0 {
-            match writer.write(parts[part]) {
-                Ok(n) => {
-                    written += n;
-                    parts[part] = &parts[part][n..];
-                    if parts[part].is_empty() {
-                        part += 1;
-                    }
+    let mut buffer = 0;
+    for (_, end, written) in &mut chains.chains {
+        for &(addr, len) in &chains.buffers[buffer..*end] {
+            let mut at = 0;
+            while part < parts.len() && at < len as usize {
+                let n = parts[part].len().min(len as usize - at);
+                let to = addr
+                    .checked_add(at as u64)
+                    .ok_or(virtio_queue::Error::InvalidChain)?;
+                mem.write_slice(&parts[part][..n], to)
+                    .map_err(|_| virtio_queue::Error::InvalidChain)?;
+                at += n;
+                *written += n as u32;
+                parts[part] = &parts[part][n..];
+                if parts[part].is_empty() {
+                    part += 1;
                 }
-                Err(_) => return Err(virtio_queue::Error::InvalidChain),
             }
         }
-        used.push((head, written as u32));
+        buffer = *end;
     }
-    for (head, written) in used
-        .into_iter()
-        .chain(empty.into_iter().map(|head| (head, 0)))
-    {
+    for &(head, _, written) in &chains.chains {
         state.add_used(head, written)?;
+    }
+    for &head in &chains.empty {
+        state.add_used(head, 0)?;
     }
     Ok(Delivery::Written)
 }

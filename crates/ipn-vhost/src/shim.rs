@@ -44,22 +44,17 @@ use std::os::unix::net::UnixStream;
 
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use vhost::vhost_user::message::{
+    FrontendReq, VhostUserHeaderFlag, VhostUserMemory, VhostUserMemoryRegion, VhostUserVringState,
+};
+use vm_memory::ByteValued;
 
-/// `VHOST_USER_SET_FEATURES`.
-const SET_FEATURES: u32 = 2;
-/// `VHOST_USER_RESET_OWNER`: features are to be set again.
-const RESET_OWNER: u32 = 4;
-/// `VHOST_USER_SET_MEM_TABLE`.
-const SET_MEM_TABLE: u32 = 5;
-/// `VHOST_USER_ADD_MEM_REG`.
-const ADD_MEM_REG: u32 = 37;
-/// `VHOST_USER_SET_VRING_ENABLE`.
-const SET_VRING_ENABLE: u32 = 18;
-/// Header flags: protocol version 1, a reply, a reply wanted.
-const VERSION_1: u32 = 0x1;
-const REPLY: u32 = 0x4;
-const NEED_REPLY: u32 = 0x8;
+/// The header: request, flags, payload size, each a native-endian u32
+/// (`VhostUserMsgHeader`, which the `vhost` crate keeps to itself; its
+/// request codes, flags and payloads it exports, and they are used here).
 const HEADER: usize = 12;
+/// Protocol version 1, in the header's flags.
+const VERSION_1: u32 = 0x1;
 /// Longest payload passed on (the largest vhost-user message, a memory
 /// table of 509 regions, is about 16 KiB).
 const MAX_PAYLOAD: usize = 64 * 1024;
@@ -94,55 +89,63 @@ fn pass_requests(qemu: &UnixStream, handler: &UnixStream) -> io::Result<()> {
             return Ok(());
         }
         let word = |at: usize| {
-            u32::from_le_bytes([
+            u32::from_ne_bytes([
                 message[at],
                 message[at + 1],
                 message[at + 2],
                 message[at + 3],
             ])
         };
-        let (request, flags, size) = (word(0), word(4), word(8) as usize);
+        // A code the crate does not know is passed on unread.
+        let request = FrontendReq::try_from(word(0)).ok();
+        let flags = VhostUserHeaderFlag::from_bits_retain(word(4));
+        let size = word(8) as usize;
         if size > MAX_PAYLOAD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("vhost-user request {request} with a payload of {size} bytes"),
+                format!("vhost-user request {request:?} with a payload of {size} bytes"),
             ));
         }
         message.resize(HEADER + size, 0);
         if !recv_exact(qemu, &mut message[HEADER..], &mut fds)? {
             return Ok(());
         }
-        match request {
-            SET_MEM_TABLE | ADD_MEM_REG => {
-                check_memory_table(request, &message[HEADER..], &fds)?;
-            }
-            _ => {}
+        if let Some(table @ (FrontendReq::SET_MEM_TABLE | FrontendReq::ADD_MEM_REG)) = request {
+            check_memory_table(table, &message[HEADER..], &fds)?;
         }
         match request {
-            SET_FEATURES => {
+            Some(FrontendReq::SET_FEATURES) => {
                 send_all(handler, &message, &fds)?;
                 features_set = true;
                 // What QEMU asked for before: now, in order.
                 for (index, enable) in std::mem::take(&mut held) {
-                    let mut state = Vec::with_capacity(8);
-                    state.extend_from_slice(&index.to_le_bytes());
-                    state.extend_from_slice(&enable.to_le_bytes());
-                    send_all(handler, &request_message(SET_VRING_ENABLE, 0, &state), &[])?;
+                    let state = VhostUserVringState::new(index, enable);
+                    let message =
+                        request_message(FrontendReq::SET_VRING_ENABLE, 0, state.as_slice());
+                    send_all(handler, &message, &[])?;
                 }
                 continue;
             }
-            RESET_OWNER => features_set = false,
-            SET_VRING_ENABLE if !features_set => {
-                if let Some(state) = message.get(HEADER..HEADER + 8) {
-                    let index = u32::from_le_bytes([state[0], state[1], state[2], state[3]]);
-                    let enable = u32::from_le_bytes([state[4], state[5], state[6], state[7]]);
+            Some(FrontendReq::RESET_OWNER) => features_set = false,
+            Some(FrontendReq::SET_VRING_ENABLE) if !features_set => {
+                let payload = &message[HEADER..];
+                let state = payload
+                    .get(..std::mem::size_of::<VhostUserVringState>())
+                    .and_then(VhostUserVringState::from_slice);
+                if let Some(state) = state {
+                    let (index, enable) = (state.index, state.num);
                     match held.iter_mut().find(|(i, _)| *i == index) {
                         Some(slot) => slot.1 = enable,
                         None => held.push((index, enable)),
                     }
                 }
-                if flags & NEED_REPLY != 0 {
-                    (&*qemu).write_all(&request_message(request, REPLY, &0u64.to_le_bytes()))?;
+                if flags.contains(VhostUserHeaderFlag::NEED_REPLY) {
+                    let ack = request_message(
+                        FrontendReq::SET_VRING_ENABLE,
+                        VhostUserHeaderFlag::REPLY.bits(),
+                        &0u64.to_le_bytes(),
+                    );
+                    (&*qemu).write_all(&ack)?;
                 }
                 continue;
             }
@@ -152,26 +155,33 @@ fn pass_requests(qemu: &UnixStream, handler: &UnixStream) -> io::Result<()> {
     }
 }
 
-/// One region of a memory table: `struct VhostUserMemoryRegion`.
-const REGION: usize = 32;
+/// Reads a `T` (a packed, plain-old-data payload struct of the `vhost`
+/// crate) from `payload` at `at`, or says that the table is too short.
+fn read_at<T: ByteValued + Default>(payload: &[u8], at: usize) -> io::Result<T> {
+    let mut value = T::default();
+    let bytes = payload
+        .get(at..at.saturating_add(std::mem::size_of::<T>()))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("memory table: {} bytes, too short", payload.len()),
+            )
+        })?;
+    value.as_mut_slice().copy_from_slice(bytes);
+    Ok(value)
+}
 
 /// Checks that every region of a memory table lies within its file: an
 /// error naming the region otherwise.
-fn check_memory_table(request: u32, payload: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+fn check_memory_table(request: FrontendReq, payload: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
     let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-    let u64_at = |at: usize| -> io::Result<u64> {
-        payload
-            .get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| invalid(format!("memory table: {} bytes, too short", payload.len())))
-    };
-    // SET_MEM_TABLE: u32 count, u32 padding, regions; ADD_MEM_REG: u64
-    // padding, one region.
-    let (count, first) = if request == SET_MEM_TABLE {
-        ((u64_at(0)? & 0xffff_ffff) as usize, 8)
+    // SET_MEM_TABLE: VhostUserMemory (a count, padding), then regions;
+    // ADD_MEM_REG: VhostUserSingleMemoryRegion (u64 padding, one region).
+    let first = std::mem::size_of::<VhostUserMemory>();
+    let count = if request == FrontendReq::SET_MEM_TABLE {
+        read_at::<VhostUserMemory>(payload, 0)?.num_regions as usize
     } else {
-        (1, 8)
+        1
     };
     if count > fds.len() {
         return Err(invalid(format!(
@@ -180,8 +190,9 @@ fn check_memory_table(request: u32, payload: &[u8], fds: &[OwnedFd]) -> io::Resu
         )));
     }
     for (i, fd) in fds.iter().enumerate().take(count) {
-        let at = first + i * REGION;
-        let (size, offset) = (u64_at(at + 8)?, u64_at(at + 24)?);
+        let at = first + i * std::mem::size_of::<VhostUserMemoryRegion>();
+        let region = read_at::<VhostUserMemoryRegion>(payload, at)?;
+        let (size, offset) = (region.memory_size, region.mmap_offset);
         let stat = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
         let kind =
             nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
@@ -203,11 +214,11 @@ fn check_memory_table(request: u32, payload: &[u8], fds: &[OwnedFd]) -> io::Resu
 }
 
 /// A message: header (version 1, `flags`) and payload.
-fn request_message(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+fn request_message(request: FrontendReq, flags: u32, payload: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(HEADER + payload.len());
-    m.extend_from_slice(&request.to_le_bytes());
-    m.extend_from_slice(&(VERSION_1 | flags).to_le_bytes());
-    m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    m.extend_from_slice(&u32::from(request).to_ne_bytes());
+    m.extend_from_slice(&(VERSION_1 | flags).to_ne_bytes());
+    m.extend_from_slice(&(payload.len() as u32).to_ne_bytes());
     m.extend_from_slice(payload);
     m
 }
@@ -310,7 +321,12 @@ fn read_available(mut sock: &UnixStream, len: usize) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn message(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+    use FrontendReq::{SET_FEATURES, SET_VRING_ENABLE};
+
+    const NEED_REPLY: u32 = VhostUserHeaderFlag::NEED_REPLY.bits();
+    const REPLY: u32 = VhostUserHeaderFlag::REPLY.bits();
+
+    fn message(request: FrontendReq, flags: u32, payload: &[u8]) -> Vec<u8> {
         request_message(request, flags, payload)
     }
 
@@ -328,7 +344,7 @@ mod tests {
             .unwrap();
         // A request with a descriptor.
         let (fd_a, _fd_b) = UnixStream::pair().unwrap();
-        let kick = message(12, 0, &[0; 8]);
+        let kick = message(FrontendReq::SET_VRING_KICK, 0, &[0; 8]);
         send_all(&qemu, &kick, &[OwnedFd::from(fd_a)]).unwrap();
         let disable_1 = [1u8, 0, 0, 0, 0, 0, 0, 0];
         let enable_1 = [1u8, 0, 0, 0, 1, 0, 0, 0];

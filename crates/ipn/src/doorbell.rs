@@ -235,13 +235,24 @@ impl crate::wake::Bell for Doorbell {
     }
 
     /// One blocking `recv` of the doorbell, with `SO_RCVTIMEO` as the
-    /// timeout (a zero timeout means forever to the kernel: the shortest
-    /// wait is a microsecond).
+    /// timeout. A timeout of a millisecond or more is cut to whole
+    /// milliseconds (the caller waits again for the rest): a caller that
+    /// waits towards a deadline again and again (as `ipn sub` does, 100 ms
+    /// at a time) then sets the socket's timeout once, not before every
+    /// wait. A zero timeout means forever to the kernel: the shortest wait
+    /// is a microsecond.
     fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<crate::wake::Woken> {
         use crate::wake::Woken;
         use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
         use nix::sys::time::TimeVal;
-        let timeout = timeout.map(|t| t.max(std::time::Duration::from_micros(1)));
+        use std::time::Duration;
+        let timeout = timeout.map(|t| {
+            if t >= Duration::from_millis(1) {
+                Duration::from_millis(t.as_millis().min(u128::from(u64::MAX)) as u64)
+            } else {
+                t.max(Duration::from_micros(1))
+            }
+        });
         if self.receive_timeout.get() != timeout {
             let tv = timeout.map_or(TimeVal::new(0, 0), |t| {
                 TimeVal::new(

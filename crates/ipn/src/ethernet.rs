@@ -99,10 +99,72 @@ impl<'a> Frame<'a> {
     /// and without an allocation. Untagged: the whole frame and nothing.
     pub fn untagged_parts(&self) -> (&'a [u8], &'a [u8]) {
         match self.tag() {
-            Some(_) => (&self.bytes[..12], &self.bytes[12 + TAG_LEN..]),
+            Some(_) => (
+                &self.bytes[..ADDRESSES_LEN],
+                &self.bytes[ADDRESSES_LEN + TAG_LEN..],
+            ),
             None => (self.bytes, &[]),
         }
     }
+}
+
+/// A checked, writable view of an Ethernet frame: [`Frame`]'s getters
+/// (through [`FrameMut::frame`]) and setters for what a frame's length
+/// does not depend on.
+#[derive(Debug)]
+pub struct FrameMut<'a> {
+    bytes: &'a mut [u8],
+}
+
+impl<'a> FrameMut<'a> {
+    /// A view of `bytes`, on the terms of [`Frame::new_checked`].
+    pub fn new_checked(bytes: &'a mut [u8]) -> Option<FrameMut<'a>> {
+        Frame::new_checked(bytes)?;
+        Some(FrameMut { bytes })
+    }
+
+    /// The read-only view.
+    pub fn frame(&self) -> Frame<'_> {
+        Frame { bytes: self.bytes }
+    }
+
+    /// Sets the destination address.
+    pub fn set_dst(&mut self, mac: Mac) {
+        self.bytes[..6].copy_from_slice(&mac);
+    }
+
+    /// Sets the source address.
+    pub fn set_src(&mut self, mac: Mac) {
+        self.bytes[6..ADDRESSES_LEN].copy_from_slice(&mac);
+    }
+
+    /// Sets the tag's TCI; false (and nothing changed) if the frame is
+    /// untagged: a tag changes its length ([`insert_tag`]).
+    pub fn set_tci(&mut self, tci: Tci) -> bool {
+        if self.frame().tag().is_none() {
+            return false;
+        }
+        self.bytes[ADDRESSES_LEN + 2..ADDRESSES_LEN + TAG_LEN]
+            .copy_from_slice(&tci.0.to_be_bytes());
+        true
+    }
+}
+
+/// Bytes of the two addresses at the start of a frame, where a tag goes.
+pub const ADDRESSES_LEN: usize = 12;
+
+/// Puts an 802.1Q tag (`tpid`, `tci`) after the addresses of the frame in
+/// `buf[..len]`, moving the rest on by [`TAG_LEN`]; returns the frame's new
+/// length. `None`, and nothing moved, if `len` holds no addresses or `buf`
+/// has no room for the tag.
+pub fn insert_tag(buf: &mut [u8], len: usize, tpid: u16, tci: Tci) -> Option<usize> {
+    if len < ADDRESSES_LEN || len.checked_add(TAG_LEN)? > buf.len() {
+        return None;
+    }
+    buf.copy_within(ADDRESSES_LEN..len, ADDRESSES_LEN + TAG_LEN);
+    buf[ADDRESSES_LEN..ADDRESSES_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
+    buf[ADDRESSES_LEN + 2..ADDRESSES_LEN + TAG_LEN].copy_from_slice(&tci.0.to_be_bytes());
+    Some(len + TAG_LEN)
 }
 
 /// An 802.1Q tag control information word: priority (3 bits), drop
@@ -315,36 +377,6 @@ impl Vlan {
             (Vlan::Trunk { .. }, Some(_)) => Egress::Skip,
         }
     }
-
-    /// Parses `10`, `trunk:10,20`, `trunk:10,20:native=1`-style text is the
-    /// CLI's business; this parses a VLAN list such as `10,20,100-110`.
-    pub fn parse_list(text: &str) -> Result<VlanSet, String> {
-        let mut set = VlanSet::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (from, to) = match part.split_once('-') {
-                Some((a, b)) => (a, b),
-                None => (part, part),
-            };
-            let parse = |t: &str| {
-                t.trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|v| (VLAN_MIN..=VLAN_MAX).contains(v))
-                    .ok_or_else(|| format!("'{t}' is not a VLAN ID ({VLAN_MIN} to {VLAN_MAX})"))
-            };
-            let (from, to) = (parse(from)?, parse(to)?);
-            if from > to {
-                return Err(format!("'{part}' is an empty range"));
-            }
-            for vid in from..=to {
-                set.insert(vid);
-            }
-        }
-        if set.iter().next().is_none() {
-            return Err(format!("'{text}' names no VLAN"));
-        }
-        Ok(set)
-    }
 }
 
 #[cfg(test)]
@@ -378,6 +410,40 @@ mod tests {
         assert!(Frame::new_checked(&f[..13]).is_none());
         assert!(Frame::new_checked(&f[..15]).is_none(), "tag cut short");
         assert!(Frame::new_checked(&f[..14]).is_none());
+    }
+
+    #[test]
+    fn a_mutable_view_sets_addresses_and_tci_and_a_tag_goes_in_after_the_addresses() {
+        let mut f = tagged(10);
+        let mut view = FrameMut::new_checked(&mut f).unwrap();
+        view.set_dst([2, 0, 0, 0, 0, 9]);
+        view.set_src([2, 0, 0, 0, 0, 8]);
+        assert!(view.set_tci(Tci::for_vlan(20)));
+        let read = view.frame();
+        assert_eq!(read.dst(), [2, 0, 0, 0, 0, 9]);
+        assert_eq!(read.src(), [2, 0, 0, 0, 0, 8]);
+        assert_eq!(read.tag(), Some(Tci::for_vlan(20)));
+        assert_eq!(read.ethertype(), 0x0800, "the rest untouched");
+        assert!(FrameMut::new_checked(&mut f[..15]).is_none());
+
+        // Untagged: no TCI to set; a tag put in moves the rest on.
+        let mut buf = vec![0u8; 64];
+        let (addresses, rest) = Frame::new_checked(&f).unwrap().untagged_parts();
+        let untagged = [addresses, rest].concat();
+        buf[..60].copy_from_slice(&untagged);
+        assert!(!FrameMut::new_checked(&mut buf[..60])
+            .unwrap()
+            .set_tci(Tci(1)));
+        assert_eq!(
+            insert_tag(&mut buf, 60, ETHERTYPE_VLAN, Tci::for_vlan(20)),
+            Some(64)
+        );
+        assert_eq!(buf, f, "the tag back where it was");
+        // No room, or no addresses: nothing moves.
+        let before = buf.clone();
+        assert_eq!(insert_tag(&mut buf, 61, ETHERTYPE_VLAN, Tci(1)), None);
+        assert_eq!(insert_tag(&mut buf, 11, ETHERTYPE_VLAN, Tci(1)), None);
+        assert_eq!(buf, before);
     }
 
     #[test]
@@ -426,19 +492,9 @@ mod tests {
     }
 
     #[test]
-    fn vlan_ids_and_lists_are_checked() {
+    fn vlan_ids_are_checked() {
         assert!(Vlan::Access(0).validate().is_err());
         assert!(Vlan::Access(4095).validate().is_err());
         assert!(Vlan::Access(4094).validate().is_ok());
-        assert_eq!(
-            Vlan::parse_list("10,20,100-102")
-                .unwrap()
-                .iter()
-                .collect::<Vec<_>>(),
-            vec![10, 20, 100, 101, 102]
-        );
-        assert!(Vlan::parse_list("10,5000").is_err());
-        assert!(Vlan::parse_list("").is_err());
-        assert!(Vlan::parse_list("9-3").is_err());
     }
 }

@@ -23,12 +23,31 @@
 //!
 //! ## Layers
 //!
-//! - [`shm`](crate) (private): the mapped file, its layout and validation;
-//!   the only module with `unsafe` code.
-//! - `ring`: the per-sender seqlock ring that carries frames.
-//! - `membership`, `liveness`, `doorbell`: who is joined, who died (an OFD
-//!   lock per port), how sleepers are woken.
-//! - [`Port`], [`Network`]: the public API.
+//! From the bottom up; no module reaches up to a layer above it.
+//!
+//! - `sync`: the atomics, from one place (loom's in a model-checking
+//!   build).
+//! - `shm` (private): the mapped file, its layout and validation, SIGBUS
+//!   confinement; the only module with `unsafe` code.
+//! - `files`: the network directory, reached through one `O_NOFOLLOW`
+//!   descriptor.
+//! - [`ethernet`]: typed views of a frame (addresses, 802.1Q tag), read
+//!   and written, and VLAN membership. [`offload`]: GSO and checksum
+//!   offload done in software (checksum arithmetic, IP/TCP/UDP header
+//!   views, the virtio-net header, [`offload::Segments`]). Both are pure:
+//!   bytes in, bytes out.
+//! - `ring`: the per-sender seqlock ring that carries frames; `pending`:
+//!   which senders may have frames for a reader.
+//! - `membership`, `liveness`, `wake`, `doorbell`: who is joined, who died
+//!   (an OFD lock per port), the sleep/wake handshake and the socket that
+//!   wakes a sleeper.
+//! - `switch`: a port's private MAC table (switch mode).
+//! - `config`, `error`: what networks and ports are made with, and what
+//!   goes wrong.
+//! - `port` ([`Port`]: joining, sending, receiving, pacing) and `network`
+//!   ([`Network`]: creating, inspecting, removing): the public API.
+//! - `loom_tests`: the concurrency core under the model checker (only
+//!   with `--cfg loom`).
 //!
 //! ## Semantics
 //!
@@ -40,9 +59,6 @@
 //!   reader is noticed within about 100 ms.
 //! - A process may die at any point; its slot is reclaimed by the next
 //!   joiner, and nobody else stalls.
-
-#![deny(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
 
 mod config;
 #[cfg(not(loom))]
@@ -60,6 +76,7 @@ mod ring;
 mod shm;
 mod switch;
 mod sync;
+pub mod values;
 mod wake;
 
 #[cfg(all(test, loom))]

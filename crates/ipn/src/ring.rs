@@ -39,7 +39,7 @@
 //! position and sequence arithmetic wraps, and data indexes are taken
 //! modulo the ring.
 
-use crate::ethernet::{Egress, Mac, Tci, Vlan, TAG_LEN};
+use crate::ethernet::{Egress, Frame, Mac, Tci, Vlan, ADDRESSES_LEN, HEADER_LEN, TAG_LEN};
 use crate::offload::{HdrLayout, VirtioNetHdr, MAX_GSO_FRAME};
 use crate::shm::layout::{
     round_up, seq_done, seq_writing, DST_ALL, FRAME_ALIGN, TAGGED, VNET_HDR_SPACE, WITH_VNET_HDR,
@@ -245,7 +245,8 @@ pub fn read_frame_for(
     } else {
         buf
     };
-    let mut header = [0u8; 16];
+    // Enough for an Ethernet header with a tag.
+    let mut header = [0u8; HEADER_LEN + TAG_LEN];
     let delivered = match (for_us, egress, tag) {
         (true, Egress::AsIs, Some(tci)) => {
             load_tagged(data, pos, len, tci, buf);
@@ -297,8 +298,9 @@ pub fn read_frame_for(
             in_gso_buf,
         }
     } else {
-        let mut source = [0u8; 6];
-        source.copy_from_slice(&header[6..12]);
+        // A frame too short for an Ethernet header has no source to learn.
+        let source =
+            Frame::new_checked(&header[..len.min(header.len())]).map_or([0; 6], |f| f.src());
         Read::NotForUs { source, tag }
     }
 }
@@ -361,13 +363,13 @@ fn store_bytes(data: &[AtomicU64], pos: u64, frame: &[u8]) {
 /// Copies a frame of `len` stored bytes into `buf` with its tag put back
 /// after the addresses (as much as fits in `buf`).
 fn load_tagged(data: &[AtomicU64], pos: u64, len: usize, tci: Tci, buf: &mut [u8]) {
-    let addresses = 12.min(len).min(buf.len());
+    let addresses = ADDRESSES_LEN.min(len).min(buf.len());
     load_bytes(data, pos, addresses, buf);
-    if buf.len() > 12 {
-        let room = (buf.len() - 12).min(TAG_LEN);
-        buf[12..12 + room].copy_from_slice(&tci.to_bytes()[..room]);
+    if buf.len() > ADDRESSES_LEN {
+        let room = (buf.len() - ADDRESSES_LEN).min(TAG_LEN);
+        buf[ADDRESSES_LEN..ADDRESSES_LEN + room].copy_from_slice(&tci.to_bytes()[..room]);
     }
-    if let Some(rest) = buf.get_mut(12 + TAG_LEN..) {
+    if let Some(rest) = buf.get_mut(ADDRESSES_LEN + TAG_LEN..) {
         let n = (len - addresses).min(rest.len());
         load_from(data, pos, addresses, &mut rest[..n]);
     }

@@ -161,12 +161,16 @@ fn segments_are_valid_and_carry_the_payload(spec: Spec) {
     let largest = o.payload + spec.payload.len().min(gso);
     let mtu = largest + usize::from(spec.mtu_slack);
     let mut segs: Vec<Vec<u8>> = Vec::new();
-    let n = segment(&hdr, &frame, mtu, |s| segs.push(s.to_vec()))
-        .unwrap_or_else(|e| panic!("a well-formed frame was refused: {e}"));
+    let n = segment(&hdr, &frame, mtu, &mut Vec::new(), |s| {
+        segs.push(s.to_vec())
+    })
+    .unwrap_or_else(|e| panic!("a well-formed frame was refused: {e}"));
     assert_eq!(n, segs.len());
     assert_eq!(n, spec.payload.len().div_ceil(gso).max(1));
     assert_eq!(
-        segment(&hdr, &frame, largest - 1, |_| panic!("emitted")),
+        segment(&hdr, &frame, largest - 1, &mut Vec::new(), |_| panic!(
+            "emitted"
+        )),
         Err(OffloadError::TooBig {
             what: if n > 1 { "segment" } else { "frame" },
             len: largest,
@@ -260,7 +264,7 @@ struct Damaged {
 /// MTU, or an error with nothing emitted. Never a panic.
 fn ok_or_error_never_a_panic(hdr: &VirtioNetHdr, frame: &[u8], mtu: usize) {
     let mut emitted = 0;
-    let result = segment(hdr, frame, mtu, |s| {
+    let result = segment(hdr, frame, mtu, &mut Vec::new(), |s| {
         assert!(
             s.len() <= mtu,
             "emitted {} bytes over the MTU {mtu}",

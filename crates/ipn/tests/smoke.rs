@@ -1,3 +1,7 @@
+//! The first things a network must do: a frame reaches every other port
+//! and not its sender, frames sent before a leave arrive before the leave
+//! event, and a reader slot's new occupant is woken.
+
 mod common;
 
 use common::TestNet;

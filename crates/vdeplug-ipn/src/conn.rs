@@ -57,7 +57,9 @@ use crate::url;
 /// to stderr once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenFailure {
+    /// The errno `vde_open` fails with.
     pub errno: i32,
+    /// The message for people, naming the URL and the fix.
     pub message: String,
 }
 

@@ -22,6 +22,11 @@
 //! features that do not exist yet (`port`) are errors with a message
 //! saying what to write instead, never silently ignored.
 //!
+//! Values are read by [`ipn::values`], the grammar the `ipn` command line
+//! uses too: `ports`, `mtu` and `ring` are counts (`1500`, `0x800`,
+//! `9k`), `mode` is octal (`0770`, `0o770`), `vlan` and `native` are
+//! VLAN IDs, `trunk` a VLAN list, `busypoll` microseconds.
+//!
 //! 802.1Q membership of the port: `vlan=N` (an access port of VLAN N),
 //! `trunk=LIST` (a trunk of the VLANs in LIST) with `native=N` (VLAN N
 //! untagged on it); none: transparent. IDs go from 1 to 4094. A LIST
@@ -47,7 +52,8 @@ use std::fmt;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
-use ipn::ethernet::{Vlan, VlanSet, VLAN_MAX, VLAN_MIN};
+use ipn::ethernet::{Vlan, VlanSet};
+use ipn::values::{self, ValueError};
 
 /// A parsed `ipn://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +104,11 @@ pub enum UrlError {
     Ambiguous(String, Vec<&'static str>),
     /// A key given without the value it needs, or a flag given a value.
     BadValue {
+        /// The option, by its first name.
         key: &'static str,
+        /// The value as given (empty when none was).
         value: String,
+        /// What to write instead.
         expected: &'static str,
     },
     /// A key of a feature ipn does not have yet.
@@ -327,94 +336,26 @@ fn resolve_key(given: &str) -> Result<Key, UrlError> {
     }
 }
 
-/// A count: decimal or `0x` hex, optionally with `k` (×1024) or `m`
-/// (×1024²), as vdeplug4's `strtoullm` reads sizes, but strict.
-fn parse_count(key: &'static str, value: Option<&str>) -> Result<u32, UrlError> {
-    let bad = |value: &str| UrlError::BadValue {
+/// `value` read by the grammar of its kind of value ([`ipn::values`]),
+/// the same as on the `ipn` command line; an error names `key`.
+fn typed<T>(
+    key: &'static str,
+    value: Option<&str>,
+    parse: fn(&str) -> Result<T, ValueError>,
+) -> Result<T, UrlError> {
+    let text = value.unwrap_or("");
+    parse(text).map_err(|e| UrlError::BadValue {
         key,
-        value: value.to_owned(),
-        expected: "expected a number such as 1500, 0x800 or 9k",
-    };
-    let value = value.ok_or_else(|| bad(""))?;
-    let (digits, multiplier) = match value.as_bytes().last() {
-        Some(b'k' | b'K') => (&value[..value.len() - 1], 1024u64),
-        Some(b'm' | b'M') => (&value[..value.len() - 1], 1024 * 1024),
-        _ => (value, 1),
-    };
-    let number = if let Some(hex) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        u64::from_str_radix(hex, 16)
-    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse::<u64>()
-    } else {
-        return Err(bad(value));
-    }
-    .map_err(|_| bad(value))?;
-    number
-        .checked_mul(multiplier)
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| bad(value))
-}
-
-fn parse_mode(value: Option<&str>) -> Result<u32, UrlError> {
-    let value = value.unwrap_or("");
-    let bad = || UrlError::BadValue {
-        key: "mode",
-        value: value.to_owned(),
-        expected: "expected octal permissions such as 0770 or 660",
-    };
-    if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(bad());
-    }
-    let mode = u32::from_str_radix(value, 8).map_err(|_| bad())?;
-    if mode > 0o7777 {
-        return Err(bad());
-    }
-    Ok(mode)
-}
-
-/// A VLAN ID, 1 to 4094.
-fn parse_vid(key: &'static str, value: Option<&str>) -> Result<u16, UrlError> {
-    let value = value.unwrap_or("");
-    value
-        .parse::<u16>()
-        .ok()
-        .filter(|vid| (VLAN_MIN..=VLAN_MAX).contains(vid))
-        .ok_or_else(|| UrlError::BadValue {
-            key,
-            value: value.to_owned(),
-            expected: "expected a VLAN ID from 1 to 4094",
-        })
-}
-
-/// A list of VLAN IDs and ranges: `10:20:100-110` (or with commas).
-fn parse_vlan_list(value: Option<&str>) -> Result<VlanSet, UrlError> {
-    let value = value.unwrap_or("");
-    let bad = || UrlError::BadValue {
-        key: "trunk",
-        value: value.to_owned(),
-        expected: "expected VLAN IDs from 1 to 4094 separated by ':', ranges with '-', \
-                   e.g. trunk=10:20:100-110",
-    };
-    if value.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    Vlan::parse_list(&value.replace(':', ",")).map_err(|_| bad())
+        value: text.to_owned(),
+        expected: e.expected(),
+    })
 }
 
 /// `busypoll=US`: microseconds, 0 (off) to the most ipn allows.
 fn parse_busy_poll(value: Option<&str>) -> Result<u32, UrlError> {
-    let most = ipn::JoinOptions::MAX_BUSY_POLL.as_micros();
-    value
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|&us| u128::from(us) <= most)
-        .ok_or_else(|| UrlError::BadValue {
-            key: "busypoll",
-            value: value.unwrap_or_default().to_owned(),
-            expected: "expected microseconds from 0 (off) to 100000, e.g. busypoll=50",
-        })
+    let us = typed("busypoll", value, values::busy_poll)?.as_micros();
+    // At most 100000: it fits.
+    Ok(u32::try_from(us).unwrap_or(u32::MAX))
 }
 
 fn parse_flag(key: &'static str, value: Option<&str>) -> Result<bool, UrlError> {
@@ -448,9 +389,9 @@ pub fn parse(args: &[u8]) -> Result<Url, UrlError> {
             return Err(UrlError::UnknownOption(text.clone()));
         }
         match resolve_key(key)? {
-            Key::Ports => options.ports = Some(parse_count("ports", value)?),
-            Key::Mtu => options.mtu = Some(parse_count("mtu", value)?),
-            Key::Ring => options.ring = Some(parse_count("ring", value)?),
+            Key::Ports => options.ports = Some(typed("ports", value, values::count)?),
+            Key::Mtu => options.mtu = Some(typed("mtu", value, values::count)?),
+            Key::Ring => options.ring = Some(typed("ring", value, values::count)?),
             Key::Lossless => {
                 lossless_seen = true;
                 options.lossless = Some(parse_flag("lossless", value)?);
@@ -459,7 +400,7 @@ pub fn parse(args: &[u8]) -> Result<Url, UrlError> {
                 lossy_seen = true;
                 options.lossless = Some(!parse_flag("lossy", value)?);
             }
-            Key::Mode => options.mode = Some(parse_mode(value)?),
+            Key::Mode => options.mode = Some(typed("mode", value, values::mode)?),
             Key::Group => match value {
                 Some(v) if !v.is_empty() => options.group = Some(v.to_owned()),
                 _ => {
@@ -489,9 +430,9 @@ pub fn parse(args: &[u8]) -> Result<Url, UrlError> {
                 }
                 options.protocol = Some(protocol);
             }
-            Key::Vlan => options.vlan = Some(parse_vid("vlan", value)?),
-            Key::Trunk => options.trunk = Some(parse_vlan_list(value)?),
-            Key::Native => options.native = Some(parse_vid("native", value)?),
+            Key::Vlan => options.vlan = Some(typed("vlan", value, values::vlan_id)?),
+            Key::Trunk => options.trunk = Some(typed("trunk", value, values::vlan_list)?),
+            Key::Native => options.native = Some(typed("native", value, values::vlan_id)?),
             Key::BusyPoll => options.busy_poll_us = Some(parse_busy_poll(value)?),
             Key::Port => {
                 return Err(UrlError::NotSupportedYet(
@@ -893,7 +834,7 @@ mod tests {
             assert!(e.to_string().contains("1 to 4094"), "{url}: {e}");
         }
         let e = err("/n[trunk=10:x]");
-        assert!(e.to_string().contains("trunk=10:20:100-110"), "{e}");
+        assert!(e.to_string().contains("e.g. 10:20:100-110"), "{e}");
         assert_eq!(
             err("/n[vlan=10/trunk=20]"),
             UrlError::Conflict("vlan", "trunk")

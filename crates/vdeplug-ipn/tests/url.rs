@@ -252,15 +252,22 @@ fn spell(option: &str, choose: &mut Chooser) -> String {
     choose.one(&spellings).to_string()
 }
 
-/// A count as `parse_count` reads it: decimal, hex, or with k / m.
+/// A count as `ipn::values::count` reads it: decimal, hex, or with a
+/// binary multiplier.
 fn count(n: u32, choose: &mut Chooser) -> String {
     let mut forms = vec![n.to_string(), format!("0x{n:x}"), format!("0X{n:X}")];
     if n.is_multiple_of(1024) {
         forms.push(format!("{}k", n / 1024));
         forms.push(format!("{}K", n / 1024));
+        forms.push(format!("{}KiB", n / 1024));
+        forms.push(format!("0x{:x}k", n / 1024));
     }
     if n.is_multiple_of(1024 * 1024) {
         forms.push(format!("{}m", n / (1024 * 1024)));
+        forms.push(format!("{}M", n / (1024 * 1024)));
+    }
+    if n.is_multiple_of(1024 * 1024 * 1024) {
+        forms.push(format!("{}g", n / (1024 * 1024 * 1024)));
     }
     choose.one(&forms).clone()
 }
@@ -296,8 +303,8 @@ fn option_texts(meant: &Meant, choose: &mut Chooser) -> Vec<String> {
         });
     }
     if let Some(mode) = meant.mode {
-        let zero = if choose.below(2) == 0 { "0" } else { "" };
-        out.push(format!("{}={zero}{mode:o}", spell("mode", choose)));
+        let prefix = *choose.one(&["", "0", "0o"]);
+        out.push(format!("{}={prefix}{mode:o}", spell("mode", choose)));
     }
     if let Some(group) = &meant.group {
         out.push(format!("{}={group}", spell("group", choose)));

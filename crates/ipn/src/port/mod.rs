@@ -20,7 +20,6 @@
 mod join;
 mod pace;
 mod recv;
-mod segments;
 mod send;
 
 use std::path::{Path, PathBuf};
@@ -88,6 +87,9 @@ pub struct Port {
     vlan: Vlan,
     /// Where a tagged frame is put together without its tag.
     scratch: Vec<u8>,
+    /// Where a frame with offloads too large for the ring is cut, one
+    /// wire frame at a time, before it is sent.
+    cut_buf: Vec<u8>,
     /// Whether this port takes offloads: its frames, both ways, are a
     /// virtio-net header and a frame (up to `offload::MAX_GSO_FRAME`), as on
     /// a TAP opened with `IFF_VNET_HDR`.
@@ -148,8 +150,9 @@ struct Rx {
     dropped: u64,
     /// A frame with a header, read whole to be cut for us.
     gso_buf: Vec<u8>,
-    /// The wire frames cut from it, still to be received.
-    segments: segments::Segments,
+    /// The wire frames cut from it, still to be received: `gso_buf` is
+    /// not read into while one waits.
+    segments: crate::offload::Segments,
 }
 
 /// Membership events for the receiver.
@@ -234,13 +237,14 @@ impl Port {
                 bytes: 0,
                 dropped: 0,
                 gso_buf: Vec::new(),
-                segments: segments::Segments::default(),
+                segments: crate::offload::Segments::new(),
             },
             events: Events::default(),
             switch: (Protocol::from_code(g.protocol) == Some(Protocol::Switch))
                 .then(Switching::default),
             vlan: options.vlan.clone(),
             scratch: Vec::new(),
+            cut_buf: Vec::new(),
             offload: options.offload,
             bell,
             shm,

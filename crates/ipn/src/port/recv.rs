@@ -263,7 +263,9 @@ impl Port {
     /// One pass: a pending membership event, else one frame (first those
     /// cut from a frame with offloads, then from the rings).
     fn poll_once(&mut self, buf: &mut [u8]) -> Option<Message> {
-        if let Some(len) = self.rx.segments.pop_into(buf) {
+        if let Some(len) = self.rx.segments.pop_into(&self.rx.gso_buf, buf) {
+            // Truncated to `buf`, as any frame is.
+            let len = len.min(buf.len());
             self.count_received(len);
             return Some(Message::Frame(len));
         }
@@ -368,11 +370,10 @@ impl Port {
                     if in_gso_buf {
                         // Cut it into the wire frames it stands for.
                         let hdr = hdr.unwrap_or_default();
-                        let cut =
-                            self.rx
-                                .segments
-                                .fill(&hdr, &mut self.rx.gso_buf[..len], wire_mtu);
-                        match cut.ok().and_then(|()| self.rx.segments.pop_into(buf)) {
+                        let (segments, frame) = (&mut self.rx.segments, &self.rx.gso_buf[..len]);
+                        let cut = segments.start(&hdr, frame, wire_mtu);
+                        let first = cut.ok().and_then(|_| segments.pop_into(frame, buf));
+                        match first.map(|n| n.min(buf.len())) {
                             Some(n) => {
                                 self.count_received(n);
                                 return Some(n);

@@ -67,15 +67,22 @@ impl Port {
         // sender could never make room for it: cut it here instead.
         let ring_bytes = self.shm.geometry().ring_bytes;
         if TxRing::footprint(frame.len(), true) > ring_bytes / 2 {
-            let mut segments = super::segments::Segments::default();
-            let mut whole = frame.to_vec();
+            let mut segments = offload::Segments::new();
             segments
-                .fill(&hdr, &mut whole, wire_mtu)
+                .start(&hdr, frame, wire_mtu)
                 .map_err(SendError::Offload)?;
-            let mut buf = vec![0u8; wire_mtu];
-            while let Some(len) = segments.pop_into(&mut buf) {
-                self.send_frame(&buf[..len], None, wait)?;
+            // Kept between sends: no allocation once it has grown.
+            let mut buf = std::mem::take(&mut self.cut_buf);
+            buf.resize(wire_mtu, 0);
+            let mut sent = Ok(());
+            while let Some(len) = segments.pop_into(frame, &mut buf) {
+                sent = self.send_frame(&buf[..len], None, wait);
+                if sent.is_err() {
+                    break;
+                }
             }
+            self.cut_buf = buf;
+            sent?;
             return Ok(());
         }
         self.send_frame(frame, Some(hdr), wait)

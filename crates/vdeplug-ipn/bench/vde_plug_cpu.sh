@@ -1,0 +1,66 @@
+#!/bin/bash
+# What a real client spends receiving: `vde_plug URL null://` joined to a
+# network that a paced sender (vdebench -R, one receiver of its own) sends
+# 64-byte frames to, for ipn:// and for a vde_switch, at each RATE.
+# vde_plug's CPU time is read from /proc/PID/schedstat (nanoseconds of
+# run time, not the 10 ms ticks of /proc/PID/stat) before and after.
+#
+#   crates/vdeplug-ipn/bench/vde_plug_cpu.sh [SECONDS] [RATE...]   (default 4 s; 5000 20000)
+#
+# Builds the plugin (release) and vdebench.c like run.sh. Needs cc,
+# libvdeplug-dev, vdeplug (vde_plug) and vde2 (vde_switch).
+set -euo pipefail
+
+secs=${1:-4}
+shift || true
+rates=${*:-5000 20000}
+case $secs in '' | *[!0-9]*) echo "vde_plug_cpu.sh: SECONDS must be a whole number, not '$secs'" >&2; exit 2 ;; esac
+for rate in $rates; do
+	case $rate in '' | *[!0-9]*) echo "vde_plug_cpu.sh: RATE must be a whole number, not '$rate'" >&2; exit 2 ;; esac
+done
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+work=$(mktemp -d /tmp/vde_plug_cpu.XXXXXX)
+swpid=""
+plug=""
+cleanup() {
+	[ -n "$plug" ] && kill "$plug" 2>/dev/null || true
+	[ -n "$swpid" ] && kill "$swpid" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+for tool in cc vde_switch vde_plug cargo; do
+	command -v "$tool" >/dev/null || { echo "vde_plug_cpu.sh: $tool is not installed" >&2; exit 1; }
+done
+
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+(cd "$root" && cargo build --quiet --release -p vdeplug-ipn)
+cc -O2 -Wall -Werror -o "$work/vdebench" "$here/vdebench.c" -lvdeplug
+export LD_LIBRARY_PATH="$root/target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+vde_switch -d -s "$work/sw" -p "$work/sw.pid"
+for _ in $(seq 50); do [ -s "$work/sw.pid" ] && [ -e "$work/sw/ctl" ] && break; sleep 0.1; done
+swpid=$(cat "$work/sw.pid")
+
+run_time() { cut -d' ' -f1 "/proc/$1/schedstat"; }
+
+echo "vde_plug_cpu.sh: $secs s per case; $(nproc) CPUs; $(uname -r); load average before the run: $load"
+echo
+echo "| rate | URL | frames sent | vde_plug CPU per frame | share of a CPU |"
+echo "|---:|---|---:|---:|---:|"
+for rate in $rates; do
+	for url in "vde://$work/sw" "ipn://$work/net$rate"; do
+		vde_plug "$url" null:// &
+		plug=$!
+		sleep 0.5
+		before=$(run_time "$plug")
+		out=$("$work/vdebench" -s "$url" -r "$url" -n 1 -l 64 -t "$secs" -p once -R "$rate")
+		after=$(run_time "$plug")
+		kill "$plug"
+		wait "$plug" 2>/dev/null || true
+		plug=""
+		sent=$(echo "$out" | sed 's/.*sent=\([0-9]*\).*/\1/')
+		case $url in vde://*) name="vde:// (vde_switch)" ;; *) name="ipn://" ;; esac
+		awk -v r="$rate" -v n="$name" -v s="$sent" -v a="$before" -v b="$after" -v t="$secs" \
+			'BEGIN { printf "| %d/s | %s | %d | %.1f us | %.1f%% |\n", r, n, s, (b - a) / s / 1000, (b - a) / (t * 1e9) * 100 }'
+	done
+done
