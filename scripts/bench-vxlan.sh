@@ -15,7 +15,8 @@
 #
 #   scripts/bench-vxlan.sh [SECONDS] [ipn vxlan options...]
 #       (default 5 s per measurement; root; e.g. --no-offload to measure
-#       the datagram-per-frame path)
+#       the datagram-per-frame path; IPN_BENCH_TAP_OPTS: options for
+#       the ipn tap, e.g. "--busy-poll 200")
 #
 # Namespaces ipnbx-*, addresses in 10.231.0.0/16; removed on exit.
 set -euo pipefail
@@ -93,7 +94,7 @@ setup_ipn() {
 	underlay
 	kernel_vxlan "$B" 10.231.0.2 10.231.0.1 10.231.1.2
 	"$ipn" create "$work/net" --ring-bytes 4M >/dev/null
-	ip netns exec "$A" "$ipn" tap "$work/net" --name vx0 2>"$work/tap.log" &
+	ip netns exec "$A" "$ipn" tap "$work/net" --name vx0 ${IPN_BENCH_TAP_OPTS:-} 2>"$work/tap.log" &
 	tap_pid=$!
 	pids+=($!)
 	for _ in $(seq 100); do ip -n "$A" link show vx0 >/dev/null 2>&1 && break; sleep 0.05; done
