@@ -15,7 +15,8 @@
 #
 #   scripts/bench-vxlan.sh [SECONDS] [ipn vxlan options...]
 #       (default 5 s per measurement; root; e.g. --no-offload to measure
-#       the datagram-per-frame path)
+#       the datagram-per-frame path; IPN_BENCH_TAP_OPTS: options for
+#       the ipn tap, e.g. "--busy-poll 200")
 #
 # Namespaces ipnbx-*, addresses in 10.231.0.0/16; removed on exit.
 set -euo pipefail
@@ -42,6 +43,7 @@ A=ipnbx-a-$tag
 B=ipnbx-b-$tag
 pids=()
 vxlan_pid=""
+tap_pid=""
 
 cleanup() {
 	local pid
@@ -92,7 +94,8 @@ setup_ipn() {
 	underlay
 	kernel_vxlan "$B" 10.231.0.2 10.231.0.1 10.231.1.2
 	"$ipn" create "$work/net" --ring-bytes 4M >/dev/null
-	ip netns exec "$A" "$ipn" tap "$work/net" --name vx0 2>"$work/tap.log" &
+	ip netns exec "$A" "$ipn" tap "$work/net" --name vx0 ${IPN_BENCH_TAP_OPTS:-} 2>"$work/tap.log" &
+	tap_pid=$!
 	pids+=($!)
 	for _ in $(seq 100); do ip -n "$A" link show vx0 >/dev/null 2>&1 && break; sleep 0.05; done
 	ip -n "$A" link set vx0 mtu 1450 up
@@ -115,11 +118,12 @@ measure() {
 	shift 3
 	ip netns exec "$server" iperf3 -s -1 -D -I "$work/iperf.pid" >/dev/null
 	sleep 0.3
-	local t0=0 t1=0
-	[ -n "$vxlan_pid" ] && t0=$(cpu_ticks "$vxlan_pid")
+	local t0=0 t1=0 p0=0 p1=0
+	[ -n "$vxlan_pid" ] && t0=$(cpu_ticks "$vxlan_pid") && p0=$(cpu_ticks "$tap_pid")
 	local out
 	out=$(ip netns exec "$client" iperf3 -c "$ip" -t "$secs" -J "$@")
-	[ -n "$vxlan_pid" ] && t1=$(cpu_ticks "$vxlan_pid")
+	[ -n "$vxlan_pid" ] && t1=$(cpu_ticks "$vxlan_pid") && p1=$(cpu_ticks "$tap_pid")
+	[ -n "$vxlan_pid" ] && echo "  (ipn tap: $(awk -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }') of a CPU; ipn vxlan: $(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }'))" >&2
 	kill "$(cat "$work/iperf.pid" 2>/dev/null)" 2>/dev/null || true
 	local hz
 	hz=$(getconf CLK_TCK)

@@ -58,26 +58,38 @@ step "Python package (pytest in a virtual environment)"
 scripts/test-python.sh
 
 step "system tests"
+# Exit status 77 is BLOCKED: every part of the test that could run passed,
+# and a part could not run because a counterpart cannot work on this host
+# (scripts/vm/uml-probe.sh: User-Mode Linux runs no user space on some
+# CPUs). It is not a pass: it is said here, in the summary, and again at
+# the end of the run.
 system_passed=0
 system_failed=0
+system_blocked=()
 run_system() {
-  local name=$1; shift
+  local name=$1 rc=0; shift
   echo "--- $name"
-  if "$@"; then
-    system_passed=$((system_passed + 1)); echo "--- $name: ok"
-  else
-    system_failed=$((system_failed + 1)); echo "--- $name: FAILED"
-  fi
+  "$@" || rc=$?
+  case $rc in
+    0) system_passed=$((system_passed + 1)); echo "--- $name: ok" ;;
+    77) system_blocked+=("$name"); echo "--- $name: BLOCKED (the rest of it passed; see above)" ;;
+    *) system_failed=$((system_failed + 1)); echo "--- $name: FAILED" ;;
+  esac
 }
 for t in scripts/system/*.sh; do
   [ -e "$t" ] || continue
   run_system "$(basename "$t" .sh)" bash "$t"
 done
 echo
-echo "system: $system_passed passed, $system_failed failed"
+echo "system: $system_passed passed, $system_failed failed, ${#system_blocked[@]} blocked${system_blocked[*]:+ (${system_blocked[*]})}"
 [ "$system_failed" -eq 0 ]
 
 step "Debian package: build, install, test with no environment, remove"
 # Removes the package when it ends, whether it passed or not (a trap in
 # the script): an installed plugin would shadow other builds' copies.
 scripts/package-test.sh
+
+if [ ${#system_blocked[@]} -gt 0 ]; then
+  echo
+  echo "BLOCKED on this host, not passed: ${system_blocked[*]} (see their output above)"
+fi

@@ -28,6 +28,9 @@ for tool in vdens vde_plug setpriv busybox ip ss; do
 done
 slirp_module=$(ls /usr/lib/*/vdeplug/libvdeplug_slirp.so /usr/lib/vdeplug/libvdeplug_slirp.so 2>/dev/null || true)
 [ -n "$slirp_module" ] || die "libvdeplug_slirp.so not found: apt-get install libvdeplug-slirp"
+if [ "$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null || echo 1)" != 1 ]; then
+  die "unprivileged user namespaces are off, and vdens needs them: sysctl kernel.unprivileged_userns_clone=1"
+fi
 user=nobody
 group=nogroup
 as_user=(setpriv --reuid="$user" --regid="$group" --clear-groups --inh-caps=-all --)
@@ -85,8 +88,34 @@ fi
 
 # vdens as the user, with the plugin found through LD_LIBRARY_PATH (the
 # package puts it where libvdeplug looks; then nothing is needed).
+# Run in the background: it becomes vdens (exec), so that $! is vdens's pid.
 vdens_as_user() {
-  "${as_user[@]}" env LD_LIBRARY_PATH="$work/plugin" HOME="$work/user" vdens "ipn://$net" "$@"
+  exec "${as_user[@]}" env LD_LIBRARY_PATH="$work/plugin" HOME="$work/user" vdens "ipn://$net" "$@"
+}
+
+# Runs the shell command $2 in a new vdens namespace (named $1 in files),
+# and prints what it printed; fails as it failed. vdens 0.2 may outlive its
+# command: it does not block SIGCHLD before it forks, so a command that
+# ends while vdens forwards a frame leaves it waiting for the signal it
+# missed. So the command reports its own end, and vdens is then stopped.
+in_namespace() {
+  local name=$1 command=$2 pid rc
+  rm -f "$work/user/$name.rc"
+  vdens_as_user sh -c "($command) >'$work/user/$name.out' 2>&1; echo \$? >'$work/user/$name.rc'" \
+    </dev/null >/dev/null 2>"$work/$name.err" &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 600); do
+    [ -s "$work/user/$name.rc" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  cat "$work/user/$name.out" 2>/dev/null || true
+  [ -s "$work/user/$name.rc" ] || { echo "vdens ended without running the command: $(cat "$work/$name.err")"; return 1; }
+  rc=$(cat "$work/user/$name.rc")
+  return "$rc"
 }
 
 say "as $user: ipn create $net"
@@ -94,7 +123,7 @@ say "as $user: ipn create $net"
 
 say "as $user: namespace A, vdens ipn://$net, 10.0.7.1 on vde0"
 vdens_as_user sh -c "ip addr add 10.0.7.1/24 dev vde0 && ip link set vde0 up && touch '$work/user/a.ready' && exec sleep 300" \
-  2>"$work/a.err" &
+  </dev/null >/dev/null 2>"$work/a.err" &
 a=$!
 pids+=("$a")
 for _ in $(seq 100); do
@@ -105,7 +134,7 @@ done
 [ -e "$work/user/a.ready" ] || die "namespace A did not come up: $(cat "$work/a.err")"
 
 say "as $user: namespace B, 10.0.7.2, pings A"
-out=$(vdens_as_user sh -c "ip addr add 10.0.7.2/24 dev vde0 && ip link set vde0 up && ping -c 3 -w 20 10.0.7.1" 2>&1) \
+out=$(in_namespace b "ip addr add 10.0.7.2/24 dev vde0 && ip link set vde0 up && ping -c 3 -w 20 10.0.7.1") \
   || die "namespace B could not ping A: $out"
 grep -q '3 packets transmitted, 3 received' <<<"$out" || die "pings lost: $out"
 
@@ -136,10 +165,10 @@ for _ in $(seq 100); do
 done
 
 say "as $user: namespace C gets a lease from slirp and fetches http://10.0.2.2:$port/hello.txt"
-out=$(vdens_as_user sh -c "ip link set vde0 up && busybox udhcpc -i vde0 -n -q -f -t 10 -T 2 -s '$work/udhcpc.sh' \
-  && busybox wget -q -O - http://10.0.2.2:$port/hello.txt" 2>"$work/c.err") \
-  || die "namespace C: no lease or no page: $out $(cat "$work/c.err")"
-say "namespace C: $(head -n 1 <<<"$out")"
+out=$(in_namespace c "ip link set vde0 up && busybox udhcpc -i vde0 -n -q -f -t 10 -T 2 -s '$work/udhcpc.sh' \
+  && busybox wget -q -O - http://10.0.2.2:$port/hello.txt") \
+  || die "namespace C: no lease or no page: $out"
+say "namespace C: $(grep '^lease' <<<"$out")"
 grep -q '^lease 10\.0\.2\.[0-9]*/24 router 10\.0\.2\.2$' <<<"$out" || die "no lease from slirp: $out"
 grep -qxF "$token" <<<"$out" || die "namespace C got '$out', not the host's file"
 
