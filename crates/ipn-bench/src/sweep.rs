@@ -147,12 +147,23 @@ impl VdeSwitch {
 }
 
 impl Drop for VdeSwitch {
+    /// SIGTERM, then SIGKILL if it is still there after 500 ms: a
+    /// daemonized vde_switch (`-d`) keeps SIGTERM blocked in some states
+    /// and was left running after every sweep.
     fn drop(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        let Some(pid) = self.pid.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_millis(500);
+        // Not our child (it daemonized): gone when signal 0 fails.
+        while nix::sys::signal::kill(pid, None).is_ok() {
+            if Instant::now() > deadline {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
