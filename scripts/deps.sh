@@ -10,6 +10,7 @@ packages=(
   vdeplug           # vdeplug4's vde_plug and its plugins
   libvdeplug-dev    # the plugin header and -lvdeplug for the C tests
   iproute2          # ip: TAP interfaces, namespaces
+  ethtool           # vxlan tests and bench: inner checksums over a veth underlay
   iperf3 tcpdump    # traffic and captures in system tests
   iputils-ping procps  # ping, sysctl in the tap/grab tests
   busybox-static cpio xz-utils kmod  # the tiny VM images
