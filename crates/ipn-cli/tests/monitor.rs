@@ -128,6 +128,22 @@ fn top_shows_rates_vlans_escaped_descriptions_and_addresses_then_quits_on_q() {
     assert_ended_and_restored(&tmux, 0);
 }
 
+/// The pid of `ipn top` in `tmux`'s pane: the pane's shell's only child.
+fn top_pid(tmux: &Tmux) -> i32 {
+    let shell: i32 = tmux
+        .must(&["display-message", "-p", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    children
+        .split_whitespace()
+        .next()
+        .expect("top runs")
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn top_quits_on_ctrl_c_and_on_sigterm_restoring_the_terminal_each_time() {
     let net = Net::created("top-c", &[]);
@@ -142,18 +158,7 @@ fn top_quits_on_ctrl_c_and_on_sigterm_restoring_the_terminal_each_time() {
     // SIGTERM: the shell's only child is `ipn top`.
     let tmux = Tmux::start("top-t", &top_then_report(&net));
     tmux.wait_for(&["watched"], LONG);
-    let shell: i32 = tmux
-        .must(&["display-message", "-p", "#{pane_pid}"])
-        .trim()
-        .parse()
-        .unwrap();
-    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
-    let top: i32 = children
-        .split_whitespace()
-        .next()
-        .expect("top runs")
-        .parse()
-        .unwrap();
+    let top = top_pid(&tmux);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(top),
         nix::sys::signal::Signal::SIGTERM,
@@ -169,18 +174,7 @@ fn top_ends_when_its_terminal_goes_away() {
     let net = Net::created("top-h", &[]);
     let tmux = Tmux::start("top-h", &top_then_report(&net));
     tmux.wait_for(&["lossy hub"], LONG);
-    let shell: i32 = tmux
-        .must(&["display-message", "-p", "#{pane_pid}"])
-        .trim()
-        .parse()
-        .unwrap();
-    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
-    let top: i32 = children
-        .split_whitespace()
-        .next()
-        .expect("top runs")
-        .parse()
-        .unwrap();
+    let top = top_pid(&tmux);
     // The shell ignores the hang-up (sh -c waiting for its child is not
     // interactive); tmux gone, only the terminal's end tells `ipn top`.
     drop(tmux);
