@@ -24,16 +24,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    check_frame, in_netns, mac_of, must, require_root, stream_byte, tag, tcp_in_csum_errors,
-    tcpdump_checks, Checked, Lab, Pcap,
-};
+use common::{check_frame, mac_of, stream_byte, tcp_in_csum_errors, tcpdump_checks, Checked, Pcap};
 use ipn::offload::{
     segment, HdrLayout, VirtioNetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6,
     GSO_UDP_L4, MAX_GSO_FRAME,
 };
 use ipn_attach::tap::{Offloads, Tap, TapOptions};
 use ipn_attach::Link;
+use ipn_test_support::netns::ifname;
+use ipn_test_support::{in_netns, must, require_root, tag, Lab};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{setsockopt, sockopt::UdpGsoSegment};
 
@@ -239,10 +238,9 @@ fn check_datagrams(frames: &[Vec<u8>], size: usize, total: usize) {
 #[test]
 fn a_tap_without_offloads_gives_whole_checked_frames_without_a_header() {
     require_root_and_tools();
-    let t = tag();
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipnoP{t}"));
-    let name = format!("ipop{t}");
+    let ns = lab.netns("ipnoP");
+    let name = ifname("ipop");
     let mut tap = in_netns(&ns, || Tap::open(&name)).unwrap();
     assert_eq!(tap.vnet_hdr(), None);
     assert_eq!(tap.offloads(), Offloads::NONE);
@@ -353,8 +351,8 @@ fn offloads_carry_udp_and_small_frames(uso_expected: bool) {
     require_root_and_tools();
     let t = tag();
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipnoO{t}"));
-    let name = format!("ipoo{t}");
+    let ns = lab.netns("ipnoO");
+    let name = ifname("ipoo");
     let mut tap = in_netns(&ns, || Tap::open_with(&name, OFFLOAD)).unwrap();
     assert_eq!(tap.vnet_hdr(), Some(HdrLayout::Basic));
     let offloads = tap.offloads();
@@ -463,10 +461,9 @@ fn offloads_carry_udp_and_small_frames(uso_expected: bool) {
 #[test]
 fn a_header_and_frame_sent_into_a_tap_with_offloads_reach_a_socket() {
     require_root_and_tools();
-    let t = tag();
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipnoS{t}"));
-    let name = format!("ipos{t}");
+    let ns = lab.netns("ipnoS");
+    let name = ifname("ipos");
     let mut tap = in_netns(&ns, || Tap::open_with(&name, OFFLOAD)).unwrap();
     configure(&ns, &name, 3);
     let socket = in_netns(&ns, || UdpSocket::bind("10.213.3.1:7777")).unwrap();
@@ -533,10 +530,9 @@ fn a_header_and_frame_sent_into_a_tap_with_offloads_reach_a_socket() {
 #[test]
 fn a_persistent_tap_left_with_offloads_gives_plain_frames_when_opened_without() {
     require_root_and_tools();
-    let t = tag();
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipnoR{t}"));
-    let name = format!("ipor{t}");
+    let ns = lab.netns("ipnoR");
+    let name = ifname("ipor");
     must(
         "ip",
         &["-n", &ns, "tuntap", "add", "mode", "tap", "name", &name],
@@ -725,10 +721,13 @@ fn tcp_stream_through_the_segmenter(name: &str, v6: bool, ecn: bool, len: u64) -
     let t = tag();
     let mut lab = Lab::default();
     let (a, b) = (
-        lab.netns(&format!("ipno{name}A{t}")),
-        lab.netns(&format!("ipno{name}B{t}")),
+        lab.netns(&format!("ipno{name}A")),
+        lab.netns(&format!("ipno{name}B")),
     );
-    let (ta, tb) = (format!("ipo{name}a{t}"), format!("ipo{name}b{t}"));
+    let (ta, tb) = (
+        ifname(&format!("ipo{name}a")),
+        ifname(&format!("ipo{name}b")),
+    );
     let mut tap_a = in_netns(&a, || Tap::open_with(&ta, OFFLOAD)).unwrap();
     let mut tap_b = in_netns(&b, || Tap::open(&tb)).unwrap();
     for (ns, ifname, host) in [(&a, &ta, 1), (&b, &tb, 2)] {

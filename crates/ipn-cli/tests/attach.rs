@@ -14,9 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    ipn, must, ping, ports, require_root, run, run_program, tag, text, Attached, Lab, Net,
-    StalledNet, BIN, LONG,
+    ipn, must, ping, ports, run, run_program, text, Attached, Net, StalledNet, BIN, LONG,
 };
+use ipn_test_support::netns::ifname;
+use ipn_test_support::{require_root, Lab};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -48,12 +49,11 @@ fn frames_into_network(said: &str) -> u64 {
 #[test]
 fn two_namespaces_ping_each_other_through_taps_on_one_network() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("taps", &[]);
     let mut lab = Lab::default();
-    let ns1 = lab.netns(&format!("ipn-tap1-{t}"));
-    let ns2 = lab.netns(&format!("ipn-tap2-{t}"));
-    let (a, b) = (format!("ipta{t}"), format!("iptb{t}"));
+    let ns1 = lab.netns("ipn-tap1-");
+    let ns2 = lab.netns("ipn-tap2-");
+    let (a, b) = (ifname("ipta"), ifname("iptb"));
 
     let tap_a = Attached::start(&["tap", net.p(), "--name", &a]);
     let tap_b = Attached::start(&["tap", net.p(), "--name", &b]);
@@ -96,12 +96,11 @@ fn two_namespaces_ping_each_other_through_taps_on_one_network() {
 #[test]
 fn tap_mtu_follows_a_jumbo_network() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("jumbo", &["--mtu", "9014"]);
     let mut lab = Lab::default();
-    let ns1 = lab.netns(&format!("ipn-jmb1-{t}"));
-    let ns2 = lab.netns(&format!("ipn-jmb2-{t}"));
-    let (a, b) = (format!("ipja{t}"), format!("ipjb{t}"));
+    let ns1 = lab.netns("ipn-jmb1-");
+    let ns2 = lab.netns("ipn-jmb2-");
+    let (a, b) = (ifname("ipja"), ifname("ipjb"));
     let _tap_a = Attached::start(&["tap", net.p(), "--name", &a, "--up"]);
     let _tap_b = Attached::start(&["tap", net.p(), "--name", &b]);
     lab.place(&a, &ns1, "10.210.1.1/24");
@@ -131,10 +130,9 @@ fn tap_mtu_follows_a_jumbo_network() {
 #[test]
 fn tap_attaches_to_a_persistent_tap_and_a_second_one_is_told_it_is_busy() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("persist", &[]);
     let mut lab = Lab::default();
-    let name = format!("ippt{t}");
+    let name = ifname("ippt");
     must("ip", &["tuntap", "add", "mode", "tap", "name", &name]);
     lab.links.push(name.clone());
     let first = Attached::start(&["tap", net.p(), "--name", &name, "--up"]);
@@ -152,7 +150,7 @@ fn tap_attaches_to_a_persistent_tap_and_a_second_one_is_told_it_is_busy() {
 fn tap_deleted_under_ipn_tap_ends_it_with_a_clear_error() {
     require_root_and_tools();
     let net = Net::created("deleted", &[]);
-    let name = format!("ipdt{}", tag());
+    let name = ifname("ipdt");
     let tap = Attached::start(&["tap", net.p(), "--name", &name, "--up"]);
     must("ip", &["link", "del", &name]);
     let (status, said) = tap.wait(LONG);
@@ -215,12 +213,11 @@ fn iperf_tcp(lab: &mut Lab, client: &str, server: &str, ip: &str, extra: &[&str]
 #[test]
 fn tcp_crosses_between_an_offloading_tap_and_a_grabbed_veth_both_ways() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("grab-tcp", &[]);
     let mut lab = Lab::default();
-    let ns_g = lab.netns(&format!("ipn-gtcpg-{t}"));
-    let ns_t = lab.netns(&format!("ipn-gtcpt-{t}"));
-    let (va, vb, tap) = (format!("ipwa{t}"), format!("ipwb{t}"), format!("ipwt{t}"));
+    let ns_g = lab.netns("ipn-gtcpg-");
+    let ns_t = lab.netns("ipn-gtcpt-");
+    let (va, vb, tap) = (ifname("ipwa"), ifname("ipwb"), ifname("ipwt"));
     must(
         "ip",
         &["link", "add", &va, "type", "veth", "peer", "name", &vb],
@@ -250,12 +247,11 @@ fn tcp_crosses_between_an_offloading_tap_and_a_grabbed_veth_both_ways() {
 #[test]
 fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("grab", &[]);
     let mut lab = Lab::default();
-    let ns_g = lab.netns(&format!("ipn-grabg-{t}"));
-    let ns_t = lab.netns(&format!("ipn-grabt-{t}"));
-    let (va, vb, tap) = (format!("ipva{t}"), format!("ipvb{t}"), format!("ipgt{t}"));
+    let ns_g = lab.netns("ipn-grabg-");
+    let ns_t = lab.netns("ipn-grabt-");
+    let (va, vb, tap) = (ifname("ipva"), ifname("ipvb"), ifname("ipgt"));
     must(
         "ip",
         &["link", "add", &va, "type", "veth", "peer", "name", &vb],
@@ -355,13 +351,12 @@ fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
 #[test]
 fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("grabdel", &[]);
     // Up when deleted: the socket says ENETDOWN once. Down when deleted:
     // it says nothing, and grab must notice by itself.
     for up in [true, false] {
         let mut lab = Lab::default();
-        let (va, vb) = (format!("ipxa{t}"), format!("ipxb{t}"));
+        let (va, vb) = (ifname("ipxa"), ifname("ipxb"));
         must(
             "ip",
             &["link", "add", &va, "type", "veth", "peer", "name", &vb],
@@ -399,10 +394,9 @@ fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
 #[test]
 fn grab_with_promisc_starts_and_stops() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("promisc", &[]);
     let mut lab = Lab::default();
-    let (va, vb) = (format!("ippa{t}"), format!("ippb{t}"));
+    let (va, vb) = (ifname("ippa"), ifname("ippb"));
     must(
         "ip",
         &["link", "add", &va, "type", "veth", "peer", "name", &vb],
@@ -495,11 +489,10 @@ fn udp_flood(ns: &str, to: &str, count: u32) {
 #[test]
 fn sigterm_stops_tap_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
     require_root_and_tools();
-    let t = tag();
     let stalled = StalledNet::new("stalled-tap");
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipn-stall-{t}"));
-    let name = format!("ipst{t}");
+    let ns = lab.netns("ipn-stall-");
+    let name = ifname("ipst");
     let tap = Attached::start(&["tap", stalled.p(), "--name", &name]);
     lab.place(&name, &ns, "10.212.0.1/24");
     // Frames out of the TAP without waiting for ARP: to a made-up neighbour.
@@ -538,11 +531,10 @@ fn sigterm_stops_tap_within_a_second_while_it_waits_on_a_paused_lossless_reader(
 #[test]
 fn sigterm_stops_grab_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
     require_root_and_tools();
-    let t = tag();
     let stalled = StalledNet::new("stalled-grab");
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipn-stallg-{t}"));
-    let (va, vb) = (format!("ipsa{t}"), format!("ipsb{t}"));
+    let ns = lab.netns("ipn-stallg-");
+    let (va, vb) = (ifname("ipsa"), ifname("ipsb"));
     lab.links.push(va.clone());
     must(
         "ip",

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{must, ping, require_root, Attached, Lab, Net, StalledNet};
+use common::{must, ping, Attached, Net, StalledNet};
 use ipn::{JoinOptions, Port, RecvError};
+use ipn_test_support::{require_root, Lab};
 use nix::sys::signal::Signal;
 
 fn checksum(data: &[u8]) -> u16 {
@@ -154,10 +155,9 @@ fn two_hosts(tag: &str) -> (Lab, String, String) {
         "the vxlan tests create network namespaces and kernel vxlan devices",
         &["ip", "ping", "bash"],
     );
-    let pid = std::process::id();
     let mut lab = Lab::default();
-    let a = lab.netns(&format!("ipnvx{tag}A{pid}"));
-    let b = lab.netns(&format!("ipnvx{tag}B{pid}"));
+    let a = lab.netns(&format!("ipnvx{tag}A"));
+    let b = lab.netns(&format!("ipnvx{tag}B"));
     must(
         "ip",
         &[
@@ -340,7 +340,7 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
 #[test]
 fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
     let (mut lab, a, b) = two_hosts("t");
-    let c = lab.netns(&format!("ipnvxtC{}", std::process::id()));
+    let c = lab.netns("ipnvxtC");
     kernel_vxlan_device(&b);
 
     let net = Net::created("tap", &[]);
@@ -446,11 +446,7 @@ fn tcp_crosses_both_ways_as_clean_wire_segments_with_and_without_offloads() {
     require_root("namespaces, TAP, vxlan", &["iperf3", "tcpdump", "ethtool"]);
     for offload in [true, false] {
         let (mut lab, a, b) = two_hosts(if offload { "o" } else { "n" });
-        let c = lab.netns(&format!(
-            "ipnvx{}C{}",
-            u8::from(offload),
-            std::process::id()
-        ));
+        let c = lab.netns(&format!("ipnvx{}C", u8::from(offload)));
         kernel_vxlan_device(&b);
         // Over a veth there is no NIC to fill in the kernel's inner
         // checksums.
@@ -594,14 +590,13 @@ fn tcp_crosses_both_ways_as_clean_wire_segments_with_and_without_offloads() {
 #[test]
 fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
     require_root("namespaces, TAP, vxlan", &["iperf3", "ethtool", "bridge"]);
-    let pid = std::process::id();
     let mut lab = Lab::default();
-    let u = lab.netns(&format!("ipnvx3U{pid}"));
+    let u = lab.netns("ipnvx3U");
     must("ip", &["-n", &u, "link", "add", "br0", "type", "bridge"]);
     must("ip", &["-n", &u, "link", "set", "br0", "up"]);
     let hosts: Vec<String> = ["A", "B", "C"]
         .iter()
-        .map(|h| lab.netns(&format!("ipnvx3{h}{pid}")))
+        .map(|h| lab.netns(&format!("ipnvx3{h}")))
         .collect();
     for (i, ns) in hosts.iter().enumerate() {
         let (inner, outer) = (format!("v{i}"), format!("u{i}"));

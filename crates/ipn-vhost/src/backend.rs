@@ -1141,52 +1141,9 @@ mod tests {
 /// allocations while a few thousand frames go into a receive queue laid
 /// out by hand in guest memory, as a driver would.
 #[cfg(test)]
-#[allow(unsafe_code)]
 mod no_alloc {
     use super::*;
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    struct Counting;
-
-    thread_local! {
-        // Const-initialised, no destructor: reading them never allocates.
-        static COUNTING: Cell<bool> = const { Cell::new(false) };
-        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn count_one() {
-        let _ = COUNTING.try_with(|counting| {
-            if counting.get() {
-                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-            }
-        });
-    }
-
-    // SAFETY: every method forwards its arguments unchanged to `System`,
-    // which upholds GlobalAlloc's contract; counting touches only
-    // const-initialised thread-locals and never allocates or unwinds.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            count_one();
-            // SAFETY: the caller's contract for `alloc`, passed on.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            count_one();
-            // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            count_one();
-            // SAFETY: the caller's contract for `realloc`, passed on.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: the caller's contract for `dealloc`, passed on.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
+    use ipn_test_support::alloc::{allocations_in, Counting};
 
     #[global_allocator]
     static ALLOCATOR: Counting = Counting;
@@ -1251,22 +1208,16 @@ mod no_alloc {
             "num_buffers"
         );
 
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|c| c.set(true));
-        for _ in 0..20 {
-            round(QUEUE);
-        }
-        COUNTING.with(|c| c.set(false));
+        let allocations = allocations_in(|| {
+            for _ in 0..20 {
+                round(QUEUE);
+            }
+        });
         assert_eq!(
-            ALLOCATIONS.with(|n| n.get()),
-            0,
+            allocations, 0,
             "5120 frames written into the receive queue allocated"
         );
         // The counter counts: one allocation is seen.
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|c| c.set(true));
-        drop(std::hint::black_box(vec![1u8]));
-        COUNTING.with(|c| c.set(false));
-        assert_eq!(ALLOCATIONS.with(|n| n.get()), 1);
+        assert_eq!(allocations_in(|| drop(std::hint::black_box(vec![1u8]))), 1);
     }
 }

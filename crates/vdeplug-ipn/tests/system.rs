@@ -14,8 +14,9 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{command, readers, require, scratch, url, wait_for, Guard};
+use common::{command, readers, scratch, url, wait_for, Guard};
 use ipn::{Config, JoinOptions, Network, Port};
+use ipn_test_support::require_tools;
 
 /// An Ethernet frame: broadcast, source MAC 02:00:00:00:00:`src`,
 /// ethertype 0x88b5, then `len - 14` bytes derived from `seq`.
@@ -40,7 +41,7 @@ struct StreamPlug {
 
 impl StreamPlug {
     fn spawn(urls: &[&str]) -> StreamPlug {
-        require("vde_plug", "vdeplug");
+        require_tools(&["vde_plug"]);
         let mut child = command("vde_plug")
             .args(urls)
             .stdin(Stdio::piped())
@@ -150,7 +151,7 @@ fn vde_plug_to_vde_plug_frames_arrive_intact() {
 
 #[test]
 fn vde_switch_bridged_to_ipn_passes_frames_both_ways() {
-    require("vde_switch", "vde-switch");
+    require_tools(&["vde_switch"]);
     let net = scratch("bridge-net");
     let sw = scratch("bridge-sw");
     let pidfile = sw.with_extension("pid");
@@ -236,7 +237,7 @@ fn tagged_frame(src: u8, vid: Option<u16>, seq: u8) -> Vec<u8> {
 /// transparent ipn port sees them tagged on the network.
 #[test]
 fn vde_switch_vlans_meet_ipn_vlans_over_a_trunk_url() {
-    require("vde_switch", "vde-switch");
+    require_tools(&["vde_switch"]);
     let net = scratch("vlan-net");
     let sw = scratch("vlan-sw");
     let pidfile = sw.with_extension("pid");
@@ -470,7 +471,7 @@ fn killed_member_leaves_the_network_working() {
 
 #[test]
 fn lossless_sender_is_freed_when_a_stuck_vm_is_killed() {
-    require("vde_plug", "vdeplug");
+    require_tools(&["vde_plug"]);
     let net = scratch("lossless-kill");
     let u = format!("{}[lossless/ring=4]", url(&net));
     // A vde_plug whose stdout nobody reads: once the pipe is full it stops
@@ -518,7 +519,7 @@ fn lossless_sender_is_freed_when_a_stuck_vm_is_killed() {
 
 #[test]
 fn qemu_nic_on_an_ipn_url_sends_its_dhcp_discover() {
-    require("qemu-system-x86_64", "qemu-system-x86");
+    require_tools(&["qemu-system-x86_64"]);
     let net = scratch("qemu");
     let mut port =
         Port::join_or_create(&net, &Config::default(), &JoinOptions::described("watch")).unwrap();

@@ -1,7 +1,8 @@
 //! Helpers shared by this crate's integration tests: the plugin as
 //! libvdeplug finds it, the C clients built against `-lvdeplug`, scratch
-//! paths, waiting with a deadline, and the configuration of the property
-//! tests ([`proptest_config`]).
+//! paths, and waiting with a deadline. The helpers every crate's tests
+//! share (root, tools, the property tests' configuration) are in
+//! `ipn_test_support`.
 //!
 //! Nothing is skipped: a missing tool or plugin fails the test with a
 //! message saying what to install or build. The plugin is the
@@ -45,17 +46,6 @@ pub fn plugin_dir() -> PathBuf {
     .clone()
 }
 
-/// Fails loudly if a program the test needs is not installed.
-pub fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{program}` is not installed; install the Debian package `{package}`"
-    );
-}
-
 /// A command with the plugin on libvdeplug's search path, the way a user
 /// tries it without installing: `LD_LIBRARY_PATH=DIR` (libvdeplug's last
 /// resort is a plain `dlopen("libvdeplug_ipn.so")`). Unlike
@@ -79,7 +69,7 @@ pub fn c_client(name: &str) -> PathBuf {
     if let Some((_, exe)) = built.iter().find(|(n, _)| n == name) {
         return exe.clone();
     }
-    require("cc", "gcc");
+    ipn_test_support::require_tools(&["cc"]);
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(format!("{name}.c"));
@@ -182,11 +172,3 @@ pub fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> std::proce
         std::thread::sleep(Duration::from_millis(10));
     }
 }
-
-/// The project's one configuration of property tests (seed, cases,
-/// regression files, soak), shared with crates/ipn's tests.
-#[path = "../../../ipn/tests/common/properties.rs"]
-pub mod properties;
-
-#[allow(unused_imports)] // only the property tests use them
-pub use properties::{proptest_config, PROPTEST_SEED};
