@@ -12,7 +12,7 @@
 //!   may run in are removed.
 
 use std::fs::File;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
 use nix::sched::{setns, CloneFlags};
 
@@ -66,12 +66,35 @@ impl Lab {
         name
     }
 
+    /// A veth pair `a`–`b` in the host's namespace; `a` is deleted on
+    /// drop (and `b` with it, wherever it went).
+    #[track_caller]
+    pub fn veth(&mut self, a: &str, b: &str) {
+        self.links.push(a.to_string());
+        must("ip", &["link", "add", a, "type", "veth", "peer", "name", b]);
+    }
+
+    /// Starts `program ARGS` in namespace `ns` (`ip netns exec`), its
+    /// output discarded, as a helper killed on drop (a server, say).
+    #[track_caller]
+    pub fn spawn_in(&mut self, ns: &str, program: &str, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running ip netns exec {ns} {program}: {e}"));
+        self.helpers.push(child);
+    }
+
     /// Moves `ifname` into `ns`, gives it `addr`, sets it up.
     #[track_caller]
     pub fn place(&self, ifname: &str, ns: &str, addr: &str) {
         must("ip", &["link", "set", ifname, "netns", ns]);
-        must("ip", &["-n", ns, "addr", "add", addr, "dev", ifname]);
-        must("ip", &["-n", ns, "link", "set", ifname, "up"]);
+        add_address(ns, ifname, addr);
+        link_up(ns, ifname);
     }
 }
 
@@ -88,6 +111,55 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
+}
+
+/// Gives `ifname` in `ns` the address `addr` (`10.0.0.1/24`, or an IPv6
+/// one, which skips duplicate address detection so that it is usable at
+/// once).
+#[track_caller]
+pub fn add_address(ns: &str, ifname: &str, addr: &str) {
+    let mut args = vec!["-n", ns, "addr", "add", addr, "dev", ifname];
+    if addr.contains(':') {
+        args.push("nodad");
+    }
+    must("ip", &args);
+}
+
+/// Sets `ifname` in `ns` up.
+#[track_caller]
+pub fn link_up(ns: &str, ifname: &str) {
+    must("ip", &["-n", ns, "link", "set", ifname, "up"]);
+}
+
+/// Makes `ip` a permanent neighbour at `mac` on `ifname` in `ns`, so that
+/// frames go to it without an ARP or ND round (made, or changed if there).
+#[track_caller]
+pub fn static_neighbour(ns: &str, ifname: &str, ip: &str, mac: &str) {
+    must(
+        "ip",
+        &[
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
+            "dev",
+            ifname,
+            "nud",
+            "permanent",
+        ],
+    );
+}
+
+/// Runs `program ARGS` in namespace `ns` (`ip netns exec`), which must
+/// succeed; returns its standard output.
+#[track_caller]
+pub fn must_in(ns: &str, program: &str, args: &[&str]) -> String {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    must("ip", &all)
 }
 
 /// Runs `f` on a new thread that has entered network namespace `ns`, and
