@@ -101,3 +101,62 @@ pub fn remove_anything(path: &Path) {
         Err(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_installed_tool_passes_and_a_missing_one_fails_saying_what_to_do() {
+        require_tools(&["sh"]);
+        let missing = std::panic::catch_unwind(|| require_tools(&["ipn-no-such-tool"]));
+        let message = *missing.unwrap_err().downcast::<String>().unwrap();
+        assert_eq!(
+            message,
+            "`ipn-no-such-tool` is not installed; scripts/deps.sh installs it"
+        );
+    }
+
+    #[test]
+    fn must_returns_the_output_and_fails_with_what_the_program_said() {
+        assert_eq!(must("sh", &["-c", "echo out"]), "out\n");
+        let failed = std::panic::catch_unwind(|| must("sh", &["-c", "echo said >&2; exit 3"]));
+        let message = *failed.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("exit status: 3"), "{message}");
+        assert!(message.contains("said"), "{message}");
+    }
+
+    #[test]
+    fn remove_anything_removes_a_file_a_tree_and_a_dangling_link() {
+        let base = std::env::temp_dir().join(format!("ipn-test-support-{}", std::process::id()));
+        remove_anything(&base);
+        std::fs::create_dir_all(base.join("tree/deep")).unwrap();
+        std::fs::write(base.join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink(base.join("nowhere"), base.join("link")).unwrap();
+        for name in ["tree", "file", "link", "never-was"] {
+            let path = base.join(name);
+            remove_anything(&path);
+            assert!(std::fs::symlink_metadata(&path).is_err(), "{name} is left");
+        }
+        remove_anything(&base);
+        assert!(!base.exists());
+    }
+
+    #[test]
+    fn proptest_config_saves_to_the_calling_crates_regression_file() {
+        let config = proptest_config!("example", 7);
+        let persistence = format!("{:?}", config.failure_persistence);
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/example.txt"
+        );
+        assert!(persistence.contains(file), "{persistence}");
+        if std::env::var_os("IPN_SOAK").is_none() {
+            assert_eq!(config.cases, 7);
+            assert_eq!(
+                config.rng_seed,
+                proptest::test_runner::RngSeed::Fixed(properties::PROPTEST_SEED)
+            );
+        }
+    }
+}

@@ -180,3 +180,21 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_end_with_this_process_id() {
+        let pid = std::process::id();
+        assert_eq!(tag(), pid.to_string());
+        assert_eq!(ifname("ipx"), format!("ipx{pid}"));
+    }
+
+    #[test]
+    #[should_panic(expected = "is longer than 15 bytes: give it a shorter base")]
+    fn an_interface_name_the_kernel_would_refuse_fails_naming_it() {
+        ifname("averyverylongbase");
+    }
+}
