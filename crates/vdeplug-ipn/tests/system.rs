@@ -14,7 +14,7 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{command, readers, scratch, url, wait_for, Guard};
+use common::{command, readers, scratch, url, wait_for, Guard, VdeSwitch};
 use ipn::{Config, JoinOptions, Network, Port};
 use ipn_test_support::require_tools;
 
@@ -151,37 +151,9 @@ fn vde_plug_to_vde_plug_frames_arrive_intact() {
 
 #[test]
 fn vde_switch_bridged_to_ipn_passes_frames_both_ways() {
-    require_tools(&["vde_switch"]);
     let net = scratch("bridge-net");
-    let sw = scratch("bridge-sw");
-    let pidfile = sw.with_extension("pid");
-    let status = Command::new("vde_switch")
-        .args(["-d", "-s"])
-        .arg(&sw)
-        .arg("-p")
-        .arg(&pidfile)
-        .status()
-        .expect("run vde_switch");
-    assert!(status.success(), "vde_switch failed to start");
-    // The switch daemonized: kill it by pid at the end, whatever happens.
-    struct KillSwitch(PathBuf, PathBuf);
-    impl Drop for KillSwitch {
-        fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(&self.0) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ = Command::new("kill").arg(pid.to_string()).status();
-                }
-            }
-            let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_dir_all(&self.1);
-        }
-    }
-    let _kill = KillSwitch(pidfile.clone(), sw.clone());
-    wait_for(
-        "the switch's control socket",
-        Duration::from_secs(5),
-        || sw.join("ctl").exists() && pidfile.exists(),
-    );
+    let switch = VdeSwitch::start("bridge-sw", None);
+    let sw = &switch.path;
 
     let vde_url = format!("vde://{}", sw.display());
     let _bridge = StreamPlug::spawn(&[&vde_url, &url(&net)]);
@@ -237,46 +209,15 @@ fn tagged_frame(src: u8, vid: Option<u16>, seq: u8) -> Vec<u8> {
 /// transparent ipn port sees them tagged on the network.
 #[test]
 fn vde_switch_vlans_meet_ipn_vlans_over_a_trunk_url() {
-    require_tools(&["vde_switch"]);
     let net = scratch("vlan-net");
-    let sw = scratch("vlan-sw");
-    let pidfile = sw.with_extension("pid");
-    let rc = sw.with_extension("rc");
-    std::fs::write(
-        &rc,
-        "vlan/create 10\nvlan/create 20\nport/create 1\nport/create 2\nport/create 3\n\
-         vlan/addport 10 1\nvlan/addport 20 1\nport/setvlan 2 10\nport/setvlan 3 20\n",
-    )
-    .unwrap();
-    let status = Command::new("vde_switch")
-        .args(["-d", "-s"])
-        .arg(&sw)
-        .arg("-p")
-        .arg(&pidfile)
-        .arg("-f")
-        .arg(&rc)
-        .status()
-        .expect("run vde_switch");
-    assert!(status.success(), "vde_switch failed to start");
-    struct KillSwitch(PathBuf, PathBuf, PathBuf);
-    impl Drop for KillSwitch {
-        fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(&self.0) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ = Command::new("kill").arg(pid.to_string()).status();
-                }
-            }
-            let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_dir_all(&self.1);
-            let _ = std::fs::remove_file(&self.2);
-        }
-    }
-    let _kill = KillSwitch(pidfile.clone(), sw.clone(), rc);
-    wait_for(
-        "the switch's control socket",
-        Duration::from_secs(5),
-        || sw.join("ctl").exists() && pidfile.exists(),
+    let switch = VdeSwitch::start(
+        "vlan-sw",
+        Some(
+            "vlan/create 10\nvlan/create 20\nport/create 1\nport/create 2\nport/create 3\n\
+             vlan/addport 10 1\nvlan/addport 20 1\nport/setvlan 2 10\nport/setvlan 3 20\n",
+        ),
     );
+    let sw = &switch.path;
     let port_url = |n: u32| format!("vde://{}[{n}]", sw.display());
     let _trunk = StreamPlug::spawn(&[&port_url(1), &format!("{}[trunk=10:20]", url(&net))]);
     wait_for("the trunk to join", Duration::from_secs(5), || {

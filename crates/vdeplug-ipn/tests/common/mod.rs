@@ -125,6 +125,62 @@ impl Drop for ScratchNet {
     }
 }
 
+/// A daemonized `vde_switch` at a [`scratch`] path: killed by its pid
+/// file, and its files removed, on drop, whatever the test did.
+pub struct VdeSwitch {
+    /// The switch's directory (what `vde://PATH` names).
+    pub path: PathBuf,
+    pidfile: PathBuf,
+    rc: PathBuf,
+}
+
+impl VdeSwitch {
+    /// Starts `vde_switch -d -s PATH -p PATH.pid`, with `-f PATH.rc`
+    /// holding the commands `rc` if given, and waits for its control
+    /// socket.
+    pub fn start(name: &str, rc: Option<&str>) -> VdeSwitch {
+        ipn_test_support::require_tools(&["vde_switch"]);
+        let path = scratch(name);
+        let switch = VdeSwitch {
+            pidfile: path.with_extension("pid"),
+            rc: path.with_extension("rc"),
+            path,
+        };
+        let mut command = Command::new("vde_switch");
+        command
+            .args(["-d", "-s"])
+            .arg(&switch.path)
+            .arg("-p")
+            .arg(&switch.pidfile);
+        if let Some(rc) = rc {
+            std::fs::write(&switch.rc, rc).unwrap();
+            command.arg("-f").arg(&switch.rc);
+        }
+        let status = command.status().expect("run vde_switch");
+        assert!(status.success(), "vde_switch failed to start");
+        wait_for(
+            "the switch's control socket",
+            Duration::from_secs(5),
+            || switch.path.join("ctl").exists() && switch.pidfile.exists(),
+        );
+        switch
+    }
+}
+
+impl Drop for VdeSwitch {
+    fn drop(&mut self) {
+        // The switch daemonized: its pid is all there is to kill it by.
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+        let _ = std::fs::remove_file(&self.pidfile);
+        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_file(&self.rc);
+    }
+}
+
 /// The `ipn://` URL of `path`.
 pub fn url(path: &Path) -> String {
     format!("ipn://{}", path.display())
