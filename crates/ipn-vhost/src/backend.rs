@@ -1232,15 +1232,13 @@ mod no_alloc {
         };
         round(QUEUE / 2, &mut buf);
 
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|c| c.set(true));
-        for _ in 0..40 {
-            round(QUEUE / 2, &mut buf);
-        }
-        COUNTING.with(|c| c.set(false));
+        let allocations = allocations_in(|| {
+            for _ in 0..40 {
+                round(QUEUE / 2, &mut buf);
+            }
+        });
         assert_eq!(
-            ALLOCATIONS.with(|n| n.get()),
-            0,
+            allocations, 0,
             "5120 frames read from the transmit queue allocated"
         );
     }
