@@ -272,7 +272,7 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
     eprintln!("{start}\n{summary}");
     assert!(summary.contains("2 malformed datagrams"), "{summary}");
     assert!(summary.contains("1 for another VNI"), "{summary}");
-    assert!(summary.contains("(0 send errors)"), "{summary}");
+    assert!(summary.contains("(0 over the underlay's MTU, 0 send errors)"), "{summary}");
     drop(responder);
 }
 
@@ -333,7 +333,7 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
     let start = vxlan.joined.clone();
     let summary = interrupt(vxlan);
     eprintln!("{start}\n{summary}");
-    assert!(summary.contains("(0 send errors)"), "{summary}");
+    assert!(summary.contains("(0 over the underlay's MTU, 0 send errors)"), "{summary}");
     assert!(summary.contains(" 0 unicast"), "{summary}");
     drop(responder);
 }
@@ -382,7 +382,7 @@ fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
     let start = vxlan.joined.clone();
     let summary = interrupt(vxlan);
     eprintln!("{start}\n{summary}");
-    assert!(summary.contains("(0 send errors)"), "{summary}");
+    assert!(summary.contains("(0 over the underlay's MTU, 0 send errors)"), "{summary}");
 }
 
 #[test]
@@ -731,7 +731,7 @@ fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
             count_before(&summary, "TCP segments joined") > 0,
             "{summary}"
         );
-        assert!(summary.contains("(0 send errors)"), "{summary}");
+        assert!(summary.contains("(0 over the underlay's MTU, 0 send errors)"), "{summary}");
     }
     drop(keep);
     drop(nets);
