@@ -739,14 +739,16 @@ fn status_shows_counters_per_remote_consistent_with_what_crossed() {
     assert_eq!(r["remote"], "10.220.0.2:4789");
     assert_eq!(r["kind"], "remote");
     assert_eq!(r["path_mtu"], 1500);
-    // Each echo and its reply is one datagram (an ARP exchange or two
-    // besides), of a 98-byte frame (56 bytes of data) and its VXLAN header.
+    // Each echo and its reply is one datagram of a 98-byte frame (56
+    // bytes of data) and its VXLAN header; besides, an ARP exchange or
+    // two, and from B what vx0 says by itself (IPv6 neighbour discovery,
+    // MLD), which the responder does not answer.
     let (tx, rx) = (
         r["tx_datagrams"].as_u64().unwrap(),
         r["rx_datagrams"].as_u64().unwrap(),
     );
     assert!((PINGS..PINGS + 4).contains(&tx), "{r:#}");
-    assert!((PINGS..PINGS + 4).contains(&rx), "{r:#}");
+    assert!((PINGS..PINGS + 20).contains(&rx), "{r:#}");
     assert!(r["tx_bytes"].as_u64().unwrap() >= PINGS * (8 + 98), "{r:#}");
     assert!(r["rx_bytes"].as_u64().unwrap() >= PINGS * (8 + 98), "{r:#}");
     assert!(r["tx_bytes"].as_u64().unwrap() <= tx * (8 + 98), "{r:#}");
