@@ -86,7 +86,7 @@ pub use config::{Config, JoinOptions, Protocol};
 pub use error::{OpenError, RecvError, SendError};
 pub use membership::Membership;
 pub use network::{Access, Network, PortState, PortStatus, Status};
-pub use port::{Message, Port, Shutdown};
+pub use port::{Message, Port, PortReceiver, PortSender, Shutdown};
 
 /// Looks a group up by name or number (for [`Config::group`]).
 pub fn group_id(name: &str) -> Option<u32> {
