@@ -6,15 +6,49 @@
 //! it, round-robin, from a private cursor per ring, keeps looking for a
 //! while when frames are due (`pace`), and sleeps on the doorbell when
 //! there is nothing (`recv`). Joining a network's files is `join`. This
-//! file holds what all of them share: taking up a slot in shared memory,
-//! leaving it, and the view of who else is there, rebuilt whenever the
-//! network's membership epoch changes.
+//! file holds what both directions share: taking up a slot in shared
+//! memory, leaving it, and the parts of the port both read.
 //!
-//! A port's state is split by who uses it: [`View`] (membership), [`Tx`]
-//! (sending), [`Rx`] (receiving), [`Events`] (membership events for the
-//! receiver), and the switch table. Under the loom model checker the same
-//! code runs over an in-memory network with a counting bell
-//! (`wake::LoomBell`) instead of sockets; only `join` is left out.
+//! # Who owns what
+//!
+//! The two directions are two types, so that the borrow checker, not a
+//! convention, keeps them apart:
+//!
+//! - [`Tx`] (`send.rs`): our ring, the lossless room, the readers a frame
+//!   is for (its own membership view), the scratch and cut buffers, the
+//!   addresses published for `status`, and a ringer to wake readers with.
+//! - [`Rx`] (`recv.rs`): the doorbell (our pollable fd, which also rings
+//!   ourselves), the cursors, the scan set, the pace, the counts and the
+//!   membership events (its own membership view).
+//! - [`Common`], read by both, changed only with the whole port in hand
+//!   (`shutdown`): path, mapping, slot, caps, VLANs, offloads.
+//! - The switch table: learned on receive, looked up on send, so the one
+//!   piece of mutable state both use. A whole port hands it to a direction
+//!   as `&mut` (no lock taken: `Mutex::get_mut`); a split one as the
+//!   `Mutex`, which each frame's learning or look-up takes.
+//!
+//! Each direction keeps its own view of the membership, rebuilt when the
+//! network's membership epoch moves: the sender needs the readers and
+//! recomputes its lossless room; the receiver looks once at every ring
+//! that may hold frames, recounts, and raises the event. Neither depends on
+//! the other having looked. What the receiver does for lossless senders
+//! (publishing its cursors) and what either does after finding dead ports
+//! (waking everyone) goes through shared memory and its own bell, as it
+//! would between two processes. In shared memory the halves write
+//! different words: the sender our ring, head, `tx_*` counters and
+//! published addresses, and other ports' pending bits, `armed` and
+//! `rings`; the receiver our cursors, and our own pending bitmap, `armed`,
+//! `rings` and `rx_*` counters. A word our port alone writes is written by
+//! one of its halves alone: a split port keeps the single-writer rule of
+//! `docs/DESIGN.md`.
+//!
+//! [`Port`] is both halves with their send and receive methods as thin
+//! delegations; [`Port::split`] hands them out as a [`PortSender`] and a
+//! [`PortReceiver`], each `Send`, for two threads. Under the loom model
+//! checker the same code runs over an in-memory network with a counting
+//! bell (`wake::LoomBell`) instead of sockets; only `join` is left out.
+//! (The split itself has no loom model: loom has no scoped threads, and the
+//! halves borrow the port.)
 
 #[cfg(not(loom))]
 mod join;
@@ -132,13 +166,16 @@ pub struct PortReceiver<'a> {
 }
 
 impl<'a> Table<'a> {
+    #[inline]
     fn whole(lock: &'a mut Mutex<MacTable>) -> Table<'a> {
         Table::Whole(lock.get_mut().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Runs `f` on the table, under its lock if the port is split. A
     /// poisoned lock is taken all the same: the table is a cache that
-    /// every entry of is checked before use.
+    /// every entry of is checked before use. Inlined: on a whole port this
+    /// is the table itself, on the path of every frame.
+    #[inline(always)]
     fn with<R>(&mut self, f: impl FnOnce(&mut MacTable) -> R) -> R {
         match self {
             Table::Whole(table) => f(table),
@@ -150,6 +187,7 @@ impl<'a> Table<'a> {
 impl Common {
     /// The membership epoch: it moves with every join, leave, death and
     /// shutdown.
+    #[inline]
     fn epoch(&self) -> u64 {
         self.shm.header().membership_epoch.load(Ordering::Acquire)
     }
@@ -179,6 +217,7 @@ impl Common {
     }
     /// `Err(path)` once the shared file was truncated under us (see
     /// `shm::sigbus`): every later operation fails with that.
+    #[inline]
     fn check_damage(&self) -> Result<(), PathBuf> {
         if self.shm.damaged() {
             Err(self.path.clone())
@@ -279,6 +318,7 @@ impl Port {
     }
 
     /// The sending half, for one call of a send method.
+    #[inline]
     fn sender(&mut self) -> PortSender<'_> {
         PortSender {
             tx: &mut self.tx,
@@ -290,6 +330,7 @@ impl Port {
     }
 
     /// The receiving half, for one call of a receive method.
+    #[inline]
     fn receiver(&mut self) -> PortReceiver<'_> {
         PortReceiver {
             rx: &mut self.rx,

@@ -106,6 +106,7 @@ impl Port {
     /// Receives one frame without waiting: [`RecvError::WouldBlock`] if
     /// none is waiting. Frames longer than `buf` are truncated; a buffer of
     /// [`Port::max_frame`] bytes never truncates. Returns the bytes copied.
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.receiver().try_recv(buf)
     }
@@ -119,27 +120,32 @@ impl Port {
     /// docs), and before giving up it clears doorbells it could not account
     /// for (say, from a sender killed mid-ring), so the fd never stays
     /// readable while nothing waits.
+    #[inline]
     pub fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.receiver().try_recv_after_poll(buf)
     }
 
     /// Receives one frame, waiting as long as it takes.
+    #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.receiver().recv(buf)
     }
 
     /// Receives one frame, waiting at most `timeout`.
+    #[inline]
     pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
         self.receiver().recv_timeout(buf, timeout)
     }
 
     /// Receives a frame or a membership event without waiting.
+    #[inline]
     pub fn try_recv_message(&mut self, buf: &mut [u8]) -> Result<Message, RecvError> {
         self.receiver().try_recv_message(buf)
     }
 
     /// Receives a frame or membership event, waiting at most `timeout`
     /// (`None`: forever).
+    #[inline]
     pub fn recv_message(
         &mut self,
         buf: &mut [u8],
@@ -151,31 +157,37 @@ impl Port {
 
 impl PortReceiver<'_> {
     /// [`Port::try_recv`].
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.rx.try_recv(&mut self.cx, buf)
     }
 
     /// [`Port::try_recv_after_poll`].
+    #[inline]
     pub fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.rx.try_recv_after_poll(&mut self.cx, buf)
     }
 
     /// [`Port::recv`].
+    #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.rx.recv(&mut self.cx, buf)
     }
 
     /// [`Port::recv_timeout`].
+    #[inline]
     pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
         self.rx.recv_timeout(&mut self.cx, buf, timeout)
     }
 
     /// [`Port::try_recv_message`].
+    #[inline]
     pub fn try_recv_message(&mut self, buf: &mut [u8]) -> Result<Message, RecvError> {
         self.rx.try_recv_message(&mut self.cx, buf)
     }
 
     /// [`Port::recv_message`].
+    #[inline]
     pub fn recv_message(
         &mut self,
         buf: &mut [u8],
@@ -258,6 +270,7 @@ impl Rx {
         self.membership
     }
 
+    #[inline]
     fn check_membership(&mut self, cx: &mut Context<'_>) {
         if cx.port.epoch() != self.epoch {
             self.refresh_membership(cx);

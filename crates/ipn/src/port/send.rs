@@ -57,17 +57,20 @@ pub(super) struct Tx {
 impl Port {
     /// Sends a frame. On a lossless network waits until every live reader
     /// has room (never for a port that died or stopped reading).
+    #[inline]
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.sender().send(frame)
     }
 
     /// Sends a frame without waiting: on a lossless network a full reader
     /// gives [`SendError::WouldBlock`].
+    #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.sender().try_send(frame)
     }
 
     /// Sends a frame, waiting at most `timeout` for room (lossless).
+    #[inline]
     pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.sender().send_timeout(frame, timeout)
     }
@@ -84,16 +87,19 @@ impl Port {
 
 impl PortSender<'_> {
     /// [`Port::send`].
+    #[inline]
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.tx.send_until(&mut self.cx, frame, Wait::Forever)
     }
 
     /// [`Port::try_send`].
+    #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.tx.send_until(&mut self.cx, frame, Wait::Never)
     }
 
     /// [`Port::send_timeout`].
+    #[inline]
     pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
         let wait = Wait::Until(Instant::now() + timeout);
         self.tx.send_until(&mut self.cx, frame, wait)
@@ -127,6 +133,7 @@ impl Tx {
     }
 
     /// Rebuilds the reader list if the membership epoch moved.
+    #[inline]
     fn check_membership(&mut self, port: &Common) {
         if port.epoch() != self.epoch {
             self.refresh_membership(port);
