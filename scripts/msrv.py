@@ -72,6 +72,20 @@ def neediest(meta, ids):
     return best, sorted(names)
 
 
+def test_only_members(meta, members):
+    """Members that other members depend on, but only as dev-dependencies."""
+    kinds = {}
+    for node in meta["resolve"]["nodes"]:
+        if node["id"] not in members:
+            continue
+        for dep in node["deps"]:
+            if dep["pkg"] in members:
+                kinds.setdefault(dep["pkg"], set()).update(
+                    k["kind"] for k in dep["dep_kinds"]
+                )
+    return {m for m, k in kinds.items() if k == {"dev"}}
+
+
 def shown(v):
     return ".".join(str(p) for p in v)
 
@@ -86,7 +100,10 @@ def main():
         return 1
     (ours,) = stated
 
-    normal = reachable(meta, [None, "build"], members)
+    # Crates the others take only as dev-dependencies (the tests' helpers,
+    # crates/test-support) are part of the tests, not of a normal build.
+    test_only = test_only_members(meta, members)
+    normal = reachable(meta, [None, "build"], members - test_only)
     top, who = neediest(meta, normal - members)
     tests, test_who = neediest(
         meta, reachable(meta, [None, "build", "dev"], members) - members

@@ -7,7 +7,7 @@
 # A failure is printed as a ready-to-paste regression test: add it to the
 # test file it names (next to the other regressions) and fix the bug. The
 # failing case's seed is also added to proptest-regressions/NAME.txt of
-# the crate (crates/ipn/tests/common/properties.rs), which every run
+# the crate (crates/test-support/src/properties.rs), which every run
 # replays first: commit it with the fix.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -24,16 +24,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    check_frame, in_netns, mac_of, must, require_root, stream_byte, tag, tcp_in_csum_errors,
-    tcpdump_checks, Checked, Lab, Pcap,
-};
+use common::{check_frame, mac_of, stream_byte, tcp_in_csum_errors, tcpdump_checks, Checked, Pcap};
 use ipn::offload::{
     segment, HdrLayout, VirtioNetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6,
     GSO_UDP_L4, MAX_GSO_FRAME,
 };
 use ipn_attach::tap::{Offloads, Tap, TapOptions};
 use ipn_attach::Link;
+use ipn_test_support::netns::{add_address, ifname, link_up, must_in, static_neighbour};
+use ipn_test_support::{in_netns, must, require_root, tag, Lab};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{setsockopt, sockopt::UdpGsoSegment};
 
@@ -69,50 +68,11 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 /// makes `.2` / `::2` a static neighbour at [`PEER_MAC`].
 fn configure(ns: &str, ifname: &str, n: u8) -> (String, String) {
     let (v4, v6) = (format!("10.213.{n}.2"), format!("fd00:213:{n}::2"));
-    must(
-        "ip",
-        &[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("10.213.{n}.1/24"),
-            "dev",
-            ifname,
-        ],
-    );
-    must(
-        "ip",
-        &[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("fd00:213:{n}::1/64"),
-            "dev",
-            ifname,
-            "nodad",
-        ],
-    );
-    must("ip", &["-n", ns, "link", "set", ifname, "up"]);
-    let mac = "02:00:00:00:21:3f";
+    add_address(ns, ifname, &format!("10.213.{n}.1/24"));
+    add_address(ns, ifname, &format!("fd00:213:{n}::1/64"));
+    link_up(ns, ifname);
     for addr in [&v4, &v6] {
-        must(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                mac,
-                "dev",
-                ifname,
-                "nud",
-                "permanent",
-            ],
-        );
+        static_neighbour(ns, ifname, addr, "02:00:00:00:21:3f");
     }
     (v4, v6)
 }
@@ -217,6 +177,34 @@ fn wait_until_frames_pass(tap: &mut Tap, ns: &str, to: &str) {
     }
 }
 
+/// A fresh namespace `NS_BASE`+pid in `lab` holding the TAP `IF_BASE`+pid,
+/// opened from inside it with `options`: (namespace, interface, TAP).
+#[track_caller]
+fn tap_in_netns(
+    lab: &mut Lab,
+    ns_base: &str,
+    if_base: &str,
+    options: TapOptions,
+) -> (String, String, Tap) {
+    let ns = lab.netns(ns_base);
+    let name = ifname(if_base);
+    let tap = in_netns(&ns, || Tap::open_with(&name, options)).unwrap();
+    (ns, name, tap)
+}
+
+/// The frames of `got`, without their headers.
+fn frames_of(got: Vec<(VirtioNetHdr, Vec<u8>)>) -> Vec<Vec<u8>> {
+    got.into_iter().map(|(_, f)| f).collect()
+}
+
+/// Fills in the checksum of the IPv4 header (no options) of Ethernet
+/// frame `f`, computed by this file's reference code.
+fn set_ipv4_checksum(f: &mut [u8]) {
+    f[24..26].copy_from_slice(&[0, 0]);
+    let check = !common::reference_fold(&[&f[14..34]]);
+    f[24..26].copy_from_slice(&check.to_be_bytes());
+}
+
 /// Checks that `frames` are UDP datagrams of `size` bytes (the last one
 /// shorter) with correct checksums, to [`PEER_MAC`], carrying the stream
 /// bytes `0..total` between them.
@@ -239,11 +227,8 @@ fn check_datagrams(frames: &[Vec<u8>], size: usize, total: usize) {
 #[test]
 fn a_tap_without_offloads_gives_whole_checked_frames_without_a_header() {
     require_root_and_tools();
-    let t = tag();
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipnoP{t}"));
-    let name = format!("ipop{t}");
-    let mut tap = in_netns(&ns, || Tap::open(&name)).unwrap();
+    let (ns, name, mut tap) = tap_in_netns(&mut lab, "ipnoP", "ipop", TapOptions::default());
     assert_eq!(tap.vnet_hdr(), None);
     assert_eq!(tap.offloads(), Offloads::NONE);
     let (v4, v6) = configure(&ns, &name, 1);
@@ -254,7 +239,7 @@ fn a_tap_without_offloads_gives_whole_checked_frames_without_a_header() {
         send_udp(&ns, to, 10_000, Some(1000));
         let got = read_udp_frames(&mut tap, false, |g| g.len() >= 10);
         assert!(got.iter().all(|(hdr, _)| *hdr == VirtioNetHdr::default()));
-        let frames: Vec<Vec<u8>> = got.into_iter().map(|(_, f)| f).collect();
+        let frames = frames_of(got);
         assert!(
             frames.iter().all(|f| f.len() == header + 1000),
             "{:?}",
@@ -353,9 +338,7 @@ fn offloads_carry_udp_and_small_frames(uso_expected: bool) {
     require_root_and_tools();
     let t = tag();
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipnoO{t}"));
-    let name = format!("ipoo{t}");
-    let mut tap = in_netns(&ns, || Tap::open_with(&name, OFFLOAD)).unwrap();
+    let (ns, name, mut tap) = tap_in_netns(&mut lab, "ipnoO", "ipoo", OFFLOAD);
     assert_eq!(tap.vnet_hdr(), Some(HdrLayout::Basic));
     let offloads = tap.offloads();
     let tso = Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6 | Offloads::TSO_ECN;
@@ -463,11 +446,8 @@ fn offloads_carry_udp_and_small_frames(uso_expected: bool) {
 #[test]
 fn a_header_and_frame_sent_into_a_tap_with_offloads_reach_a_socket() {
     require_root_and_tools();
-    let t = tag();
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipnoS{t}"));
-    let name = format!("ipos{t}");
-    let mut tap = in_netns(&ns, || Tap::open_with(&name, OFFLOAD)).unwrap();
+    let (ns, name, mut tap) = tap_in_netns(&mut lab, "ipnoS", "ipos", OFFLOAD);
     configure(&ns, &name, 3);
     let socket = in_netns(&ns, || UdpSocket::bind("10.213.3.1:7777")).unwrap();
     socket.set_read_timeout(Some(LONG)).unwrap();
@@ -481,8 +461,7 @@ fn a_header_and_frame_sent_into_a_tap_with_offloads_reach_a_socket() {
     f.extend_from_slice(&(20u16 + 8 + 2500).to_be_bytes());
     f.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, 64, 17, 0, 0]);
     f.extend_from_slice(&[10, 213, 3, 2, 10, 213, 3, 1]);
-    let check = !common::reference_fold(&[&f[14..34]]);
-    f[24..26].copy_from_slice(&check.to_be_bytes());
+    set_ipv4_checksum(&mut f);
     f.extend_from_slice(&[0x30, 0x39, 0x1e, 0x61]); // 12345 -> 7777
     f.extend_from_slice(&(8u16 + 2500).to_be_bytes());
     let pseudo = [&f[26..34], &[0, 17][..], &(8u16 + 2500).to_be_bytes()[..]].concat();
@@ -520,9 +499,7 @@ fn a_header_and_frame_sent_into_a_tap_with_offloads_reach_a_socket() {
     let mut plain = f[..42].to_vec();
     plain.extend_from_slice(b"plain");
     plain[16..18].copy_from_slice(&(20u16 + 8 + 5).to_be_bytes());
-    plain[24..26].copy_from_slice(&[0, 0]);
-    let check = !common::reference_fold(&[&plain[14..34]]);
-    plain[24..26].copy_from_slice(&check.to_be_bytes());
+    set_ipv4_checksum(&mut plain);
     plain[38..40].copy_from_slice(&(8u16 + 5).to_be_bytes());
     plain[40..42].copy_from_slice(&[0, 0]); // no UDP checksum over IPv4
     Link::send(&mut tap, &plain).unwrap();
@@ -533,10 +510,9 @@ fn a_header_and_frame_sent_into_a_tap_with_offloads_reach_a_socket() {
 #[test]
 fn a_persistent_tap_left_with_offloads_gives_plain_frames_when_opened_without() {
     require_root_and_tools();
-    let t = tag();
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipnoR{t}"));
-    let name = format!("ipor{t}");
+    let ns = lab.netns("ipnoR");
+    let name = ifname("ipor");
     must(
         "ip",
         &["-n", &ns, "tuntap", "add", "mode", "tap", "name", &name],
@@ -557,7 +533,7 @@ fn a_persistent_tap_left_with_offloads_gives_plain_frames_when_opened_without() 
             .sum::<usize>()
             >= 10_000
     });
-    let frames: Vec<Vec<u8>> = got.into_iter().map(|(_, f)| f).collect();
+    let frames = frames_of(got);
     let lengths: Vec<usize> = frames.iter().map(Vec::len).collect();
     assert!(
         lengths.iter().all(|&len| len == 1042),
@@ -725,51 +701,24 @@ fn tcp_stream_through_the_segmenter(name: &str, v6: bool, ecn: bool, len: u64) -
     let t = tag();
     let mut lab = Lab::default();
     let (a, b) = (
-        lab.netns(&format!("ipno{name}A{t}")),
-        lab.netns(&format!("ipno{name}B{t}")),
+        lab.netns(&format!("ipno{name}A")),
+        lab.netns(&format!("ipno{name}B")),
     );
-    let (ta, tb) = (format!("ipo{name}a{t}"), format!("ipo{name}b{t}"));
+    let (ta, tb) = (
+        ifname(&format!("ipo{name}a")),
+        ifname(&format!("ipo{name}b")),
+    );
     let mut tap_a = in_netns(&a, || Tap::open_with(&ta, OFFLOAD)).unwrap();
     let mut tap_b = in_netns(&b, || Tap::open(&tb)).unwrap();
     for (ns, ifname, host) in [(&a, &ta, 1), (&b, &tb, 2)] {
-        must(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("10.214.0.{host}/24"),
-                "dev",
-                ifname,
-            ],
-        );
-        must(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("fd00:214::{host}/64"),
-                "dev",
-                ifname,
-                "nodad",
-            ],
-        );
-        must("ip", &["-n", ns, "link", "set", ifname, "up"]);
+        add_address(ns, ifname, &format!("10.214.0.{host}/24"));
+        add_address(ns, ifname, &format!("fd00:214::{host}/64"));
+        link_up(ns, ifname);
         let ecn_mode = if ecn { "1" } else { "0" };
-        must(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-q",
-                "-w",
-                &format!("net.ipv4.tcp_ecn={ecn_mode}"),
-            ],
+        must_in(
+            ns,
+            "sysctl",
+            &["-q", "-w", &format!("net.ipv4.tcp_ecn={ecn_mode}")],
         );
     }
     let server_addr: SocketAddr = if v6 {

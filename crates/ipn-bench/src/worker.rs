@@ -294,8 +294,38 @@ fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Re
             at(1.0)
         ))?;
     }
+    linger_repeating_stop(&frame, send);
     Ok(())
 }
+
+/// Stays until the parent closes our stdin (it has every receiver's
+/// report then), sending STOP again every [`STOP_REPEAT_MS`]: a lossy
+/// transport may drop the first one (a vde_switch port whose queue is full
+/// refuses it; an AF_UNIX receiver's buffer may be full), and a receiver
+/// must not wait for a STOP that never comes. Later STOPs go to receivers
+/// that are gone, so their errors mean nothing.
+fn linger_repeating_stop(stop: &[u8], mut send: impl FnMut(&[u8]) -> Result<()>) {
+    let stdin = std::io::stdin();
+    let mut sink = [0u8; 256];
+    loop {
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(STOP_REPEAT_MS)) {
+            Ok(0) => {
+                let _ = send(stop);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            // Readable: end of file (the parent sends nothing), or an error.
+            _ => match std::io::Read::read(&mut stdin.lock(), &mut sink) {
+                Ok(n) if n > 0 => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return,
+            },
+        }
+    }
+}
+
+/// How often a sender repeats STOP while it waits for the parent.
+const STOP_REPEAT_MS: u16 = 10;
 
 /// Receives until STOP; `recv` returns the length of one frame, or None
 /// if it came back without one. Reports on stdout.
@@ -382,11 +412,9 @@ fn ipn_send(spec: &WorkerSpec) -> Result<()> {
     let mut port = ipn::Port::join(&spec.path, &options)
         .with_context(|| format!("joining {}", spec.path.display()))?;
     say("ready")?;
-    send_loop(spec, |frame| Ok(port.send(frame)?))?;
-    // Stay joined until the parent has everyone's report: a lossy reader
+    // Stays joined until the parent has everyone's report: a lossy reader
     // that was lapped still finds STOP in our ring.
-    wait_for_parent_eof();
-    Ok(())
+    send_loop(spec, |frame| Ok(port.send(frame)?))
 }
 
 fn ipn_recv(spec: &WorkerSpec) -> Result<()> {
@@ -496,9 +524,7 @@ fn unix_send(spec: &WorkerSpec) -> Result<()> {
             }
         }
         Ok(())
-    })?;
-    wait_for_parent_eof();
-    Ok(())
+    })
 }
 
 fn unix_recv(spec: &WorkerSpec) -> Result<()> {
@@ -541,9 +567,7 @@ fn vde_send(spec: &WorkerSpec) -> Result<()> {
         // counted as such by the receivers.
         let _ = conn.send(frame);
         Ok(())
-    })?;
-    wait_for_parent_eof();
-    Ok(())
+    })
 }
 
 fn vde_recv(spec: &WorkerSpec) -> Result<()> {

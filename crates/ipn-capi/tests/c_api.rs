@@ -145,9 +145,9 @@ fn c_program_gets_the_errno_values_ipn_h_promises() {
 /// and says so. Needs root (CI runs as root); fails otherwise.
 #[test]
 fn c_program_of_an_outsider_gets_eacces() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test needs root: it runs the C program as the user nobody (CI runs as root)"
+    ipn_test_support::require_root(
+        "this test runs the C program as the user nobody",
+        &["setpriv"],
     );
     let program = compile("tests/c/capi.c", "capi-outsider");
     // Copies nobody can reach, whatever the checkout's permissions.

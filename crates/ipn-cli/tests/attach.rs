@@ -10,13 +10,14 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    ipn, must, ping, ports, require_root, run, run_program, tag, text, Attached, Lab, Net,
-    StalledNet, BIN, LONG,
+    ipn, must, ping, ports, run, run_program, text, Attached, Net, StalledNet, BIN, LONG,
 };
+use ipn_test_support::netns::{ifname, must_in, static_neighbour};
+use ipn_test_support::{require_root, Lab};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -48,12 +49,11 @@ fn frames_into_network(said: &str) -> u64 {
 #[test]
 fn two_namespaces_ping_each_other_through_taps_on_one_network() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("taps", &[]);
     let mut lab = Lab::default();
-    let ns1 = lab.netns(&format!("ipn-tap1-{t}"));
-    let ns2 = lab.netns(&format!("ipn-tap2-{t}"));
-    let (a, b) = (format!("ipta{t}"), format!("iptb{t}"));
+    let ns1 = lab.netns("ipn-tap1-");
+    let ns2 = lab.netns("ipn-tap2-");
+    let (a, b) = (ifname("ipta"), ifname("iptb"));
 
     let tap_a = Attached::start(&["tap", net.p(), "--name", &a]);
     let tap_b = Attached::start(&["tap", net.p(), "--name", &b]);
@@ -96,12 +96,11 @@ fn two_namespaces_ping_each_other_through_taps_on_one_network() {
 #[test]
 fn tap_mtu_follows_a_jumbo_network() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("jumbo", &["--mtu", "9014"]);
     let mut lab = Lab::default();
-    let ns1 = lab.netns(&format!("ipn-jmb1-{t}"));
-    let ns2 = lab.netns(&format!("ipn-jmb2-{t}"));
-    let (a, b) = (format!("ipja{t}"), format!("ipjb{t}"));
+    let ns1 = lab.netns("ipn-jmb1-");
+    let ns2 = lab.netns("ipn-jmb2-");
+    let (a, b) = (ifname("ipja"), ifname("ipjb"));
     let _tap_a = Attached::start(&["tap", net.p(), "--name", &a, "--up"]);
     let _tap_b = Attached::start(&["tap", net.p(), "--name", &b]);
     lab.place(&a, &ns1, "10.210.1.1/24");
@@ -131,10 +130,9 @@ fn tap_mtu_follows_a_jumbo_network() {
 #[test]
 fn tap_attaches_to_a_persistent_tap_and_a_second_one_is_told_it_is_busy() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("persist", &[]);
     let mut lab = Lab::default();
-    let name = format!("ippt{t}");
+    let name = ifname("ippt");
     must("ip", &["tuntap", "add", "mode", "tap", "name", &name]);
     lab.links.push(name.clone());
     let first = Attached::start(&["tap", net.p(), "--name", &name, "--up"]);
@@ -152,7 +150,7 @@ fn tap_attaches_to_a_persistent_tap_and_a_second_one_is_told_it_is_busy() {
 fn tap_deleted_under_ipn_tap_ends_it_with_a_clear_error() {
     require_root_and_tools();
     let net = Net::created("deleted", &[]);
-    let name = format!("ipdt{}", tag());
+    let name = ifname("ipdt");
     let tap = Attached::start(&["tap", net.p(), "--name", &name, "--up"]);
     must("ip", &["link", "del", &name]);
     let (status, said) = tap.wait(LONG);
@@ -166,19 +164,82 @@ fn tap_deleted_under_ipn_tap_ends_it_with_a_clear_error() {
     );
 }
 
+/// A veth pair `BASE_A`+pid – `BASE_B`+pid: the first end, in the host's
+/// namespace, up, with no address and no IPv6 (it carries only what ipn
+/// sends), for `ipn grab`; the second in `ns` with `addr`.
+fn grabbed_veth(
+    lab: &mut Lab,
+    base_a: &str,
+    base_b: &str,
+    ns: &str,
+    addr: &str,
+) -> (String, String) {
+    let (va, vb) = (ifname(base_a), ifname(base_b));
+    lab.veth(&va, &vb);
+    must(
+        "sysctl",
+        &["-q", "-w", &format!("net.ipv6.conf.{va}.disable_ipv6=1")],
+    );
+    must("ip", &["link", "set", &va, "up"]);
+    lab.place(&vb, ns, addr);
+    (va, vb)
+}
+
+/// `ipn grab` of a veth whose far end is in namespace G at `SUBNET.2/24`
+/// and `ipn tap` with its TAP in namespace T at `SUBNET.1/24`, on one
+/// network.
+struct GrabAndTap {
+    ns_g: String,
+    ns_t: String,
+    /// The grabbed end of the veth (host namespace) and the far end (in G).
+    va: String,
+    vb: String,
+    grab: Attached,
+    tap: Attached,
+}
+
+/// Sets up a [`GrabAndTap`]; `x` makes its interface names (`ipXa`,
+/// `ipXb`, `ipXt`) and `name` its namespaces' unique in this test binary.
+fn grab_and_tap(lab: &mut Lab, net: &Net, name: &str, x: &str, subnet: &str) -> GrabAndTap {
+    let ns_g = lab.netns(&format!("ipn-{name}g-"));
+    let ns_t = lab.netns(&format!("ipn-{name}t-"));
+    let (va, vb) = grabbed_veth(
+        lab,
+        &format!("ip{x}a"),
+        &format!("ip{x}b"),
+        &ns_g,
+        &format!("{subnet}.2/24"),
+    );
+    let tap_name = ifname(&format!("ip{x}t"));
+    let grab = Attached::start(&["grab", net.p(), &va]);
+    let tap = Attached::start(&["tap", net.p(), "--name", &tap_name]);
+    lab.place(&tap_name, &ns_t, &format!("{subnet}.1/24"));
+    GrabAndTap {
+        ns_g,
+        ns_t,
+        va,
+        vb,
+        grab,
+        tap,
+    }
+}
+
+/// The promiscuity count of `ifname` (host namespace), from `ip -d -j`.
+fn promiscuity(ifname: &str) -> u64 {
+    let flags = must("ip", &["-d", "-j", "link", "show", ifname]);
+    let flags: Value = serde_json::from_str(&flags).unwrap();
+    flags[0]["promiscuity"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no promiscuity in {flags:#}"))
+}
+
 /// TCP (iperf3, `extra` arguments such as `-R`) from namespace `client`
 /// to an iperf3 server in `server` at `ip`: the received bits per second.
 /// Retried while the server is not listening yet; fails the test if no
 /// run completes.
 fn iperf_tcp(lab: &mut Lab, client: &str, server: &str, ip: &str, extra: &[&str]) -> f64 {
     // Not `-1`: a failed attempt must not take the server down.
-    let daemon = Command::new("ip")
-        .args(["netns", "exec", server, "iperf3", "-s", "-B", ip])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
-    lab.helpers.push(daemon);
+    lab.spawn_in(server, "iperf3", &["-s", "-B", ip]);
     let mut last = String::new();
     for _ in 0..30 {
         let mut args = vec![
@@ -215,26 +276,16 @@ fn iperf_tcp(lab: &mut Lab, client: &str, server: &str, ip: &str, extra: &[&str]
 #[test]
 fn tcp_crosses_between_an_offloading_tap_and_a_grabbed_veth_both_ways() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("grab-tcp", &[]);
     let mut lab = Lab::default();
-    let ns_g = lab.netns(&format!("ipn-gtcpg-{t}"));
-    let ns_t = lab.netns(&format!("ipn-gtcpt-{t}"));
-    let (va, vb, tap) = (format!("ipwa{t}"), format!("ipwb{t}"), format!("ipwt{t}"));
-    must(
-        "ip",
-        &["link", "add", &va, "type", "veth", "peer", "name", &vb],
-    );
-    lab.links.push(va.clone());
-    must(
-        "sysctl",
-        &["-q", "-w", &format!("net.ipv6.conf.{va}.disable_ipv6=1")],
-    );
-    must("ip", &["link", "set", &va, "up"]);
-    lab.place(&vb, &ns_g, "10.212.0.2/24");
-    let _grab = Attached::start(&["grab", net.p(), &va]);
-    let _tap = Attached::start(&["tap", net.p(), "--name", &tap]);
-    lab.place(&tap, &ns_t, "10.212.0.1/24");
+    // Bound, not `..`: the grab and the tap run until the test ends.
+    let GrabAndTap {
+        ns_g,
+        ns_t,
+        grab: _grab,
+        tap: _tap,
+        ..
+    } = grab_and_tap(&mut lab, &net, "gtcp", "w", "10.212.0");
     let said = ping(&ns_t, &["-c", "2", "-i", "0.2", "-W", "2", "10.212.0.2"]);
     assert!(said.contains("2 received"), "{said}");
     let up = iperf_tcp(&mut lab, &ns_t, &ns_g, "10.212.0.2", &[]);
@@ -250,28 +301,16 @@ fn tcp_crosses_between_an_offloading_tap_and_a_grabbed_veth_both_ways() {
 #[test]
 fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("grab", &[]);
     let mut lab = Lab::default();
-    let ns_g = lab.netns(&format!("ipn-grabg-{t}"));
-    let ns_t = lab.netns(&format!("ipn-grabt-{t}"));
-    let (va, vb, tap) = (format!("ipva{t}"), format!("ipvb{t}"), format!("ipgt{t}"));
-    must(
-        "ip",
-        &["link", "add", &va, "type", "veth", "peer", "name", &vb],
-    );
-    lab.links.push(va.clone());
-    // The host's end carries no address and no IPv6: only what ipn sends.
-    must(
-        "sysctl",
-        &["-q", "-w", &format!("net.ipv6.conf.{va}.disable_ipv6=1")],
-    );
-    must("ip", &["link", "set", &va, "up"]);
-    lab.place(&vb, &ns_g, "10.211.0.2/24");
-
-    let grab = Attached::start(&["grab", net.p(), &va]);
-    let tapper = Attached::start(&["tap", net.p(), "--name", &tap]);
-    lab.place(&tap, &ns_t, "10.211.0.1/24");
+    let GrabAndTap {
+        ns_g,
+        ns_t,
+        va,
+        vb,
+        grab,
+        tap: tapper,
+    } = grab_and_tap(&mut lab, &net, "grab", "v", "10.211.0");
 
     let said = ping(&ns_t, &["-c", "3", "-i", "0.2", "-W", "2", "10.211.0.2"]);
     eprintln!("[grab] ping TAP -> ipn -> grab -> veth: {said}");
@@ -355,18 +394,13 @@ fn grab_bridges_a_veth_to_a_tap_without_looping_its_own_frames_back() {
 #[test]
 fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("grabdel", &[]);
     // Up when deleted: the socket says ENETDOWN once. Down when deleted:
     // it says nothing, and grab must notice by itself.
     for up in [true, false] {
         let mut lab = Lab::default();
-        let (va, vb) = (format!("ipxa{t}"), format!("ipxb{t}"));
-        must(
-            "ip",
-            &["link", "add", &va, "type", "veth", "peer", "name", &vb],
-        );
-        lab.links.push(va.clone());
+        let (va, vb) = (ifname("ipxa"), ifname("ipxb"));
+        lab.veth(&va, &vb);
         if up {
             must("ip", &["link", "set", &va, "up"]);
             must("ip", &["link", "set", &vb, "up"]);
@@ -399,25 +433,16 @@ fn grab_of_an_interface_deleted_under_it_ends_with_a_clear_error() {
 #[test]
 fn grab_with_promisc_starts_and_stops() {
     require_root_and_tools();
-    let t = tag();
     let net = Net::created("promisc", &[]);
     let mut lab = Lab::default();
-    let (va, vb) = (format!("ippa{t}"), format!("ippb{t}"));
-    must(
-        "ip",
-        &["link", "add", &va, "type", "veth", "peer", "name", &vb],
-    );
-    lab.links.push(va.clone());
+    let (va, vb) = (ifname("ippa"), ifname("ippb"));
+    lab.veth(&va, &vb);
     let grab = Attached::start(&["grab", net.p(), &va, "--promisc"]);
-    let flags = must("ip", &["-d", "-j", "link", "show", &va]);
-    let flags: Value = serde_json::from_str(&flags).unwrap();
-    assert!(flags[0]["promiscuity"].as_u64().unwrap() >= 1, "{flags:#}");
+    assert!(promiscuity(&va) >= 1);
     let (status, said) = grab.stop();
     assert_eq!(status.code(), Some(130), "{said}");
     // The kernel took the membership back with the socket.
-    let flags = must("ip", &["-d", "-j", "link", "show", &va]);
-    let flags: Value = serde_json::from_str(&flags).unwrap();
-    assert_eq!(flags[0]["promiscuity"].as_u64(), Some(0), "{flags:#}");
+    assert_eq!(promiscuity(&va), 0);
 }
 
 #[test]
@@ -489,99 +514,55 @@ fn tap_without_cap_net_admin_says_what_it_needs() {
 /// dropped, not waited for.
 fn udp_flood(ns: &str, to: &str, count: u32) {
     let script = format!("for i in $(seq {count}); do echo x >/dev/udp/{to}/9; done");
-    must("ip", &["netns", "exec", ns, "bash", "-c", &script]);
+    must_in(ns, "bash", &["-c", &script]);
+}
+
+/// `attached` (described `what`) has sent [`StalledNet::RING`] frames into
+/// `stalled` and waits in a lossless send: SIGTERM ends it within a
+/// second, with status 143 and its summary, leaving only the reader.
+#[track_caller]
+fn sigterm_stops_it_within_a_second(attached: Attached, stalled: &StalledNet, what: &str) {
+    stalled.wait_for_blocked_sender(what);
+    let (status, said) = attached.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
+    assert_eq!(status.code(), Some(143), "{said}");
+    assert!(
+        said.contains(&format!(
+            "ipn: {what} left {}: {} frames into the network",
+            stalled.p(),
+            StalledNet::RING
+        )),
+        "{said}"
+    );
+    stalled.assert_only_the_reader_is_left();
 }
 
 #[test]
 fn sigterm_stops_tap_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
     require_root_and_tools();
-    let t = tag();
     let stalled = StalledNet::new("stalled-tap");
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipn-stall-{t}"));
-    let name = format!("ipst{t}");
+    let ns = lab.netns("ipn-stall-");
+    let name = ifname("ipst");
     let tap = Attached::start(&["tap", stalled.p(), "--name", &name]);
     lab.place(&name, &ns, "10.212.0.1/24");
     // Frames out of the TAP without waiting for ARP: to a made-up neighbour.
-    must(
-        "ip",
-        &[
-            "-n",
-            &ns,
-            "neigh",
-            "add",
-            "10.212.0.2",
-            "lladdr",
-            "02:00:00:00:02:12",
-            "dev",
-            &name,
-            "nud",
-            "permanent",
-        ],
-    );
+    static_neighbour(&ns, &name, "10.212.0.2", "02:00:00:00:02:12");
     udp_flood(&ns, "10.212.0.2", 100);
-    stalled.wait_for_blocked_sender(&format!("tap {name}"));
-
-    let (status, said) = tap.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
-    assert_eq!(status.code(), Some(143), "{said}");
-    assert!(
-        said.contains(&format!(
-            "ipn: tap {name} left {}: {} frames into the network",
-            stalled.p(),
-            StalledNet::RING
-        )),
-        "{said}"
-    );
-    stalled.assert_only_the_reader_is_left();
+    sigterm_stops_it_within_a_second(tap, &stalled, &format!("tap {name}"));
 }
 
 #[test]
 fn sigterm_stops_grab_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
     require_root_and_tools();
-    let t = tag();
     let stalled = StalledNet::new("stalled-grab");
     let mut lab = Lab::default();
-    let ns = lab.netns(&format!("ipn-stallg-{t}"));
-    let (va, vb) = (format!("ipsa{t}"), format!("ipsb{t}"));
-    lab.links.push(va.clone());
-    must(
-        "ip",
-        &["link", "add", &va, "type", "veth", "peer", "name", &vb],
-    );
-    must("ip", &["link", "set", &va, "up"]);
-    lab.place(&vb, &ns, "10.212.1.2/24");
+    let ns = lab.netns("ipn-stallg-");
+    let (va, vb) = grabbed_veth(&mut lab, "ipsa", "ipsb", &ns, "10.212.1.2/24");
     let grab = Attached::start(&["grab", stalled.p(), &va]);
     // Frames to the grabbed end's own MAC, without waiting for ARP.
     let link: Value = serde_json::from_str(&must("ip", &["-j", "link", "show", &va])).unwrap();
     let mac = link[0]["address"].as_str().expect("a MAC in ip -j link");
-    must(
-        "ip",
-        &[
-            "-n",
-            &ns,
-            "neigh",
-            "add",
-            "10.212.1.1",
-            "lladdr",
-            mac,
-            "dev",
-            &vb,
-            "nud",
-            "permanent",
-        ],
-    );
+    static_neighbour(&ns, &vb, "10.212.1.1", mac);
     udp_flood(&ns, "10.212.1.1", 100);
-    stalled.wait_for_blocked_sender(&format!("grab {va}"));
-
-    let (status, said) = grab.signal_and_wait(Signal::SIGTERM, Duration::from_secs(1));
-    assert_eq!(status.code(), Some(143), "{said}");
-    assert!(
-        said.contains(&format!(
-            "ipn: grab {va} left {}: {} frames into the network",
-            stalled.p(),
-            StalledNet::RING
-        )),
-        "{said}"
-    );
-    stalled.assert_only_the_reader_is_left();
+    sigterm_stops_it_within_a_second(grab, &stalled, &format!("grab {va}"));
 }

@@ -5,11 +5,62 @@ mod common;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ipn, ports, record, run, run_with_input, stderr, stdout, Bg, Net, LONG};
 use nix::sys::signal::{kill, Signal};
+
+/// Fails the test unless `out` is a failure with exit status 1 saying
+/// every one of `words` on standard error; returns what it said there.
+#[track_caller]
+fn assert_fails_saying(out: &Output, words: &[&str]) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for word in words {
+        assert!(err.contains(word), "{word:?} missing from {err:?}");
+    }
+    err
+}
+
+/// Fails the test unless each of `commands` (given `x\n` on standard
+/// input) fails with exit status 1, an `ipn: ` message saying every one of
+/// `words`, and no panic; returns their outputs.
+#[track_caller]
+fn assert_each_fails_saying(commands: &[Vec<&str>], words: &[&str]) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    for args in commands {
+        let out = run_with_input(args, b"x\n");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("ipn: "), "{args:?}: {err}");
+        for word in words {
+            assert!(err.contains(word), "{args:?}: {word:?} missing from {err}");
+        }
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        outputs.push(out);
+    }
+    outputs
+}
+
+/// Starts `ipn sub PATH SUB_ARGS` (which must end by itself: `--count`),
+/// waits until it reads, runs `ipn pub PUB_ARGS PATH` with `input`, which
+/// must succeed, and returns what the sub did once it exited successfully.
+#[track_caller]
+fn through_sub(net: &Net, sub_args: &[&str], pub_args: &[&str], input: &[u8]) -> Output {
+    let mut args = vec!["sub", net.p()];
+    args.extend_from_slice(sub_args);
+    let sub = Bg::spawn(&args);
+    net.wait_for_readers(1);
+    let mut args = vec!["pub"];
+    args.extend_from_slice(pub_args);
+    args.push(net.p());
+    let out = run_with_input(&args, input);
+    assert!(out.status.success(), "pub: {}", stderr(&out));
+    let out = sub.finish(LONG);
+    assert!(out.status.success(), "sub: {}", stderr(&out));
+    out
+}
 
 #[test]
 fn create_prints_one_line_and_status_shows_parameters_as_table_and_json() {
@@ -88,28 +139,19 @@ fn create_prints_one_line_and_status_shows_parameters_as_table_and_json() {
 #[test]
 fn create_on_an_existing_network_fails_and_says_so() {
     let net = Net::created("exists", &[]);
-    let out = run(&["create", net.p()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let err = assert_fails_saying(&run(&["create", net.p()]), &["already exists"]);
     assert!(err.starts_with("ipn: "), "{err}");
-    assert!(err.contains("already exists"), "{err}");
 }
 
 #[test]
 fn create_rejects_an_unknown_group_and_a_bad_mode() {
     let net = Net::new("badcreate");
     let out = run(&["create", net.p(), "--group", "no-such-group-ipn-test"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unknown group"), "{}", stderr(&out));
+    assert_fails_saying(&out, &["unknown group"]);
     let out = run(&["create", net.p(), "--mode", "0999"]);
     assert!(!out.status.success());
     let out = run(&["create", net.p(), "--mode", "0070"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("lock the owner out"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, &["lock the owner out"]);
     assert!(!net.path.exists());
 }
 
@@ -118,11 +160,7 @@ fn rm_refuses_while_a_port_is_live_and_force_removes_anyway() {
     let net = Net::created("rm", &[]);
     let sub = Bg::spawn(&["sub", net.p()]);
     net.wait_for_readers(1);
-    let out = run(&["rm", net.p()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(err.contains("still joined"), "{err}");
-    assert!(err.contains("--force"), "{err}");
+    assert_fails_saying(&run(&["rm", net.p()]), &["still joined", "--force"]);
     assert!(net.path.join("shm").exists());
 
     let out = run(&["rm", "--force", net.p()]);
@@ -160,30 +198,25 @@ fn three_subscribers_each_receive_every_line_from_one_publisher() {
 #[test]
 fn pub_skips_empty_lines_and_sends_a_last_line_without_newline() {
     let net = Net::created("lines", &["--lossless"]);
-    let sub = Bg::spawn(&["sub", net.p(), "--count", "2", "--timeout", "20"]);
-    net.wait_for_readers(1);
-    let out = run_with_input(&["pub", net.p()], b"first\n\n\nlast");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&sub.finish(LONG)), "first\nlast\n");
+    let out = through_sub(
+        &net,
+        &["--count", "2", "--timeout", "20"],
+        &[],
+        b"first\n\n\nlast",
+    );
+    assert_eq!(stdout(&out), "first\nlast\n");
 }
 
 #[test]
 fn sub_busy_poll_receives_and_a_busy_poll_over_100_ms_is_refused() {
     let net = Net::created("busypoll", &["--lossless"]);
-    let sub = Bg::spawn(&[
-        "sub",
-        net.p(),
-        "--busy-poll",
-        "200",
-        "--count",
-        "2",
-        "--timeout",
-        "20",
-    ]);
-    net.wait_for_readers(1);
-    let out = run_with_input(&["pub", net.p()], b"one\ntwo\n");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&sub.finish(LONG)), "one\ntwo\n");
+    let out = through_sub(
+        &net,
+        &["--busy-poll", "200", "--count", "2", "--timeout", "20"],
+        &[],
+        b"one\ntwo\n",
+    );
+    assert_eq!(stdout(&out), "one\ntwo\n");
     let out = run(&["sub", net.p(), "--busy-poll", "100001", "--count", "1"]);
     assert!(!out.status.success());
     assert!(
@@ -196,20 +229,25 @@ fn sub_busy_poll_receives_and_a_busy_poll_over_100_ms_is_refused() {
 #[test]
 fn sub_hex_prints_one_line_of_hex_bytes_per_frame() {
     let net = Net::created("hex", &[]);
-    let sub = Bg::spawn(&["sub", net.p(), "--hex", "--count", "2", "--timeout", "20"]);
-    net.wait_for_readers(1);
-    let out = run_with_input(&["pub", net.p()], b"AB\n\xff\x00z\n");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&sub.finish(LONG)), "41 42\nff 00 7a\n");
+    let out = through_sub(
+        &net,
+        &["--hex", "--count", "2", "--timeout", "20"],
+        &[],
+        b"AB\n\xff\x00z\n",
+    );
+    assert_eq!(stdout(&out), "41 42\nff 00 7a\n");
 }
 
 #[test]
 fn sub_text_escapes_invalid_utf8_byte_by_byte() {
     let net = Net::created("lossy-utf8", &[]);
-    let sub = Bg::spawn(&["sub", net.p(), "--count", "1", "--timeout", "20"]);
-    net.wait_for_readers(1);
-    run_with_input(&["pub", net.p()], b"a\xffb\xc3\n");
-    assert_eq!(stdout(&sub.finish(LONG)), "a\\xffb\\xc3\n");
+    let out = through_sub(
+        &net,
+        &["--count", "1", "--timeout", "20"],
+        &[],
+        b"a\xffb\xc3\n",
+    );
+    assert_eq!(stdout(&out), "a\\xffb\\xc3\n");
 }
 
 #[test]
@@ -272,8 +310,6 @@ fn sub_text_shows_each_frame_as_one_escaped_line_that_cannot_pass_for_an_event()
 #[test]
 fn pub_raw_and_sub_raw_carry_vde_stream_records_unchanged() {
     let net = Net::created("raw", &["--mtu", "1514"]);
-    let sub = Bg::spawn(&["sub", net.p(), "--raw", "--count", "3", "--timeout", "20"]);
-    net.wait_for_readers(1);
     let frames: [Vec<u8>; 3] = [
         b"\n\nbinary\0with newlines\n".to_vec(),
         vec![0xab; 1514],
@@ -284,10 +320,12 @@ fn pub_raw_and_sub_raw_carry_vde_stream_records_unchanged() {
         input.extend(record(frame));
         input.extend([0, 0]); // an empty record: skipped, as libvdestream does
     }
-    let out = run_with_input(&["pub", "--raw", net.p()], &input);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = sub.finish(LONG);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = through_sub(
+        &net,
+        &["--raw", "--count", "3", "--timeout", "20"],
+        &["--raw"],
+        &input,
+    );
     let expected: Vec<u8> = frames.iter().flat_map(|f| record(f)).collect();
     assert_eq!(out.stdout, expected);
 }
@@ -298,10 +336,7 @@ fn pub_raw_reports_a_truncated_record() {
     let mut input = record(b"whole");
     input.extend([0, 10, 1, 2, 3]);
     let out = run_with_input(&["pub", "--raw", net.p()], &input);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(err.contains("record 2"), "{err}");
-    assert!(err.contains("3 of its 10 bytes"), "{err}");
+    assert_fails_saying(&out, &["record 2", "3 of its 10 bytes"]);
 }
 
 #[test]
@@ -309,12 +344,8 @@ fn oversize_line_is_an_error_naming_the_line_and_both_sizes() {
     let net = Net::created("oversize", &["--mtu", "100"]);
     let input = format!("short\n{}\nnever sent\n", "x".repeat(150));
     let out = run_with_input(&["pub", net.p()], input.as_bytes());
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let err = assert_fails_saying(&out, &["line 2", "150 bytes", "MTU of 100 bytes"]);
     assert!(err.starts_with("ipn: "), "{err}");
-    assert!(err.contains("line 2"), "{err}");
-    assert!(err.contains("150 bytes"), "{err}");
-    assert!(err.contains("MTU of 100 bytes"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // The publisher left: no port remains.
     assert!(ports(&net.status_json()).is_empty());
@@ -326,29 +357,21 @@ fn oversize_raw_record_is_an_error_naming_the_record() {
     let mut input = record(b"ok");
     input.extend(record(&[1; 65]));
     let out = run_with_input(&["pub", "--raw", net.p()], &input);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(err.contains("record 2: 65 bytes"), "{err}");
-    assert!(err.contains("MTU of 64 bytes"), "{err}");
+    assert_fails_saying(&out, &["record 2: 65 bytes", "MTU of 64 bytes"]);
 }
 
 #[test]
 fn missing_network_is_a_clear_error_with_exit_status_1() {
     let net = Net::new("missing");
-    for args in [
+    let commands = [
         vec!["status", net.p()],
         vec!["status", net.p(), "--json"],
         vec!["sub", net.p()],
         vec!["pub", net.p()],
         vec!["rm", net.p()],
-    ] {
-        let out = run_with_input(&args, b"x\n");
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = stderr(&out);
-        assert!(err.starts_with("ipn: "), "{args:?}: {err}");
-        assert!(err.contains(net.p()), "{args:?}: {err}");
-        assert!(err.contains("no such network"), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    ];
+    let outputs = assert_each_fails_saying(&commands, &[net.p(), "no such network"]);
+    for (args, out) in commands.iter().zip(outputs) {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
@@ -361,19 +384,15 @@ fn garbage_shm_file_is_a_clear_error_not_a_panic() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(net.path.join("shm"), garbage).unwrap();
-    for args in [
-        vec!["status", net.p()],
-        vec!["sub", net.p()],
-        vec!["pub", net.p()],
-        vec!["rm", net.p()],
-    ] {
-        let out = run_with_input(&args, b"x\n");
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = stderr(&out);
-        assert!(err.starts_with("ipn: "), "{args:?}: {err}");
-        assert!(err.contains("not a usable ipn network"), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-    }
+    assert_each_fails_saying(
+        &[
+            vec!["status", net.p()],
+            vec!["sub", net.p()],
+            vec!["pub", net.p()],
+            vec!["rm", net.p()],
+        ],
+        &["not a usable ipn network"],
+    );
     let out = run(&["rm", "--force", net.p()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!net.path.exists());
@@ -435,10 +454,13 @@ fn status_shows_a_killed_sub_as_dead_or_gone() {
         assert!(row.contains("dead"), "{table}");
     }
     // And the network keeps working for the others.
-    let sub = Bg::spawn(&["sub", net.p(), "--count", "1", "--timeout", "20"]);
-    net.wait_for_readers(1);
-    run_with_input(&["pub", net.p()], b"still works\n");
-    assert_eq!(stdout(&sub.finish(LONG)), "still works\n");
+    let out = through_sub(
+        &net,
+        &["--count", "1", "--timeout", "20"],
+        &[],
+        b"still works\n",
+    );
+    assert_eq!(stdout(&out), "still works\n");
 }
 
 #[test]
@@ -488,8 +510,7 @@ fn sub_timeout_without_the_counted_frames_is_an_error() {
     let started = Instant::now();
     let out = run(&["sub", net.p(), "--count", "1", "--timeout", "0.3"]);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("received 0 of 1"), "{}", stderr(&out));
+    assert_fails_saying(&out, &["received 0 of 1"]);
     // Without --count, a timeout is simply the end.
     let out = run(&["sub", net.p(), "--timeout", "0.2"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -5,6 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -37,6 +38,33 @@ fn spawn_dump(args: &[&str]) -> Bg {
     let mut all = vec!["dump"];
     all.extend_from_slice(args);
     Bg::spawn(&all)
+}
+
+/// Starts `ipn dump PATH -w FILE --count COUNT --timeout 20 EXTRA` and
+/// waits until it has joined the network as a reader.
+fn capture_to(net: &Net, file: &Path, count: &str, extra: &[&str]) -> Bg {
+    let mut args = vec![
+        net.p(),
+        "-w",
+        file.to_str().unwrap(),
+        "--count",
+        count,
+        "--timeout",
+        "20",
+    ];
+    args.extend_from_slice(extra);
+    let dump = spawn_dump(&args);
+    net.wait_for_readers(1);
+    dump
+}
+
+/// Fails the test unless `packets` are `sent`, byte for byte, in order.
+#[track_caller]
+fn assert_carries(packets: &[Dumped], sent: &[Vec<u8>]) {
+    assert_eq!(packets.len(), sent.len(), "{packets:#?}");
+    for (packet, sent) in packets.iter().zip(sent) {
+        assert_eq!(&packet.bytes, sent, "{}", packet.line);
+    }
 }
 
 /// An Ethernet frame: destination, source, ethertype, payload.
@@ -105,16 +133,7 @@ fn parse_tcpdump(text: &str) -> Vec<Dumped> {
 fn tcpdump_reads_the_capture_with_its_macs_ethertypes_and_bytes() {
     let net = Net::created("file", &[]);
     let pcap = net.file("pcap");
-    let dump = spawn_dump(&[
-        net.p(),
-        "-w",
-        pcap.to_str().unwrap(),
-        "--count",
-        "3",
-        "--timeout",
-        "20",
-    ]);
-    net.wait_for_readers(1);
+    let dump = capture_to(&net, &pcap, "3", &[]);
     let port = &net.ports()[0];
     assert_eq!(port["description"], "ipn dump");
     assert_eq!(port["writing"], false);
@@ -134,7 +153,7 @@ fn tcpdump_reads_the_capture_with_its_macs_ethertypes_and_bytes() {
 
     let (packets, err) = tcpdump_read(pcap.to_str().unwrap(), &[]);
     assert!(err.contains("link-type EN10MB (Ethernet)"), "{err}");
-    assert_eq!(packets.len(), 3, "{packets:#?}");
+    assert_carries(&packets, &frames);
     assert!(
         packets[0].line.contains(
             "02:00:00:00:00:0a > ff:ff:ff:ff:ff:ff, ethertype Unknown (0x88b5), length 37"
@@ -153,28 +172,13 @@ fn tcpdump_reads_the_capture_with_its_macs_ethertypes_and_bytes() {
             .contains("02:00:00:00:00:0b > 02:00:00:00:00:0a, ethertype ARP (0x0806), length 42"),
         "{packets:#?}"
     );
-    for (packet, sent) in packets.iter().zip(&frames) {
-        assert_eq!(&packet.bytes, sent, "{}", packet.line);
-    }
 }
 
 #[test]
 fn snaplen_keeps_the_first_bytes_and_records_the_original_length() {
     let net = Net::created("snaplen", &[]);
     let pcap = net.file("pcap");
-    let dump = spawn_dump(&[
-        net.p(),
-        "-w",
-        pcap.to_str().unwrap(),
-        "--count",
-        "1",
-        "--timeout",
-        "20",
-        "--snaplen",
-        "20",
-        "--nano",
-    ]);
-    net.wait_for_readers(1);
+    let dump = capture_to(&net, &pcap, "1", &["--snaplen", "20", "--nano"]);
     // An IPv4 header cut off after 6 of its 20 bytes.
     let mut ip = vec![
         0x45, 0, 0, 80, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
@@ -231,10 +235,7 @@ fn sigint_leaves_a_complete_capture_and_no_port() {
     assert_eq!(status["readers"], 0);
 
     let (packets, _) = tcpdump_read(pcap.to_str().unwrap(), &[]);
-    assert_eq!(packets.len(), 5, "{packets:#?}");
-    for (packet, sent) in packets.iter().zip(&frames) {
-        assert_eq!(&packet.bytes, sent);
-    }
+    assert_carries(&packets, &frames);
 }
 
 #[test]
@@ -301,10 +302,7 @@ fn piped_into_tcpdump_shows_frames_live_and_ends_when_tcpdump_does() {
     let out = tcpdump.finish(LONG);
     assert!(out.status.success(), "tcpdump: {}", stderr(&out));
     let packets = parse_tcpdump(&text);
-    assert_eq!(packets.len(), 2, "{packets:#?}");
-    for (packet, sent) in packets.iter().zip(&frames) {
-        assert_eq!(&packet.bytes, sent, "{}", packet.line);
-    }
+    assert_carries(&packets, &frames);
     // tcpdump -c 2 exited: dump notices its reader is gone and leaves.
     let out = dump.finish(LONG);
     assert_ended(&out, 0, "2 frames captured");
@@ -375,22 +373,12 @@ fn an_existing_capture_file_is_replaced_by_the_new_capture() {
     let net = Net::created("replace", &[]);
     let pcap = net.file("pcap");
     std::fs::write(&pcap, vec![0x55; 10_000]).unwrap();
-    let dump = spawn_dump(&[
-        net.p(),
-        "-w",
-        pcap.to_str().unwrap(),
-        "--count",
-        "1",
-        "--timeout",
-        "20",
-    ]);
-    net.wait_for_readers(1);
+    let dump = capture_to(&net, &pcap, "1", &[]);
     let sent = frame(BROADCAST, A, EXPERIMENTAL, b"into an old file");
     net.publish(std::slice::from_ref(&sent));
     assert_ended(&dump.finish(LONG), 0, "1 frames captured");
     let (packets, _) = tcpdump_read(pcap.to_str().unwrap(), &[]);
-    assert_eq!(packets.len(), 1, "{packets:#?}");
-    assert_eq!(packets[0].bytes, sent);
+    assert_carries(&packets, std::slice::from_ref(&sent));
     let size = std::fs::metadata(&pcap).unwrap().len() as usize;
     assert_eq!(
         size,
@@ -412,16 +400,7 @@ fn a_fifo_as_capture_file_streams_to_its_reader() {
         .spawn()
         .unwrap();
     let tcpdump = Bg::adopt(tcpdump);
-    let dump = spawn_dump(&[
-        net.p(),
-        "-w",
-        fifo.to_str().unwrap(),
-        "--count",
-        "2",
-        "--timeout",
-        "20",
-    ]);
-    net.wait_for_readers(1);
+    let dump = capture_to(&net, &fifo, "2", &[]);
     let frames = vec![
         frame(BROADCAST, A, EXPERIMENTAL, b"through a fifo"),
         frame(B, A, EXPERIMENTAL, &[7; 60]),
@@ -431,10 +410,7 @@ fn a_fifo_as_capture_file_streams_to_its_reader() {
     let out = tcpdump.finish(LONG);
     assert!(out.status.success(), "tcpdump: {}", stderr(&out));
     let packets = parse_tcpdump(&stdout(&out));
-    assert_eq!(packets.len(), 2, "{packets:#?}");
-    for (packet, sent) in packets.iter().zip(&frames) {
-        assert_eq!(&packet.bytes, sent, "{}", packet.line);
-    }
+    assert_carries(&packets, &frames);
     assert!(std::fs::symlink_metadata(&fifo)
         .unwrap()
         .file_type()
@@ -503,16 +479,7 @@ fn a_capture_never_holds_a_frame_over_the_mtu_from_a_port_with_offloads() {
     use ipn::offload::{HdrLayout, VirtioNetHdr, F_NEEDS_CSUM};
     let net = Net::created("over-mtu", &[]);
     let pcap = net.file("pcap");
-    let dump = spawn_dump(&[
-        net.p(),
-        "-w",
-        pcap.to_str().unwrap(),
-        "--count",
-        "2",
-        "--timeout",
-        "20",
-    ]);
-    net.wait_for_readers(1);
+    let dump = capture_to(&net, &pcap, "2", &[]);
     let mut tap = ipn::Port::join(
         std::path::Path::new(net.p()),
         &ipn::JoinOptions {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ipn::{JoinOptions, Port};
+use ipn_test_support::require_root;
 use nix::sys::signal::Signal;
 use vhost::vhost_user::Frontend;
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};

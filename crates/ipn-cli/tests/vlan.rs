@@ -15,9 +15,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{
-    must, ping, ping_fails, port_described, ports, require_root, run, run_program, run_with_input,
-    stderr, stdout, Attached, Bg, Lab, Net, LONG,
+    must, ping, ping_fails, port_described, ports, run, run_program, run_with_input, stderr,
+    stdout, Attached, Bg, Net, LONG,
 };
+use ipn_test_support::netns::ifname;
+use ipn_test_support::{require_root, Lab};
 use nix::sys::signal::{kill, Signal};
 use serde_json::{json, Value};
 
@@ -76,7 +78,6 @@ fn tcpdump_lines(file: &std::path::Path) -> String {
 /// sent from, per VLAN.
 fn trunked_networks(protocol: &str) {
     require_root_and_tools();
-    let t = common::tag();
     let p = &protocol[..1];
     let create: &[&str] = if protocol == "switch" {
         &["--switch"]
@@ -88,8 +89,8 @@ fn trunked_networks(protocol: &str) {
     let pcap_all = net.file("all.pcap");
     let pcap_20 = net.file("vlan20.pcap");
     let mut lab = Lab::default();
-    let name = |role: &str| format!("iv{p}{role}{t}");
-    let ns = |lab: &mut Lab, role: &str| lab.netns(&format!("ipn-v{p}{role}-{t}"));
+    let name = |role: &str| ifname(&format!("iv{p}{role}"));
+    let ns = |lab: &mut Lab, role: &str| lab.netns(&format!("ipn-v{p}{role}-"));
     let [ns_a, ns_b, ns_c, ns_w, ns_x, ns_y] =
         ["a", "b", "c", "w", "x", "y"].map(|role| ns(&mut lab, role));
     let [tap_a, tap_b, tap_c, trk, tap_x, tap_y, vw, vg] =

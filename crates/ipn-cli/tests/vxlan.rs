@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{must, ping, require_root, Attached, Lab, Net, StalledNet};
+use common::{must, ping, Attached, Net, StalledNet};
 use ipn::{JoinOptions, Port, RecvError};
+use ipn_test_support::netns::{add_address, link_up, must_in};
+use ipn_test_support::{require_root, Lab};
 use nix::sys::signal::Signal;
 
 fn checksum(data: &[u8]) -> u16 {
@@ -154,10 +156,9 @@ fn two_hosts(tag: &str) -> (Lab, String, String) {
         "the vxlan tests create network namespaces and kernel vxlan devices",
         &["ip", "ping", "bash"],
     );
-    let pid = std::process::id();
     let mut lab = Lab::default();
-    let a = lab.netns(&format!("ipnvx{tag}A{pid}"));
-    let b = lab.netns(&format!("ipnvx{tag}B{pid}"));
+    let a = lab.netns(&format!("ipnvx{tag}A"));
+    let b = lab.netns(&format!("ipnvx{tag}B"));
     must(
         "ip",
         &[
@@ -169,8 +170,8 @@ fn two_hosts(tag: &str) -> (Lab, String, String) {
         (&a, "vethA", "10.220.0.1/24"),
         (&b, "vethB", "10.220.0.2/24"),
     ] {
-        must("ip", &["-n", n, "addr", "add", addr, "dev", dev]);
-        must("ip", &["-n", n, "link", "set", dev, "up"]);
+        add_address(n, dev, addr);
+        link_up(n, dev);
     }
     (lab, a, b)
 }
@@ -179,24 +180,40 @@ fn two_hosts(tag: &str) -> (Lab, String, String) {
 /// to port 4789 of `to`, in one process.
 fn send_udp(ns: &str, to: &str, bytes: &str, times: u32) {
     let script = format!("for i in $(seq {times}); do printf '{bytes}' >/dev/udp/{to}/4789; done");
-    must("ip", &["netns", "exec", ns, "bash", "-c", &script]);
+    must_in(ns, "bash", &["-c", &script]);
+}
+
+/// `ipn vxlan PATH EXTRA` on host A (`ns`): VNI 42, unicast to host B.
+fn vxlan_to_b(ns: &str, path: &str, extra: &[&str]) -> Attached {
+    let mut args = vec![
+        path,
+        "--vni",
+        "42",
+        "--remote",
+        "10.220.0.2",
+        "--local",
+        "10.220.0.1",
+    ];
+    args.extend_from_slice(extra);
+    start_vxlan(ns, &args)
+}
+
+/// A kernel vxlan device `vx0` in `ns`: VNI 42, `how` (`ip link add ...
+/// type vxlan id 42 HOW`), address `addr`, up.
+fn vxlan_device(ns: &str, how: &[&str], addr: &str) {
+    let mut args = vec!["-n", ns, "link", "add", "vx0", "type", "vxlan", "id", "42"];
+    args.extend_from_slice(how);
+    must("ip", &args);
+    add_address(ns, "vx0", addr);
+    link_up(ns, "vx0");
 }
 
 /// Host B's kernel vxlan device `vx0`: VNI 42, unicast to host A on the
 /// IANA port, address 10.221.0.2/24, up.
 fn kernel_vxlan_device(b: &str) {
-    must(
-        "ip",
+    vxlan_device(
+        b,
         &[
-            "-n",
-            b,
-            "link",
-            "add",
-            "vx0",
-            "type",
-            "vxlan",
-            "id",
-            "42",
             "remote",
             "10.220.0.1",
             "local",
@@ -206,12 +223,35 @@ fn kernel_vxlan_device(b: &str) {
             "dev",
             "vethB",
         ],
+        "10.221.0.2/24",
     );
-    must(
-        "ip",
-        &["-n", b, "addr", "add", "10.221.0.2/24", "dev", "vx0"],
+}
+
+/// `ipn tap PATH --name NAME --up` in namespace `ns`, the TAP given the
+/// MTU `mtu` if any and the address `addr`.
+fn tap_host(ns: &str, path: &str, name: &str, mtu: Option<&str>, addr: &str) -> Attached {
+    let tap = Attached::start_in(ns, &["tap", path, "--name", name, "--up"]);
+    assert!(
+        tap.joined.contains(name),
+        "ipn tap did not start: {}",
+        tap.joined
     );
-    must("ip", &["-n", b, "link", "set", "vx0", "up"]);
+    if let Some(mtu) = mtu {
+        must("ip", &["-n", ns, "link", "set", name, "mtu", mtu]);
+    }
+    add_address(ns, name, addr);
+    tap
+}
+
+/// iperf3 from `ns` to `server` (`-R`: the other way), at most 200 Mbit/s
+/// for 2 s: the bytes received.
+fn iperf_bytes(ns: &str, server: &str, reverse: bool) -> u64 {
+    let mut args = vec!["-c", server, "-t", "2", "-b", "200M", "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let report: serde_json::Value = serde_json::from_str(&must_in(ns, "iperf3", &args)).unwrap();
+    report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
 }
 
 #[test]
@@ -223,18 +263,7 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
     // Host A: an ipn network with a responder for 10.221.0.1, and ipn vxlan.
     let net = Net::created("kernel", &[]);
     let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
-    let vxlan = start_vxlan(
-        &a,
-        &[
-            net.p(),
-            "--vni",
-            "42",
-            "--remote",
-            "10.220.0.2",
-            "--local",
-            "10.220.0.1",
-        ],
-    );
+    let vxlan = vxlan_to_b(&a, net.p(), &[]);
     assert!(
         vxlan.joined.contains("vxlan vni 42 <-> 10.220.0.2:4789"),
         "{}",
@@ -276,31 +305,11 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
 #[test]
 fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group() {
     let (_lab, a, b) = two_hosts("g");
-    must(
-        "ip",
-        &[
-            "-n",
-            &b,
-            "link",
-            "add",
-            "vx0",
-            "type",
-            "vxlan",
-            "id",
-            "42",
-            "group",
-            "239.1.1.42",
-            "dev",
-            "vethB",
-            "dstport",
-            "4789",
-        ],
+    vxlan_device(
+        &b,
+        &["group", "239.1.1.42", "dev", "vethB", "dstport", "4789"],
+        "10.221.0.2/24",
     );
-    must(
-        "ip",
-        &["-n", &b, "addr", "add", "10.221.0.2/24", "dev", "vx0"],
-    );
-    must("ip", &["-n", &b, "link", "set", "vx0", "up"]);
 
     let net = Net::created("group", &[]);
     let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
@@ -340,33 +349,13 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
 #[test]
 fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
     let (mut lab, a, b) = two_hosts("t");
-    let c = lab.netns(&format!("ipnvxtC{}", std::process::id()));
+    let c = lab.netns("ipnvxtC");
     kernel_vxlan_device(&b);
 
     let net = Net::created("tap", &[]);
-    let tap = Attached::start_in(&c, &["tap", net.p(), "--name", "tapC", "--up"]);
-    assert!(
-        tap.joined.contains("tapC"),
-        "ipn tap did not start: {}",
-        tap.joined
-    );
-    must(
-        "ip",
-        &["-n", &c, "addr", "add", "10.221.0.1/24", "dev", "tapC"],
-    );
+    let _tap = tap_host(&c, net.p(), "tapC", None, "10.221.0.1/24");
 
-    let vxlan = start_vxlan(
-        &a,
-        &[
-            net.p(),
-            "--vni",
-            "42",
-            "--remote",
-            "10.220.0.2",
-            "--local",
-            "10.220.0.1",
-        ],
-    );
+    let vxlan = vxlan_to_b(&a, net.p(), &[]);
     for (from, to, size) in [
         (&b, "10.221.0.1", "56"),
         (&c, "10.221.0.2", "56"),
@@ -386,18 +375,7 @@ fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
 fn sigterm_stops_ipn_vxlan_within_a_second_while_it_waits_on_a_paused_lossless_reader() {
     let (_lab, a, b) = two_hosts("s");
     let stalled = StalledNet::new("stalled-vxlan");
-    let vxlan = start_vxlan(
-        &a,
-        &[
-            stalled.p(),
-            "--vni",
-            "42",
-            "--remote",
-            "10.220.0.2",
-            "--local",
-            "10.220.0.1",
-        ],
-    );
+    let vxlan = vxlan_to_b(&a, stalled.p(), &[]);
     // Well-formed VXLAN datagrams (VNI 42) from host B, each a frame for
     // the network.
     let frame = r"\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x09\x88\xb5hello";
@@ -446,52 +424,23 @@ fn tcp_crosses_both_ways_as_clean_wire_segments_with_and_without_offloads() {
     require_root("namespaces, TAP, vxlan", &["iperf3", "tcpdump", "ethtool"]);
     for offload in [true, false] {
         let (mut lab, a, b) = two_hosts(if offload { "o" } else { "n" });
-        let c = lab.netns(&format!(
-            "ipnvx{}C{}",
-            u8::from(offload),
-            std::process::id()
-        ));
+        let c = lab.netns(&format!("ipnvx{}C", u8::from(offload)));
         kernel_vxlan_device(&b);
         // Over a veth there is no NIC to fill in the kernel's inner
         // checksums.
-        must(
-            "ip",
-            &["netns", "exec", &b, "ethtool", "-K", "vx0", "tx", "off"],
-        );
+        must_in(&b, "ethtool", &["-K", "vx0", "tx", "off"]);
         // And on the underlay, so that the outer UDP checksums
         // are computed before the capture sees them (with offload they are
         // left to a NIC, and a veth capture shows them unfinished).
-        must(
-            "ip",
-            &["netns", "exec", &a, "ethtool", "-K", "vethA", "tx", "off"],
-        );
-        must(
-            "ip",
-            &["netns", "exec", &b, "ethtool", "-K", "vethB", "tx", "off"],
-        );
+        must_in(&a, "ethtool", &["-K", "vethA", "tx", "off"]);
+        must_in(&b, "ethtool", &["-K", "vethB", "tx", "off"]);
         let net = Net::created(
             if offload { "tcp-o" } else { "tcp-n" },
             &["--ring-bytes", "4M"],
         );
-        let _tap = Attached::start_in(&c, &["tap", net.p(), "--name", "tapC", "--up"]);
-        must("ip", &["-n", &c, "link", "set", "tapC", "mtu", "1450"]);
-        must(
-            "ip",
-            &["-n", &c, "addr", "add", "10.221.0.1/24", "dev", "tapC"],
-        );
-        let mut args = vec![
-            net.p(),
-            "--vni",
-            "42",
-            "--remote",
-            "10.220.0.2",
-            "--local",
-            "10.220.0.1",
-        ];
-        if !offload {
-            args.push("--no-offload");
-        }
-        let vxlan = start_vxlan(&a, &args);
+        let _tap = tap_host(&c, net.p(), "tapC", Some("1450"), "10.221.0.1/24");
+        let no_offload: &[&str] = if offload { &[] } else { &["--no-offload"] };
+        let vxlan = vxlan_to_b(&a, net.p(), no_offload);
         ping(&b, &["-c", "2", "-W", "2", "10.221.0.1"]);
         let capture = net.file("underlay.pcap");
         let mut tcpdump = std::process::Command::new("ip")
@@ -504,37 +453,13 @@ fn tcp_crosses_both_ways_as_clean_wire_segments_with_and_without_offloads() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        let server = std::process::Command::new("ip")
-            .args(["netns", "exec", &c, "iperf3", "-s", "-1"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = common::Bg::adopt(server);
+        lab.spawn_in(&c, "iperf3", &["-s"]);
         std::thread::sleep(Duration::from_millis(300));
         for reverse in [false, true] {
-            let mut iperf = vec!["netns", "exec", &b, "iperf3", "-c", "10.221.0.1", "-t", "2"];
-            iperf.extend_from_slice(&["-b", "200M", "-J"]);
-            if reverse {
-                iperf.push("-R");
-            }
-            let out = must("ip", &iperf);
-            let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-            let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+            let bytes = iperf_bytes(&b, "10.221.0.1", reverse);
             eprintln!("offload {offload}, reverse {reverse}: {bytes} bytes");
             assert!(bytes > 10_000_000, "TCP through the tunnel: {bytes} bytes");
-            if !reverse {
-                // The one-off server is gone: start it again for -R.
-                std::thread::sleep(Duration::from_millis(200));
-                let again = std::process::Command::new("ip")
-                    .args(["netns", "exec", &c, "iperf3", "-s", "-1"])
-                    .stdout(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap();
-                std::mem::forget(common::Bg::adopt(again));
-                std::thread::sleep(Duration::from_millis(300));
-            }
         }
-        drop(server);
         let summary = interrupt(vxlan);
         eprintln!("{summary}");
         let _ = nix::sys::signal::kill(
@@ -594,14 +519,13 @@ fn tcp_crosses_both_ways_as_clean_wire_segments_with_and_without_offloads() {
 #[test]
 fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
     require_root("namespaces, TAP, vxlan", &["iperf3", "ethtool", "bridge"]);
-    let pid = std::process::id();
     let mut lab = Lab::default();
-    let u = lab.netns(&format!("ipnvx3U{pid}"));
+    let u = lab.netns("ipnvx3U");
     must("ip", &["-n", &u, "link", "add", "br0", "type", "bridge"]);
     must("ip", &["-n", &u, "link", "set", "br0", "up"]);
     let hosts: Vec<String> = ["A", "B", "C"]
         .iter()
-        .map(|h| lab.netns(&format!("ipnvx3{h}{pid}")))
+        .map(|h| lab.netns(&format!("ipnvx3{h}")))
         .collect();
     for (i, ns) in hosts.iter().enumerate() {
         let (inner, outer) = (format!("v{i}"), format!("u{i}"));
@@ -616,21 +540,15 @@ fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
             "ip",
             &["-n", &u, "link", "set", &outer, "master", "br0", "up"],
         );
-        let addr = format!("fd00::{}/64", i + 1);
-        must(
-            "ip",
-            &["-n", ns, "addr", "add", &addr, "dev", &inner, "nodad"],
-        );
-        must("ip", &["-n", ns, "link", "set", &inner, "up"]);
+        add_address(ns, &inner, &format!("fd00::{}/64", i + 1));
+        link_up(ns, &inner);
     }
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
     // B: the kernel's vxlan over IPv6, flooding to A and C.
-    must(
-        "ip",
-        &[
-            "-n", b, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "fd00::2",
-            "dstport", "4789", "dev", "v1",
-        ],
+    vxlan_device(
+        b,
+        &["local", "fd00::2", "dstport", "4789", "dev", "v1"],
+        "10.222.0.2/24",
     );
     for dst in ["fd00::1", "fd00::3"] {
         must(
@@ -650,15 +568,7 @@ fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
             ],
         );
     }
-    must(
-        "ip",
-        &["netns", "exec", b, "ethtool", "-K", "vx0", "tx", "off"],
-    );
-    must(
-        "ip",
-        &["-n", b, "addr", "add", "10.222.0.2/24", "dev", "vx0"],
-    );
-    must("ip", &["-n", b, "link", "set", "vx0", "up"]);
+    must_in(b, "ethtool", &["-K", "vx0", "tx", "off"]);
     // A and C: an ipn network each, a TAP host, a tunnel to the others.
     let mut endpoints = Vec::new();
     let mut keep = Vec::new();
@@ -668,14 +578,13 @@ fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
         (c, "3", "fd00::3", ["fd00::1", "fd00::2"]),
     ] {
         let net = Net::created(&format!("three{n}"), &["--switch", "--ring-bytes", "4M"]);
-        let tap = format!("t{n}");
-        keep.push(Attached::start_in(
+        keep.push(tap_host(
             ns,
-            &["tap", net.p(), "--name", &tap, "--up"],
+            net.p(),
+            &format!("t{n}"),
+            Some("1430"),
+            &format!("10.222.0.{n}/24"),
         ));
-        must("ip", &["-n", ns, "link", "set", &tap, "mtu", "1430"]);
-        let addr = format!("10.222.0.{n}/24");
-        must("ip", &["-n", ns, "addr", "add", &addr, "dev", &tap]);
         endpoints.push(start_vxlan(
             ns,
             &[
@@ -700,21 +609,10 @@ fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
     ] {
         ping(from, &["-c", "2", "-W", "3", to]);
     }
-    let server = std::process::Command::new("ip")
-        .args(["netns", "exec", c, "iperf3", "-s"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    lab.helpers.push(server);
+    lab.spawn_in(c, "iperf3", &["-s"]);
     std::thread::sleep(Duration::from_millis(400));
     for reverse in [false, true] {
-        let mut iperf = vec!["netns", "exec", a, "iperf3", "-c", "10.222.0.3", "-t", "2"];
-        iperf.extend_from_slice(&["-b", "200M", "-J"]);
-        if reverse {
-            iperf.push("-R");
-        }
-        let report: serde_json::Value = serde_json::from_str(&must("ip", &iperf)).unwrap();
-        let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        let bytes = iperf_bytes(a, "10.222.0.3", reverse);
         assert!(
             bytes > 10_000_000,
             "TCP A<->C, reverse {reverse}: {bytes} bytes"

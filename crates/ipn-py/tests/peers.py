@@ -14,6 +14,7 @@ summary on its last line.
 """
 
 import json
+import signal
 import sys
 import time
 
@@ -61,6 +62,11 @@ def publish(path: str, count: int, size: int, readers: int) -> None:
 
 
 def wait(path: str) -> None:
+    # Python installs its KeyboardInterrupt handler only if SIGINT was not
+    # ignored when it started, and a shell without job control starts
+    # background commands with SIGINT ignored: install it whatever we
+    # inherited, since the test sends SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with ipn.join(path, description="test waiter") as port:
         print("ready", flush=True)
         port.recv()

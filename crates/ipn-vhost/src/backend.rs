@@ -26,7 +26,7 @@
 //!   written is a broken guest, reported to the main thread
 //!   ([`Shared::broken`]), which closes the connection.
 
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -466,12 +466,7 @@ impl NetBackend {
                     break 'queue;
                 }
                 let head = chain.head_index();
-                let len = match chain.reader(&mem) {
-                    Ok(mut reader) if reader.available_bytes() <= self.tx.buf.len() => {
-                        read_all(&mut reader, &mut self.tx.buf)
-                    }
-                    _ => None,
-                };
+                let len = read_chain(chain, &mem, &mut self.tx.buf);
                 let outcome = match len {
                     Some(len) if len >= guest_hdr => {
                         // The port's header is the first 10 bytes of the
@@ -823,16 +818,19 @@ fn pop_chain(
     Ok(state.get_queue_mut().iter(mem.clone())?.next())
 }
 
-/// Reads a whole chain into `buf` (which the caller made large enough).
-fn read_all<R: Read>(reader: &mut R, buf: &mut [u8]) -> Option<usize> {
-    let mut len = 0;
-    while len < buf.len() {
-        match reader.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
-        }
+/// Reads the device-readable buffers of `chain` (every one up to the first
+/// writable, as virtio-queue's `Reader` takes them) into `buf`, back to
+/// back; their total length, or `None` if one lies outside the guest's
+/// memory or together they do not fit in `buf`. Reads guest memory
+/// directly: `Reader` would allocate its list of buffers on every chain.
+fn read_chain(chain: Chain, mem: &GuestMemoryMmap, buf: &mut [u8]) -> Option<usize> {
+    let mut len = 0usize;
+    for desc in chain.readable() {
+        let end = len
+            .checked_add(desc.len() as usize)
+            .filter(|&end| end <= buf.len())?;
+        mem.read_slice(&mut buf[len..end], desc.addr()).ok()?;
+        len = end;
     }
     Some(len)
 }
@@ -1136,57 +1134,14 @@ mod tests {
     }
 }
 
-/// The receive path writes frames into the guest's buffers without an
-/// allocation per frame: a counting global allocator counts this thread's
-/// allocations while a few thousand frames go into a receive queue laid
-/// out by hand in guest memory, as a driver would.
+/// Neither direction allocates per frame: a counting global allocator
+/// counts this thread's allocations while a few thousand frames go into a
+/// receive queue, and come out of a transmit queue, laid out by hand in
+/// guest memory as a driver would.
 #[cfg(test)]
-#[allow(unsafe_code)]
 mod no_alloc {
     use super::*;
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    struct Counting;
-
-    thread_local! {
-        // Const-initialised, no destructor: reading them never allocates.
-        static COUNTING: Cell<bool> = const { Cell::new(false) };
-        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn count_one() {
-        let _ = COUNTING.try_with(|counting| {
-            if counting.get() {
-                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-            }
-        });
-    }
-
-    // SAFETY: every method forwards its arguments unchanged to `System`,
-    // which upholds GlobalAlloc's contract; counting touches only
-    // const-initialised thread-locals and never allocates or unwinds.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            count_one();
-            // SAFETY: the caller's contract for `alloc`, passed on.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            count_one();
-            // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            count_one();
-            // SAFETY: the caller's contract for `realloc`, passed on.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: the caller's contract for `dealloc`, passed on.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
+    use ipn_test_support::alloc::{allocations_in, Counting};
 
     #[global_allocator]
     static ALLOCATOR: Counting = Counting;
@@ -1215,6 +1170,110 @@ mod no_alloc {
             *next = next.wrapping_add(1);
         }
         mem.write_obj(*next, GuestAddress(AVAIL + 2)).unwrap();
+    }
+
+    /// VIRTQ_DESC_F_NEXT.
+    const NEXT: u16 = 1;
+
+    /// Makes `count` two-buffer transmit chains available from avail index
+    /// `next`, as a Linux guest lays them out: the 12-byte header in one
+    /// buffer, `frame` in the next. Chain `k` uses descriptors 2k and 2k+1.
+    fn post_tx(mem: &GuestMemoryMmap, next: &mut u16, count: u16, frame: &[u8]) {
+        for _ in 0..count {
+            let slot = u64::from(*next % (QUEUE / 2));
+            let (head, body) = (slot * 2, slot * 2 + 1);
+            let at = BUFFERS + slot * u64::from(BUFFER);
+            mem.write_slice(&[0u8; 12], GuestAddress(at)).unwrap();
+            mem.write_slice(frame, GuestAddress(at + 12)).unwrap();
+            for (desc, addr, len, flags, next_desc) in [
+                (head, at, 12u32, NEXT, body as u16),
+                (body, at + 12, frame.len() as u32, 0, 0),
+            ] {
+                let d = DESC + desc * 16;
+                mem.write_obj(addr, GuestAddress(d)).unwrap();
+                mem.write_obj(len, GuestAddress(d + 8)).unwrap();
+                mem.write_obj(flags, GuestAddress(d + 12)).unwrap();
+                mem.write_obj(next_desc, GuestAddress(d + 14)).unwrap();
+            }
+            let ring_slot = u64::from(*next % QUEUE);
+            mem.write_obj(head as u16, GuestAddress(AVAIL + 4 + ring_slot * 2))
+                .unwrap();
+            *next = next.wrapping_add(1);
+        }
+        mem.write_obj(*next, GuestAddress(AVAIL + 2)).unwrap();
+    }
+
+    #[test]
+    fn reading_frames_from_the_transmit_queue_allocates_nothing_once_warm() {
+        let guest = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem: Mem = GuestMemoryAtomic::new(guest.clone());
+        let vring = Vring::new(mem.clone(), QUEUE).unwrap();
+        vring.set_queue_size(QUEUE);
+        vring.set_queue_info(DESC, AVAIL, USED).unwrap();
+        vring.set_queue_ready(true);
+        let frame: Vec<u8> = (0..1514u32).map(|i| i as u8).collect();
+        let mut buf = vec![0u8; 12 + 1514];
+        let mut next = 0u16;
+        let mut round = |chains: u16, buf: &mut [u8]| {
+            post_tx(&guest, &mut next, chains, &frame);
+            let guard = mem.memory();
+            let mut state = vring.get_mut();
+            for _ in 0..chains {
+                let chain = pop_chain(&mut state, &guard).unwrap().expect("a chain");
+                let head = chain.head_index();
+                assert_eq!(read_chain(chain, &guard, buf), Some(12 + 1514));
+                assert_eq!(&buf[12..], &frame[..]);
+                state.add_used(head, 0).unwrap();
+            }
+            assert!(
+                pop_chain(&mut state, &guard).unwrap().is_none(),
+                "all taken"
+            );
+        };
+        round(QUEUE / 2, &mut buf);
+
+        let allocations = allocations_in(|| {
+            for _ in 0..40 {
+                round(QUEUE / 2, &mut buf);
+            }
+        });
+        assert_eq!(
+            allocations, 0,
+            "5120 frames read from the transmit queue allocated"
+        );
+    }
+
+    #[test]
+    fn a_transmit_chain_larger_than_the_buffer_or_outside_memory_is_refused() {
+        let guest = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem: Mem = GuestMemoryAtomic::new(guest.clone());
+        let vring = Vring::new(mem.clone(), QUEUE).unwrap();
+        vring.set_queue_size(QUEUE);
+        vring.set_queue_info(DESC, AVAIL, USED).unwrap();
+        vring.set_queue_ready(true);
+        let mut next = 0u16;
+        post_tx(&guest, &mut next, 1, &[7u8; 1514]);
+        // The frame's buffer now says it lies past the end of memory.
+        guest
+            .write_obj(1u64 << 40, GuestAddress(DESC + 16))
+            .unwrap();
+        post_tx(&guest, &mut next, 1, &[7u8; 1514]);
+        let guard = mem.memory();
+        let mut state = vring.get_mut();
+        let mut small = [0u8; 1000];
+        let mut big = [0u8; 2000];
+        let outside = pop_chain(&mut state, &guard).unwrap().unwrap();
+        assert_eq!(
+            read_chain(outside, &guard, &mut big),
+            None,
+            "outside memory"
+        );
+        let too_big = pop_chain(&mut state, &guard).unwrap().unwrap();
+        assert_eq!(
+            read_chain(too_big, &guard, &mut small),
+            None,
+            "larger than the buffer"
+        );
     }
 
     #[test]
@@ -1251,22 +1310,16 @@ mod no_alloc {
             "num_buffers"
         );
 
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|c| c.set(true));
-        for _ in 0..20 {
-            round(QUEUE);
-        }
-        COUNTING.with(|c| c.set(false));
+        let allocations = allocations_in(|| {
+            for _ in 0..20 {
+                round(QUEUE);
+            }
+        });
         assert_eq!(
-            ALLOCATIONS.with(|n| n.get()),
-            0,
+            allocations, 0,
             "5120 frames written into the receive queue allocated"
         );
         // The counter counts: one allocation is seen.
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|c| c.set(true));
-        drop(std::hint::black_box(vec![1u8]));
-        COUNTING.with(|c| c.set(false));
-        assert_eq!(ALLOCATIONS.with(|n| n.get()), 1);
+        assert_eq!(allocations_in(|| drop(std::hint::black_box(vec![1u8]))), 1);
     }
 }

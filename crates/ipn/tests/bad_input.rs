@@ -709,7 +709,7 @@ fn while_joined() -> impl Strategy<Value = WhileJoined> {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config("bad_input", 100))]
+    #![proptest_config(ipn_test_support::proptest_config!("bad_input", 100))]
 
     #[test]
     fn scribbled_shared_file_gives_ok_or_errors_when_opened(case in before_open()) {

@@ -10,10 +10,10 @@ use std::fs::OpenOptions;
 use std::process::Command;
 use std::time::Duration;
 
-use common::member::require_root;
 use common::peer::Peer;
 use common::{unique_path, TestNet};
 use ipn::{Config, JoinOptions, Network, OpenError, Port};
+use ipn_test_support::require_root;
 
 /// Entry point of the peer processes this test binary spawns (see
 /// `common::peer`); does nothing in a normal test run.
@@ -82,7 +82,7 @@ struct SmallTmpfs(std::path::PathBuf);
 
 impl SmallTmpfs {
     fn mount(name: &str) -> SmallTmpfs {
-        require_root();
+        require_root("this test mounts a 1 MiB tmpfs", &["mount", "umount"]);
         let dir = unique_path(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();

@@ -5,79 +5,17 @@
 //! counts this thread's allocations; after a warm-up (buffers grow to
 //! their size once), a few thousand frames each way must not add one.
 //!
-//! The only `unsafe` here is the allocator: it hands every call to the
-//! system's allocator unchanged and counts it.
-
-#![allow(unsafe_code)]
+//! The allocator is `ipn_test_support::alloc::Counting`.
 
 mod common;
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use common::TestNet;
 use ipn::offload::{self, HdrLayout, Segments, VirtioNetHdr, F_NEEDS_CSUM, GSO_TCPV4};
 use ipn::{Config, JoinOptions, Port};
-
-/// The system allocator, counting the calls of threads that asked.
-struct Counting;
-
-thread_local! {
-    /// Whether this thread counts (the test's thread only: the harness's
-    /// other threads allocate as they like). Const-initialised, no
-    /// destructor: reading it never allocates.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count_one() {
-    // `try_with`: during thread teardown the slots may be gone.
-    let _ = COUNTING.try_with(|counting| {
-        if counting.get() {
-            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        }
-    });
-}
-
-// SAFETY: every method forwards its arguments unchanged to `System`, which
-// upholds GlobalAlloc's contract; counting touches only const-initialised
-// thread-locals and never allocates or unwinds.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: the caller's contract for `alloc`, passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one();
-        // SAFETY: the caller's contract for `realloc`, passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract for `dealloc`, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use ipn_test_support::alloc::{allocations_in, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Allocations this thread makes while `f` runs.
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    ALLOCATIONS.with(|n| n.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.with(|n| n.get())
-}
 
 /// A TCPv4 frame with `payload` bytes for TSO, and its header.
 fn tso_frame(payload: usize) -> (VirtioNetHdr, Vec<u8>) {

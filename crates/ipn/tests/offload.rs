@@ -446,7 +446,7 @@ fn header_bytes() -> impl Strategy<Value = [u8; 12]> {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config("offload", 300))]
+    #![proptest_config(ipn_test_support::proptest_config!("offload", 300))]
 
     #[test]
     fn well_formed_gso_frames_become_valid_segments_that_carry_their_payload(case in spec()) {
@@ -465,7 +465,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config("offload", 3000))]
+    #![proptest_config(ipn_test_support::proptest_config!("offload", 3000))]
 
     #[test]
     fn random_bytes_and_headers_give_ok_or_errors_never_a_panic(

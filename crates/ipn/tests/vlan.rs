@@ -71,26 +71,28 @@ fn received(port: &mut Port) -> Vec<(Option<u16>, Vec<u8>)> {
     }
 }
 
-fn each_protocol(test: impl Fn(Protocol)) {
-    test(Protocol::Hub);
-    test(Protocol::Switch);
-}
-
-#[test]
-fn access_ports_of_one_vlan_talk_untagged_and_never_hear_another_vlan() {
-    each_protocol(|protocol| {
+/// Runs `test` on a fresh network `NAME-PROTOCOL` of each protocol.
+fn on_each_protocol(name: &str, test: impl Fn(&TestNet, Protocol)) {
+    for protocol in [Protocol::Hub, Protocol::Switch] {
         let net = TestNet::create(
-            &format!("vlan-access-{}", protocol.name()),
+            &format!("{name}-{}", protocol.name()),
             &Config {
                 protocol,
                 ..Config::default()
             },
         );
-        let mut a10 = join(&net, "a10", Vlan::Access(10));
-        let mut b10 = join(&net, "b10", Vlan::Access(10));
-        let mut c20 = join(&net, "c20", Vlan::Access(20));
-        let mut tap = join(&net, "transparent", Vlan::Transparent);
-        let mut t = join(&net, "trunk", trunk(&[10, 20], Some(1)));
+        test(&net, protocol);
+    }
+}
+
+#[test]
+fn access_ports_of_one_vlan_talk_untagged_and_never_hear_another_vlan() {
+    on_each_protocol("vlan-access", |net, protocol| {
+        let mut a10 = join(net, "a10", Vlan::Access(10));
+        let mut b10 = join(net, "b10", Vlan::Access(10));
+        let mut c20 = join(net, "c20", Vlan::Access(20));
+        let mut tap = join(net, "transparent", Vlan::Transparent);
+        let mut t = join(net, "trunk", trunk(&[10, 20], Some(1)));
         a10.send(&ethernet(BCAST, mac(1), None, b"to ten")).unwrap();
         c20.send(&ethernet(BCAST, mac(3), None, b"to twenty"))
             .unwrap();
@@ -109,18 +111,11 @@ fn access_ports_of_one_vlan_talk_untagged_and_never_hear_another_vlan() {
 
 #[test]
 fn a_trunk_sends_into_its_vlans_its_native_vlan_untagged_and_drops_the_rest() {
-    each_protocol(|protocol| {
-        let net = TestNet::create(
-            &format!("vlan-trunk-{}", protocol.name()),
-            &Config {
-                protocol,
-                ..Config::default()
-            },
-        );
-        let mut t = join(&net, "trunk", trunk(&[10, 20], Some(1)));
-        let mut a10 = join(&net, "a10", Vlan::Access(10));
-        let mut a1 = join(&net, "a1", Vlan::Access(1));
-        let mut a30 = join(&net, "a30", Vlan::Access(30));
+    on_each_protocol("vlan-trunk", |net, _| {
+        let mut t = join(net, "trunk", trunk(&[10, 20], Some(1)));
+        let mut a10 = join(net, "a10", Vlan::Access(10));
+        let mut a1 = join(net, "a1", Vlan::Access(1));
+        let mut a30 = join(net, "a30", Vlan::Access(30));
         t.send(&ethernet(BCAST, mac(9), Some(10), b"tagged 10"))
             .unwrap();
         t.send(&ethernet(BCAST, mac(9), None, b"native")).unwrap();
@@ -250,19 +245,12 @@ fn a_vlan_port_drops_and_counts_frames_shorter_than_an_ethernet_header() {
 /// native VLAN.
 #[test]
 fn a_priority_tagged_frame_belongs_to_the_access_ports_vlan() {
-    each_protocol(|protocol| {
-        let net = TestNet::create(
-            &format!("vlan-priority-{}", protocol.name()),
-            &Config {
-                protocol,
-                ..Config::default()
-            },
-        );
-        let mut a10 = join(&net, "a10", Vlan::Access(10));
-        let mut b10 = join(&net, "b10", Vlan::Access(10));
-        let mut c20 = join(&net, "c20", Vlan::Access(20));
-        let mut t = join(&net, "trunk", trunk(&[10, 20], Some(1)));
-        let mut a1 = join(&net, "a1", Vlan::Access(1));
+    on_each_protocol("vlan-priority", |net, _| {
+        let mut a10 = join(net, "a10", Vlan::Access(10));
+        let mut b10 = join(net, "b10", Vlan::Access(10));
+        let mut c20 = join(net, "c20", Vlan::Access(20));
+        let mut t = join(net, "trunk", trunk(&[10, 20], Some(1)));
+        let mut a1 = join(net, "a1", Vlan::Access(1));
         let mut frame = ethernet(BCAST, mac(1), Some(0), b"priority 5");
         frame[14] |= 0xa0; // priority 5, VLAN ID 0
         a10.send(&frame).unwrap();

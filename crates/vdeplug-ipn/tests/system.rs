@@ -14,8 +14,9 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{command, readers, require, scratch, url, wait_for, Guard};
+use common::{command, readers, scratch, url, wait_for, Guard, VdeSwitch};
 use ipn::{Config, JoinOptions, Network, Port};
+use ipn_test_support::require_tools;
 
 /// An Ethernet frame: broadcast, source MAC 02:00:00:00:00:`src`,
 /// ethertype 0x88b5, then `len - 14` bytes derived from `seq`.
@@ -40,7 +41,7 @@ struct StreamPlug {
 
 impl StreamPlug {
     fn spawn(urls: &[&str]) -> StreamPlug {
-        require("vde_plug", "vdeplug");
+        require_tools(&["vde_plug"]);
         let mut child = command("vde_plug")
             .args(urls)
             .stdin(Stdio::piped())
@@ -150,37 +151,9 @@ fn vde_plug_to_vde_plug_frames_arrive_intact() {
 
 #[test]
 fn vde_switch_bridged_to_ipn_passes_frames_both_ways() {
-    require("vde_switch", "vde-switch");
     let net = scratch("bridge-net");
-    let sw = scratch("bridge-sw");
-    let pidfile = sw.with_extension("pid");
-    let status = Command::new("vde_switch")
-        .args(["-d", "-s"])
-        .arg(&sw)
-        .arg("-p")
-        .arg(&pidfile)
-        .status()
-        .expect("run vde_switch");
-    assert!(status.success(), "vde_switch failed to start");
-    // The switch daemonized: kill it by pid at the end, whatever happens.
-    struct KillSwitch(PathBuf, PathBuf);
-    impl Drop for KillSwitch {
-        fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(&self.0) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ = Command::new("kill").arg(pid.to_string()).status();
-                }
-            }
-            let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_dir_all(&self.1);
-        }
-    }
-    let _kill = KillSwitch(pidfile.clone(), sw.clone());
-    wait_for(
-        "the switch's control socket",
-        Duration::from_secs(5),
-        || sw.join("ctl").exists() && pidfile.exists(),
-    );
+    let switch = VdeSwitch::start("bridge-sw", None);
+    let sw = &switch.path;
 
     let vde_url = format!("vde://{}", sw.display());
     let _bridge = StreamPlug::spawn(&[&vde_url, &url(&net)]);
@@ -236,46 +209,15 @@ fn tagged_frame(src: u8, vid: Option<u16>, seq: u8) -> Vec<u8> {
 /// transparent ipn port sees them tagged on the network.
 #[test]
 fn vde_switch_vlans_meet_ipn_vlans_over_a_trunk_url() {
-    require("vde_switch", "vde-switch");
     let net = scratch("vlan-net");
-    let sw = scratch("vlan-sw");
-    let pidfile = sw.with_extension("pid");
-    let rc = sw.with_extension("rc");
-    std::fs::write(
-        &rc,
-        "vlan/create 10\nvlan/create 20\nport/create 1\nport/create 2\nport/create 3\n\
-         vlan/addport 10 1\nvlan/addport 20 1\nport/setvlan 2 10\nport/setvlan 3 20\n",
-    )
-    .unwrap();
-    let status = Command::new("vde_switch")
-        .args(["-d", "-s"])
-        .arg(&sw)
-        .arg("-p")
-        .arg(&pidfile)
-        .arg("-f")
-        .arg(&rc)
-        .status()
-        .expect("run vde_switch");
-    assert!(status.success(), "vde_switch failed to start");
-    struct KillSwitch(PathBuf, PathBuf, PathBuf);
-    impl Drop for KillSwitch {
-        fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(&self.0) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ = Command::new("kill").arg(pid.to_string()).status();
-                }
-            }
-            let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_dir_all(&self.1);
-            let _ = std::fs::remove_file(&self.2);
-        }
-    }
-    let _kill = KillSwitch(pidfile.clone(), sw.clone(), rc);
-    wait_for(
-        "the switch's control socket",
-        Duration::from_secs(5),
-        || sw.join("ctl").exists() && pidfile.exists(),
+    let switch = VdeSwitch::start(
+        "vlan-sw",
+        Some(
+            "vlan/create 10\nvlan/create 20\nport/create 1\nport/create 2\nport/create 3\n\
+             vlan/addport 10 1\nvlan/addport 20 1\nport/setvlan 2 10\nport/setvlan 3 20\n",
+        ),
     );
+    let sw = &switch.path;
     let port_url = |n: u32| format!("vde://{}[{n}]", sw.display());
     let _trunk = StreamPlug::spawn(&[&port_url(1), &format!("{}[trunk=10:20]", url(&net))]);
     wait_for("the trunk to join", Duration::from_secs(5), || {
@@ -470,7 +412,7 @@ fn killed_member_leaves_the_network_working() {
 
 #[test]
 fn lossless_sender_is_freed_when_a_stuck_vm_is_killed() {
-    require("vde_plug", "vdeplug");
+    require_tools(&["vde_plug"]);
     let net = scratch("lossless-kill");
     let u = format!("{}[lossless/ring=4]", url(&net));
     // A vde_plug whose stdout nobody reads: once the pipe is full it stops
@@ -518,7 +460,7 @@ fn lossless_sender_is_freed_when_a_stuck_vm_is_killed() {
 
 #[test]
 fn qemu_nic_on_an_ipn_url_sends_its_dhcp_discover() {
-    require("qemu-system-x86_64", "qemu-system-x86");
+    require_tools(&["qemu-system-x86_64"]);
     let net = scratch("qemu");
     let mut port =
         Port::join_or_create(&net, &Config::default(), &JoinOptions::described("watch")).unwrap();

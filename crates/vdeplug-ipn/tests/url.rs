@@ -1,6 +1,6 @@
 //! Property tests of the `ipn://` URL parser, run reproducibly (a fixed
 //! seed, and the regressions in `proptest-regressions/url.txt` first) or,
-//! with `IPN_SOAK` set, as a soak (see `common::properties`).
+//! with `IPN_SOAK` set, as a soak (see `ipn_test_support::properties`).
 //!
 //! Beyond "no panic": a URL written from random options, each spelled by
 //! any name of the option table (`url::option_names`) or a prefix that
@@ -9,20 +9,19 @@
 //! options, and the network configuration and VLAN membership they give
 //! are what the options say.
 
-mod common;
-
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 use ipn::ethernet::{Vlan, VlanSet};
+use ipn_test_support::properties::{proptest_config_saving_to, PROPTEST_SEED};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestError, TestRunner};
 use vdeplug_ipn::url::{option_names, parse, Options, Url};
 
 proptest! {
-    #![proptest_config(common::proptest_config("url", 256))]
+    #![proptest_config(ipn_test_support::proptest_config!("url", 256))]
 
     /// Whatever a program passes as a URL, parsing gives a URL or an
     /// error, never a panic (the FFI layer catches panics, but a panic
@@ -401,13 +400,12 @@ fn first_cases(config: ProptestConfig) -> Vec<Vec<u8>> {
 
 #[test]
 fn property_tests_are_reproducible_unless_soaking() {
-    let config = common::proptest_config("url", 256);
+    let config = ipn_test_support::proptest_config!("url", 256);
     let persistence = format!("{:?}", config.failure_persistence);
-    assert!(
-        persistence.contains("proptest-regressions/url.txt"),
-        "{persistence}"
-    );
+    // This crate's file, not ipn-test-support's: the macro reads the
+    // manifest directory of the crate that calls it.
     let regressions = concat!(env!("CARGO_MANIFEST_DIR"), "/proptest-regressions/url.txt");
+    assert!(persistence.contains(regressions), "{persistence}");
     assert!(
         std::path::Path::new(regressions).is_file(),
         "{regressions} is committed"
@@ -416,10 +414,10 @@ fn property_tests_are_reproducible_unless_soaking() {
         assert_eq!(config.rng_seed, RngSeed::Random);
         return;
     }
-    assert_eq!(config.rng_seed, RngSeed::Fixed(common::PROPTEST_SEED));
+    assert_eq!(config.rng_seed, RngSeed::Fixed(PROPTEST_SEED));
     assert_eq!(
-        first_cases(common::proptest_config("url", 256)),
-        first_cases(common::proptest_config("url", 256)),
+        first_cases(ipn_test_support::proptest_config!("url", 256)),
+        first_cases(ipn_test_support::proptest_config!("url", 256)),
         "two runs try the same cases"
     );
 }
@@ -439,10 +437,7 @@ fn a_failing_case_lands_in_the_regression_file_and_is_tried_first() {
 
     // A property false from 1000 up: found, shrunk to 1000, saved.
     let first_failure = std::cell::Cell::new(None);
-    let mut runner = TestRunner::new(common::properties::proptest_config_saving_to(
-        path.clone(),
-        64,
-    ));
+    let mut runner = TestRunner::new(proptest_config_saving_to(path.clone(), 64));
     let result = runner.run(&strategy, |x| {
         if x >= 1000 && first_failure.get().is_none() {
             first_failure.set(Some(x));
@@ -463,8 +458,8 @@ fn a_failing_case_lands_in_the_regression_file_and_is_tried_first() {
     assert!(line.ends_with("# shrinks to 1000"), "{line}");
 
     // Another seed: the first case tried is the saved one, not a random one.
-    let mut config = common::properties::proptest_config_saving_to(path, 64);
-    config.rng_seed = RngSeed::Fixed(!common::PROPTEST_SEED);
+    let mut config = proptest_config_saving_to(path, 64);
+    config.rng_seed = RngSeed::Fixed(!PROPTEST_SEED);
     let tried = std::cell::RefCell::new(Vec::new());
     let _ = TestRunner::new(config).run(&strategy, |x| {
         tried.borrow_mut().push(x);

@@ -1,126 +1,22 @@
-//! Helpers shared by `ipn-attach`'s integration tests.
+//! Helpers of `ipn-attach`'s integration tests (those every crate's tests
+//! share, root, namespaces and programs run, are in `ipn_test_support`):
 //!
-//! - [`Lab`]: network namespaces and helper processes, removed on drop;
-//! - [`in_netns`]: runs a closure on a thread inside a namespace (sockets
-//!   and TAPs made there stay there, whoever uses them later);
+//! - [`mac_of`] and [`tcp_in_csum_errors`]: what a namespace's kernel says;
 //! - [`check_frame`]: an Ethernet frame's IPv4 header and TCP/UDP checksums,
 //!   verified by this file's own checksum code (RFC 1071's reference loop),
 //!   not by the library's;
 //! - [`Pcap`] and [`tcpdump_checks`]: frames written to a pcap file and read
 //!   back by the real tcpdump, which verifies the checksums once more.
 //!
-//! Tests that cannot run (not root, a tool missing) fail saying what to do:
-//! nothing here ever skips a test. Names hold the process id, so that a
-//! leftover of a killed run never collides with the next run.
+//! Nothing here ever skips a test.
 
 #![allow(dead_code)] // each test file uses a part of this module
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
 
-use nix::sched::{setns, CloneFlags};
-
-/// Fails the test unless it runs as root with every one of `tools`.
-#[track_caller]
-pub fn require_root(why: &str, tools: &[&str]) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "{why}: run them as root (scripts/test.sh does)"
-    );
-    for tool in tools {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{tool} is not installed; scripts/deps.sh installs it"
-        );
-    }
-}
-
-/// Runs `program ARGS` to completion.
-#[track_caller]
-pub fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"))
-}
-
-/// Runs `program ARGS`, which must succeed; returns its standard output.
-#[track_caller]
-pub fn must(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A short tag unique to this process, for interface and namespace names.
-pub fn tag() -> String {
-    format!("{}", std::process::id() % 100_000)
-}
-
-/// Network namespaces and helper processes, all removed on drop (an
-/// interface made inside a namespace goes with it).
-#[derive(Default)]
-pub struct Lab {
-    pub namespaces: Vec<String>,
-    pub helpers: Vec<Child>,
-}
-
-impl Lab {
-    /// A fresh namespace `name` with its loopback up.
-    #[track_caller]
-    pub fn netns(&mut self, name: &str) -> String {
-        let _ = run("ip", &["netns", "del", name]);
-        self.namespaces.push(name.to_string());
-        must("ip", &["netns", "add", name]);
-        must("ip", &["-n", name, "link", "set", "lo", "up"]);
-        name.to_string()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for mut child in self.helpers.drain(..) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// Runs `f` on a new thread that has entered network namespace `ns`, and
-/// returns what it returns. What `f` opens (sockets, `/dev/net/tun`)
-/// belongs to that namespace for good, whichever thread uses it later.
-#[track_caller]
-pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                setns(&file, CloneFlags::CLONE_NEWNET)
-                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
+use ipn_test_support::{must, run};
 
 /// The interface's MAC address in `ns`, from `ip -j link`.
 #[track_caller]

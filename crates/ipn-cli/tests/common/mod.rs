@@ -6,7 +6,8 @@
 //! - [`Bg`]: a background process;
 //! - [`Attached`]: a running `ipn tap`/`grab`/`vxlan`, its standard error
 //!   read line by line;
-//! - [`Lab`]: network namespaces, interfaces and helper processes;
+//! - `Lab` (from `ipn_test_support`, with `require_root`, `must`...):
+//!   network namespaces, interfaces and helper processes;
 //! - [`Paused`]: a process stopped with SIGSTOP, resumed when dropped;
 //! - [`StalledNet`]: a lossless network whose only reader is paused;
 //! - [`tmux::Tmux`]: a program in a real terminal, its screen read back.
@@ -28,7 +29,7 @@ pub mod tmux;
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -36,6 +37,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+
+use ipn_test_support::remove_anything;
+pub use ipn_test_support::{must, run as run_program, text};
 
 /// The `ipn` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ipn");
@@ -68,43 +72,12 @@ pub fn run_with_input(args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Runs `program ARGS` to completion, with nothing on standard input.
-#[track_caller]
-pub fn run_program(program: &str, args: &[&str]) -> Output {
-    match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => panic!("running {program}: {e}; scripts/deps.sh installs what the tests use"),
-    }
-}
-
-/// Runs `program ARGS`, which must succeed; returns its standard output.
-#[track_caller]
-pub fn must(program: &str, args: &[&str]) -> String {
-    let out = run_program(program, args);
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Bytes a program printed, as text (invalid UTF-8 replaced).
-pub fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
+/// What `output` printed on standard output, as text.
 pub fn stdout(output: &Output) -> String {
     text(&output.stdout)
 }
 
+/// What `output` printed on standard error, as text.
 pub fn stderr(output: &Output) -> String {
     text(&output.stderr)
 }
@@ -121,46 +94,6 @@ pub fn record(frame: &[u8]) -> Vec<u8> {
 #[track_caller]
 pub fn ports(status: &Value) -> &Vec<Value> {
     status["ports"].as_array().expect("ports is an array")
-}
-
-/// Fails the test unless it runs as root with every one of `tools`
-/// installed; `why` says what the test does that needs root.
-#[track_caller]
-pub fn require_root(why: &str, tools: &[&str]) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "{why}: run them as root (scripts/test.sh does)"
-    );
-    for tool in tools {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{tool} is not installed; scripts/deps.sh installs it"
-        );
-    }
-}
-
-/// A short tag unique to this process, for interface names (15 bytes max).
-pub fn tag() -> String {
-    format!("{}", std::process::id() % 100_000)
-}
-
-/// Removes whatever is at `path` (file, symbolic link or directory tree);
-/// never panics.
-fn remove_anything(path: &Path) {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            let _ = std::fs::remove_dir_all(path);
-        }
-        Ok(_) => {
-            let _ = std::fs::remove_file(path);
-        }
-        Err(_) => {}
-    }
 }
 
 /// A network path unique to this test and process, and the files next to
@@ -568,50 +501,6 @@ impl Drop for Attached {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-        }
-    }
-}
-
-/// Network namespaces, interfaces and helper processes, all removed on drop.
-#[derive(Default)]
-pub struct Lab {
-    pub namespaces: Vec<String>,
-    /// Interfaces in the host's namespace (those in a namespace go with it).
-    pub links: Vec<String>,
-    pub helpers: Vec<Child>,
-}
-
-impl Lab {
-    /// A fresh namespace `name` with its loopback up.
-    #[track_caller]
-    pub fn netns(&mut self, name: &str) -> String {
-        let _ = run_program("ip", &["netns", "del", name]);
-        self.namespaces.push(name.to_string());
-        must("ip", &["netns", "add", name]);
-        must("ip", &["-n", name, "link", "set", "lo", "up"]);
-        name.to_string()
-    }
-
-    /// Moves `ifname` into `ns`, gives it `addr`, sets it up.
-    #[track_caller]
-    pub fn place(&self, ifname: &str, ns: &str, addr: &str) {
-        must("ip", &["link", "set", ifname, "netns", ns]);
-        must("ip", &["-n", ns, "addr", "add", addr, "dev", ifname]);
-        must("ip", &["-n", ns, "link", "set", ifname, "up"]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for mut child in self.helpers.drain(..) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for link in &self.links {
-            let _ = Command::new("ip").args(["link", "del", link]).output();
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
 }

@@ -17,15 +17,6 @@ pub const USER: &str = "ipn-test-user";
 /// The network group the tests give networks to.
 pub const GROUP: &str = "ipn-test-net";
 
-/// Fails the test unless it runs as root.
-pub fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test needs root: it creates the user {USER} and the group {GROUP} and \
-         acts as that user (CI runs as root); run it as root"
-    );
-}
-
 /// The test user, and a copy of this test binary it can run.
 #[derive(Debug)]
 pub struct TestUser {
@@ -42,7 +33,12 @@ impl TestUser {
     /// of the group: commands add it explicitly, see [`TestUser::peer`]).
     pub fn get() -> TestUser {
         use nix::unistd::{Group, User};
-        require_root();
+        ipn_test_support::require_root(
+            &format!(
+                "this test creates the user {USER} and the group {GROUP} and acts as that user"
+            ),
+            &["setpriv"],
+        );
         if Group::from_name(GROUP).unwrap().is_none() {
             let _ = Command::new("groupadd").args(["--system", GROUP]).status();
         }

@@ -11,8 +11,6 @@
 //!   that receivers can check order, loss and integrity.
 //! - [`Watchdog`]: aborts the test binary if a test hangs, so that a hang
 //!   is a failure with a message instead of a stuck CI run.
-//! - [`properties`]: the one configuration of the property tests (seed,
-//!   regression files, soak), shared with crates/vdeplug-ipn.
 //! - [`wait_until_asleep_in_poll`] and [`readable_now`]: what a test may
 //!   know of a blocking receive instead of sleeping and hoping: the thread
 //!   sleeps in poll(2); a doorbell waits in the socket.
@@ -22,10 +20,6 @@
 pub mod frame;
 pub mod member;
 pub mod peer;
-pub mod properties;
-
-#[allow(unused_imports)] // only the property tests use it
-pub use properties::proptest_config;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipn::{Config, Network};
+use ipn_test_support::remove_anything;
 
 /// A unique path under the temp directory for test `name`.
 pub fn unique_path(name: &str) -> PathBuf {
@@ -82,18 +77,6 @@ impl Drop for TestNet {
         if Network::remove(&self.path, true).is_err() {
             remove_anything(&self.path);
         }
-    }
-}
-
-fn remove_anything(path: &Path) {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            let _ = std::fs::remove_dir_all(path);
-        }
-        Ok(_) => {
-            let _ = std::fs::remove_file(path);
-        }
-        Err(_) => {}
     }
 }
 

@@ -1,7 +1,8 @@
 //! Helpers shared by this crate's integration tests: the plugin as
 //! libvdeplug finds it, the C clients built against `-lvdeplug`, scratch
-//! paths, waiting with a deadline, and the configuration of the property
-//! tests ([`proptest_config`]).
+//! paths, and waiting with a deadline. The helpers every crate's tests
+//! share (root, tools, the property tests' configuration) are in
+//! `ipn_test_support`.
 //!
 //! Nothing is skipped: a missing tool or plugin fails the test with a
 //! message saying what to install or build. The plugin is the
@@ -45,17 +46,6 @@ pub fn plugin_dir() -> PathBuf {
     .clone()
 }
 
-/// Fails loudly if a program the test needs is not installed.
-pub fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{program}` is not installed; install the Debian package `{package}`"
-    );
-}
-
 /// A command with the plugin on libvdeplug's search path, the way a user
 /// tries it without installing: `LD_LIBRARY_PATH=DIR` (libvdeplug's last
 /// resort is a plain `dlopen("libvdeplug_ipn.so")`). Unlike
@@ -79,7 +69,7 @@ pub fn c_client(name: &str) -> PathBuf {
     if let Some((_, exe)) = built.iter().find(|(n, _)| n == name) {
         return exe.clone();
     }
-    require("cc", "gcc");
+    ipn_test_support::require_tools(&["cc"]);
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(format!("{name}.c"));
@@ -135,6 +125,62 @@ impl Drop for ScratchNet {
     }
 }
 
+/// A daemonized `vde_switch` at a [`scratch`] path: killed by its pid
+/// file, and its files removed, on drop, whatever the test did.
+pub struct VdeSwitch {
+    /// The switch's directory (what `vde://PATH` names).
+    pub path: PathBuf,
+    pidfile: PathBuf,
+    rc: PathBuf,
+}
+
+impl VdeSwitch {
+    /// Starts `vde_switch -d -s PATH -p PATH.pid`, with `-f PATH.rc`
+    /// holding the commands `rc` if given, and waits for its control
+    /// socket.
+    pub fn start(name: &str, rc: Option<&str>) -> VdeSwitch {
+        ipn_test_support::require_tools(&["vde_switch"]);
+        let path = scratch(name);
+        let switch = VdeSwitch {
+            pidfile: path.with_extension("pid"),
+            rc: path.with_extension("rc"),
+            path,
+        };
+        let mut command = Command::new("vde_switch");
+        command
+            .args(["-d", "-s"])
+            .arg(&switch.path)
+            .arg("-p")
+            .arg(&switch.pidfile);
+        if let Some(rc) = rc {
+            std::fs::write(&switch.rc, rc).unwrap();
+            command.arg("-f").arg(&switch.rc);
+        }
+        let status = command.status().expect("run vde_switch");
+        assert!(status.success(), "vde_switch failed to start");
+        wait_for(
+            "the switch's control socket",
+            Duration::from_secs(5),
+            || switch.path.join("ctl").exists() && switch.pidfile.exists(),
+        );
+        switch
+    }
+}
+
+impl Drop for VdeSwitch {
+    fn drop(&mut self) {
+        // The switch daemonized: its pid is all there is to kill it by.
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+        let _ = std::fs::remove_file(&self.pidfile);
+        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_file(&self.rc);
+    }
+}
+
 /// The `ipn://` URL of `path`.
 pub fn url(path: &Path) -> String {
     format!("ipn://{}", path.display())
@@ -182,11 +228,3 @@ pub fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> std::proce
         std::thread::sleep(Duration::from_millis(10));
     }
 }
-
-/// The project's one configuration of property tests (seed, cases,
-/// regression files, soak), shared with crates/ipn's tests.
-#[path = "../../../ipn/tests/common/properties.rs"]
-pub mod properties;
-
-#[allow(unused_imports)] // only the property tests use them
-pub use properties::{proptest_config, PROPTEST_SEED};

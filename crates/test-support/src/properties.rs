@@ -1,7 +1,5 @@
-//! The one configuration of the project's property tests. This file is
-//! the module `common::properties` of crates/ipn's integration tests and,
-//! by `#[path]`, of crates/vdeplug-ipn's: one seed, one place for the
-//! regressions, one way to soak.
+//! The one configuration of the project's property tests: one seed, one
+//! place for the regressions, one way to soak.
 //!
 //! - Normally (`cargo test`, CI): the fixed seed [`PROPTEST_SEED`], so
 //!   that every run tries the same cases and a failure comes back when
@@ -14,28 +12,36 @@
 //! explicit path: proptest's default, next to the source file above the
 //! nearest lib.rs, finds none for files in tests/), and the seeds in that
 //! file are tried first on every run. The files are committed; commit
-//! what a soak adds, with the fix.
+//! what a soak adds, with the fix. The crate being tested is the one that
+//! calls [`proptest_config!`](crate::proptest_config): the macro reads
+//! its `CARGO_MANIFEST_DIR` where it is called.
 
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
 /// The seed of every property test run outside a soak.
 pub const PROPTEST_SEED: u64 = 0x1b5e_ed00_c0ff_ee42;
 
-/// The settings of the property tests saved as `NAME` (one file of them
-/// per test file), `cases` cases per property outside a soak.
-pub fn proptest_config(name: &str, cases: u32) -> Config {
-    proptest_config_saving_to(regression_file(name), cases)
+/// The settings of the property tests saved as `NAME` (one regression
+/// file per test file) in the calling crate's `proptest-regressions/`,
+/// `CASES` cases per property outside a soak:
+/// `#![proptest_config(ipn_test_support::proptest_config!("url", 256))]`.
+#[macro_export]
+macro_rules! proptest_config {
+    ($name:expr, $cases:expr) => {
+        $crate::properties::proptest_config_saving_to(
+            $crate::properties::regression_file(env!("CARGO_MANIFEST_DIR"), $name),
+            $cases,
+        )
+    };
 }
 
-/// `proptest-regressions/NAME.txt` of the crate under test.
-pub fn regression_file(name: &str) -> String {
-    format!(
-        "{}/proptest-regressions/{name}.txt",
-        env!("CARGO_MANIFEST_DIR")
-    )
+/// `CRATE_DIR/proptest-regressions/NAME.txt`.
+pub fn regression_file(crate_dir: &str, name: &str) -> String {
+    format!("{crate_dir}/proptest-regressions/{name}.txt")
 }
 
-/// [`proptest_config`] saving failures to `path`.
+/// The property tests' settings (see the module), failures saved to
+/// `path`, `cases` cases per property outside a soak.
 pub fn proptest_config_saving_to(path: String, cases: u32) -> Config {
     let soak = std::env::var_os("IPN_SOAK").is_some();
     Config {
