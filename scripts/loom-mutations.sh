@@ -31,12 +31,12 @@ export RUSTFLAGS="--cfg loom"
 # (comma-separated) and must change each.
 mutations=(
   "arm-without-fence|crates/ipn/src/wake.rs|s/(entry\.armed\.store\(1, Ordering::SeqCst\);)\n    fence\(Ordering::SeqCst\);/\$1/|the sleeper arms without the full fence before its last look (lost wake-up)"
-  "send-without-fence|crates/ipn/src/port/send.rs|s/(self\.count_sent\(frame\.len\(\)\);)\n        fence\(Ordering::SeqCst\);/\$1/|the sender looks at armed without a full fence after writing (lost wake-up)"
+  "send-without-fence|crates/ipn/src/port/send.rs|s/(self\.count_sent\(port, frame\.len\(\)\);)\n        fence\(Ordering::SeqCst\);/\$1/|the sender looks at armed without a full fence after writing (lost wake-up)"
   "seq-done-relaxed|crates/ipn/src/ring.rs|s/desc\.seq\.store\(seq_done\(n\), Ordering::Release\)/desc.seq.store(seq_done(n), Ordering::Relaxed)/|a frame's descriptor says done before its bytes are visible (torn frame)"
   "writer-without-release-fence|crates/ipn/src/ring.rs|s/(entry\.byte_reserve\.store\(end, Ordering::Relaxed\);)\n        fence\(Ordering::Release\);/\$1/|bytes overwritten before the descriptor says it is being written (torn frame)"
   "reader-without-acquire-fence|crates/ipn/src/ring.rs|s/\n    fence\(Ordering::Acquire\);\n    let intact/\n    let intact/|the reader checks the seqlock again without ordering its copy first (torn frame)"
-  "settle-without-last-look|crates/ipn/src/port/recv.rs|s/if self\.prepare_to_sleep\(\) && self\.frames_waiting\(\) \{/if self.prepare_to_sleep() \&\& false {/|a receive after poll arms after its last frame without looking again (a frame waits, the fd is not readable)"
-  "wait-for-dead-readers|crates/ipn/src/port/mod.rs,crates/ipn/src/port/send.rs|s/if membership::state\(word\) == STATE_ACTIVE && caps & CAP_READ != 0/if membership::state(word) != STATE_FREE \&\& caps \& CAP_READ != 0/ + s/if membership::state\(word\) != STATE_ACTIVE\n/if membership::state(word) == STATE_FREE\n/|a lossless sender counts a reader marked dead among those it waits for (hang)"
+  "settle-without-last-look|crates/ipn/src/port/recv.rs|s/if self\.prepare_to_sleep\(port\) && self\.frames_waiting\(cx\) \{/if self.prepare_to_sleep(port) \&\& false {/|a receive after poll arms after its last frame without looking again (a frame waits, the fd is not readable)"
+  "wait-for-dead-readers|crates/ipn/src/port/mod.rs,crates/ipn/src/port/send.rs|s/\(membership::state\(word\) == STATE_ACTIVE && caps & CAP_READ != 0\)/(membership::state(word) != STATE_FREE \&\& caps \& CAP_READ != 0)/ + s/if membership::state\(word\) != STATE_ACTIVE\n/if membership::state(word) == STATE_FREE\n/|a lossless sender counts a reader marked dead among those it waits for (hang)"
 )
 
 run_loom() {

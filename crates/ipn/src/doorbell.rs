@@ -20,12 +20,19 @@
 //! socket whose peer was replaced (the slot was reclaimed and its bell bound
 //! anew) fails with `ECONNREFUSED`; it is then connected again, once.
 //!
+//! Ringing is a [`Ringer`], apart from the bound socket ([`Doorbell`]), so
+//! that a port's sending half rings others with its own while its
+//! receiving half (which owns the doorbell, and rings only itself or, after
+//! a sweep for dead ports, everyone) may run on another thread. The two
+//! share the directory's descriptor.
+//!
 //! Other errors while ringing are ignored on purpose: the only receivers
 //! that can refuse a doorbell are dead ports, which have nothing to wake.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use nix::sys::socket::{
     bind, connect, recv, send, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType,
@@ -38,23 +45,41 @@ use crate::files::{self, NetDir, PlaceError};
 /// with `sendto()`, to bound the descriptors a port holds.
 pub const MAX_CONNECTED: usize = 256;
 
+/// A port's bound socket (its pollable fd), and a [`Ringer`] of its own.
 pub struct Doorbell {
     /// Bound socket: this port's pollable fd.
     socket: OwnedFd,
-    /// Unbound socket used to ring other ports.
-    ringer: OwnedFd,
     /// The network directory.
-    dir: NetDir,
+    dir: Arc<NetDir>,
     /// Our socket's name, and `(dev, ino)` of the socket file we bound, so
     /// that leaving removes our socket and nothing a member put there.
     own_name: String,
     own_identity: (u64, u64),
-    connected: HashMap<u32, OwnedFd>,
-    /// Slot state words of the readers at the last `keep_connected`.
-    occupants: HashMap<u32, u64>,
+    /// Rings for the receiving side: this port itself, or everyone.
+    ringer: Ringer,
     /// The socket's receive timeout as last set (`SO_RCVTIMEO`), so that
     /// waits with the same timeout set it once.
     receive_timeout: std::cell::Cell<Option<std::time::Duration>>,
+}
+
+/// Rings other ports' doorbells (or our own).
+pub struct Ringer {
+    /// Unbound socket used to ring ports we keep no connection to.
+    unbound: OwnedFd,
+    /// The network directory.
+    dir: Arc<NetDir>,
+    connected: HashMap<u32, OwnedFd>,
+    /// Slot state words of the readers at the last `keep_connected`.
+    occupants: HashMap<u32, u64>,
+}
+
+impl std::fmt::Debug for Ringer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ringer")
+            .field("dir", &self.dir.path())
+            .field("connected", &self.connected.len())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Doorbell {
@@ -117,15 +142,58 @@ impl Doorbell {
         };
         dir.remove_staging(staging);
         let (socket, own_identity) = placed?;
+        let dir = Arc::new(dir);
         Ok(Doorbell {
             socket,
-            ringer: datagram_socket().map_err(PlaceError::Io)?,
+            ringer: Ringer::new(&dir).map_err(PlaceError::Io)?,
             dir,
             own_name,
             own_identity,
+            receive_timeout: std::cell::Cell::new(None),
+        })
+    }
+
+    /// Another ringer into the same network, for a port's sending side.
+    pub fn ringer(&self) -> io::Result<Ringer> {
+        Ringer::new(&self.dir)
+    }
+
+    /// Consumes waiting doorbells so the fd stops being readable: `expected`
+    /// of them if known (each was counted after it was sent, so it is
+    /// already queued), else all of them.
+    fn drain_queued(&self, expected: Option<u64>) {
+        let mut byte = [0u8; 1];
+        let mut drained = 0u64;
+        while expected != Some(drained)
+            && recv(self.socket.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT).is_ok()
+        {
+            drained += 1;
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Removes the socket's name, if it is still our socket (the fd stays
+    /// usable until dropped).
+    fn unlink_name(&self) {
+        let (dev, ino) = self.own_identity;
+        self.dir.remove_if_same(&self.own_name, dev, ino);
+    }
+}
+
+impl Ringer {
+    fn new(dir: &Arc<NetDir>) -> io::Result<Ringer> {
+        Ok(Ringer {
+            unbound: datagram_socket()?,
+            dir: Arc::clone(dir),
             connected: HashMap::new(),
             occupants: HashMap::new(),
-            receive_timeout: std::cell::Cell::new(None),
         })
     }
 
@@ -152,7 +220,7 @@ impl Doorbell {
                 None => {
                     if let Ok((address, _target)) = self.address(index) {
                         let _ = sendto(
-                            self.ringer.as_raw_fd(),
+                            self.unbound.as_raw_fd(),
                             &[],
                             &address,
                             MsgFlags::MSG_DONTWAIT,
@@ -195,41 +263,29 @@ impl Doorbell {
                 .is_some_and(|now| before.get(index) == Some(now))
         });
     }
-
-    /// Consumes waiting doorbells so the fd stops being readable: `expected`
-    /// of them if known (each was counted after it was sent, so it is
-    /// already queued), else all of them.
-    fn drain_queued(&self, expected: Option<u64>) {
-        let mut byte = [0u8; 1];
-        let mut drained = 0u64;
-        while expected != Some(drained)
-            && recv(self.socket.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT).is_ok()
-        {
-            drained += 1;
-        }
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-
-    /// Removes the socket's name, if it is still our socket (the fd stays
-    /// usable until dropped).
-    fn unlink_name(&self) {
-        let (dev, ino) = self.own_identity;
-        self.dir.remove_if_same(&self.own_name, dev, ino);
-    }
 }
 
-impl crate::wake::Bell for Doorbell {
+impl crate::wake::Ring for Ringer {
     fn ring(&mut self, index: u32) {
         self.ring_port(index);
     }
 
+    fn keep_connected(&mut self, readers: &[(u32, u64)]) {
+        self.keep_connected_to(readers);
+    }
+}
+
+impl crate::wake::Ring for Doorbell {
+    fn ring(&mut self, index: u32) {
+        self.ringer.ring_port(index);
+    }
+
+    fn keep_connected(&mut self, readers: &[(u32, u64)]) {
+        self.ringer.keep_connected_to(readers);
+    }
+}
+
+impl crate::wake::Bell for Doorbell {
     fn drain(&self, expected: Option<u64>) {
         self.drain_queued(expected);
     }
@@ -269,10 +325,6 @@ impl crate::wake::Bell for Doorbell {
             Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(Woken::TimedOut),
             Err(e) => Err(e.into()),
         }
-    }
-
-    fn keep_connected(&mut self, readers: &[(u32, u64)]) {
-        self.keep_connected_to(readers);
     }
 
     fn unlink(&self) {

@@ -1,4 +1,5 @@
-//! The atomics of the concurrency core, from one place.
+//! The atomics of the concurrency core (and the one lock: a split port's
+//! switch table), from one place.
 //!
 //! `shm`, `ring`, `membership` and `port` take their atomic types and
 //! fences from here, never from `std::sync::atomic` directly. A normal
@@ -9,6 +10,10 @@
 
 #[cfg(not(loom))]
 pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+#[cfg(not(loom))]
+pub use std::sync::Mutex;
 
 #[cfg(loom)]
 pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+#[cfg(loom)]
+pub use loom::sync::Mutex;

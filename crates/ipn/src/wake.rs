@@ -27,18 +27,23 @@ use crate::shm::layout::PortEntry;
 use crate::shm::SharedFile;
 use crate::sync::{fence, Ordering};
 
-/// What the data path needs from a doorbell.
-pub trait Bell {
+/// What waking others needs: ringing their doorbells.
+pub trait Ring {
     /// Wakes port `index` (which may be this port itself): one datagram.
     fn ring(&mut self, index: u32);
+    /// The ports we ring now, each with its slot's state word (which names
+    /// the occupant), so that connections to departed occupants go.
+    fn keep_connected(&mut self, readers: &[(u32, u64)]);
+}
+
+/// What sleeping needs: the port's own doorbell (which rings too: itself,
+/// or everyone after finding a dead port).
+pub trait Bell: Ring {
     /// Consumes waiting wake-ups: `expected` of them if known (each was
     /// counted after it was rung, so it is already queued), else all.
     fn drain(&self, expected: Option<u64>);
     /// Waits until woken or `timeout` (`None`: forever).
     fn wait(&self, timeout: Option<Duration>) -> io::Result<Woken>;
-    /// The ports we ring now, each with its slot's state word (which names
-    /// the occupant), so that connections to departed occupants go.
-    fn keep_connected(&mut self, readers: &[(u32, u64)]);
     /// Leaving: removes what others use to reach us.
     fn unlink(&self);
 }
@@ -60,6 +65,13 @@ pub enum Woken {
 pub type PortBell = crate::doorbell::Doorbell;
 #[cfg(loom)]
 pub type PortBell = LoomBell;
+
+/// What a port's sending side rings with: a socket ringer of its own, or
+/// the model checker's count.
+#[cfg(not(loom))]
+pub type PortRinger = crate::doorbell::Ringer;
+#[cfg(loom)]
+pub type PortRinger = LoomBell;
 
 /// The sleeper's half: ask for a doorbell, then a full fence, after which
 /// the caller must look at the rings once more before sleeping.
@@ -87,7 +99,7 @@ pub fn claim_wake(entry: &PortEntry) -> bool {
 
 /// Rings port `index` if it sleeps. The caller issued a SeqCst fence after
 /// writing what the port should find.
-pub fn wake(shm: &SharedFile, bell: &mut impl Bell, index: u32) {
+pub fn wake(shm: &SharedFile, bell: &mut impl Ring, index: u32) {
     let entry = shm.port(index);
     if claim_wake(entry) {
         bell.ring(index);
@@ -96,7 +108,7 @@ pub fn wake(shm: &SharedFile, bell: &mut impl Bell, index: u32) {
 }
 
 /// Wakes every sleeping port (other than `me`), after a membership change.
-pub fn wake_all(shm: &SharedFile, bell: &mut impl Bell, me: u32) {
+pub fn wake_all(shm: &SharedFile, bell: &mut impl Ring, me: u32) {
     fence(Ordering::SeqCst);
     for index in 0..shm.geometry().max_ports {
         if index != me {
@@ -117,11 +129,24 @@ pub struct LoomBell {
 }
 
 #[cfg(loom)]
-impl Bell for LoomBell {
+impl LoomBell {
+    /// A ringer for the port's sending side: the same counts.
+    pub fn ringer(&self) -> LoomBell {
+        self.clone()
+    }
+}
+
+#[cfg(loom)]
+impl Ring for LoomBell {
     fn ring(&mut self, index: u32) {
         self.queued[index as usize].fetch_add(1, Ordering::SeqCst);
     }
 
+    fn keep_connected(&mut self, _readers: &[(u32, u64)]) {}
+}
+
+#[cfg(loom)]
+impl Bell for LoomBell {
     fn drain(&self, expected: Option<u64>) {
         let queued = &self.queued[self.me as usize];
         match expected {
@@ -143,8 +168,6 @@ impl Bell for LoomBell {
             },
         )
     }
-
-    fn keep_connected(&mut self, _readers: &[(u32, u64)]) {}
 
     fn unlink(&self) {}
 }

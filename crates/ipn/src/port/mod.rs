@@ -6,15 +6,49 @@
 //! it, round-robin, from a private cursor per ring, keeps looking for a
 //! while when frames are due (`pace`), and sleeps on the doorbell when
 //! there is nothing (`recv`). Joining a network's files is `join`. This
-//! file holds what all of them share: taking up a slot in shared memory,
-//! leaving it, and the view of who else is there, rebuilt whenever the
-//! network's membership epoch changes.
+//! file holds what both directions share: taking up a slot in shared
+//! memory, leaving it, and the parts of the port both read.
 //!
-//! A port's state is split by who uses it: [`View`] (membership), [`Tx`]
-//! (sending), [`Rx`] (receiving), [`Events`] (membership events for the
-//! receiver), and the switch table. Under the loom model checker the same
-//! code runs over an in-memory network with a counting bell
-//! (`wake::LoomBell`) instead of sockets; only `join` is left out.
+//! # Who owns what
+//!
+//! The two directions are two types, so that the borrow checker, not a
+//! convention, keeps them apart:
+//!
+//! - [`Tx`] (`send.rs`): our ring, the lossless room, the readers a frame
+//!   is for (its own membership view), the scratch and cut buffers, the
+//!   addresses published for `status`, and a ringer to wake readers with.
+//! - [`Rx`] (`recv.rs`): the doorbell (our pollable fd, which also rings
+//!   ourselves), the cursors, the scan set, the pace, the counts and the
+//!   membership events (its own membership view).
+//! - [`Common`], read by both, changed only with the whole port in hand
+//!   (`shutdown`): path, mapping, slot, caps, VLANs, offloads.
+//! - The switch table: learned on receive, looked up on send, so the one
+//!   piece of mutable state both use. A whole port hands it to a direction
+//!   as `&mut` (no lock taken: `Mutex::get_mut`); a split one as the
+//!   `Mutex`, which each frame's learning or look-up takes.
+//!
+//! Each direction keeps its own view of the membership, rebuilt when the
+//! network's membership epoch moves: the sender needs the readers and
+//! recomputes its lossless room; the receiver looks once at every ring
+//! that may hold frames, recounts, and raises the event. Neither depends on
+//! the other having looked. What the receiver does for lossless senders
+//! (publishing its cursors) and what either does after finding dead ports
+//! (waking everyone) goes through shared memory and its own bell, as it
+//! would between two processes. In shared memory the halves write
+//! different words: the sender our ring, head, `tx_*` counters and
+//! published addresses, and other ports' pending bits, `armed` and
+//! `rings`; the receiver our cursors, and our own pending bitmap, `armed`,
+//! `rings` and `rx_*` counters. A word our port alone writes is written by
+//! one of its halves alone: a split port keeps the single-writer rule of
+//! `docs/DESIGN.md`.
+//!
+//! [`Port`] is both halves with their send and receive methods as thin
+//! delegations; [`Port::split`] hands them out as a [`PortSender`] and a
+//! [`PortReceiver`], each `Send`, for two threads. Under the loom model
+//! checker the same code runs over an in-memory network with a counting
+//! bell (`wake::LoomBell`) instead of sockets; only `join` is left out.
+//! (The split itself has no loom model: loom has no scoped threads, and the
+//! halves borrow the port.)
 
 #[cfg(not(loom))]
 mod join;
@@ -23,20 +57,21 @@ mod recv;
 mod send;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use crate::config::{JoinOptions, Protocol};
 use crate::ethernet::Vlan;
 use crate::membership::{self, Membership};
 use crate::network::{status_of, Status};
-use crate::pending::ScanSet;
 use crate::ring::TxRing;
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
 use crate::switch::MacTable;
-use crate::sync::Ordering;
-use crate::wake::{self, Bell, PortBell};
+use crate::sync::{Mutex, Ordering};
+use crate::wake::{self, Bell, PortBell, PortRinger};
+use recv::Rx;
+use send::Tx;
 
 /// What a receive can return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,112 +104,140 @@ const DEATH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// A joined port. Dropping it leaves the network.
 #[derive(Debug)]
 pub struct Port {
+    common: Common,
+    tx: Tx,
+    rx: Rx,
+    /// Switch mode: behind which port each address lives. Learned on
+    /// receive, looked up on send: the one piece of mutable state both
+    /// halves use, behind a lock that only a split port takes.
+    switch: Option<Mutex<MacTable>>,
+}
+
+/// What both halves of a port read: who and where it is, what it does.
+/// Fixed while the port is split (only [`Port::shutdown`], which takes the
+/// whole port, changes `caps`).
+#[derive(Debug)]
+struct Common {
     path: PathBuf,
     shm: Arc<SharedFile>,
     index: u32,
-    bell: PortBell,
     /// `CAP_READ | CAP_WRITE`: what this port still does.
     caps: u32,
-    view: View,
-    tx: Tx,
-    rx: Rx,
-    events: Events,
-    /// Switch mode: where each learned address lives, and the (VLAN,
-    /// source address) pairs we published for `status`.
-    switch: Option<Switching>,
     /// 802.1Q membership: which frames we send into which VLAN, and
     /// receive.
     vlan: Vlan,
-    /// Where a tagged frame is put together without its tag.
-    scratch: Vec<u8>,
-    /// Where a frame with offloads too large for the ring is cut, one
-    /// wire frame at a time, before it is sent.
-    cut_buf: Vec<u8>,
     /// Whether this port takes offloads: its frames, both ways, are a
     /// virtio-net header and a frame (up to `offload::MAX_GSO_FRAME`), as on
     /// a TAP opened with `IFF_VNET_HDR`.
     offload: bool,
 }
 
-/// Switch mode's private state.
-#[derive(Debug, Default)]
-struct Switching {
-    table: MacTable,
-    published: std::collections::HashSet<(u16, crate::ethernet::Mac)>,
-}
-
-/// Who else is there, as of membership epoch `epoch`.
-#[derive(Debug, Default)]
-struct View {
-    epoch: u64,
-    membership: Membership,
-    /// Live reading ports other than us: whom a frame is for.
-    readers: Vec<u32>,
-}
-
-/// The sending side.
+/// One half's way to the switch table: the table itself while the port is
+/// whole (no lock taken), its lock while the port is split.
 #[derive(Debug)]
-struct Tx {
-    ring: TxRing,
-    /// Our ring's head when we joined: frames before it are not ours.
-    join_head: u64,
-    /// Lossless: frames and bytes we may still send without looking at the
-    /// readers' cursors again.
-    room_frames: u64,
-    room_bytes: u64,
-    frames: u64,
-    bytes: u64,
-    /// Frames not sent: outside our VLANs.
-    dropped: u64,
+enum Table<'a> {
+    Whole(&'a mut MacTable),
+    Split(&'a Mutex<MacTable>),
 }
 
-/// The receiving side.
+/// What a half borrows from its port while it works: the common part, and
+/// in switch mode the table.
 #[derive(Debug)]
-struct Rx {
-    /// Next frame wanted from each slot's ring, for every slot: rings are
-    /// continuous across the slot's occupants, so `cursor..head` is exactly
-    /// what was sent there since we joined, even by a port that has left.
-    cursors: Vec<u64>,
-    /// Senders whose rings are worth reading (see `pending`).
-    scan: ScanSet,
-    next_sender: u32,
-    /// Whether we asked for a doorbell and every doorbell since is counted.
-    armed: bool,
-    seen_rings: u64,
-    pace: pace::Pace,
-    /// A look-ahead decided after the last frame: when it started, and
-    /// until when the next receive keeps looking.
-    look_ahead: Option<(std::time::Instant, std::time::Instant)>,
-    frames: u64,
-    bytes: u64,
-    dropped: u64,
-    /// A frame with a header, read whole to be cut for us.
-    gso_buf: Vec<u8>,
-    /// The wire frames cut from it, still to be received: `gso_buf` is
-    /// not read into while one waits.
-    segments: crate::offload::Segments,
+struct Context<'a> {
+    port: &'a Common,
+    switch: Option<Table<'a>>,
 }
 
-/// Membership events for the receiver.
-#[derive(Debug, Default)]
-struct Events {
-    enabled: bool,
-    pending: bool,
-    /// Heads of the rings when the pending event was noticed: frames sent
-    /// before a membership change are delivered before the event.
-    barrier: Vec<(u32, u64)>,
+/// The sending half of a split port ([`Port::split`]): the send methods of
+/// [`Port`], usable on one thread while the [`PortReceiver`] receives on
+/// another.
+#[derive(Debug)]
+pub struct PortSender<'a> {
+    tx: &'a mut Tx,
+    cx: Context<'a>,
+}
+
+/// The receiving half of a split port ([`Port::split`]): the receive
+/// methods of [`Port`], and the port's pollable fd.
+#[derive(Debug)]
+pub struct PortReceiver<'a> {
+    rx: &'a mut Rx,
+    cx: Context<'a>,
+}
+
+impl<'a> Table<'a> {
+    #[inline]
+    fn whole(lock: &'a mut Mutex<MacTable>) -> Table<'a> {
+        Table::Whole(lock.get_mut().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs `f` on the table, under its lock if the port is split. A
+    /// poisoned lock is taken all the same: the table is a cache that
+    /// every entry of is checked before use. Inlined: on a whole port this
+    /// is the table itself, on the path of every frame.
+    #[inline(always)]
+    fn with<R>(&mut self, f: impl FnOnce(&mut MacTable) -> R) -> R {
+        match self {
+            Table::Whole(table) => f(table),
+            Table::Split(lock) => f(&mut lock.lock().unwrap_or_else(PoisonError::into_inner)),
+        }
+    }
+}
+
+impl Common {
+    /// The membership epoch: it moves with every join, leave, death and
+    /// shutdown.
+    #[inline]
+    fn epoch(&self) -> u64 {
+        self.shm.header().membership_epoch.load(Ordering::Acquire)
+    }
+
+    /// Live reading ports other than us, each with its slot's state word
+    /// (which names the occupant): whom frames are for, and whom we ring.
+    fn live_readers(&self) -> Vec<(u32, u64)> {
+        (0..self.shm.geometry().max_ports)
+            .filter(|&index| index != self.index)
+            .filter_map(|index| {
+                let entry = self.shm.port(index);
+                let word = entry.state.load(Ordering::Acquire);
+                let caps = entry.caps.load(Ordering::Acquire);
+                (membership::state(word) == STATE_ACTIVE && caps & CAP_READ != 0)
+                    .then_some((index, word))
+            })
+            .collect()
+    }
+
+    /// See [`Port::max_frame`].
+    fn max_frame(&self) -> usize {
+        if self.offload {
+            VNET_HDR_LEN + crate::offload::MAX_GSO_FRAME
+        } else {
+            self.shm.geometry().mtu as usize + crate::ethernet::TAG_LEN
+        }
+    }
+    /// `Err(path)` once the shared file was truncated under us (see
+    /// `shm::sigbus`): every later operation fails with that.
+    #[inline]
+    fn check_damage(&self) -> Result<(), PathBuf> {
+        if self.shm.damaged() {
+            Err(self.path.clone())
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Port {
     /// Takes up slot `index` of `shm`, which the caller has claimed (its
-    /// lock is ours, or, under loom, nobody else's), with `bell` bound:
-    /// writes who we are, starts reading at every ring's head, and
-    /// announces us.
+    /// lock is ours, or, under loom, nobody else's), with `bell` bound and
+    /// `ringer` to ring others with: writes who we are, starts reading at
+    /// every ring's head, and announces us.
     fn activate(
         path: &Path,
         shm: Arc<SharedFile>,
         index: u32,
         bell: PortBell,
+        ringer: PortRinger,
         options: &JoinOptions,
     ) -> Port {
         let entry = shm.port(index);
@@ -210,57 +273,34 @@ impl Port {
         entry.armed.store(1, Ordering::SeqCst);
         let ring = TxRing::resume(&shm, index);
         entry.join_head.store(ring.head(), r);
-        let g = *shm.geometry();
-        let mut port = Port {
+        let switch = (Protocol::from_code(shm.geometry().protocol) == Some(Protocol::Switch))
+            .then(|| Mutex::new(MacTable::default()));
+        let common = Common {
             path: path.into(),
+            shm,
             index,
             caps,
-            view: View::default(),
-            tx: Tx {
-                join_head: ring.head(),
-                ring,
-                room_frames: 0,
-                room_bytes: 0,
-                frames: 0,
-                bytes: 0,
-                dropped: 0,
-            },
-            rx: Rx {
-                cursors: Vec::new(),
-                scan: ScanSet::new(g.max_ports),
-                next_sender: 0,
-                armed: true,
-                seen_rings: entry.rings.load(Ordering::Acquire),
-                pace: pace::Pace::new(options.busy_poll),
-                look_ahead: None,
-                frames: 0,
-                bytes: 0,
-                dropped: 0,
-                gso_buf: Vec::new(),
-                segments: crate::offload::Segments::new(),
-            },
-            events: Events::default(),
-            switch: (Protocol::from_code(g.protocol) == Some(Protocol::Switch))
-                .then(Switching::default),
             vlan: options.vlan.clone(),
-            scratch: Vec::new(),
-            cut_buf: Vec::new(),
             offload: options.offload,
-            bell,
-            shm,
         };
-        port.start_cursors();
-        let entry = port.shm.port(index);
-        entry
+        let tx = Tx::new(ringer, ring);
+        let rx = Rx::new(&common, bell, options.busy_poll);
+        let mut port = Port {
+            common,
+            tx,
+            rx,
+            switch,
+        };
+        let shm = &port.common.shm;
+        shm.port(index)
             .state
             .store(membership::word(generation, STATE_ACTIVE), Ordering::SeqCst);
-        port.shm
-            .header()
-            .membership_epoch
-            .fetch_add(1, Ordering::SeqCst);
-        wake::wake_all(&port.shm, &mut port.bell, index);
-        port.refresh_membership();
-        port.events.pending = false;
+        shm.header().membership_epoch.fetch_add(1, Ordering::SeqCst);
+        wake::wake_all(shm, &mut port.tx.ringer, index);
+        port.tx.refresh_membership(&port.common);
+        let mut receiver = port.receiver();
+        receiver.rx.refresh_membership(&mut receiver.cx);
+        port.rx.events.pending = false;
         port
     }
 
@@ -273,48 +313,80 @@ impl Port {
         bell: PortBell,
         options: &JoinOptions,
     ) -> Port {
-        Port::activate(Path::new("(in memory)"), shm, index, bell, options)
+        let ringer = bell.ringer();
+        Port::activate(Path::new("(in memory)"), shm, index, bell, ringer, options)
     }
 
-    /// A new reader starts at every ring's current head: it receives what
-    /// is sent from now on.
-    fn start_cursors(&mut self) {
-        self.rx.cursors = (0..self.shm.geometry().max_ports)
-            .map(|index| self.shm.port(index).head.load(Ordering::Acquire))
-            .collect();
-        self.publish_cursors();
+    /// The sending half, for one call of a send method.
+    #[inline]
+    fn sender(&mut self) -> PortSender<'_> {
+        PortSender {
+            tx: &mut self.tx,
+            cx: Context {
+                port: &self.common,
+                switch: self.switch.as_mut().map(Table::whole),
+            },
+        }
     }
 
-    /// Lossless: tells the senders how far we have read. Normally done per
-    /// frame; done for every ring when joining and before sleeping, so that a
-    /// cursor word scribbled on by a peer heals instead of blocking a sender.
-    fn publish_cursors(&self) {
-        if !self.shm.geometry().lossless() {
-            return;
+    /// The receiving half, for one call of a receive method.
+    #[inline]
+    fn receiver(&mut self) -> PortReceiver<'_> {
+        PortReceiver {
+            rx: &mut self.rx,
+            cx: Context {
+                port: &self.common,
+                switch: self.switch.as_mut().map(Table::whole),
+            },
         }
-        for (index, &cursor) in self.rx.cursors.iter().enumerate() {
-            let index = index as u32;
-            let published = self.shm.cursor(self.index, index);
-            if index != self.index && published.load(Ordering::Relaxed) != cursor {
-                published.store(cursor, Ordering::Release);
-            }
-        }
+    }
+
+    /// The port's two halves, to send on one thread and receive on
+    /// another (`std::thread::scope`): each is `Send`, and each has the
+    /// methods of its direction. The halves share only what both read (the
+    /// network, our slot, VLANs, offloads) and, in switch mode, the table
+    /// of learned addresses, which the receiver fills and the sender looks
+    /// up under a lock. Everything else (membership view, lossless room,
+    /// cursors, doorbell, membership events) each half keeps for itself.
+    pub fn split(&mut self) -> (PortSender<'_>, PortReceiver<'_>) {
+        let sender = PortSender {
+            tx: &mut self.tx,
+            cx: Context {
+                port: &self.common,
+                switch: self.switch.as_ref().map(Table::Split),
+            },
+        };
+        let receiver = PortReceiver {
+            rx: &mut self.rx,
+            cx: Context {
+                port: &self.common,
+                switch: self.switch.as_ref().map(Table::Split),
+            },
+        };
+        (sender, receiver)
     }
 
     /// This port's number (its slot in the port table).
     pub fn index(&self) -> u32 {
-        self.index
+        self.common.index
     }
 
     /// The network's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.common.path
+    }
+
+    /// The shared file this port mapped (for `published`, which checks
+    /// that a directory opened again is still this network's).
+    #[cfg(not(loom))]
+    pub(crate) fn shm_file(&self) -> &std::fs::File {
+        self.common.shm.file()
     }
 
     /// Largest frame the network carries, in bytes, not counting an
     /// 802.1Q tag: a tagged frame may be 4 bytes longer.
     pub fn mtu(&self) -> u32 {
-        self.shm.geometry().mtu
+        self.common.shm.geometry().mtu
     }
 
     /// Largest frame a receive can return: the MTU plus an 802.1Q tag, or
@@ -322,11 +394,7 @@ impl Port {
     /// to `offload::MAX_GSO_FRAME` bytes. A buffer this long never
     /// truncates.
     pub fn max_frame(&self) -> usize {
-        if self.offload {
-            VNET_HDR_LEN + crate::offload::MAX_GSO_FRAME
-        } else {
-            self.shm.geometry().mtu as usize + crate::ethernet::TAG_LEN
-        }
+        self.common.max_frame()
     }
 
     /// Who may use the network: the owner, group and permission bits of
@@ -336,7 +404,7 @@ impl Port {
     /// take these, so that whoever may join may use them, and nobody else.
     pub fn access(&self) -> std::io::Result<crate::network::Access> {
         use std::os::unix::fs::MetadataExt;
-        let meta = self.shm.file().metadata()?;
+        let meta = self.common.shm.file().metadata()?;
         Ok(crate::network::Access {
             uid: meta.uid(),
             gid: meta.gid(),
@@ -346,23 +414,23 @@ impl Port {
 
     /// Whether this port takes offloads (see [`JoinOptions::offload`]).
     pub fn offload(&self) -> bool {
-        self.offload
+        self.common.offload
     }
 
     /// This port's 802.1Q membership.
     pub fn vlan(&self) -> &Vlan {
-        &self.vlan
+        &self.common.vlan
     }
 
     /// Whether senders wait for slow readers on this network.
     pub fn lossless(&self) -> bool {
-        self.shm.geometry().lossless()
+        self.common.shm.geometry().lossless()
     }
 
     /// Current reader and writer counts.
     pub fn membership(&mut self) -> Membership {
-        self.check_membership();
-        self.view.membership
+        let mut receiver = self.receiver();
+        receiver.rx.membership(&mut receiver.cx)
     }
 
     /// Ask for [`Message::Membership`] from [`Port::try_recv_message`] and
@@ -370,13 +438,14 @@ impl Port {
     /// While waiting in `recv_message`, the port also looks for dead peers
     /// every 100 ms so that deaths are reported promptly.
     pub fn set_membership_events(&mut self, enabled: bool) {
-        self.events.enabled = enabled;
+        self.rx.events.enabled = enabled;
     }
 
     /// A snapshot of the whole network.
     pub fn status(&self) -> Status {
-        membership::sweep_dead(&self.shm, Some(self.index));
-        status_of(&self.path, &self.shm)
+        let common = &self.common;
+        membership::sweep_dead(&common.shm, Some(common.index));
+        status_of(&common.path, &common.shm)
     }
 
     /// Stops reading, writing or both. Other ports see the counts change;
@@ -387,102 +456,31 @@ impl Port {
             Shutdown::Write => CAP_WRITE,
             Shutdown::Both => CAP_READ | CAP_WRITE,
         };
-        self.caps &= !stop;
-        self.shm
-            .port(self.index)
+        let common = &mut self.common;
+        common.caps &= !stop;
+        common
+            .shm
+            .port(common.index)
             .caps
-            .store(self.caps, Ordering::SeqCst);
+            .store(common.caps, Ordering::SeqCst);
         self.announce_membership_change();
     }
 
     fn announce_membership_change(&mut self) {
-        self.shm
+        let common = &self.common;
+        common
+            .shm
             .header()
             .membership_epoch
             .fetch_add(1, Ordering::SeqCst);
-        wake::wake_all(&self.shm, &mut self.bell, self.index);
-    }
-
-    /// `Err(path)` once the shared file was truncated under us (see
-    /// `shm::sigbus`): every later operation fails with that.
-    fn check_damage(&self) -> Result<(), PathBuf> {
-        if self.shm.damaged() {
-            Err(self.path.clone())
-        } else {
-            Ok(())
-        }
-    }
-
-    // ----- membership -------------------------------------------------
-
-    fn check_membership(&mut self) {
-        if self.shm.header().membership_epoch.load(Ordering::Acquire) != self.view.epoch {
-            self.refresh_membership();
-        }
-    }
-
-    /// Rebuilds the reader list from the port table, and looks once at
-    /// every ring that may hold frames for us (live writers, rings with
-    /// frames unread): a sender that joined may have sent before it knew
-    /// of us.
-    fn refresh_membership(&mut self) {
-        self.view.epoch = self.shm.header().membership_epoch.load(Ordering::Acquire);
-        let mut readers = Vec::new();
-        let mut occupants = Vec::new();
-        for index in 0..self.shm.geometry().max_ports {
-            if index == self.index {
-                continue;
-            }
-            let entry = self.shm.port(index);
-            let word = entry.state.load(Ordering::Acquire);
-            let caps = entry.caps.load(Ordering::Acquire);
-            if membership::state(word) == STATE_ACTIVE && caps & CAP_READ != 0 {
-                readers.push(index);
-                occupants.push((index, word));
-            }
-            let alive_writer = membership::claims_alive(word) && caps & CAP_WRITE != 0;
-            let unread = entry.head.load(Ordering::Acquire) != self.rx.cursors[index as usize];
-            if alive_writer || unread {
-                self.rx.scan.insert(index);
-            }
-        }
-        self.bell.keep_connected(&occupants);
-        if let Some(switching) = &mut self.switch {
-            switching.table.forget_departed(&self.shm);
-        }
-        self.view.readers = readers;
-        self.tx.room_frames = 0;
-        self.tx.room_bytes = 0;
-        let counts = membership::counts(&self.shm);
-        if counts != self.view.membership {
-            self.view.membership = counts;
-            self.events.pending = self.events.enabled;
-            if self.events.enabled {
-                self.events.barrier = (0..self.shm.geometry().max_ports)
-                    .filter(|&s| s != self.index)
-                    .map(|s| (s, self.shm.port(s).head.load(Ordering::Acquire)))
-                    .filter(|&(s, head)| head != self.rx.cursors[s as usize])
-                    .collect();
-            }
-        }
-    }
-
-    /// Marks the ports whose process died (their slot lock is free) as
-    /// dead, so that lossless senders stop waiting for them, and wakes the
-    /// others to see it. `send` does this itself while it waits for room;
-    /// a caller that waits in a loop of its own around `try_send` calls it
-    /// every 100 ms or so.
-    pub fn sweep_dead(&mut self) {
-        if membership::sweep_dead(&self.shm, Some(self.index)) > 0 {
-            wake::wake_all(&self.shm, &mut self.bell, self.index);
-        }
+        wake::wake_all(&common.shm, &mut self.tx.ringer, common.index);
     }
 }
 
 impl Drop for Port {
     fn drop(&mut self) {
-        self.bell.unlink();
-        let entry = self.shm.port(self.index);
+        self.rx.bell.unlink();
+        let entry = self.common.shm.port(self.common.index);
         let generation = membership::generation(entry.state.load(Ordering::Acquire));
         entry.caps.store(0, Ordering::Relaxed);
         entry
@@ -497,13 +495,13 @@ impl Drop for Port {
 impl std::os::fd::AsRawFd for Port {
     /// The doorbell socket: readable while frames wait for this port.
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.bell.raw_fd()
+        self.rx.bell.raw_fd()
     }
 }
 
 #[cfg(not(loom))]
 impl std::os::fd::AsFd for Port {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.bell.fd()
+        self.rx.bell.fd()
     }
 }

@@ -19,20 +19,29 @@
 //! frame; a doorbell from a ringer that died before counting it. `rings`
 //! counts doorbells, so draining takes one `recv` per doorbell, none to
 //! find out there are no more.
+//!
+//! All of it is [`Rx`]'s: the receiving half of a port, which owns the
+//! doorbell (the pollable fd), the cursors, the pace and the membership
+//! events, reads the port's [`Common`] part, and (switch mode) fills the
+//! table the sending half looks destinations up in. [`Port`]'s and
+//! [`PortReceiver`]'s receive methods hand the buffer to it.
 
 use std::time::{Duration, Instant};
 
-use super::{Message, Port, DEATH_CHECK_INTERVAL, VNET_HDR_LEN};
+use super::{
+    pace, Common, Context, Message, Port, PortReceiver, DEATH_CHECK_INTERVAL, VNET_HDR_LEN,
+};
 use crate::error::RecvError;
 use crate::ethernet::TAG_LEN;
+use crate::membership::{self, Membership};
 use crate::offload::{self, HdrLayout};
-use crate::pending;
+use crate::pending::{self, ScanSet};
 use crate::ring::{self, Read};
 use crate::shm::layout::*;
 use crate::shm::SharedFile;
 use crate::switch;
 use crate::sync::Ordering;
-use crate::wake::{self, Bell, Woken};
+use crate::wake::{self, Bell, PortBell, Ring, Woken};
 
 /// Longest a blocking receive sleeps before looking at the rings again,
 /// even without a doorbell: a member may scribble our `armed` word so that
@@ -46,16 +55,60 @@ fn steps_per_sender(ring_slots: u32) -> u32 {
     ring_slots.saturating_mul(4).saturating_add(64)
 }
 
+/// The receiving half of a port: the doorbell, the cursors, and
+/// everything only receiving uses.
+#[derive(Debug)]
+pub(super) struct Rx {
+    /// The doorbell senders ring: the port's pollable fd. Rings this port
+    /// itself, or everyone after a dead port was found.
+    pub(super) bell: PortBell,
+    /// Membership epoch of `membership` and of the scan set's last
+    /// refresh.
+    epoch: u64,
+    /// The reader and writer counts.
+    membership: Membership,
+    /// Next frame wanted from each slot's ring, for every slot: rings are
+    /// continuous across the slot's occupants, so `cursor..head` is exactly
+    /// what was sent there since we joined, even by a port that has left.
+    cursors: Vec<u64>,
+    /// Senders whose rings are worth reading (see `pending`).
+    scan: ScanSet,
+    next_sender: u32,
+    /// Whether we asked for a doorbell and every doorbell since is counted.
+    armed: bool,
+    seen_rings: u64,
+    pace: pace::Pace,
+    /// A look-ahead decided after the last frame: when it started, and
+    /// until when the next receive keeps looking.
+    look_ahead: Option<(Instant, Instant)>,
+    frames: u64,
+    bytes: u64,
+    dropped: u64,
+    /// A frame with a header, read whole to be cut for us.
+    gso_buf: Vec<u8>,
+    /// The wire frames cut from it, still to be received: `gso_buf` is
+    /// not read into while one waits.
+    segments: offload::Segments,
+    pub(super) events: Events,
+}
+
+/// Membership events for the receiver.
+#[derive(Debug, Default)]
+pub(super) struct Events {
+    pub(super) enabled: bool,
+    pub(super) pending: bool,
+    /// Heads of the rings when the pending event was noticed: frames sent
+    /// before a membership change are delivered before the event.
+    barrier: Vec<(u32, u64)>,
+}
+
 impl Port {
     /// Receives one frame without waiting: [`RecvError::WouldBlock`] if
     /// none is waiting. Frames longer than `buf` are truncated; a buffer of
     /// [`Port::max_frame`] bytes never truncates. Returns the bytes copied.
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        loop {
-            if let Message::Frame(len) = self.try_recv_message(buf)? {
-                return Ok(len);
-            }
-        }
+        self.receiver().try_recv(buf)
     }
 
     /// [`Port::try_recv`] for callers that were just told by `poll` (or
@@ -67,24 +120,248 @@ impl Port {
     /// docs), and before giving up it clears doorbells it could not account
     /// for (say, from a sender killed mid-ring), so the fd never stays
     /// readable while nothing waits.
+    #[inline]
     pub fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        if self.caps & CAP_READ == 0 {
+        self.receiver().try_recv_after_poll(buf)
+    }
+
+    /// Receives one frame, waiting as long as it takes.
+    #[inline]
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.receiver().recv(buf)
+    }
+
+    /// Receives one frame, waiting at most `timeout`.
+    #[inline]
+    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
+        self.receiver().recv_timeout(buf, timeout)
+    }
+
+    /// Receives a frame or a membership event without waiting.
+    #[inline]
+    pub fn try_recv_message(&mut self, buf: &mut [u8]) -> Result<Message, RecvError> {
+        self.receiver().try_recv_message(buf)
+    }
+
+    /// Receives a frame or membership event, waiting at most `timeout`
+    /// (`None`: forever).
+    #[inline]
+    pub fn recv_message(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<Message, RecvError> {
+        self.receiver().recv_message(buf, timeout)
+    }
+}
+
+impl PortReceiver<'_> {
+    /// [`Port::try_recv`].
+    #[inline]
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.rx.try_recv(&mut self.cx, buf)
+    }
+
+    /// [`Port::try_recv_after_poll`].
+    #[inline]
+    pub fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.rx.try_recv_after_poll(&mut self.cx, buf)
+    }
+
+    /// [`Port::recv`].
+    #[inline]
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.rx.recv(&mut self.cx, buf)
+    }
+
+    /// [`Port::recv_timeout`].
+    #[inline]
+    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
+        self.rx.recv_timeout(&mut self.cx, buf, timeout)
+    }
+
+    /// [`Port::try_recv_message`].
+    #[inline]
+    pub fn try_recv_message(&mut self, buf: &mut [u8]) -> Result<Message, RecvError> {
+        self.rx.try_recv_message(&mut self.cx, buf)
+    }
+
+    /// [`Port::recv_message`].
+    #[inline]
+    pub fn recv_message(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<Message, RecvError> {
+        self.rx.recv_message(&mut self.cx, buf, timeout)
+    }
+
+    /// [`Port::max_frame`]: a buffer this long never truncates.
+    pub fn max_frame(&self) -> usize {
+        self.cx.port.max_frame()
+    }
+}
+
+#[cfg(not(loom))]
+impl std::os::fd::AsFd for PortReceiver<'_> {
+    /// The doorbell socket: readable while frames wait for this port.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.rx.bell.fd()
+    }
+}
+
+#[cfg(not(loom))]
+impl std::os::fd::AsRawFd for PortReceiver<'_> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.rx.bell.raw_fd()
+    }
+}
+
+impl Rx {
+    /// The receiving half of port `index` of `shm`: reads what is sent
+    /// from now on (every ring's current head), armed, so that the fd
+    /// becomes readable with the first frame.
+    pub(super) fn new(port: &Common, bell: PortBell, busy_poll: Duration) -> Rx {
+        let shm = &port.shm;
+        let cursors = (0..shm.geometry().max_ports)
+            .map(|index| shm.port(index).head.load(Ordering::Acquire))
+            .collect();
+        let rx = Rx {
+            bell,
+            epoch: 0,
+            membership: Membership::default(),
+            cursors,
+            scan: ScanSet::new(shm.geometry().max_ports),
+            next_sender: 0,
+            armed: true,
+            seen_rings: shm.port(port.index).rings.load(Ordering::Acquire),
+            pace: pace::Pace::new(busy_poll),
+            look_ahead: None,
+            frames: 0,
+            bytes: 0,
+            dropped: 0,
+            gso_buf: Vec::new(),
+            segments: offload::Segments::new(),
+            events: Events::default(),
+        };
+        rx.publish_cursors(port);
+        rx
+    }
+
+    /// Lossless: tells the senders how far we have read. Normally done per
+    /// frame; done for every ring when joining and before sleeping, so that a
+    /// cursor word scribbled on by a peer heals instead of blocking a sender.
+    fn publish_cursors(&self, port: &Common) {
+        if !port.shm.geometry().lossless() {
+            return;
+        }
+        for (index, &cursor) in self.cursors.iter().enumerate() {
+            let index = index as u32;
+            let published = port.shm.cursor(port.index, index);
+            if index != port.index && published.load(Ordering::Relaxed) != cursor {
+                published.store(cursor, Ordering::Release);
+            }
+        }
+    }
+
+    /// The reader and writer counts, as of now.
+    pub(super) fn membership(&mut self, cx: &mut Context<'_>) -> Membership {
+        self.check_membership(cx);
+        self.membership
+    }
+
+    #[inline]
+    fn check_membership(&mut self, cx: &mut Context<'_>) {
+        if cx.port.epoch() != self.epoch {
+            self.refresh_membership(cx);
+        }
+    }
+
+    /// Looks once at every ring that may hold frames for us (live writers,
+    /// rings with frames unread): a sender that joined may have sent
+    /// before it knew of us. Recounts the members (an event, if asked
+    /// for), and forgets learned addresses of ports that left.
+    pub(super) fn refresh_membership(&mut self, cx: &mut Context<'_>) {
+        let port = cx.port;
+        self.epoch = port.epoch();
+        for index in 0..port.shm.geometry().max_ports {
+            if index == port.index {
+                continue;
+            }
+            let entry = port.shm.port(index);
+            let word = entry.state.load(Ordering::Acquire);
+            let caps = entry.caps.load(Ordering::Acquire);
+            let alive_writer = membership::claims_alive(word) && caps & CAP_WRITE != 0;
+            let unread = entry.head.load(Ordering::Acquire) != self.cursors[index as usize];
+            if alive_writer || unread {
+                self.scan.insert(index);
+            }
+        }
+        self.bell.keep_connected(&port.live_readers());
+        if let Some(table) = &mut cx.switch {
+            table.with(|table| table.forget_departed(&port.shm));
+        }
+        let counts = membership::counts(&port.shm);
+        if counts != self.membership {
+            self.membership = counts;
+            self.events.pending = self.events.enabled;
+            if self.events.enabled {
+                self.events.barrier = (0..port.shm.geometry().max_ports)
+                    .filter(|&s| s != port.index)
+                    .map(|s| (s, port.shm.port(s).head.load(Ordering::Acquire)))
+                    .filter(|&(s, head)| head != self.cursors[s as usize])
+                    .collect();
+            }
+        }
+    }
+
+    /// Marks dead ports as dead and wakes everyone to see it (as
+    /// [`Port::sweep_dead`], with the doorbell's own ringer).
+    fn sweep_dead(&mut self, port: &Common) {
+        if membership::sweep_dead(&port.shm, Some(port.index)) > 0 {
+            wake::wake_all(&port.shm, &mut self.bell, port.index);
+        }
+    }
+}
+
+impl Rx {
+    /// See [`Port::try_recv`].
+    pub(super) fn try_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, RecvError> {
+        loop {
+            if let Message::Frame(len) = self.try_recv_message(cx, buf)? {
+                return Ok(len);
+            }
+        }
+    }
+
+    /// See [`Port::try_recv_after_poll`].
+    pub(super) fn try_recv_after_poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, RecvError> {
+        let port = cx.port;
+        if port.caps & CAP_READ == 0 {
             return Err(RecvError::NotReading);
         }
-        self.check_damage()
+        port.check_damage()
             .map_err(|path| RecvError::Damaged { path })?;
         // Look, and keep looking, all before arming: arming first would
         // make the sender ring for the very frames we wait for.
-        while let Some(message) = self.look_for_frames(buf) {
+        while let Some(message) = self.look_for_frames(cx, buf) {
             if let Message::Frame(len) = message {
-                self.settle_readiness();
+                self.settle_readiness(cx);
                 return Ok(len);
             }
         }
         // Nothing: drain every doorbell, counted or not, arm, look once more.
-        self.rx.armed = false;
-        let len = self.try_recv(buf)?;
-        self.settle_readiness();
+        self.armed = false;
+        let len = self.try_recv(cx, buf)?;
+        self.settle_readiness(cx);
         Ok(len)
     }
 
@@ -93,18 +370,19 @@ impl Port {
     /// pay off, drain the doorbell and arm now, so that the fd is not
     /// readable for nothing. A frame that came just as we armed keeps the
     /// fd readable (`disarm_after_finding`).
-    fn settle_readiness(&mut self) {
-        if self.frames_waiting() {
+    fn settle_readiness(&mut self, cx: &mut Context<'_>) {
+        let port = cx.port;
+        if self.frames_waiting(cx) {
             return;
         }
         let now = Instant::now();
-        if let Some(until) = self.rx.pace.keep_looking_until(now) {
+        if let Some(until) = self.pace.keep_looking_until(now) {
             // The next receive (the fd is still readable) looks until then.
-            self.rx.look_ahead = Some((now, until));
+            self.look_ahead = Some((now, until));
             return;
         }
-        if self.prepare_to_sleep() && self.frames_waiting() {
-            self.disarm_after_finding();
+        if self.prepare_to_sleep(port) && self.frames_waiting(cx) {
+            self.disarm_after_finding(port);
         }
     }
 
@@ -112,23 +390,24 @@ impl Port {
     /// sender we scan has a ring head past our cursor. In switch mode that
     /// frame may be for another port (then the next receive finds
     /// nothing and drains).
-    fn frames_waiting(&mut self) -> bool {
-        self.check_membership();
-        if !self.rx.segments.is_empty() || self.events.pending {
+    fn frames_waiting(&mut self, cx: &mut Context<'_>) -> bool {
+        let port = cx.port;
+        self.check_membership(cx);
+        if !self.segments.is_empty() || self.events.pending {
             return true;
         }
-        self.rx.scan.gather(&self.shm, self.index);
+        self.scan.gather(&port.shm, port.index);
         let mut from = 0;
-        for _ in 0..self.rx.scan.len() {
-            let Some(sender) = self.rx.scan.next_from(from) else {
+        for _ in 0..self.scan.len() {
+            let Some(sender) = self.scan.next_from(from) else {
                 return false;
             };
             from = sender.wrapping_add(1);
-            if sender == self.index {
+            if sender == port.index {
                 continue;
             }
-            let head = self.shm.port(sender).head.load(Ordering::Acquire);
-            if head != self.rx.cursors[sender as usize] {
+            let head = port.shm.port(sender).head.load(Ordering::Acquire);
+            if head != self.cursors[sender as usize] {
                 return true;
             }
         }
@@ -138,11 +417,11 @@ impl Port {
     /// Looks for a frame (or event) now, and again, yielding the processor
     /// in between, for as long as the pace says one is due (a look-ahead
     /// decided when the last frame was taken, or now).
-    fn look_for_frames(&mut self, buf: &mut [u8]) -> Option<Message> {
-        let decided = self.rx.look_ahead.take();
-        if let Some(message) = self.poll_once(buf) {
+    fn look_for_frames(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<Message> {
+        let decided = self.look_ahead.take();
+        if let Some(message) = self.poll_once(cx, buf) {
             if let Some((started, _)) = decided {
-                self.rx.pace.looked(started, Instant::now(), true);
+                self.pace.looked(started, Instant::now(), true);
             }
             return Some(message);
         }
@@ -150,81 +429,96 @@ impl Port {
             Some(look) => look,
             None => {
                 let now = Instant::now();
-                (now, self.rx.pace.keep_looking_until(now)?)
+                (now, self.pace.keep_looking_until(now)?)
             }
         };
         loop {
             std::thread::yield_now();
-            let found = self.poll_once(buf);
+            let found = self.poll_once(cx, buf);
             let now = Instant::now();
             if found.is_some() || now >= until {
-                self.rx.pace.looked(started, now, found.is_some());
+                self.pace.looked(started, now, found.is_some());
                 return found;
             }
         }
     }
 
-    /// Receives one frame, waiting as long as it takes.
-    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+    /// See [`Port::recv`].
+    pub(super) fn recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, RecvError> {
         loop {
-            if let Message::Frame(len) = self.recv_message(buf, None)? {
+            if let Message::Frame(len) = self.recv_message(cx, buf, None)? {
                 return Ok(len);
             }
         }
     }
 
-    /// Receives one frame, waiting at most `timeout`.
-    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
+    /// See [`Port::recv_timeout`].
+    pub(super) fn recv_timeout(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, RecvError> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Message::Frame(len) = self.recv_message(buf, Some(left))? {
+            if let Message::Frame(len) = self.recv_message(cx, buf, Some(left))? {
                 return Ok(len);
             }
         }
     }
 
-    /// Receives a frame or a membership event without waiting.
-    pub fn try_recv_message(&mut self, buf: &mut [u8]) -> Result<Message, RecvError> {
-        if self.caps & CAP_READ == 0 {
+    /// See [`Port::try_recv_message`].
+    pub(super) fn try_recv_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Result<Message, RecvError> {
+        let port = cx.port;
+        if port.caps & CAP_READ == 0 {
             return Err(RecvError::NotReading);
         }
-        self.check_damage()
+        port.check_damage()
             .map_err(|path| RecvError::Damaged { path })?;
-        if let Some(message) = self.poll_once(buf) {
+        if let Some(message) = self.poll_once(cx, buf) {
             return Ok(message);
         }
-        if self.prepare_to_sleep() {
+        if self.prepare_to_sleep(port) {
             // Look again after arming: a frame sent before the sender could
             // see `armed` is found here (see `wake` and `pending`).
-            if let Some(message) = self.poll_once(buf) {
-                self.disarm_after_finding();
+            if let Some(message) = self.poll_once(cx, buf) {
+                self.disarm_after_finding(port);
                 return Ok(message);
             }
         }
         Err(RecvError::WouldBlock)
     }
 
-    /// Receives a frame or membership event, waiting at most `timeout`
-    /// (`None`: forever).
-    pub fn recv_message(
+    /// See [`Port::recv_message`].
+    pub(super) fn recv_message(
         &mut self,
+        cx: &mut Context<'_>,
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<Message, RecvError> {
+        let port = cx.port;
         let deadline = timeout.map(|t| Instant::now() + t);
-        if self.caps & CAP_READ != 0 {
-            self.check_damage()
+        if port.caps & CAP_READ != 0 {
+            port.check_damage()
                 .map_err(|path| RecvError::Damaged { path })?;
             // Before arming the doorbell, keep looking while frames are
             // due: a streaming reader then wakes once per pause in the
             // stream instead of making the sender ring for every frame.
-            if let Some(message) = self.look_for_frames(buf) {
+            if let Some(message) = self.look_for_frames(cx, buf) {
                 return Ok(message);
             }
         }
         loop {
-            match self.try_recv_message(buf) {
+            match self.try_recv_message(cx, buf) {
                 Err(RecvError::WouldBlock) => {}
                 other => return other,
             }
@@ -238,23 +532,23 @@ impl Port {
                 LONGEST_SLEEP
             };
             wait = Some(wait.map_or(longest, |w| w.min(longest)));
-            self.publish_cursors();
+            self.publish_cursors(port);
             let woken = self.bell.wait(wait).map_err(RecvError::Io)?;
             if woken == Woken::TookOne {
                 // The wait took the doorbell: one fewer to drain. If its
                 // ringer died before counting it, the count is one ahead
                 // and the next drain, seeing no sensible count, drains all.
-                self.rx.seen_rings = self.rx.seen_rings.wrapping_add(1);
+                self.seen_rings = self.seen_rings.wrapping_add(1);
             } else if woken == Woken::Readable {
                 // Readable: the next empty receive must drain, even if the
                 // doorbell came from a ringer that died before counting it.
-                self.rx.armed = false;
+                self.armed = false;
             } else {
                 // No doorbell: look at every live writer, whatever the
                 // pending bits say (they may have been scribbled on).
-                self.refresh_membership();
+                self.refresh_membership(cx);
                 if self.events.enabled {
-                    self.sweep_dead();
+                    self.sweep_dead(port);
                 }
             }
         }
@@ -262,31 +556,33 @@ impl Port {
 
     /// One pass: a pending membership event, else one frame (first those
     /// cut from a frame with offloads, then from the rings).
-    fn poll_once(&mut self, buf: &mut [u8]) -> Option<Message> {
-        if let Some(len) = self.rx.segments.pop_into(&self.rx.gso_buf, buf) {
+    fn poll_once(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<Message> {
+        let port = cx.port;
+        if let Some(len) = self.segments.pop_into(&self.gso_buf, buf) {
             // Truncated to `buf`, as any frame is.
             let len = len.min(buf.len());
-            self.count_received(len);
+            self.count_received(port, len);
             return Some(Message::Frame(len));
         }
-        self.check_membership();
+        self.check_membership(cx);
         if self.events.pending && !self.frames_before_event() {
-            if let Some(len) = self.read_any(buf) {
+            if let Some(len) = self.read_any(cx, buf) {
                 return Some(Message::Frame(len));
             }
         }
         if self.events.pending {
             self.events.pending = false;
-            return Some(Message::Membership(self.view.membership));
+            return Some(Message::Membership(self.membership));
         }
-        self.read_any(buf).map(Message::Frame)
+        self.read_any(cx, buf).map(Message::Frame)
     }
 
     /// Whether every frame sent before the pending event was read.
     fn frames_before_event(&self) -> bool {
-        self.events.barrier.iter().all(|&(sender, head)| {
-            (self.rx.cursors[sender as usize].wrapping_sub(head) as i64) >= 0
-        })
+        self.events
+            .barrier
+            .iter()
+            .all(|&(sender, head)| (self.cursors[sender as usize].wrapping_sub(head) as i64) >= 0)
     }
 
     /// Reads the next frame from the senders that may have some for us,
@@ -297,24 +593,25 @@ impl Port {
     /// for another port) per call. A consistent ring never needs that many;
     /// if a scribbled one does, the port rings its own doorbell so that it
     /// looks again instead of sleeping on frames it did not reach.
-    fn read_any(&mut self, buf: &mut [u8]) -> Option<usize> {
-        self.rx.scan.gather(&self.shm, self.index);
-        let budget = steps_per_sender(self.shm.geometry().ring_slots);
-        let mut from = self.rx.next_sender;
-        for _ in 0..self.rx.scan.len() {
-            let sender = self.rx.scan.next_from(from)?;
+    fn read_any(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<usize> {
+        let port = cx.port;
+        self.scan.gather(&port.shm, port.index);
+        let budget = steps_per_sender(port.shm.geometry().ring_slots);
+        let mut from = self.next_sender;
+        for _ in 0..self.scan.len() {
+            let sender = self.scan.next_from(from)?;
             from = sender.wrapping_add(1);
-            if sender == self.index {
+            if sender == port.index {
                 continue;
             }
-            if let Some(len) = self.read_from(sender, budget, buf) {
-                self.rx.next_sender = from;
+            if let Some(len) = self.read_from(cx, sender, budget, buf) {
+                self.next_sender = from;
                 return Some(len);
             }
             // Empty. Without its pending bit, the sender marks its next
             // frame: stop scanning it till then (idle writers cost nothing).
-            if !pending::is_marked(&self.shm, self.index, sender) {
-                self.rx.scan.remove(sender);
+            if !pending::is_marked(&port.shm, port.index, sender) {
+                self.scan.remove(sender);
             }
         }
         None
@@ -322,27 +619,34 @@ impl Port {
 
     /// Reads `sender`'s ring until a frame for us, or nothing, or `budget`
     /// reads without a frame.
-    fn read_from(&mut self, sender: u32, budget: u32, buf: &mut [u8]) -> Option<usize> {
-        let lossless = self.shm.geometry().lossless();
+    fn read_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        sender: u32,
+        budget: u32,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let port = cx.port;
+        let lossless = port.shm.geometry().lossless();
         let filter = ring::Filter {
-            me: self.switch.is_some().then_some(self.index),
-            vlan: &self.vlan,
-            offload: self.offload,
+            me: cx.switch.is_some().then_some(port.index),
+            vlan: &port.vlan,
+            offload: port.offload,
         };
         // A port that takes offloads gets a header, then the frame.
-        let header = if self.offload {
+        let header = if port.offload {
             VNET_HDR_LEN.min(buf.len())
         } else {
             0
         };
         for _ in 0..budget {
-            let cursor = &mut self.rx.cursors[sender as usize];
+            let cursor = &mut self.cursors[sender as usize];
             let out = &mut buf[header..];
             let read =
-                ring::read_frame_for(&self.shm, sender, cursor, out, &mut self.rx.gso_buf, filter);
+                ring::read_frame_for(&port.shm, sender, cursor, out, &mut self.gso_buf, filter);
             if lossless && read != Read::Empty {
-                self.shm
-                    .cursor(self.index, sender)
+                port.shm
+                    .cursor(port.index, sender)
                     .store(*cursor, Ordering::Release);
             }
             match read {
@@ -355,38 +659,38 @@ impl Port {
                 } => {
                     // The longest wire frame this one may be, or stand for.
                     let wire_mtu =
-                        self.shm.geometry().mtu as usize + if tagged { TAG_LEN } else { 0 };
+                        port.shm.geometry().mtu as usize + if tagged { TAG_LEN } else { 0 };
                     let frame: &[u8] = if in_gso_buf {
-                        &self.rx.gso_buf[..len]
+                        &self.gso_buf[..len]
                     } else {
                         &buf[header..]
                     };
-                    if let (Some(switching), Some(source)) = (&mut self.switch, frame.get(6..12)) {
+                    if let (Some(table), Some(source)) = (&mut cx.switch, frame.get(6..12)) {
                         let mut mac = [0u8; 6];
                         mac.copy_from_slice(source);
                         let vlan = switch::vlan_key(tag);
-                        switching.table.learn(&self.shm, vlan, mac, sender);
+                        table.with(|table| table.learn(&port.shm, vlan, mac, sender));
                     }
                     if in_gso_buf {
                         // Cut it into the wire frames it stands for.
                         let hdr = hdr.unwrap_or_default();
-                        let (segments, frame) = (&mut self.rx.segments, &self.rx.gso_buf[..len]);
+                        let (segments, frame) = (&mut self.segments, &self.gso_buf[..len]);
                         let cut = segments.start(&hdr, frame, wire_mtu);
                         let first = cut.ok().and_then(|_| segments.pop_into(frame, buf));
                         match first.map(|n| n.min(buf.len())) {
                             Some(n) => {
-                                self.count_received(n);
+                                self.count_received(port, n);
                                 return Some(n);
                             }
                             None => {
                                 // A header that does not describe its
                                 // frame: the frame cannot be delivered.
-                                count_lost(&mut self.rx.dropped, &self.shm, self.index, 1);
+                                count_lost(&mut self.dropped, &port.shm, port.index, 1);
                                 continue;
                             }
                         }
                     }
-                    if self.offload {
+                    if port.offload {
                         let hdr = hdr.unwrap_or_default();
                         // A GSO frame whose segments would exceed the MTU
                         // (a sender refuses it; any member can write any
@@ -396,51 +700,50 @@ impl Port {
                         if hdr.is_gso()
                             && whole.is_some_and(|f| offload::check(&hdr, f, wire_mtu).is_err())
                         {
-                            count_lost(&mut self.rx.dropped, &self.shm, self.index, 1);
+                            count_lost(&mut self.dropped, &port.shm, port.index, 1);
                             continue;
                         }
                         let _ = hdr.write(&mut buf[..header], HdrLayout::Basic);
                     }
-                    self.count_received(len);
+                    self.count_received(port, len);
                     return Some((header + len).min(buf.len()));
                 }
                 Read::Lapped { skipped } => {
-                    count_lost(&mut self.rx.dropped, &self.shm, self.index, skipped)
+                    count_lost(&mut self.dropped, &port.shm, port.index, skipped)
                 }
-                Read::OverMtu => count_lost(&mut self.rx.dropped, &self.shm, self.index, 1),
+                Read::OverMtu => count_lost(&mut self.dropped, &port.shm, port.index, 1),
                 Read::NotForUs { source, tag } => {
                     // Frames are coming, if not for us: stay awake to step
                     // over them (a lossless sender waits for our cursor).
-                    self.rx.pace.frame();
-                    if let Some(switching) = &mut self.switch {
+                    self.pace.frame();
+                    if let Some(table) = &mut cx.switch {
                         let vlan = switch::vlan_key(tag);
-                        switching.table.learn(&self.shm, vlan, source, sender);
+                        table.with(|table| table.learn(&port.shm, vlan, source, sender));
                     }
                 }
                 Read::Empty => return None,
             }
         }
-        self.bell.ring(self.index);
+        self.bell.ring(port.index);
         None
     }
 
-    fn count_received(&mut self, len: usize) {
-        self.rx.pace.frame();
-        self.rx.frames = self.rx.frames.wrapping_add(1);
-        self.rx.bytes = self.rx.bytes.wrapping_add(len as u64);
-        let entry = self.shm.port(self.index);
-        entry.rx_frames.store(self.rx.frames, Ordering::Relaxed);
-        entry.rx_bytes.store(self.rx.bytes, Ordering::Relaxed);
+    fn count_received(&mut self, port: &Common, len: usize) {
+        self.pace.frame();
+        self.frames = self.frames.wrapping_add(1);
+        self.bytes = self.bytes.wrapping_add(len as u64);
+        let entry = port.shm.port(port.index);
+        entry.rx_frames.store(self.frames, Ordering::Relaxed);
+        entry.rx_bytes.store(self.bytes, Ordering::Relaxed);
     }
 
     /// Found nothing: drain stale doorbells, take the pending bits, and
     /// arm. Returns whether we armed anew (then the caller must look at the
     /// rings once more).
-    fn prepare_to_sleep(&mut self) -> bool {
-        let entry = self.shm.port(self.index);
+    fn prepare_to_sleep(&mut self, port: &Common) -> bool {
+        let entry = port.shm.port(port.index);
         let rings = entry.rings.load(Ordering::Acquire);
-        if self.rx.armed && entry.armed.load(Ordering::Acquire) == 1 && rings == self.rx.seen_rings
-        {
+        if self.armed && entry.armed.load(Ordering::Acquire) == 1 && rings == self.seen_rings {
             return false; // Already armed, no doorbell since: nothing to do.
         }
         // While armed, every doorbell was counted after it was sent, so the
@@ -448,30 +751,30 @@ impl Port {
         // accounted for (`armed == false`) too, if doorbells were counted
         // since: a doorbell nobody counted (its ringer died) then keeps the
         // fd readable, and the empty receive that follows drains all.
-        let counted = rings.wrapping_sub(self.rx.seen_rings);
+        let counted = rings.wrapping_sub(self.seen_rings);
         let sensible = counted <= u64::from(u32::MAX);
-        let expected = ((self.rx.armed || counted > 0) && sensible).then_some(counted);
-        self.rx.seen_rings = rings;
+        let expected = ((self.armed || counted > 0) && sensible).then_some(counted);
+        self.seen_rings = rings;
         self.bell.drain(expected);
-        self.publish_cursors();
+        self.publish_cursors(port);
         // Every sender we scan was just found empty: from now on, scan only
         // those that mark their bit again (they may have raced us: the look
         // after arming reads them).
-        self.rx.scan.take(&self.shm, self.index);
+        self.scan.take(&port.shm, port.index);
         wake::arm(entry);
-        self.rx.armed = true;
+        self.armed = true;
         true
     }
 
     /// Found a frame right after arming: nobody may ring for it, so keep
     /// the fd readable ourselves until an empty receive drains it.
-    fn disarm_after_finding(&mut self) {
-        let entry = self.shm.port(self.index);
+    fn disarm_after_finding(&mut self, port: &Common) {
+        let entry = port.shm.port(port.index);
         if wake::disarm(entry) {
-            self.bell.ring(self.index);
+            self.bell.ring(port.index);
             entry.rings.fetch_add(1, Ordering::Release);
         }
-        self.rx.armed = false;
+        self.armed = false;
     }
 }
 

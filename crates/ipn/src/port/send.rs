@@ -2,58 +2,187 @@
 //! readers it is for, then wake the readers that sleep. On a lossless
 //! network, first wait until every live reading port has room (never for a
 //! port that died or stopped reading).
+//!
+//! All of it is [`Tx`]'s: the sending half of a port, which reads the
+//! port's [`Common`] part and (switch mode) looks destinations up in the
+//! table the receiving half fills. [`Port`]'s and [`PortSender`]'s send
+//! methods hand the frame to it.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::{Port, DEATH_CHECK_INTERVAL};
+use super::{Common, Context, Port, PortSender, DEATH_CHECK_INTERVAL};
 use crate::error::SendError;
-use crate::ethernet::{self, Ingress, Vlan};
+use crate::ethernet::{self, Ingress, Mac, Vlan};
 use crate::membership;
 use crate::offload::{self, HdrLayout, VirtioNetHdr};
 use crate::pending;
 use crate::ring::TxRing;
 use crate::shm::layout::*;
-use crate::switch;
+use crate::switch::{self, VlanKey};
 use crate::sync::{fence, Ordering};
-use crate::wake;
+use crate::wake::{self, PortRinger, Ring};
+
+/// The sending half of a port: its ring and everything only sending uses.
+#[derive(Debug)]
+pub(super) struct Tx {
+    /// Rings the readers we wrote for (and, after a membership change of
+    /// ours or a dead port found, everyone).
+    pub(super) ringer: PortRinger,
+    /// Membership epoch of `readers`.
+    epoch: u64,
+    /// Live reading ports other than us: whom a frame is for.
+    readers: Vec<u32>,
+    ring: TxRing,
+    /// Our ring's head when we joined: frames before it are not ours.
+    join_head: u64,
+    /// Lossless: frames and bytes we may still send without looking at the
+    /// readers' cursors again.
+    room_frames: u64,
+    room_bytes: u64,
+    frames: u64,
+    bytes: u64,
+    /// Frames not sent: outside our VLANs.
+    dropped: u64,
+    /// Where a tagged frame is put together without its tag.
+    scratch: Vec<u8>,
+    /// Where a frame with offloads too large for the ring is cut, one
+    /// wire frame at a time, before it is sent.
+    cut_buf: Vec<u8>,
+    /// Switch mode: the (VLAN, source address) pairs we published for
+    /// `status`.
+    published: HashSet<(VlanKey, Mac)>,
+}
 
 impl Port {
     /// Sends a frame. On a lossless network waits until every live reader
     /// has room (never for a port that died or stopped reading).
+    #[inline]
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        self.send_until(frame, Wait::Forever)
+        self.sender().send(frame)
     }
 
     /// Sends a frame without waiting: on a lossless network a full reader
     /// gives [`SendError::WouldBlock`].
+    #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        self.send_until(frame, Wait::Never)
+        self.sender().try_send(frame)
     }
 
     /// Sends a frame, waiting at most `timeout` for room (lossless).
+    #[inline]
     pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
-        self.send_until(frame, Wait::Until(Instant::now() + timeout))
+        self.sender().send_timeout(frame, timeout)
     }
 
-    fn send_until(&mut self, frame: &[u8], wait: Wait) -> Result<(), SendError> {
-        if self.caps & CAP_WRITE == 0 {
+    /// Marks the ports whose process died (their slot lock is free) as
+    /// dead, so that lossless senders stop waiting for them, and wakes the
+    /// others to see it. `send` does this itself while it waits for room;
+    /// a caller that waits in a loop of its own around `try_send` calls it
+    /// every 100 ms or so.
+    pub fn sweep_dead(&mut self) {
+        self.sender().sweep_dead();
+    }
+}
+
+impl PortSender<'_> {
+    /// [`Port::send`].
+    #[inline]
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        self.tx.send_until(&mut self.cx, frame, Wait::Forever)
+    }
+
+    /// [`Port::try_send`].
+    #[inline]
+    pub fn try_send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        self.tx.send_until(&mut self.cx, frame, Wait::Never)
+    }
+
+    /// [`Port::send_timeout`].
+    #[inline]
+    pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
+        let wait = Wait::Until(Instant::now() + timeout);
+        self.tx.send_until(&mut self.cx, frame, wait)
+    }
+
+    /// [`Port::sweep_dead`].
+    pub fn sweep_dead(&mut self) {
+        self.tx.sweep_dead(self.cx.port);
+    }
+}
+
+impl Tx {
+    /// The sending half of a port whose ring, continued from the slot's
+    /// last occupant, is `ring`.
+    pub(super) fn new(ringer: PortRinger, ring: TxRing) -> Tx {
+        Tx {
+            ringer,
+            epoch: 0,
+            readers: Vec::new(),
+            join_head: ring.head(),
+            ring,
+            room_frames: 0,
+            room_bytes: 0,
+            frames: 0,
+            bytes: 0,
+            dropped: 0,
+            scratch: Vec::new(),
+            cut_buf: Vec::new(),
+            published: HashSet::new(),
+        }
+    }
+
+    /// Rebuilds the reader list if the membership epoch moved.
+    #[inline]
+    fn check_membership(&mut self, port: &Common) {
+        if port.epoch() != self.epoch {
+            self.refresh_membership(port);
+        }
+    }
+
+    /// Rebuilds the reader list from the port table; the room we had is
+    /// computed again with the new readers.
+    pub(super) fn refresh_membership(&mut self, port: &Common) {
+        self.epoch = port.epoch();
+        let occupants = port.live_readers();
+        self.ringer.keep_connected(&occupants);
+        self.readers = occupants.iter().map(|&(index, _)| index).collect();
+        self.room_frames = 0;
+        self.room_bytes = 0;
+    }
+
+    /// See [`Port::sweep_dead`].
+    pub(super) fn sweep_dead(&mut self, port: &Common) {
+        if membership::sweep_dead(&port.shm, Some(port.index)) > 0 {
+            wake::wake_all(&port.shm, &mut self.ringer, port.index);
+        }
+    }
+
+    fn send_until(
+        &mut self,
+        cx: &mut Context<'_>,
+        frame: &[u8],
+        wait: Wait,
+    ) -> Result<(), SendError> {
+        let port = cx.port;
+        if port.caps & CAP_WRITE == 0 {
             return Err(SendError::NotWriting);
         }
-        self.check_damage()
+        port.check_damage()
             .map_err(|path| SendError::Damaged { path })?;
-        if !self.offload {
-            return self.send_frame(frame, None, wait);
+        if !port.offload {
+            return self.send_frame(cx, frame, None, wait);
         }
         let (hdr, frame) =
             VirtioNetHdr::split(frame, HdrLayout::Basic).map_err(SendError::Offload)?;
         if hdr.is_plain() {
-            return self.send_frame(frame, None, wait);
+            return self.send_frame(cx, frame, None, wait);
         }
         // Every port must be able to take it: one without offloads gets
         // the frames it stands for, none larger than the MTU (+ its tag).
         // What could not be cut so is refused here, as a frame over the
         // MTU is without offloads.
-        let mtu = self.shm.geometry().mtu as usize;
+        let mtu = port.shm.geometry().mtu as usize;
         let tagged = ethernet::Frame::new_checked(frame).and_then(|v| v.tag());
         let wire_mtu = mtu + tagged.map_or(0, |_| ethernet::TAG_LEN);
         offload::check(&hdr, frame, wire_mtu).map_err(|e| match e {
@@ -65,7 +194,7 @@ impl Port {
         })?;
         // A frame with its header must fit twice in the ring, or a lossless
         // sender could never make room for it: cut it here instead.
-        let ring_bytes = self.shm.geometry().ring_bytes;
+        let ring_bytes = port.shm.geometry().ring_bytes;
         if TxRing::footprint(frame.len(), true) > ring_bytes / 2 {
             let mut segments = offload::Segments::new();
             segments
@@ -76,7 +205,7 @@ impl Port {
             buf.resize(wire_mtu, 0);
             let mut sent = Ok(());
             while let Some(len) = segments.pop_into(frame, &mut buf) {
-                sent = self.send_frame(&buf[..len], None, wait);
+                sent = self.send_frame(cx, &buf[..len], None, wait);
                 if sent.is_err() {
                     break;
                 }
@@ -85,17 +214,19 @@ impl Port {
             sent?;
             return Ok(());
         }
-        self.send_frame(frame, Some(hdr), wait)
+        self.send_frame(cx, frame, Some(hdr), wait)
     }
 
     /// Sends `frame` (with `hdr`, if it asks for offloads) as the port's
     /// membership and the network's limits say.
     fn send_frame(
         &mut self,
+        cx: &mut Context<'_>,
         frame: &[u8],
         mut hdr: Option<VirtioNetHdr>,
         wait: Wait,
     ) -> Result<(), SendError> {
+        let port = cx.port;
         if frame.is_empty() {
             return Err(SendError::Empty);
         }
@@ -104,7 +235,7 @@ impl Port {
         let view = ethernet::Frame::new_checked(frame);
         let given_tag = view.and_then(|v| v.tag());
         let stored_len = frame.len() - given_tag.map_or(0, |_| ethernet::TAG_LEN);
-        let mtu = self.shm.geometry().mtu;
+        let mtu = port.shm.geometry().mtu;
         let longest = match hdr {
             Some(hdr) if hdr.is_gso() => offload::MAX_GSO_FRAME,
             _ => mtu as usize,
@@ -120,30 +251,30 @@ impl Port {
         }
         // A port in VLANs sends Ethernet frames only: a frame too short
         // for its header has no place for a tag.
-        if view.is_none() && self.vlan != Vlan::Transparent {
-            self.count_dropped();
+        if view.is_none() && port.vlan != Vlan::Transparent {
+            self.count_dropped(port);
             return Ok(());
         }
-        let tag = match self.vlan.ingress(given_tag) {
+        let tag = match port.vlan.ingress(given_tag) {
             Ingress::Accept(tag) => tag,
             Ingress::Drop => {
-                self.count_dropped();
+                self.count_dropped(port);
                 return Ok(());
             }
         };
-        self.check_membership();
-        let lossless = self.shm.geometry().lossless();
+        self.check_membership(port);
+        let lossless = port.shm.geometry().lossless();
         let footprint = TxRing::footprint(stored_len, hdr.is_some());
-        if lossless && (self.tx.room_frames == 0 || self.tx.room_bytes < footprint) {
-            self.wait_for_room(footprint, wait)?;
+        if lossless && (self.room_frames == 0 || self.room_bytes < footprint) {
+            self.wait_for_room(port, footprint, wait)?;
         }
-        let dst = match (&mut self.switch, view) {
-            (Some(switching), Some(view)) => {
+        let dst = match (&mut cx.switch, view) {
+            (Some(table), Some(view)) => {
                 let vlan = switch::vlan_key(tag);
-                if switching.published.insert((vlan, view.src())) {
-                    membership::publish_address(&self.shm, self.index, vlan, view.src());
+                if self.published.insert((vlan, view.src())) {
+                    membership::publish_address(&port.shm, port.index, vlan, view.src());
                 }
-                switching.table.destination(&self.shm, vlan, &view.dst())
+                table.with(|table| table.destination(&port.shm, vlan, &view.dst()))
             }
             _ => DST_ALL,
         };
@@ -157,48 +288,47 @@ impl Port {
             }
             _ => frame,
         };
-        self.tx
-            .ring
-            .write(&self.shm, self.index, stored, dst, tag, hdr.as_ref());
+        self.ring
+            .write(&port.shm, port.index, stored, dst, tag, hdr.as_ref());
         if lossless {
-            self.tx.room_frames -= 1;
-            self.tx.room_bytes -= footprint;
+            self.room_frames -= 1;
+            self.room_bytes -= footprint;
         }
         // Bytes as the port gave them, its tag included: what a receiver
         // counts is the frame as it is handed over, tag included too.
-        self.count_sent(frame.len());
+        self.count_sent(port, frame.len());
         fence(Ordering::SeqCst);
         // A reader that joined since our last look must be told too.
-        self.check_membership();
-        for &reader in &self.view.readers {
-            pending::mark(&self.shm, reader, self.index);
+        self.check_membership(port);
+        for &reader in &self.readers {
+            pending::mark(&port.shm, reader, port.index);
         }
         if dst != DST_ALL && !lossless {
             // Only the addressee reads it. (Lossless: every reader must
             // still step over it, or its cursor would hold us back.)
-            wake::wake(&self.shm, &mut self.bell, dst);
+            wake::wake(&port.shm, &mut self.ringer, dst);
             return Ok(());
         }
-        for i in 0..self.view.readers.len() {
-            wake::wake(&self.shm, &mut self.bell, self.view.readers[i]);
+        for &reader in &self.readers {
+            wake::wake(&port.shm, &mut self.ringer, reader);
         }
         Ok(())
     }
 
-    fn count_dropped(&mut self) {
-        self.tx.dropped = self.tx.dropped.wrapping_add(1);
-        self.shm
-            .port(self.index)
+    fn count_dropped(&mut self, port: &Common) {
+        self.dropped = self.dropped.wrapping_add(1);
+        port.shm
+            .port(port.index)
             .tx_dropped
-            .store(self.tx.dropped, Ordering::Relaxed);
+            .store(self.dropped, Ordering::Relaxed);
     }
 
-    fn count_sent(&mut self, len: usize) {
-        self.tx.frames = self.tx.frames.wrapping_add(1);
-        self.tx.bytes = self.tx.bytes.wrapping_add(len as u64);
-        let entry = self.shm.port(self.index);
-        entry.tx_frames.store(self.tx.frames, Ordering::Relaxed);
-        entry.tx_bytes.store(self.tx.bytes, Ordering::Relaxed);
+    fn count_sent(&mut self, port: &Common, len: usize) {
+        self.frames = self.frames.wrapping_add(1);
+        self.bytes = self.bytes.wrapping_add(len as u64);
+        let entry = port.shm.port(port.index);
+        entry.tx_frames.store(self.frames, Ordering::Relaxed);
+        entry.tx_bytes.store(self.bytes, Ordering::Relaxed);
     }
 
     /// Lossless: how many frames, and bytes, we may send before the
@@ -206,21 +336,21 @@ impl Port {
     /// on distances from our head, so any head value (even one a previous
     /// occupant of the slot scribbled, say 2^64 - 3) works as well as any
     /// other.
-    fn compute_room(&self) -> (u64, u64) {
-        let g = self.shm.geometry();
+    fn compute_room(&self, port: &Common) -> (u64, u64) {
+        let g = port.shm.geometry();
         let slots = u64::from(g.ring_slots);
-        let head = self.tx.ring.head();
-        let since_join = head.wrapping_sub(self.tx.join_head);
+        let head = self.ring.head();
+        let since_join = head.wrapping_sub(self.join_head);
         let (mut frames, mut bytes) = (slots, g.ring_bytes);
-        for &reader in &self.view.readers {
-            let entry = self.shm.port(reader);
+        for &reader in &self.readers {
+            let entry = port.shm.port(reader);
             let word = entry.state.load(Ordering::Acquire);
             if membership::state(word) != STATE_ACTIVE
                 || entry.caps.load(Ordering::Acquire) & CAP_READ == 0
             {
                 continue;
             }
-            let cursor = self.shm.cursor(reader, self.index).load(Ordering::Acquire);
+            let cursor = port.shm.cursor(reader, port.index).load(Ordering::Acquire);
             // Frames of ours this reader has not read. A cursor from before
             // we joined (the previous occupant's frames) counts as our join.
             let unread = head.wrapping_sub(cursor);
@@ -234,23 +364,25 @@ impl Port {
             }
             frames = frames.min(slots - lag);
             let oldest = head.wrapping_sub(lag);
-            bytes = bytes.min(
-                g.ring_bytes
-                    .saturating_sub(self.tx.ring.bytes_since(oldest)),
-            );
+            bytes = bytes.min(g.ring_bytes.saturating_sub(self.ring.bytes_since(oldest)));
         }
         (frames, bytes)
     }
 
-    fn wait_for_room(&mut self, footprint: u64, wait: Wait) -> Result<(), SendError> {
+    fn wait_for_room(
+        &mut self,
+        port: &Common,
+        footprint: u64,
+        wait: Wait,
+    ) -> Result<(), SendError> {
         let mut spins = 0u32;
         let mut next_death_check = Instant::now() + DEATH_CHECK_INTERVAL;
         loop {
-            self.check_damage()
+            port.check_damage()
                 .map_err(|path| SendError::Damaged { path })?;
-            self.check_membership();
-            (self.tx.room_frames, self.tx.room_bytes) = self.compute_room();
-            if self.tx.room_frames > 0 && self.tx.room_bytes >= footprint {
+            self.check_membership(port);
+            (self.room_frames, self.room_bytes) = self.compute_room(port);
+            if self.room_frames > 0 && self.room_bytes >= footprint {
                 return Ok(());
             }
             match wait {
@@ -270,7 +402,7 @@ impl Port {
                 std::thread::sleep(Duration::from_micros(50));
             }
             if Instant::now() >= next_death_check {
-                self.sweep_dead();
+                self.sweep_dead(port);
                 next_death_check = Instant::now() + DEATH_CHECK_INTERVAL;
             }
         }
