@@ -131,6 +131,19 @@ fn interrupt(vxlan: Attached) -> String {
     summary_line(&said)
 }
 
+/// [`interrupt`], after which the start and summary lines are printed and
+/// the summary must say that nothing was too big or failed to send.
+fn interrupt_without_errors(vxlan: Attached) -> String {
+    let start = vxlan.joined.clone();
+    let summary = interrupt(vxlan);
+    eprintln!("{start}\n{summary}");
+    assert!(
+        summary.contains("(0 over the underlay's MTU, 0 send errors)"),
+        "{summary}"
+    );
+    summary
+}
+
 /// The summary line `ipn vxlan` prints when it stops.
 fn summary_line(said: &str) -> String {
     said.lines()
@@ -185,6 +198,16 @@ fn vxlan_to_b(ns: &str, path: &str, extra: &[&str]) -> Attached {
     ];
     args.extend_from_slice(extra);
     start_vxlan(ns, &args)
+}
+
+/// Host A's side of a test with the kernel vxlan host B: the network
+/// `name`, on it a responder for 10.221.0.1 (the address B pings), and
+/// `ipn vxlan` to B.
+fn responding_network(a: &str, name: &str) -> (Net, Responder, Attached) {
+    let net = Net::created(name, &[]);
+    let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
+    let vxlan = vxlan_to_b(a, net.p(), &[]);
+    (net, responder, vxlan)
 }
 
 /// A kernel vxlan device `vx0` in `ns`: VNI 42, `how` (`ip link add ...
@@ -250,9 +273,7 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
     kernel_vxlan_device(&b);
 
     // Host A: an ipn network with a responder for 10.221.0.1, and ipn vxlan.
-    let net = Net::created("kernel", &[]);
-    let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
-    let vxlan = vxlan_to_b(&a, net.p(), &[]);
+    let (_net, responder, vxlan) = responding_network(&a, "kernel");
     assert!(
         vxlan.joined.contains("vxlan vni 42 <-> 10.220.0.2:4789"),
         "{}",
@@ -282,15 +303,9 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
     // Still working after the bad datagrams.
     ping(&b, &["-c", "2", "-W", "2", "10.221.0.1"]);
 
-    let start = vxlan.joined.clone();
-    let summary = interrupt(vxlan);
-    eprintln!("{start}\n{summary}");
+    let summary = interrupt_without_errors(vxlan);
     assert!(summary.contains("2 malformed datagrams"), "{summary}");
     assert!(summary.contains("1 for another VNI"), "{summary}");
-    assert!(
-        summary.contains("(0 over the underlay's MTU, 0 send errors)"),
-        "{summary}"
-    );
     drop(responder);
 }
 
@@ -352,13 +367,7 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
         "{remotes:#?}"
     );
     assert_eq!(remotes[1]["tx_datagrams"], 0, "{remotes:#?}");
-    let start = vxlan.joined.clone();
-    let summary = interrupt(vxlan);
-    eprintln!("{start}\n{summary}");
-    assert!(
-        summary.contains("(0 over the underlay's MTU, 0 send errors)"),
-        "{summary}"
-    );
+    let summary = interrupt_without_errors(vxlan);
     assert!(summary.contains(" 0 unicast"), "{summary}");
     drop(responder);
 }
@@ -384,13 +393,7 @@ fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
     ] {
         ping(from, &["-c", "2", "-W", "2", "-s", size, "-M", "do", to]);
     }
-    let start = vxlan.joined.clone();
-    let summary = interrupt(vxlan);
-    eprintln!("{start}\n{summary}");
-    assert!(
-        summary.contains("(0 over the underlay's MTU, 0 send errors)"),
-        "{summary}"
-    );
+    interrupt_without_errors(vxlan);
 }
 
 #[test]
@@ -713,20 +716,7 @@ fn mac_of(ns: &str, dev: &str) -> String {
 fn status_shows_counters_per_remote_consistent_with_what_crossed() {
     let (_lab, a, b) = two_hosts("c");
     kernel_vxlan_device(&b);
-    let net = Net::created("counters", &[]);
-    let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
-    let vxlan = start_vxlan(
-        &a,
-        &[
-            net.p(),
-            "--vni",
-            "42",
-            "--remote",
-            "10.220.0.2",
-            "--local",
-            "10.220.0.1",
-        ],
-    );
+    let (net, responder, vxlan) = responding_network(&a, "counters");
     // Published at once: the remote is there before anything crossed.
     let port = vxlan_counters(&net, "counters of the idle endpoint", |v| {
         v["available"] == true && v["remotes"][0]["tx_datagrams"] == 0
@@ -871,20 +861,7 @@ fn frames_too_big_for_the_underlay_are_counted_and_warned_about_not_fragmented()
             "1400",
         ],
     );
-    let net = Net::created("oversized", &[]);
-    let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
-    let mut vxlan = start_vxlan(
-        &a,
-        &[
-            net.p(),
-            "--vni",
-            "42",
-            "--remote",
-            "10.220.0.2",
-            "--local",
-            "10.220.0.1",
-        ],
-    );
+    let (net, responder, mut vxlan) = responding_network(&a, "oversized");
     ping(&b, &["-c", "2", "-W", "2", "10.221.0.1"]);
     // 1400 bytes of data: a 1442-byte frame each way. B's 1478-byte
     // packets fit its 1500-byte link; A's replies do not fit 1400.
