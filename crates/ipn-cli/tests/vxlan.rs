@@ -15,21 +15,10 @@ use std::time::Duration;
 
 use common::{must, ping, ping_fails, run, stderr, stdout, Attached, Net, Paused, StalledNet};
 use ipn::{JoinOptions, Port, RecvError};
+use ipn_test_support::checksum::internet_checksum;
 use ipn_test_support::netns::{add_address, link_up, must_in};
 use ipn_test_support::{require_root, Lab};
 use nix::sys::signal::Signal;
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// The reply to an ARP request for `ip`, or to an ICMP echo request to
 /// `ip`, as host `mac`; `None` for every other frame.
@@ -66,12 +55,12 @@ fn answer(frame: &[u8], mac: [u8; 6], ip: [u8; 4]) -> Option<Vec<u8>> {
             ip_packet[12..16].copy_from_slice(&ip);
             ip_packet[8] = 64; // TTL
             ip_packet[10..12].fill(0);
-            let sum = checksum(&ip_packet[..ihl]);
+            let sum = internet_checksum(&[&ip_packet[..ihl]]);
             ip_packet[10..12].copy_from_slice(&sum.to_be_bytes());
             let icmp = &mut ip_packet[ihl..];
             icmp[0] = 0; // echo reply
             icmp[2..4].fill(0);
-            let sum = checksum(icmp);
+            let sum = internet_checksum(&[icmp]);
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
             reply.extend_from_slice(&ip_packet);
             Some(reply)
@@ -339,6 +328,30 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
     );
     // Over the multicast group.
     ping(&b, &["-c", "3", "-W", "2", "10.221.0.1"]);
+    // Counted for the group (sent) and for host B, a VTEP heard on it
+    // (received; nothing learned behind it with --no-learning).
+    let port = vxlan_counters(&net, "the group and the VTEP heard on it", |v| {
+        // Published every second: wait for the three echoes each way.
+        v["remotes"].as_array().is_some_and(|r| {
+            r.len() == 2
+                && r[0]["tx_datagrams"].as_u64() >= Some(3)
+                && r[1]["rx_datagrams"].as_u64() >= Some(3)
+        })
+    });
+    let remotes = port["vxlan"]["remotes"].as_array().unwrap();
+    assert_eq!(remotes[0]["remote"], "239.1.1.42:4789", "{remotes:#?}");
+    assert_eq!(remotes[0]["kind"], "group");
+    assert!(
+        remotes[0]["tx_datagrams"].as_u64() >= Some(3),
+        "{remotes:#?}"
+    );
+    assert_eq!(remotes[1]["remote"], "10.220.0.2:4789", "{remotes:#?}");
+    assert_eq!(remotes[1]["kind"], "learned");
+    assert!(
+        remotes[1]["rx_datagrams"].as_u64() >= Some(3),
+        "{remotes:#?}"
+    );
+    assert_eq!(remotes[1]["tx_datagrams"], 0, "{remotes:#?}");
     let start = vxlan.joined.clone();
     let summary = interrupt(vxlan);
     eprintln!("{start}\n{summary}");
@@ -626,6 +639,26 @@ fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
             bytes > 10_000_000,
             "TCP A<->C, reverse {reverse}: {bytes} bytes"
         );
+    }
+    // Each endpoint counted both other hosts, and learned an address
+    // behind each: the TAP host's of the other ipn network, vx0's of B.
+    for (net, others) in nets
+        .iter()
+        .zip([["fd00::2", "fd00::3"], ["fd00::1", "fd00::2"]])
+    {
+        let port = vxlan_counters(net, "both remotes with an address learned", |v| {
+            v["remotes"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|r| r["learned"].as_u64() >= Some(1)))
+        });
+        let remotes = port["vxlan"]["remotes"].as_array().unwrap();
+        assert_eq!(remotes.len(), 2, "{remotes:#?}");
+        for (r, ip) in remotes.iter().zip(others) {
+            assert_eq!(r["remote"], format!("[{ip}]:4789"), "{r:#}");
+            assert_eq!(r["path_mtu"], 1500, "{r:#}");
+            assert!(r["tx_datagrams"].as_u64() > Some(0), "{r:#}");
+            assert!(r["rx_datagrams"].as_u64() > Some(0), "{r:#}");
+        }
     }
     for vxlan in endpoints {
         let summary = interrupt(vxlan);
