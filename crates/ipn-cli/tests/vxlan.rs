@@ -15,21 +15,10 @@ use std::time::Duration;
 
 use common::{must, ping, ping_fails, run, stderr, stdout, Attached, Net, Paused, StalledNet};
 use ipn::{JoinOptions, Port, RecvError};
+use ipn_test_support::checksum::internet_checksum;
 use ipn_test_support::netns::{add_address, link_up, must_in};
 use ipn_test_support::{require_root, Lab};
 use nix::sys::signal::Signal;
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// The reply to an ARP request for `ip`, or to an ICMP echo request to
 /// `ip`, as host `mac`; `None` for every other frame.
@@ -66,12 +55,12 @@ fn answer(frame: &[u8], mac: [u8; 6], ip: [u8; 4]) -> Option<Vec<u8>> {
             ip_packet[12..16].copy_from_slice(&ip);
             ip_packet[8] = 64; // TTL
             ip_packet[10..12].fill(0);
-            let sum = checksum(&ip_packet[..ihl]);
+            let sum = internet_checksum(&[&ip_packet[..ihl]]);
             ip_packet[10..12].copy_from_slice(&sum.to_be_bytes());
             let icmp = &mut ip_packet[ihl..];
             icmp[0] = 0; // echo reply
             icmp[2..4].fill(0);
-            let sum = checksum(icmp);
+            let sum = internet_checksum(&[icmp]);
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
             reply.extend_from_slice(&ip_packet);
             Some(reply)
