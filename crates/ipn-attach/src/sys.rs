@@ -275,11 +275,11 @@ pub(crate) mod packet {
 
 /// VXLAN's UDP socket: what std and nix do not offer (joining a group and
 /// choosing the sending interface by interface *index*, `struct ip_mreqn`;
-/// fragmentation; forced buffer sizes).
+/// don't-fragment and the path's MTU; forced buffer sizes).
 pub(crate) mod udp {
     use std::ffi::CStr;
     use std::io;
-    use std::net::{Ipv4Addr, UdpSocket};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
     use std::os::fd::AsRawFd;
 
     pub fn if_nametoindex(name: &CStr) -> u32 {
@@ -325,25 +325,66 @@ pub(crate) mod udp {
         )
     }
 
-    /// Lets the kernel fragment datagrams larger than the route's MTU
-    /// (`IP_PMTUDISC_WANT`, the default that quinn-udp turns off), over
-    /// IPv4 and, on an IPv6 socket, IPv6 too.
-    pub fn allow_fragments(socket: &UdpSocket, v6: bool) -> io::Result<()> {
+    /// Never fragments: datagrams go with don't-fragment set, and one
+    /// larger than the path's MTU (the route's, or what an ICMP "too big"
+    /// taught the kernel) is refused with `EMSGSIZE` (`IP_PMTUDISC_DO`),
+    /// over IPv4 and, on an IPv6 socket, IPv6 too. quinn-udp's own choice
+    /// (`PROBE`) would ignore what routers on the path say.
+    pub fn forbid_fragments(socket: &UdpSocket, v6: bool) -> io::Result<()> {
         set_int(
             socket,
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_WANT,
+            libc::IP_PMTUDISC_DO,
         )?;
         if v6 {
             set_int(
                 socket,
                 libc::IPPROTO_IPV6,
                 libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_WANT,
+                libc::IPV6_PMTUDISC_DO,
             )?;
         }
         Ok(())
+    }
+
+    /// The MTU of the path to `to` as the kernel knows it (`IP_MTU` or
+    /// `IPV6_MTU` of a UDP socket connected there, from `local` if it is of
+    /// the same family, through `multicast_if` for a group).
+    pub fn path_mtu(
+        to: SocketAddr,
+        local: Option<IpAddr>,
+        multicast_if: Option<(Ipv4Addr, u32)>,
+    ) -> io::Result<u32> {
+        let from = match (to, local) {
+            (SocketAddr::V4(_), Some(ip @ IpAddr::V4(_)))
+            | (SocketAddr::V6(_), Some(ip @ IpAddr::V6(_))) => ip,
+            (SocketAddr::V4(_), _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            (SocketAddr::V6(_), _) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        let probe = UdpSocket::bind(SocketAddr::new(from, 0))?;
+        if let (Some((interface, index)), true) = (multicast_if, to.is_ipv4()) {
+            set_multicast_if(&probe, interface, index)?;
+        }
+        probe.connect(to)?;
+        let (level, option) = if to.is_ipv4() {
+            (libc::IPPROTO_IP, libc::IP_MTU)
+        } else {
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+        };
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the fd is open (borrowed from `probe`); the kernel writes
+        // at most `len` bytes at the pointer, a live c_int of that size,
+        // and the new length into `len`, a live socklen_t.
+        syscall!(getsockopt(
+            probe.as_raw_fd(),
+            level,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        ))?;
+        u32::try_from(value).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
     }
 
     /// Asks for `bytes` of receive and send buffer, forced past the

@@ -22,8 +22,19 @@
 //! Sizes: the outer IPv4 packet is 20 (IP) + 8 (UDP) + 8 (VXLAN) + the
 //! frame, so a kernel vxlan device needs 50 bytes of headroom below its
 //! lower device's MTU (70 over IPv6): Linux sets a vxlan device's MTU to
-//! the lower device's minus 50 for that reason. Larger datagrams are
-//! fragmented by IP, which works but costs.
+//! the lower device's minus 50 for that reason. Datagrams are never
+//! fragmented (don't-fragment set, `IP_PMTUDISC_DO`): one larger than the
+//! path's MTU is refused by the kernel, counted as `oversized` for its
+//! remote, and reported ([`Vxlan::take_oversized`], whose text names the
+//! sizes and the MTU to set inside). A GSO run never holds a datagram
+//! over the path's MTU as last probed ([`Vxlan::refresh`]): the kernel
+//! would refuse the whole run, and quinn-udp would take that for a lack
+//! of GSO and stop using it.
+//!
+//! Counters per remote ([`Vxlan::remotes`]): each configured remote and
+//! the group, and each VTEP heard from (at most [`MAX_REMOTES`] in all,
+//! the rest counted together): datagrams and bytes each way, drops by
+//! reason, and the addresses learned behind it.
 //!
 //! Offloads (on unless [`VxlanConfig::offload`] is off, and where the
 //! kernel has UDP GSO and GRO, Linux 4.18 and 5.0): the endpoint is a
@@ -47,8 +58,10 @@
 //! `dstport`; create kernel devices with `dstport 4789` to talk to this
 //! endpoint's default, or pass `port: 8472` here.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -75,6 +88,12 @@ pub const MAX_VNI: u32 = 0x00ff_ffff;
 pub const IPV4_HEADROOM: usize = 50;
 /// The same over IPv6 (outer header of 40 bytes).
 pub const IPV6_HEADROOM: usize = 70;
+/// Remotes counted each on their own: the configured ones and the group,
+/// then VTEPs heard from while there is room; the rest are counted
+/// together, so that datagrams from forged sources cannot grow the table.
+pub const MAX_REMOTES: usize = 256;
+/// Bytes of a UDP header.
+const UDP_HEADER: usize = 8;
 
 /// The I flag: the VNI field is valid.
 const FLAG_I: u8 = 0x08;
@@ -228,7 +247,10 @@ pub struct VxlanStats {
     pub other_vni: u64,
     /// Datagrams sent (one frame flooded to three remotes is three).
     pub sent: u64,
-    /// Datagrams the system refused to send (too big, no route...).
+    /// Datagrams not sent: larger than the path's MTU (`EMSGSIZE`).
+    pub oversized: u64,
+    /// Datagrams the system refused to send for other reasons (no
+    /// route...).
     pub send_errors: u64,
     /// Receive errors reported by the socket (e.g. ICMP errors), skipped.
     pub recv_errors: u64,
@@ -241,6 +263,219 @@ pub struct VxlanStats {
     pub recv_calls: u64,
     /// TCP segments from remotes joined into a larger frame (software GRO).
     pub joined: u64,
+}
+
+/// What went to and came from one remote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteStats {
+    /// Datagrams sent to it.
+    pub tx_datagrams: u64,
+    /// Their bytes (UDP payload: VXLAN header and frame).
+    pub tx_bytes: u64,
+    /// Datagrams from it that carried a frame for our VNI.
+    pub rx_datagrams: u64,
+    /// Their bytes (UDP payload).
+    pub rx_bytes: u64,
+    /// Datagrams not sent: larger than the path's MTU.
+    pub oversized: u64,
+    /// Datagrams the system refused to send for other reasons.
+    pub send_errors: u64,
+    /// Datagrams from it dropped: too short, no I flag, or truncated.
+    pub bad_header: u64,
+    /// Well-formed datagrams from it for another VNI, dropped.
+    pub other_vni: u64,
+}
+
+impl RemoteStats {
+    fn add(&mut self, other: &RemoteStats) {
+        self.tx_datagrams += other.tx_datagrams;
+        self.tx_bytes += other.tx_bytes;
+        self.rx_datagrams += other.rx_datagrams;
+        self.rx_bytes += other.rx_bytes;
+        self.oversized += other.oversized;
+        self.send_errors += other.send_errors;
+        self.bad_header += other.bad_header;
+        self.other_vni += other.other_vni;
+    }
+}
+
+/// What a remote is to the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RemoteKind {
+    /// Given as a remote (`--remote`): flooded frames go there.
+    Configured,
+    /// The multicast group flooded frames go to.
+    Group,
+    /// A VTEP heard from on the group: unicast to addresses learned
+    /// behind it goes there.
+    Learned,
+    /// A sender that is not a configured remote (unicast mode): its frames
+    /// are taken, nothing is sent to it.
+    Unconfigured,
+    /// Every remote beyond [`MAX_REMOTES`], counted together.
+    Other,
+}
+
+impl RemoteKind {
+    /// One word for it: `remote`, `group`, `learned`, `unconfigured`,
+    /// `other`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteKind::Configured => "remote",
+            RemoteKind::Group => "group",
+            RemoteKind::Learned => "learned",
+            RemoteKind::Unconfigured => "unconfigured",
+            RemoteKind::Other => "other",
+        }
+    }
+}
+
+/// One remote's counters and learned addresses ([`Vxlan::remotes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteReport {
+    /// Its address and VXLAN port; `None` for [`RemoteKind::Other`].
+    pub addr: Option<SocketAddr>,
+    /// What it is to us.
+    pub kind: RemoteKind,
+    /// The MTU of the path there, as last probed (`None`: not known).
+    pub path_mtu: Option<u32>,
+    /// What went there and came from there.
+    pub stats: RemoteStats,
+    /// The (VLAN, address) pairs learned behind it and still fresh.
+    pub addresses: Vec<(Option<u16>, Mac)>,
+}
+
+/// Frames not sent because their datagram was larger than the path's MTU
+/// ([`Vxlan::take_oversized`]); its `Display` is the warning to print,
+/// with the sizes and the fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized {
+    /// Where the first of them was going.
+    pub to: SocketAddr,
+    /// Its UDP payload: VXLAN header and frame.
+    pub datagram: usize,
+    /// The path's MTU as the kernel knew it then (`None`: not known).
+    pub path_mtu: Option<u32>,
+    /// Datagrams refused as too big since the last report.
+    pub count: u64,
+}
+
+impl Oversized {
+    /// Bytes of the outer IP and UDP headers towards [`Oversized::to`].
+    fn outer_headers(&self) -> usize {
+        UDP_HEADER + if self.to.is_ipv4() { 20 } else { 40 }
+    }
+
+    /// The frame's length.
+    pub fn frame_len(&self) -> usize {
+        self.datagram.saturating_sub(HEADER_LEN)
+    }
+
+    /// The outer IP packet's length.
+    pub fn packet_len(&self) -> usize {
+        self.datagram + self.outer_headers()
+    }
+
+    /// The largest IP MTU inside the tunnel that fits the path: its MTU
+    /// less [`IPV4_HEADROOM`] (or [`IPV6_HEADROOM`]).
+    pub fn inner_mtu(&self) -> Option<usize> {
+        let headroom = if self.to.is_ipv4() {
+            IPV4_HEADROOM
+        } else {
+            IPV6_HEADROOM
+        };
+        self.path_mtu
+            .map(|mtu| (mtu as usize).saturating_sub(headroom))
+    }
+}
+
+impl fmt::Display for Oversized {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (family, headroom) = if self.to.is_ipv4() {
+            ("IPv4", IPV4_HEADROOM)
+        } else {
+            ("IPv6", IPV6_HEADROOM)
+        };
+        let (frame, packet) = (self.frame_len(), self.packet_len());
+        write!(
+            f,
+            "a {frame}-byte frame to {} makes a {packet}-byte {family} packet, ",
+            self.to
+        )?;
+        match (self.path_mtu, self.inner_mtu()) {
+            (Some(mtu), Some(inner)) if packet > mtu as usize => write!(
+                f,
+                "over the underlay's MTU of {mtu} on the way there: not sent, and counted \
+                 as oversized (`ipn status`){}. Set the MTU of the network's interfaces \
+                 (TAPs, VMs) to {inner} at most (the underlay's {mtu} less {headroom} for \
+                 VXLAN over {family}), or raise the underlay's MTU to {packet}",
+                self.more()
+            ),
+            _ => write!(
+                f,
+                "which the kernel refused as too big (EMSGSIZE): not sent, and counted as \
+                 oversized (`ipn status`){}. Set the MTU of the network's interfaces (TAPs, \
+                 VMs) to the underlay's MTU less {headroom} (VXLAN over {family}) at most",
+                self.more()
+            ),
+        }
+    }
+}
+
+impl Oversized {
+    fn more(&self) -> String {
+        match self.count {
+            0 | 1 => String::new(),
+            n => format!("; {n} such datagrams since the last warning"),
+        }
+    }
+}
+
+/// Per-remote counters (see [`MAX_REMOTES`]).
+#[derive(Debug, Default)]
+struct Remotes {
+    table: HashMap<SocketAddr, Remote>,
+    /// The configured remotes and the group, in the order given.
+    configured: Vec<SocketAddr>,
+    /// Everything beyond the table's room.
+    other: RemoteStats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Remote {
+    kind: RemoteKind,
+    path_mtu: Option<u32>,
+    stats: RemoteStats,
+}
+
+impl Remotes {
+    /// The counters of `addr`, made as a `kind` if there is room.
+    fn stats(&mut self, addr: SocketAddr, kind: RemoteKind) -> &mut RemoteStats {
+        let room = self.table.len() < MAX_REMOTES;
+        match self.table.entry(addr) {
+            Entry::Occupied(e) => &mut e.into_mut().stats,
+            Entry::Vacant(v) if room => {
+                &mut v
+                    .insert(Remote {
+                        kind,
+                        path_mtu: None,
+                        stats: RemoteStats::default(),
+                    })
+                    .stats
+            }
+            Entry::Vacant(_) => &mut self.other,
+        }
+    }
+
+    /// The largest datagram (UDP payload) the path to `to` takes, as last
+    /// probed; unbounded if not known.
+    fn payload_limit(&self, to: SocketAddr) -> usize {
+        let outer = UDP_HEADER + if to.is_ipv4() { 20 } else { 40 };
+        match self.table.get(&to).and_then(|r| r.path_mtu) {
+            Some(mtu) => (mtu as usize).saturating_sub(outer),
+            None => usize::MAX,
+        }
+    }
 }
 
 /// What the forwarding table is keyed by: the frame's VLAN (`None`:
@@ -269,6 +504,14 @@ pub struct Vxlan {
     out: Vec<u8>,
     stats: VxlanStats,
     description: String,
+    /// Counters per remote.
+    remotes: Remotes,
+    /// Frames refused as too big, not yet reported.
+    oversized: Option<Oversized>,
+    /// The local address asked for, and the group's interface: where
+    /// path MTUs are probed from.
+    local: Option<IpAddr>,
+    multicast_if: Option<(Ipv4Addr, u32)>,
     /// quinn-udp's view of the socket: GSO and GRO support.
     udp: UdpSocketState,
     /// GSO and GRO in use (asked for and available).
@@ -291,8 +534,12 @@ struct Batch {
     to: Option<SocketAddr>,
     stride: usize,
     count: usize,
-    /// The last datagram was shorter: nothing more may follow it.
+    /// The last datagram was shorter, or over `limit`: nothing more may
+    /// follow it.
     closed: bool,
+    /// The largest datagram the path to `to` takes (see
+    /// [`Remotes::payload_limit`]).
+    limit: usize,
 }
 
 /// The receive side with offloads.
@@ -366,15 +613,16 @@ impl Vxlan {
             .map_err(socket_err("non-blocking"))?;
         let udp = UdpSocketState::new(UdpSockRef::from(&socket))
             .map_err(socket_err("setting up the UDP socket"))?;
-        // quinn-udp sets don't-fragment; a tunnel fragments what does not
-        // fit its underlay, as the kernel's vxlan does.
-        sys::allow_fragments(&socket, bind_ip.is_ipv6()).map_err(socket_err("IP_MTU_DISCOVER"))?;
+        // Never fragmented: a datagram over the path's MTU is refused,
+        // counted and reported (see the module doc).
+        sys::forbid_fragments(&socket, bind_ip.is_ipv6()).map_err(socket_err("IP_MTU_DISCOVER"))?;
         let offload = config.offload && udp.max_gso_segments() > 1 && udp.gro_segments() > 1;
         // Room for bursts while we are not scheduled: a tunnel's datagrams
         // come as fast as the kernel on the other side sends them. Beyond
         // net.core.rmem_max only with CAP_NET_ADMIN; best effort.
         sys::grow_buffers(&socket, SOCKET_BUFFER);
         let mut description = format!("vxlan vni {}", config.vni);
+        let mut multicast_if = None;
         if let Some((group, dev)) = &config.group {
             let index = interface_index(dev)?;
             let interface = match config.local {
@@ -385,6 +633,7 @@ impl Vxlan {
                 .map_err(socket_err(&format!("joining {group} on {dev}")))?;
             sys::set_multicast_if(&socket, interface, index)
                 .map_err(socket_err(&format!("sending to {group} through {dev}")))?;
+            multicast_if = Some((interface, index));
             // Our own datagrams must not come back as frames from the wire.
             socket
                 .set_multicast_loop_v4(false)
@@ -395,7 +644,17 @@ impl Vxlan {
             let list: Vec<String> = config.remotes.iter().map(|r| r.to_string()).collect();
             description += &format!(" <-> {}", list.join(", "));
         }
-        Ok(Vxlan {
+        let mut remotes = Remotes::default();
+        for &remote in &flood {
+            let kind = if remote.ip().is_multicast() {
+                RemoteKind::Group
+            } else {
+                RemoteKind::Configured
+            };
+            remotes.stats(remote, kind);
+            remotes.configured.push(remote);
+        }
+        let mut vxlan = Vxlan {
             socket,
             vni: config.vni,
             flood,
@@ -406,13 +665,139 @@ impl Vxlan {
             out: Vec::with_capacity(HEADER_LEN + 65536),
             stats: VxlanStats::default(),
             description,
+            remotes,
+            oversized: None,
+            local: config.local,
+            multicast_if,
             udp,
             offload,
             batch: Batch::default(),
             destinations: Vec::new(),
             cut_buf: Vec::new(),
             rx: Rx::default(),
-        })
+        };
+        vxlan.refresh();
+        Ok(vxlan)
+    }
+
+    /// Probes the MTU of the path to every remote we send to again (a
+    /// route or an ICMP "too big" may have changed it). Cheap: a few
+    /// system calls per remote; call it about once a second.
+    pub fn refresh(&mut self) {
+        let (local, multicast_if) = (self.local, self.multicast_if);
+        for (addr, remote) in self.remotes.table.iter_mut() {
+            if remote.kind != RemoteKind::Unconfigured {
+                remote.path_mtu = sys::path_mtu(*addr, local, multicast_if).ok();
+            }
+        }
+    }
+
+    /// Every remote's counters and the addresses learned behind it: the
+    /// configured remotes and the group in the order given, then the
+    /// others by address, then what was counted together beyond
+    /// [`MAX_REMOTES`] (if anything was).
+    pub fn remotes(&self) -> Vec<RemoteReport> {
+        let mut behind: HashMap<SocketAddr, Vec<(Option<u16>, Mac)>> = HashMap::new();
+        for (&(vlan, mac), &(vtep, seen)) in &self.fdb {
+            if seen.elapsed() < FDB_AGEING {
+                behind.entry(vtep).or_default().push((vlan, mac));
+            }
+        }
+        let mut others: Vec<SocketAddr> = self
+            .remotes
+            .table
+            .keys()
+            .filter(|a| !self.remotes.configured.contains(a))
+            .copied()
+            .collect();
+        others.sort();
+        let mut reports: Vec<RemoteReport> = self
+            .remotes
+            .configured
+            .iter()
+            .chain(&others)
+            .filter_map(|addr| {
+                let remote = self.remotes.table.get(addr)?;
+                let mut addresses = behind.remove(addr).unwrap_or_default();
+                addresses.sort();
+                Some(RemoteReport {
+                    addr: Some(*addr),
+                    kind: remote.kind,
+                    path_mtu: remote.path_mtu,
+                    stats: remote.stats,
+                    addresses,
+                })
+            })
+            .collect();
+        let mut rest: Vec<_> = behind.into_values().flatten().collect();
+        if self.remotes.other != RemoteStats::default() || !rest.is_empty() {
+            rest.sort();
+            reports.push(RemoteReport {
+                addr: None,
+                kind: RemoteKind::Other,
+                path_mtu: None,
+                stats: self.remotes.other,
+                addresses: rest,
+            });
+        }
+        reports
+    }
+
+    /// Frames refused as too big since the last call, if any: the first
+    /// of them and how many. Print it (it says what to do), at a rate of
+    /// your choosing: they are counted meanwhile.
+    pub fn take_oversized(&mut self) -> Option<Oversized> {
+        self.oversized.take()
+    }
+
+    /// The VTEP a datagram from `from` came from: a configured remote of
+    /// that address, or the address at the VXLAN port.
+    fn vtep_of(&self, from: SocketAddr) -> (SocketAddr, RemoteKind) {
+        match self.flood.iter().find(|r| r.ip() == from.ip()) {
+            Some(remote) => (*remote, RemoteKind::Configured),
+            // A VTEP sends from any source port (the kernel hashes flows
+            // over a range) and listens on the VXLAN port.
+            None if self.learn_any => (SocketAddr::new(from.ip(), self.port), RemoteKind::Learned),
+            None => (
+                SocketAddr::new(from.ip(), self.port),
+                RemoteKind::Unconfigured,
+            ),
+        }
+    }
+
+    /// Counts a datagram to `to` the system refused: as oversized (and
+    /// to be reported) if it was too big.
+    fn refused(&mut self, to: SocketAddr, datagram: usize, e: &io::Error) {
+        let stats = self.remotes.stats(to, RemoteKind::Learned);
+        if e.raw_os_error() != Some(libc::EMSGSIZE) {
+            stats.send_errors += 1;
+            self.stats.send_errors += 1;
+            return;
+        }
+        stats.oversized += 1;
+        self.stats.oversized += 1;
+        if let Some(o) = &mut self.oversized {
+            o.count += 1;
+            return;
+        }
+        let path_mtu = sys::path_mtu(to, self.local, self.multicast_if).ok();
+        if let Some(remote) = self.remotes.table.get_mut(&to) {
+            remote.path_mtu = path_mtu;
+        }
+        self.oversized = Some(Oversized {
+            to,
+            datagram,
+            path_mtu,
+            count: 1,
+        });
+    }
+
+    /// Counts `count` datagrams of `bytes` in all sent to `to`.
+    fn sent(&mut self, to: SocketAddr, count: usize, bytes: usize) {
+        self.stats.sent += count as u64;
+        let stats = self.remotes.stats(to, RemoteKind::Learned);
+        stats.tx_datagrams += count as u64;
+        stats.tx_bytes += bytes as u64;
     }
 
     /// Whether UDP GSO and GRO are in use.
@@ -452,55 +837,63 @@ impl Vxlan {
         if b.count > 0 && !fits {
             self.flush_batch();
         }
-        let b = &mut self.batch;
-        if b.count == 0 {
+        if self.batch.count == 0 {
+            let limit = self.remotes.payload_limit(to);
+            let b = &mut self.batch;
             b.buf.clear();
             b.to = Some(to);
             b.stride = len;
             b.closed = false;
+            b.limit = limit;
         }
+        let b = &mut self.batch;
         let at = b.buf.len();
         b.buf.resize(at + HEADER_LEN, 0);
         write_header(self.vni, &mut b.buf[at..]);
         b.buf.extend_from_slice(frame);
         b.count += 1;
-        b.closed = len < b.stride;
+        // A datagram over the path's MTU goes alone, to be refused and
+        // counted: in a GSO run it would get the whole run refused.
+        b.closed = len < b.stride || len > b.limit;
     }
 
     /// Sends the datagrams gathered: one `sendmsg`, with `UDP_SEGMENT`
-    /// when there are several. If the kernel refuses the batch (a segment
-    /// over the route's MTU cannot be fragmented with GSO), each datagram
-    /// goes on its own.
+    /// when there are several. If the kernel refuses the batch (say, the
+    /// path's MTU fell below a segment since it was last probed), each
+    /// datagram goes on its own, and those too big are counted as
+    /// oversized.
     fn flush_batch(&mut self) {
-        let b = &mut self.batch;
-        let (Some(to), count) = (b.to, b.count) else {
+        let (Some(to), count) = (self.batch.to, self.batch.count) else {
             return;
         };
         if count == 0 {
             return;
         }
-        b.count = 0;
+        self.batch.count = 0;
+        let buf = std::mem::take(&mut self.batch.buf);
+        let stride = self.batch.stride;
         let transmit = Transmit {
             destination: to,
             ecn: None,
-            contents: &b.buf,
-            segment_size: (count > 1).then_some(b.stride),
+            contents: &buf,
+            segment_size: (count > 1).then_some(stride),
             src_ip: None,
         };
         self.stats.send_calls += 1;
         match self.udp.try_send(UdpSockRef::from(&self.socket), &transmit) {
-            Ok(()) => self.stats.sent += count as u64,
+            Ok(()) => self.sent(to, count, buf.len()),
             Err(_) if count > 1 => {
-                for datagram in b.buf.chunks(b.stride) {
+                for datagram in buf.chunks(stride) {
                     self.stats.send_calls += 1;
                     match self.socket.send_to(datagram, to) {
-                        Ok(_) => self.stats.sent += 1,
-                        Err(_) => self.stats.send_errors += 1,
+                        Ok(_) => self.sent(to, 1, datagram.len()),
+                        Err(e) => self.refused(to, datagram.len(), &e),
                     }
                 }
             }
-            Err(_) => self.stats.send_errors += 1,
+            Err(e) => self.refused(to, buf.len(), &e),
         }
+        self.batch.buf = buf;
     }
 
     /// Receives what waits (one `recvmmsg`, GRO batches in it), joining
@@ -544,36 +937,43 @@ impl Vxlan {
             let data_end = slot + m.len.min(RX_SLOT);
             let stride = m.stride.max(1);
             let from = canonical(m.addr);
+            let (vtep, kind) = self.vtep_of(from);
+            let mut got = RemoteStats::default();
             let mut at = slot;
             while at < data_end {
                 let end = (at + stride).min(data_end);
                 let frame = match parse(&slots[at..end], self.vni) {
                     Ok(frame) => frame,
                     Err(Rejected::OtherVni(_)) => {
-                        self.stats.other_vni += 1;
+                        got.other_vni += 1;
                         at = end;
                         continue;
                     }
                     Err(Rejected::TooShort | Rejected::NoVni) => {
-                        self.stats.malformed += 1;
+                        got.bad_header += 1;
                         at = end;
                         continue;
                     }
                 };
-                self.stats.received += 1;
+                got.rx_datagrams += 1;
+                got.rx_bytes += (end - at) as u64;
                 if self.learning {
                     if let Some(view) = Frame::new_checked(frame) {
                         // A stream's segments share a source: learn once.
                         if last_learned != Some((view.src(), from)) {
                             let key = fdb_key(&view, view.src());
                             last_learned = Some((view.src(), from));
-                            self.learn(key, from);
+                            self.learn(key, vtep, kind);
                         }
                     }
                 }
                 self.rx.gro.push(frame);
                 at = end;
             }
+            self.stats.received += got.rx_datagrams;
+            self.stats.malformed += got.bad_header;
+            self.stats.other_vni += got.other_vni;
+            self.remotes.stats(vtep, kind).add(&got);
         }
         self.rx.gro.finish();
         self.stats.joined = self.rx.gro.joined();
@@ -603,19 +1003,15 @@ impl Vxlan {
         }
     }
 
-    fn learn(&mut self, key: FdbKey, from: SocketAddr) {
+    /// Remembers that `key`'s address is behind `vtep` ([`Vxlan::vtep_of`]).
+    fn learn(&mut self, key: FdbKey, vtep: SocketAddr, kind: RemoteKind) {
         let (_, mac) = key;
         if ethernet::is_group(&mac) || mac == [0; 6] {
             return; // Group or null source: not an address of anyone.
         }
-        // A VTEP sends from any source port (the kernel hashes flows over
-        // a range) and listens on the VXLAN port: remember where to send.
-        let vtep = match self.flood.iter().find(|r| r.ip() == from.ip()) {
-            Some(remote) => *remote,
-            None if self.learn_any => SocketAddr::new(from.ip(), self.port),
-            // Only configured remotes may draw our unicast to them.
-            None => return,
-        };
+        if kind == RemoteKind::Unconfigured {
+            return; // Only configured remotes may draw our unicast to them.
+        }
         if self.fdb.len() >= FDB_CAPACITY && !self.fdb.contains_key(&key) {
             self.fdb.retain(|_, (_, seen)| seen.elapsed() < FDB_AGEING);
             if self.fdb.len() >= FDB_CAPACITY {
@@ -629,11 +1025,11 @@ impl Vxlan {
         self.stats.send_calls += 1;
         match self.socket.send_to(&self.out, to) {
             Ok(_) => {
-                self.stats.sent += 1;
+                self.sent(to, 1, self.out.len());
                 Ok(())
             }
             Err(e) => {
-                self.stats.send_errors += 1;
+                self.refused(to, self.out.len(), &e);
                 Err(e)
             }
         }
@@ -688,28 +1084,35 @@ impl Link for Vxlan {
                     continue;
                 }
             };
-            if len == buf.len() {
+            let (vtep, kind) = self.vtep_of(canonical(from));
+            let parsed = if len == buf.len() {
                 // Possibly truncated: the buffer is smaller than the datagram.
-                self.stats.malformed += 1;
-                continue;
-            }
-            let frame = match parse(&buf[..len], self.vni) {
+                Err(Rejected::TooShort)
+            } else {
+                parse(&buf[..len], self.vni)
+            };
+            let remote = self.remotes.stats(vtep, kind);
+            let frame = match parsed {
                 Ok(frame) => frame,
                 Err(Rejected::OtherVni(_)) => {
+                    remote.other_vni += 1;
                     self.stats.other_vni += 1;
                     continue;
                 }
                 Err(Rejected::TooShort | Rejected::NoVni) => {
+                    remote.bad_header += 1;
                     self.stats.malformed += 1;
                     continue;
                 }
             };
+            remote.rx_datagrams += 1;
+            remote.rx_bytes += len as u64;
             self.stats.received += 1;
             let frame_len = frame.len();
             if self.learning {
                 // A tagged frame cut short has no VLAN to learn it in.
                 if let Some(view) = Frame::new_checked(frame) {
-                    self.learn(fdb_key(&view, view.src()), canonical(from));
+                    self.learn(fdb_key(&view, view.src()), vtep, kind);
                 }
             }
             buf.copy_within(HEADER_LEN..len, 0);
@@ -945,6 +1348,80 @@ mod tests {
         send_now(&mut a, &frame([0xff; 6], [2, 0, 0, 0, 0, 0xa], b"all"));
         std::thread::sleep(Duration::from_millis(50));
         assert!(decoy.recv_from(&mut buf).is_ok(), "decoy missed a flood");
+    }
+
+    #[test]
+    fn each_remote_counts_its_datagrams_bytes_drops_and_learned_addresses() {
+        let (mut a, mut b) = pair(9);
+        let to_b = b.local_addr().unwrap();
+        let mac_a = [2, 0, 0, 0, 0, 0xa];
+        let f = frame([0xff; 6], mac_a, b"counted");
+        send_now(&mut a, &f);
+        send_now(&mut a, &f);
+        let mut buf = vec![0u8; 65536];
+        recv_wait(&mut b, &mut buf).unwrap();
+        recv_wait(&mut b, &mut buf).unwrap();
+        let datagram = (HEADER_LEN + f.len()) as u64;
+        let sent = a.remotes();
+        assert_eq!(sent[0].addr, Some(to_b));
+        assert_eq!(sent[0].kind, RemoteKind::Configured);
+        assert_eq!(
+            (sent[0].stats.tx_datagrams, sent[0].stats.tx_bytes),
+            (2, 2 * datagram)
+        );
+        assert!(sent[0].path_mtu.is_some(), "lo's MTU probed: {sent:?}");
+        // b heard from a, and learned a's address behind it.
+        let from_a = b
+            .remotes()
+            .into_iter()
+            .find(|r| r.addr == Some(a.local_addr().unwrap()))
+            .expect("a is among b's remotes");
+        assert_eq!(
+            (from_a.stats.rx_datagrams, from_a.stats.rx_bytes),
+            (2, 2 * datagram)
+        );
+        assert_eq!(from_a.addresses, vec![(None, mac_a)]);
+
+        // Too big for any IPv4 packet: refused, counted, reported once.
+        let huge = frame([0xff; 6], mac_a, &vec![0u8; 65500]);
+        send_now(&mut a, &huge);
+        send_now(&mut a, &huge);
+        let r = &a.remotes()[0];
+        assert_eq!((r.stats.oversized, r.stats.tx_datagrams), (2, 2));
+        assert_eq!(a.stats().oversized, 2);
+        assert_eq!(a.stats().send_errors, 0);
+        let warning = a.take_oversized().expect("reported").to_string();
+        assert!(
+            warning.contains(&format!("a {}-byte frame to {to_b}", huge.len()))
+                && warning.contains("2 such datagrams")
+                && warning.contains("less 50"),
+            "{warning}"
+        );
+        assert_eq!(a.take_oversized(), None);
+    }
+
+    #[test]
+    fn the_warning_names_the_sizes_and_the_inner_mtu_to_set() {
+        let o = Oversized {
+            to: "10.1.1.2:4789".parse().unwrap(),
+            datagram: 1514 + HEADER_LEN,
+            path_mtu: Some(1500),
+            count: 1,
+        };
+        assert_eq!(
+            o.to_string(),
+            "a 1514-byte frame to 10.1.1.2:4789 makes a 1550-byte IPv4 packet, over the \
+             underlay's MTU of 1500 on the way there: not sent, and counted as oversized \
+             (`ipn status`). Set the MTU of the network's interfaces (TAPs, VMs) to 1450 at \
+             most (the underlay's 1500 less 50 for VXLAN over IPv4), or raise the \
+             underlay's MTU to 1550"
+        );
+        let v6 = Oversized {
+            to: "[fd00::2]:4789".parse().unwrap(),
+            ..o
+        };
+        assert_eq!(v6.inner_mtu(), Some(1430));
+        assert!(v6.to_string().contains("1570-byte IPv6 packet"), "{v6}");
     }
 
     fn tagged(dst: [u8; 6], src: [u8; 6], vid: u16, payload: &[u8]) -> Vec<u8> {

@@ -9,6 +9,7 @@ use ipn::{values, Config, Network, PortState, PortStatus, Protocol, Status};
 
 use crate::escape;
 use crate::vlan::{mac_text, membership_text};
+use crate::vxlan_stats;
 
 /// Help for `ipn status --json`; the same text is in ipn(1).
 pub const JSON_HELP: &str = "\
@@ -50,11 +51,33 @@ JSON output (--json), format_version 1. Fields are only ever added:
                   \"52:54:00:12:34:56\"}, vlan null for untagged frames of a
                   transparent port; what a switch's address table holds for
                   the port. Always [] on a hub.
+    vxlan         null, except for an `ipn vxlan` port: its counters per
+                  remote, published about once a second, an object:
+                    {\"available\": false, \"reason\": TEXT} when they
+                    cannot be shown (stale, or not what ipn vxlan writes);
+                    else available true, vni, local (address:port), offload
+                    (UDP GSO/GRO in use), age_ms (how old), recv_errors,
+                    remotes: array, one object per remote VTEP:
+                      remote      \"IP:PORT\" (null: the rest, counted
+                                  together beyond 256 remotes)
+                      kind        \"remote\" (--remote), \"group\",
+                                  \"learned\" (a VTEP heard on the group),
+                                  \"unconfigured\" (a sender that is not a
+                                  remote: taken from, never sent to), \"other\"
+                      path_mtu    the underlay's MTU towards it, or null
+                      tx_datagrams, tx_bytes, rx_datagrams, rx_bytes
+                                  bytes are UDP payload (VXLAN header + frame)
+                      drops       {\"oversized\": over the path's MTU, not
+                                  sent; \"send_error\"; \"bad_header\";
+                                  \"other_vni\"}, datagrams
+                      learned     addresses learned behind it (a count)
+                      addresses   [{\"vlan\": null, \"mac\": \"02:...\"}]
 
 Examples:
   ipn status /tmp/net
   ipn status /tmp/net --json | jq '.ports[] | select(.rx_dropped > 0)'
-  ipn status /tmp/lan --json | jq '.ports[] | {port, vlan, addresses}'";
+  ipn status /tmp/lan --json | jq '.ports[] | {port, vlan, addresses}'
+  ipn status /tmp/lan --json | jq '.ports[].vxlan.remotes[]? | {remote, drops}'";
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -172,17 +195,27 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The vxlan ports' published counters, by port number.
+type VxlanViews = Vec<(u32, vxlan_stats::View)>;
+
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let status = Network::open(&args.path)?.status();
+    let network = Network::open(&args.path)?;
+    let status = network.status();
+    let now = std::time::SystemTime::now();
+    let vxlan: VxlanViews = status
+        .ports
+        .iter()
+        .filter_map(|p| vxlan_stats::read(&network, p, now).map(|view| (p.index, view)))
+        .collect();
     let text = if args.json {
-        let mut text =
-            escape::json_pretty(&status_json(&status)).context("formatting the status as JSON")?;
+        let mut text = escape::json_pretty(&status_json(&status, &vxlan))
+            .context("formatting the status as JSON")?;
         text.push('\n');
         text
     } else if args.prometheus {
         crate::prometheus::exposition(&status)
     } else {
-        status_table(&status)
+        status_table(&status, &vxlan)
     };
     use std::io::Write;
     match std::io::stdout().write_all(text.as_bytes()) {
@@ -196,11 +229,15 @@ pub fn rm(args: &RmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_json(status: &Status) -> serde_json::Value {
+fn status_json(status: &Status, vxlan: &VxlanViews) -> serde_json::Value {
     let ports: Vec<_> = status
         .ports
         .iter()
         .map(|p| {
+            let published = vxlan
+                .iter()
+                .find(|(index, _)| *index == p.index)
+                .map(|(_, view)| vxlan_stats::json(view));
             serde_json::json!({
                 "port": p.index,
                 "pid": p.pid,
@@ -220,6 +257,7 @@ fn status_json(status: &Status) -> serde_json::Value {
                     .iter()
                     .map(|(vlan, mac)| serde_json::json!({"vlan": vlan, "mac": mac_text(mac)}))
                     .collect::<Vec<_>>(),
+                "vxlan": published,
             })
         })
         .collect();
@@ -260,7 +298,7 @@ fn rw(p: &PortStatus) -> &'static str {
     }
 }
 
-fn status_table(status: &Status) -> String {
+fn status_table(status: &Status, vxlan: &VxlanViews) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let count = |state: PortState| status.ports.iter().filter(|p| p.state == state).count();
@@ -343,6 +381,9 @@ fn status_table(status: &Status) -> String {
     if status.protocol == Protocol::Switch {
         addresses_table(&mut out, status);
     }
+    for (index, view) in vxlan {
+        vxlan_stats::table(&mut out, *index, view);
+    }
     out
 }
 
@@ -387,7 +428,7 @@ fn addresses_table(out: &mut String, status: &Status) {
 
 /// Writes `rows` under `header` in columns: numbers right-aligned, words
 /// left-aligned, the last column unpadded.
-fn table<const N: usize>(
+pub(crate) fn table<const N: usize>(
     out: &mut String,
     header: &[&str; N],
     rows: &[[String; N]],
@@ -585,7 +626,7 @@ mod tests {
 
     #[test]
     fn the_table_shows_memberships_drops_and_the_switchs_addresses_per_vlan() {
-        let table = status_table(&switch_status());
+        let table = status_table(&switch_status(), &Vec::new());
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             &lines[2..6],
@@ -624,12 +665,12 @@ mod tests {
         );
         let mut hub = switch_status();
         hub.protocol = Protocol::Hub;
-        assert!(!status_table(&hub).contains("addresses"));
+        assert!(!status_table(&hub, &Vec::new()).contains("addresses"));
     }
 
     #[test]
     fn the_json_has_each_ports_vlan_drops_and_addresses() {
-        let json = status_json(&switch_status());
+        let json = status_json(&switch_status(), &Vec::new());
         let ports = json["ports"].as_array().unwrap();
         assert_eq!(ports[0]["vlan"], serde_json::json!({"mode": "transparent"}));
         assert_eq!(
@@ -670,12 +711,12 @@ mod tests {
         let hostile = "a\u{202e}b\u{2028}c\u{200b}d\u{9b}31m\u{7f}\x1b[2J\n";
         let mut status = switch_status();
         status.ports[0].description = hostile.into();
-        let table = status_table(&status);
+        let table = status_table(&status, &Vec::new());
         assert!(
             table.contains(r"a\u{202e}b\u{2028}c\u{200b}d\u{9b}31m\x7f\x1b[2J\n"),
             "{table}"
         );
-        let json = escape::json_pretty(&status_json(&status)).unwrap();
+        let json = escape::json_pretty(&status_json(&status, &Vec::new())).unwrap();
         assert!(
             json.contains(r#""a\u202eb\u2028c\u200bd\u009b31m\u007f\u001b[2J\n""#),
             "{json}"

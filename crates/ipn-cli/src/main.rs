@@ -23,6 +23,7 @@ mod top;
 mod vhost;
 mod vlan;
 mod vxlan;
+mod vxlan_stats;
 
 use std::process::ExitCode;
 

@@ -6,20 +6,33 @@
 //! lossless network waits for a reader that does not read), so the port is
 //! dropped and its slot released before the process exits. Prints one line when it
 //! starts and a summary of what it moved and dropped when it stops.
+//!
+//! While it runs ([`Reporting`]): publishes its per-remote counters for
+//! `ipn status` about once a second (`vxlan_stats`, through
+//! `ipn::Publisher`), probes the paths' MTUs again as often, and warns
+//! when frames are too big for the underlay: at once the first time, then
+//! at most once a minute, with how many since.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ipn::{Config, JoinOptions, Port};
+use ipn::{Config, JoinOptions, Port, Publisher};
 use ipn_attach::vxlan::{Vxlan, VxlanConfig, IANA_PORT, MAX_VNI};
 use ipn_attach::{bridge, Link};
 
 use crate::busypoll::BusyPollArgs;
 use crate::signals;
 use crate::vlan::{self, VlanArgs};
+use crate::vxlan_stats::{self, Published};
 use crate::Outcome;
+
+/// Least time between two warnings about oversized frames.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Args, Debug)]
 pub struct VxlanArgs {
@@ -97,7 +110,7 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
     if let (Some(group), Some(dev)) = (args.group, &args.dev) {
         config.group = Some((group, dev.clone()));
     }
-    let mut link = Vxlan::open(&config)?;
+    let link = Vxlan::open(&config)?;
     let options = JoinOptions {
         // TSO frames cross whole to the endpoint, which cuts them for UDP
         // GSO, and joined ones come back.
@@ -116,21 +129,22 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
         Port::join(&args.path, &options)?
     };
     let what = link.describe();
+    let mut reporting = Reporting::new(link, &port, args.vni);
     eprintln!(
         "ipn: {what} joined {} as port {}{}; Ctrl-C to stop",
         args.path.display(),
         port.index(),
         vlan::joined_as(&port)
     );
-    let result = bridge(&mut port, &mut link, &|| signals::caught().is_some());
-    let v = link.stats();
+    let result = bridge(&mut port, &mut reporting, &|| signals::caught().is_some());
+    let v = reporting.link.stats();
     let summary = |b: &ipn_attach::BridgeStats| {
         format!(
             "ipn: {what}: {} frames in from remote VTEPs, {} out to them ({} datagrams \
              sent in {} system calls, {} received in {}, {} TCP segments joined; {} unicast \
              to a learned VTEP); dropped: {} malformed datagrams, {} for \
-             another VNI, {} over the network's MTU, {} frames not sent ({} send errors), \
-             {} receive errors",
+             another VNI, {} over the network's MTU, {} frames not sent ({} over the \
+             underlay's MTU, {} send errors), {} receive errors",
             b.to_network,
             b.from_network,
             v.sent,
@@ -143,6 +157,7 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
             v.other_vni,
             b.network_refused,
             b.link_refused,
+            v.oversized,
             v.send_errors,
             v.recv_errors,
         )
@@ -153,6 +168,132 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
         Some(signal) => Outcome::Signal(signal),
         None => Outcome::Done,
     })
+}
+
+/// The endpoint, as the bridge sees it, and what it tells the outside
+/// while the bridge runs (see the module doc); the bridge calls
+/// [`Link::check`] at least every 100 ms.
+struct Reporting {
+    link: Vxlan,
+    what: String,
+    port: u32,
+    vni: u32,
+    /// `None` if the network directory could not be opened again.
+    publisher: Option<Publisher>,
+    /// Whether a failure to publish was said (once is enough).
+    said_unpublished: bool,
+    next_publish: Instant,
+    last_warning: Option<Instant>,
+}
+
+impl Reporting {
+    /// Starts reporting on `link`, bridged to `port`: publishes at once, so
+    /// that `ipn status` shows the counters as soon as the start line is
+    /// out.
+    fn new(link: Vxlan, port: &Port, vni: u32) -> Reporting {
+        let what = link.describe();
+        let mut said_unpublished = false;
+        let publisher = Publisher::new(port)
+            .inspect_err(|e| {
+                eprintln!("ipn: {what}: `ipn status` will not show the counters per remote: {e}");
+                said_unpublished = true;
+            })
+            .ok();
+        let mut reporting = Reporting {
+            link,
+            what,
+            port: port.index(),
+            vni,
+            publisher,
+            said_unpublished,
+            next_publish: Instant::now(),
+            last_warning: None,
+        };
+        reporting.publish();
+        reporting
+    }
+
+    /// Publishes the counters (a failure is said once, and retried).
+    fn publish(&mut self) {
+        self.next_publish = Instant::now() + vxlan_stats::INTERVAL;
+        let Some(publisher) = &mut self.publisher else {
+            return;
+        };
+        let published = Published::of(&self.link, self.port, self.vni)
+            .and_then(|p| Ok(serde_json::to_vec(&p)?))
+            .and_then(|bytes| Ok(publisher.publish(&bytes)?));
+        match published {
+            Ok(()) => self.said_unpublished = false,
+            Err(e) if !self.said_unpublished => {
+                eprintln!(
+                    "ipn: {}: cannot publish the counters per remote for `ipn status` \
+                     (trying again every second): {e:#}",
+                    self.what
+                );
+                self.said_unpublished = true;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Warns about frames too big for the underlay: the first time at
+    /// once, then at most every [`WARN_EVERY`] (the endpoint counts them
+    /// meanwhile).
+    fn warn(&mut self) {
+        if self
+            .last_warning
+            .is_some_and(|at| at.elapsed() < WARN_EVERY)
+        {
+            return;
+        }
+        if let Some(oversized) = self.link.take_oversized() {
+            eprintln!("ipn: {}: warning: {oversized}", self.what);
+            self.last_warning = Some(Instant::now());
+        }
+    }
+}
+
+impl Link for Reporting {
+    fn describe(&self) -> String {
+        self.link.describe()
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.link.fd()
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.link.recv(buf)
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.link.send(frame)
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        self.warn();
+        if Instant::now() >= self.next_publish {
+            self.link.refresh();
+            self.publish();
+        }
+        self.link.check()
+    }
+
+    fn offloads(&self) -> bool {
+        self.link.offloads()
+    }
+
+    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.link.recv_vnet(buf)
+    }
+
+    fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.link.send_vnet(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.link.flush()
+    }
 }
 
 #[cfg(test)]

@@ -13,23 +13,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{must, ping, Attached, Net, StalledNet};
+use common::{must, ping, ping_fails, run, stderr, stdout, Attached, Net, Paused, StalledNet};
 use ipn::{JoinOptions, Port, RecvError};
+use ipn_test_support::checksum::internet_checksum;
 use ipn_test_support::netns::{add_address, link_up, must_in};
 use ipn_test_support::{require_root, Lab};
 use nix::sys::signal::Signal;
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// The reply to an ARP request for `ip`, or to an ICMP echo request to
 /// `ip`, as host `mac`; `None` for every other frame.
@@ -66,12 +55,12 @@ fn answer(frame: &[u8], mac: [u8; 6], ip: [u8; 4]) -> Option<Vec<u8>> {
             ip_packet[12..16].copy_from_slice(&ip);
             ip_packet[8] = 64; // TTL
             ip_packet[10..12].fill(0);
-            let sum = checksum(&ip_packet[..ihl]);
+            let sum = internet_checksum(&[&ip_packet[..ihl]]);
             ip_packet[10..12].copy_from_slice(&sum.to_be_bytes());
             let icmp = &mut ip_packet[ihl..];
             icmp[0] = 0; // echo reply
             icmp[2..4].fill(0);
-            let sum = checksum(icmp);
+            let sum = internet_checksum(&[icmp]);
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
             reply.extend_from_slice(&ip_packet);
             Some(reply)
@@ -298,7 +287,10 @@ fn kernel_vxlan_host_pings_a_port_of_an_ipn_network_through_ipn_vxlan() {
     eprintln!("{start}\n{summary}");
     assert!(summary.contains("2 malformed datagrams"), "{summary}");
     assert!(summary.contains("1 for another VNI"), "{summary}");
-    assert!(summary.contains("(0 send errors)"), "{summary}");
+    assert!(
+        summary.contains("(0 over the underlay's MTU, 0 send errors)"),
+        "{summary}"
+    );
     drop(responder);
 }
 
@@ -336,10 +328,37 @@ fn kernel_vxlan_on_a_multicast_group_pings_through_ipn_vxlan_joined_to_the_group
     );
     // Over the multicast group.
     ping(&b, &["-c", "3", "-W", "2", "10.221.0.1"]);
+    // Counted for the group (sent) and for host B, a VTEP heard on it
+    // (received; nothing learned behind it with --no-learning).
+    let port = vxlan_counters(&net, "the group and the VTEP heard on it", |v| {
+        // Published every second: wait for the three echoes each way.
+        v["remotes"].as_array().is_some_and(|r| {
+            r.len() == 2
+                && r[0]["tx_datagrams"].as_u64() >= Some(3)
+                && r[1]["rx_datagrams"].as_u64() >= Some(3)
+        })
+    });
+    let remotes = port["vxlan"]["remotes"].as_array().unwrap();
+    assert_eq!(remotes[0]["remote"], "239.1.1.42:4789", "{remotes:#?}");
+    assert_eq!(remotes[0]["kind"], "group");
+    assert!(
+        remotes[0]["tx_datagrams"].as_u64() >= Some(3),
+        "{remotes:#?}"
+    );
+    assert_eq!(remotes[1]["remote"], "10.220.0.2:4789", "{remotes:#?}");
+    assert_eq!(remotes[1]["kind"], "learned");
+    assert!(
+        remotes[1]["rx_datagrams"].as_u64() >= Some(3),
+        "{remotes:#?}"
+    );
+    assert_eq!(remotes[1]["tx_datagrams"], 0, "{remotes:#?}");
     let start = vxlan.joined.clone();
     let summary = interrupt(vxlan);
     eprintln!("{start}\n{summary}");
-    assert!(summary.contains("(0 send errors)"), "{summary}");
+    assert!(
+        summary.contains("(0 over the underlay's MTU, 0 send errors)"),
+        "{summary}"
+    );
     assert!(summary.contains(" 0 unicast"), "{summary}");
     drop(responder);
 }
@@ -368,7 +387,10 @@ fn kernel_vxlan_host_and_a_tap_host_ping_each_other_through_an_ipn_network() {
     let start = vxlan.joined.clone();
     let summary = interrupt(vxlan);
     eprintln!("{start}\n{summary}");
-    assert!(summary.contains("(0 send errors)"), "{summary}");
+    assert!(
+        summary.contains("(0 over the underlay's MTU, 0 send errors)"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -618,6 +640,26 @@ fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
             "TCP A<->C, reverse {reverse}: {bytes} bytes"
         );
     }
+    // Each endpoint counted both other hosts, and learned an address
+    // behind each: the TAP host's of the other ipn network, vx0's of B.
+    for (net, others) in nets
+        .iter()
+        .zip([["fd00::2", "fd00::3"], ["fd00::1", "fd00::2"]])
+    {
+        let port = vxlan_counters(net, "both remotes with an address learned", |v| {
+            v["remotes"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|r| r["learned"].as_u64() >= Some(1)))
+        });
+        let remotes = port["vxlan"]["remotes"].as_array().unwrap();
+        assert_eq!(remotes.len(), 2, "{remotes:#?}");
+        for (r, ip) in remotes.iter().zip(others) {
+            assert_eq!(r["remote"], format!("[{ip}]:4789"), "{r:#}");
+            assert_eq!(r["path_mtu"], 1500, "{r:#}");
+            assert!(r["tx_datagrams"].as_u64() > Some(0), "{r:#}");
+            assert!(r["rx_datagrams"].as_u64() > Some(0), "{r:#}");
+        }
+    }
     for vxlan in endpoints {
         let summary = interrupt(vxlan);
         eprintln!("{summary}");
@@ -626,8 +668,389 @@ fn three_hosts_on_an_ipv6_underlay_two_ipn_one_kernel_learn_and_carry_tcp() {
             count_before(&summary, "TCP segments joined") > 0,
             "{summary}"
         );
-        assert!(summary.contains("(0 send errors)"), "{summary}");
+        assert!(
+            summary.contains("(0 over the underlay's MTU, 0 send errors)"),
+            "{summary}"
+        );
     }
     drop(keep);
     drop(nets);
+}
+
+/// The port of `ipn vxlan` in `ipn status --json`, once its counters per
+/// remote are published and `check` holds for them (its `vxlan` object).
+#[track_caller]
+fn vxlan_counters(
+    net: &Net,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let find = |s: &serde_json::Value| {
+        common::ports(s)
+            .iter()
+            .find(|p| {
+                p["description"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("vxlan vni"))
+            })
+            .cloned()
+    };
+    net.wait_for(what, |s| find(s).is_some_and(|p| check(&p["vxlan"])));
+    find(&net.status_json()).unwrap()
+}
+
+/// The MAC address of `dev` in namespace `ns`.
+fn mac_of(ns: &str, dev: &str) -> String {
+    let out = must("ip", &["-n", ns, "-br", "link", "show", dev]);
+    out.split_whitespace().nth(2).unwrap().to_string()
+}
+
+/// `ipn status` shows what went to and came from the kernel vxlan host,
+/// consistent with the pings, the bad datagrams it sent, and the address
+/// learned behind it; the JSON has every field the help names; the file
+/// goes when ipn vxlan stops.
+#[test]
+fn status_shows_counters_per_remote_consistent_with_what_crossed() {
+    let (_lab, a, b) = two_hosts("c");
+    kernel_vxlan_device(&b);
+    let net = Net::created("counters", &[]);
+    let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
+    let vxlan = start_vxlan(
+        &a,
+        &[
+            net.p(),
+            "--vni",
+            "42",
+            "--remote",
+            "10.220.0.2",
+            "--local",
+            "10.220.0.1",
+        ],
+    );
+    // Published at once: the remote is there before anything crossed.
+    let port = vxlan_counters(&net, "counters of the idle endpoint", |v| {
+        v["available"] == true && v["remotes"][0]["tx_datagrams"] == 0
+    });
+    let index = port["port"].as_u64().unwrap();
+    assert!(net.path.join(format!("stats.{index}")).is_file());
+
+    const PINGS: u64 = 5;
+    ping(
+        &b,
+        &[
+            "-c",
+            &PINGS.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "10.221.0.1",
+        ],
+    );
+    let frame = r"\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x09\x88\xb5hello";
+    send_udp(
+        &b,
+        "10.220.0.1",
+        &format!(r"\x08\x00\x00\x00\x00\x00\x2b\x00{frame}"),
+        1,
+    );
+    send_udp(&b, "10.220.0.1", "garbage", 2);
+    let port = vxlan_counters(&net, "the pings and bad datagrams counted", |v| {
+        let r = &v["remotes"][0];
+        r["drops"]["bad_header"] == 2
+            && r["drops"]["other_vni"] == 1
+            && r["tx_datagrams"].as_u64() >= Some(PINGS)
+    });
+    let v = &port["vxlan"];
+    eprintln!("{v:#}");
+    assert_eq!(v["vni"], 42);
+    assert_eq!(v["local"], "10.220.0.1:4789");
+    assert!(v["age_ms"].as_u64().unwrap() < 5000, "{v:#}");
+    let remotes = v["remotes"].as_array().unwrap();
+    assert_eq!(remotes.len(), 1, "{v:#}");
+    let r = &remotes[0];
+    assert_eq!(r["remote"], "10.220.0.2:4789");
+    assert_eq!(r["kind"], "remote");
+    assert_eq!(r["path_mtu"], 1500);
+    // Each echo and its reply is one datagram of a 98-byte frame (56
+    // bytes of data) and its VXLAN header; besides, an ARP exchange or
+    // two, and from B what vx0 says by itself (IPv6 neighbour discovery,
+    // MLD), which the responder does not answer.
+    let (tx, rx) = (
+        r["tx_datagrams"].as_u64().unwrap(),
+        r["rx_datagrams"].as_u64().unwrap(),
+    );
+    assert!((PINGS..PINGS + 4).contains(&tx), "{r:#}");
+    assert!((PINGS..PINGS + 20).contains(&rx), "{r:#}");
+    assert!(r["tx_bytes"].as_u64().unwrap() >= PINGS * (8 + 98), "{r:#}");
+    assert!(r["rx_bytes"].as_u64().unwrap() >= PINGS * (8 + 98), "{r:#}");
+    assert!(r["tx_bytes"].as_u64().unwrap() <= tx * (8 + 98), "{r:#}");
+    assert_eq!(r["drops"]["oversized"], 0);
+    assert_eq!(r["drops"]["send_error"], 0);
+    // Learned behind it: vx0's address, and the bad datagrams' frame
+    // source was not learned (they were dropped).
+    let vx0 = mac_of(&b, "vx0");
+    assert_eq!(
+        r["addresses"],
+        serde_json::json!([{"vlan": null, "mac": vx0}]),
+        "{r:#}"
+    );
+    assert_eq!(r["learned"], 1);
+    // The shape: every key, as the help says.
+    let help = stdout(&run(&["status", "--help"]));
+    for key in v
+        .as_object()
+        .unwrap()
+        .keys()
+        .chain(r.as_object().unwrap().keys())
+    {
+        assert!(
+            help.contains(key.as_str()),
+            "{key} missing from status --help"
+        );
+    }
+    let mut keys: Vec<_> = r.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "addresses",
+            "drops",
+            "kind",
+            "learned",
+            "path_mtu",
+            "remote",
+            "rx_bytes",
+            "rx_datagrams",
+            "tx_bytes",
+            "tx_datagrams"
+        ]
+    );
+    // The table.
+    let table = stdout(&run(&["status", net.p()]));
+    eprintln!("{table}");
+    assert!(
+        table.contains(&format!("vxlan port {index}: vni 42, 10.220.0.1:4789")),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("10.220.0.2:4789"))
+        .unwrap_or_else(|| panic!("no row for the remote: {table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["remote", "1500"], "{row}");
+    assert_eq!(cells.last(), Some(&"1"), "{row}");
+
+    interrupt(vxlan);
+    assert!(
+        !net.path.join(format!("stats.{index}")).exists(),
+        "the counters are removed when ipn vxlan stops"
+    );
+    drop(responder);
+}
+
+/// Underlay too small for the network's frames (a route of MTU 1400
+/// from host A): replies over it are not sent, not fragmented; ipn vxlan
+/// says so with the sizes and the MTU to set, and counts them for the
+/// remote; smaller frames still cross.
+#[test]
+fn frames_too_big_for_the_underlay_are_counted_and_warned_about_not_fragmented() {
+    let (_lab, a, b) = two_hosts("m");
+    kernel_vxlan_device(&b);
+    must(
+        "ip",
+        &[
+            "-n",
+            &a,
+            "route",
+            "add",
+            "10.220.0.2/32",
+            "dev",
+            "vethA",
+            "mtu",
+            "1400",
+        ],
+    );
+    let net = Net::created("oversized", &[]);
+    let responder = Responder::start(net.p(), [2, 0, 0, 0xee, 0, 1], [10, 221, 0, 1]);
+    let mut vxlan = start_vxlan(
+        &a,
+        &[
+            net.p(),
+            "--vni",
+            "42",
+            "--remote",
+            "10.220.0.2",
+            "--local",
+            "10.220.0.1",
+        ],
+    );
+    ping(&b, &["-c", "2", "-W", "2", "10.221.0.1"]);
+    // 1400 bytes of data: a 1442-byte frame each way. B's 1478-byte
+    // packets fit its 1500-byte link; A's replies do not fit 1400.
+    ping_fails(
+        &b,
+        &[
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-W",
+            "1",
+            "-s",
+            "1400",
+            "10.221.0.1",
+        ],
+    );
+    let warning = vxlan.wait_for("warning");
+    eprintln!("{warning}");
+    assert!(
+        warning.contains(
+            "a 1442-byte frame to 10.220.0.2:4789 makes a 1478-byte IPv4 packet, over the \
+             underlay's MTU of 1400 on the way there: not sent, and counted as oversized"
+        ) && warning.contains("to 1350 at most"),
+        "{warning}"
+    );
+    let port = vxlan_counters(&net, "three oversized replies", |v| {
+        v["remotes"][0]["drops"]["oversized"] == 3
+    });
+    let r = &port["vxlan"]["remotes"][0];
+    assert_eq!(r["path_mtu"], 1400, "{r:#}");
+    assert_eq!(r["drops"]["send_error"], 0, "{r:#}");
+    // Frames that fit still cross.
+    ping(&b, &["-c", "2", "-W", "2", "-s", "1300", "10.221.0.1"]);
+    let summary = interrupt(vxlan);
+    assert!(
+        summary.contains("(3 over the underlay's MTU, 0 send errors)"),
+        "{summary}"
+    );
+    assert_eq!(
+        summary.matches("warning").count(),
+        0,
+        "the summary is not a warning: {summary}"
+    );
+    drop(responder);
+}
+
+/// What a member may put at `stats.N` while ipn vxlan is stopped (so it
+/// does not replace it): a link to a secret, garbage with escape
+/// sequences, a huge file, a FIFO, a directory, another pid's counters,
+/// stale counters. `ipn status` (table and JSON) follows nothing, opens no
+/// FIFO, reads no more than 1 MiB, panics not, lets no control character
+/// through, and says the counters are unavailable and why. Resumed,
+/// ipn vxlan replaces whatever is there; killed, its counters are not
+/// shown.
+#[test]
+fn planted_counters_are_not_followed_trusted_or_shown_raw() {
+    let (_lab, a, b) = two_hosts("h");
+    kernel_vxlan_device(&b);
+    let net = Net::created("hostile", &[]);
+    let vxlan = start_vxlan(&a, &[net.p(), "--vni", "42", "--remote", "10.220.0.2"]);
+    let port = vxlan_counters(&net, "counters", |v| v["available"] == true);
+    let index = port["port"].as_u64().unwrap();
+    let stats = net.path.join(format!("stats.{index}"));
+    let secret = net.file("secret");
+    std::fs::write(&secret, "SECRET\n").unwrap();
+    let paused = Paused::stop(vxlan.pid());
+    let valid: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let mut other_pid = valid.clone();
+    other_pid["pid"] = 1.into();
+    let plant = |what: &str| {
+        let _ = std::fs::remove_file(&stats);
+        let _ = std::fs::remove_dir_all(&stats);
+        match what {
+            "link" => std::os::unix::fs::symlink(&secret, &stats).unwrap(),
+            "garbage" => std::fs::write(&stats, r#"{"\u001b[2J\u202e": 1}"#).unwrap(),
+            "huge" => std::fs::File::create(&stats)
+                .unwrap()
+                .set_len(2 << 20)
+                .unwrap(),
+            "fifo" => nix::unistd::mkfifo(&stats, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+            "directory" => std::fs::create_dir(&stats).unwrap(),
+            "other pid" => std::fs::write(&stats, other_pid.to_string()).unwrap(),
+            _ => unreachable!(),
+        }
+    };
+    for (what, reason) in [
+        (
+            "link",
+            "is a symbolic link, not the regular file a port publishes; not followed",
+        ),
+        ("garbage", "is not counters `ipn vxlan` writes"),
+        (
+            "huge",
+            "is 2097152 bytes, more than the 1048576 a port publishes; not read",
+        ),
+        ("fifo", "is a FIFO"),
+        ("directory", "is a directory"),
+        ("other pid", "is stale: written by pid 1 for port"),
+    ] {
+        plant(what);
+        let started = std::time::Instant::now();
+        let json = run(&["status", net.p(), "--json"]);
+        let table = run(&["status", net.p()]);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: status hung"
+        );
+        for out in [&json, &table] {
+            assert!(out.status.success(), "{what}: {}", stderr(out));
+            let text = stdout(out);
+            assert!(!text.contains("SECRET"), "{what}: {text}");
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+                "{what}: raw control characters: {text:?}"
+            );
+        }
+        let status: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let v = &common::ports(&status)
+            .iter()
+            .find(|p| p["port"] == index)
+            .unwrap()["vxlan"];
+        assert_eq!(v["available"], false, "{what}: {v:#}");
+        let said = v["reason"].as_str().unwrap();
+        assert!(said.contains(reason), "{what}: {said}");
+        let table = stdout(&table);
+        assert!(
+            table.contains(&format!(
+                "vxlan port {index}: per-remote counters unavailable: "
+            )) && table.contains(reason),
+            "{what}: {table}"
+        );
+        if what == "garbage" {
+            assert!(table.contains(r"\x1b[2J\u{202e}"), "{table}");
+        }
+    }
+    // Its own counters, left unchanged for more than 5 s: stale.
+    plant("directory");
+    std::fs::remove_dir(&stats).unwrap();
+    std::fs::write(&stats, valid.to_string()).unwrap();
+    vxlan_counters(&net, "stale counters", |v| {
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("is stale: not updated for"))
+    });
+    // Resumed over a planted directory: replaced within a second or two.
+    std::fs::remove_file(&stats).unwrap();
+    plant("directory");
+    std::fs::write(stats.join("inside"), "x").unwrap();
+    drop(paused);
+    vxlan_counters(&net, "counters published again", |v| v["available"] == true);
+    assert!(stats.is_file());
+    // Killed: the file stays, but the port is dead and nothing is shown.
+    nix::sys::signal::kill(vxlan.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = vxlan.wait(Duration::from_secs(5));
+    net.wait_for("the killed endpoint's port dead or gone", |s| {
+        common::ports(s)
+            .iter()
+            .find(|p| p["port"] == index)
+            .is_none_or(|p| p["state"] == "dead" && p["vxlan"].is_null())
+    });
+    assert!(stats.is_file(), "left by the killed process");
+    // `ipn rm` knows the name for one of its own.
+    let out = run(&["rm", net.p()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!net.path.exists());
 }

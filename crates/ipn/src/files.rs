@@ -9,6 +9,9 @@
 //! PATH/bell.N       doorbell socket of port N (see `doorbell`)
 //! PATH/.join.*      a joiner's private staging directory (mode 0700), where
 //!                   it binds its doorbell before moving it into place
+//! PATH/stats.N      what port N's program publishes about itself for
+//!                   `ipn status` (see `published`), written as
+//! PATH/.stats.*     a temporary file, then renamed into place
 //! ```
 //!
 //! Threat: every member may write to `PATH`, so every name in it can be
@@ -55,6 +58,10 @@ pub const STAGING_PREFIX: &str = ".join.";
 /// Prefix of a creator's temporary shared file, where `O_TMPFILE` is not
 /// supported by the file system.
 pub const TEMP_SHM_PREFIX: &str = ".shm.";
+/// Prefix of the file a port's program publishes (`stats.N`).
+pub const STATS_PREFIX: &str = "stats.";
+/// Prefix of a publisher's temporary file, renamed to `stats.N`.
+pub const TEMP_STATS_PREFIX: &str = ".stats.";
 
 pub fn bell_name(index: u32) -> String {
     format!("{BELL_PREFIX}{index}")
@@ -440,6 +447,115 @@ impl NetDir {
         }
     }
 
+    /// Puts a new regular file holding `contents` at `name`, replacing
+    /// what is there in one `renameat`: a reader sees the old file or the
+    /// new one, never a part. The file is written under a fresh temporary
+    /// name (`O_EXCL`, never followed) with the directory's read/write
+    /// bits and group, set on its descriptor. A directory a member put at
+    /// `name` is swapped out and removed; a file we may not replace
+    /// (another user's, in a sticky directory) is [`PlaceError::Occupied`].
+    /// Returns the new file's `(dev, ino)`.
+    pub fn replace_file(&self, name: &str, contents: &[u8]) -> Result<(u64, u64), PlaceError> {
+        use std::io::Write;
+        let dir = self.stat().map_err(PlaceError::Io)?;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+        let (mut file, temp) = loop {
+            let temp = unique_name(TEMP_STATS_PREFIX);
+            match openat(&self.fd, temp.as_str(), flags, mode) {
+                Ok(fd) => break (File::from(fd), temp),
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(PlaceError::Io(e.into())),
+            }
+        };
+        let result = (|| {
+            fchmod(&file, Mode::from_bits_truncate(file_mode(dir.st_mode)))?;
+            // Best effort, as for doorbells: the directory's other bits
+            // still let members read it.
+            let _ = fchown(&file, None, Some(Gid::from_raw(dir.st_gid)));
+            file.write_all(contents)?;
+            let st = fstat(&file)?;
+            Ok::<_, io::Error>((st.st_dev, st.st_ino))
+        })()
+        .map_err(PlaceError::Io)
+        .and_then(|identity| {
+            self.rename_over(&temp, name)
+                .map(|swapped| (identity, swapped))
+        });
+        match result {
+            Ok((identity, swapped)) => {
+                if swapped {
+                    // The directory a member had put at `name`.
+                    let _ = self.remove_tree(&temp);
+                }
+                Ok(identity)
+            }
+            Err(e) => {
+                let _ = unlinkat(&self.fd, temp.as_str(), UnlinkatFlags::NoRemoveDir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renames `from` to `to`, both in this directory, replacing `to`;
+    /// true if `to` was a directory, now at `from`.
+    fn rename_over(&self, from: &str, to: &str) -> Result<bool, PlaceError> {
+        let renamed = nix::fcntl::renameat(&self.fd, from, &self.fd, to);
+        let swapped = match renamed {
+            Ok(()) => return Ok(false),
+            Err(Errno::EISDIR | Errno::ENOTEMPTY | Errno::EEXIST) => {
+                nix::fcntl::renameat2(&self.fd, from, &self.fd, to, RenameFlags::RENAME_EXCHANGE)
+            }
+            Err(e) => Err(e),
+        };
+        match swapped {
+            Ok(()) => Ok(true),
+            Err(Errno::EPERM | Errno::EACCES) => Err(PlaceError::Occupied),
+            Err(e) => Err(PlaceError::Io(e.into())),
+        }
+    }
+
+    /// The contents of the regular file `name`, if there is one, read
+    /// without following a link and without opening anything else: the
+    /// name is opened as a path (`O_PATH | O_NOFOLLOW`), its type and size
+    /// checked on that descriptor, and only then is exactly that file
+    /// opened for reading (through [`proc_path`]), so a FIFO, a device, a
+    /// directory or a link is never opened. At most `max` bytes are read:
+    /// a longer file, even one growing while it is read, is refused.
+    pub fn read_regular(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, ReadRefused> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let path = match openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(ReadRefused::Io(e.into())),
+        };
+        let st = fstat(&path).map_err(|e| ReadRefused::Io(e.into()))?;
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind != SFlag::S_IFREG {
+            return Err(ReadRefused::NotRegular(type_name(kind)));
+        }
+        let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+        if size > max {
+            return Err(ReadRefused::TooBig(size));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(proc_path(path.as_fd()))
+            .map_err(ReadRefused::Io)?;
+        let mut contents = Vec::new();
+        file.take(max + 1)
+            .read_to_end(&mut contents)
+            .map_err(ReadRefused::Io)?;
+        if contents.len() as u64 > max {
+            return Err(ReadRefused::TooBig(contents.len() as u64));
+        }
+        Ok(Some(contents))
+    }
+
     /// Removes every file ipn puts in a network directory (`shm`, doorbells,
     /// staging directories, temporary files), whatever type a member made
     /// them, then the directory itself. Other names are left, and named.
@@ -449,7 +565,9 @@ impl NetDir {
             let ours = name == SHM_NAME
                 || name.starts_with(BELL_PREFIX)
                 || name.starts_with(STAGING_PREFIX)
-                || name.starts_with(TEMP_SHM_PREFIX);
+                || name.starts_with(TEMP_SHM_PREFIX)
+                || name.starts_with(STATS_PREFIX)
+                || name.starts_with(TEMP_STATS_PREFIX);
             if !ours {
                 foreign.push(name);
                 continue;
@@ -472,6 +590,17 @@ impl NetDir {
         drop(self);
         std::fs::remove_dir(&path).map_err(|e| io_error(&path, e))
     }
+}
+
+/// Why [`NetDir::read_regular`] read nothing.
+#[derive(Debug)]
+pub enum ReadRefused {
+    /// The name is not a regular file: what it is (a symbolic link...).
+    NotRegular(&'static str),
+    /// The file is larger than the caller's limit: its size.
+    TooBig(u64),
+    /// Opening or reading it failed.
+    Io(io::Error),
 }
 
 /// A private staging directory inside the network directory.

@@ -45,7 +45,9 @@
 //! - `config`, `error`: what networks and ports are made with, and what
 //!   goes wrong.
 //! - `port` ([`Port`]: joining, sending, receiving, pacing) and `network`
-//!   ([`Network`]: creating, inspecting, removing): the public API.
+//!   ([`Network`]: creating, inspecting, removing): the public API;
+//!   `published` ([`Publisher`]): what a port's program says about itself
+//!   for `status`, in a file of its own.
 //! - `loom_tests`: the concurrency core under the model checker (only
 //!   with `--cfg loom`).
 //!
@@ -72,6 +74,8 @@ mod network;
 pub mod offload;
 mod pending;
 mod port;
+#[cfg(not(loom))]
+mod published;
 mod ring;
 mod shm;
 mod switch;
@@ -87,6 +91,8 @@ pub use error::{OpenError, RecvError, SendError};
 pub use membership::Membership;
 pub use network::{Access, Network, PortState, PortStatus, Status};
 pub use port::{Message, Port, PortReceiver, PortSender, Shutdown};
+#[cfg(not(loom))]
+pub use published::{published_name, PublishedError, Publisher, MAX_PUBLISHED};
 
 /// Looks a group up by name or number (for [`Config::group`]).
 pub fn group_id(name: &str) -> Option<u32> {

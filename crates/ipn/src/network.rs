@@ -177,6 +177,15 @@ impl Network {
         status_of(self.dir.path(), &self.shm)
     }
 
+    /// What port `index`'s program published about itself (`PATH/stats.N`,
+    /// see [`crate::Publisher`]): `None` if nothing. Refuses anything but a
+    /// regular file of at most [`crate::MAX_PUBLISHED`] bytes, and follows
+    /// no link. The bytes are the program's: parse them strictly.
+    #[cfg(not(loom))]
+    pub fn published(&self, index: u32) -> Result<Option<Vec<u8>>, crate::PublishedError> {
+        crate::published::read(&self.dir, index)
+    }
+
     /// Removes the network's files and directory. Refuses while live ports
     /// are joined, unless `force`.
     pub fn remove(path: impl AsRef<Path>, force: bool) -> Result<(), OpenError> {

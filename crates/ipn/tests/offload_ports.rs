@@ -12,6 +12,7 @@ use common::TestNet;
 use ipn::ethernet::{Tci, Vlan, VlanSet};
 use ipn::offload::{HdrLayout, VirtioNetHdr, F_NEEDS_CSUM, GSO_TCPV4};
 use ipn::{Config, JoinOptions, Network, Port, RecvError, SendError};
+use ipn_test_support::checksum::{internet_checksum, reference_fold};
 
 const SHORT: Duration = Duration::from_millis(100);
 
@@ -55,7 +56,7 @@ fn tso_frame(payload: usize, vid: Option<u16>) -> (VirtioNetHdr, Vec<u8>) {
         0,
     ]);
     f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-    let ip_sum = checksum(&f[ip..ip + 20], 0);
+    let ip_sum = internet_checksum(&[&f[ip..ip + 20]]);
     f[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
     let tcp = f.len();
     f.extend_from_slice(&[
@@ -77,23 +78,15 @@ fn tso_frame(payload: usize, vid: Option<u16>) -> (VirtioNetHdr, Vec<u8>) {
     (hdr, f)
 }
 
-/// The Internet checksum of `bytes`, starting from `sum`.
-fn checksum(bytes: &[u8], mut sum: u32) -> u16 {
-    for pair in bytes.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Checks a wire TCPv4 frame (untagged, or tagged if `tagged`): IP header
 /// and TCP checksums valid; returns the TCP payload.
 fn verify_wire(frame: &[u8], tagged: bool) -> Vec<u8> {
     let ip = if tagged { 18 } else { 14 };
-    assert_eq!(checksum(&frame[ip..ip + 20], 0), 0, "IPv4 header checksum");
+    assert_eq!(
+        internet_checksum(&[&frame[ip..ip + 20]]),
+        0,
+        "IPv4 header checksum"
+    );
     let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
     assert_eq!(frame.len(), ip + total, "IPv4 total length");
     let tcp = &frame[ip + 20..];
@@ -101,11 +94,7 @@ fn verify_wire(frame: &[u8], tagged: bool) -> Vec<u8> {
     pseudo.extend_from_slice(&frame[ip + 12..ip + 20]);
     pseudo.extend_from_slice(&[0, 6]);
     pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-    let sum: u32 = pseudo
-        .chunks(2)
-        .map(|p| u32::from(u16::from_be_bytes([p[0], p[1]])))
-        .sum();
-    assert_eq!(checksum(tcp, sum), 0, "TCP checksum");
+    assert_eq!(internet_checksum(&[&pseudo, tcp]), 0, "TCP checksum");
     tcp[20..].to_vec()
 }
 
@@ -241,19 +230,13 @@ fn csum_frame(len: usize, vid: Option<u16>) -> (VirtioNetHdr, Vec<u8>) {
     let total = (len - ip) as u16;
     frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
     frame[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
-    let ip_sum = checksum(&frame[ip..ip + 20], 0);
+    let ip_sum = internet_checksum(&[&frame[ip..ip + 20]]);
     frame[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
     // The pseudo-header's sum, folded, where the device completes it.
     let tcp = ip + 20;
-    let mut pseudo: u32 = frame[ip + 12..tcp]
-        .chunks(2)
-        .map(|p| u32::from(u16::from_be_bytes([p[0], p[1]])))
-        .sum();
-    pseudo += 6 + (len - tcp) as u32;
-    while pseudo > 0xffff {
-        pseudo = (pseudo & 0xffff) + (pseudo >> 16);
-    }
-    frame[tcp + 16..tcp + 18].copy_from_slice(&(pseudo as u16).to_be_bytes());
+    let tcp_len = (len - tcp) as u16;
+    let pseudo = reference_fold(&[&frame[ip + 12..tcp], &[0, 6], &tcp_len.to_be_bytes()]);
+    frame[tcp + 16..tcp + 18].copy_from_slice(&pseudo.to_be_bytes());
     hdr.gso_type = ipn::offload::GSO_NONE;
     hdr.gso_size = 0;
     (hdr, frame)

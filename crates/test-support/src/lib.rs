@@ -10,7 +10,9 @@
 //! - [`properties`]: the one configuration of the property tests (fixed
 //!   seed, committed regression files, soak), through [`proptest_config!`];
 //! - [`alloc`]: a counting global allocator for the tests that check that
-//!   a data path does not allocate.
+//!   a data path does not allocate;
+//! - [`checksum`]: the Internet checksum by RFC 1071's reference loop, to
+//!   check the library's checksums against.
 //!
 //! Invariants:
 //! - Nothing here skips a test: what is missing is a loud failure naming
@@ -23,6 +25,7 @@
 //!   collide; within one test binary each test passes its own base name.
 
 pub mod alloc;
+pub mod checksum;
 pub mod netns;
 pub mod properties;
 

@@ -3,7 +3,7 @@
 //!
 //! - [`mac_of`] and [`tcp_in_csum_errors`]: what a namespace's kernel says;
 //! - [`check_frame`]: an Ethernet frame's IPv4 header and TCP/UDP checksums,
-//!   verified by this file's own checksum code (RFC 1071's reference loop),
+//!   verified by RFC 1071's reference loop (`ipn_test_support::checksum`),
 //!   not by the library's;
 //! - [`Pcap`] and [`tcpdump_checks`]: frames written to a pcap file and read
 //!   back by the real tcpdump, which verifies the checksums once more.
@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub use ipn_test_support::checksum::reference_fold;
 use ipn_test_support::{must, run};
 
 /// The interface's MAC address in `ns`, from `ip -j link`.
@@ -45,27 +46,6 @@ pub fn tcp_in_csum_errors(ns: &str) -> u64 {
         .position(|n| n == "InCsumErrors")
         .expect("InCsumErrors in /proc/net/snmp");
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
-}
-
-/// RFC 1071's reference loop: 16-bit words into 32 bits, carries folded at
-/// the end. Over a correct header (or pseudo-header and segment): 0xffff.
-pub fn reference_fold(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut odd: Option<u8> = None;
-    for &byte in parts.iter().flat_map(|p| p.iter()) {
-        match odd.take() {
-            None => odd = Some(byte),
-            Some(hi) => sum += u32::from(hi) << 8 | u32::from(byte),
-        }
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    if let Some(hi) = odd {
-        sum += u32::from(hi) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// What [`check_frame`] found in a frame.

@@ -376,6 +376,13 @@ impl Port {
         &self.common.path
     }
 
+    /// The shared file this port mapped (for `published`, which checks
+    /// that a directory opened again is still this network's).
+    #[cfg(not(loom))]
+    pub(crate) fn shm_file(&self) -> &std::fs::File {
+        self.common.shm.file()
+    }
+
     /// Largest frame the network carries, in bytes, not counting an
     /// 802.1Q tag: a tagged frame may be 4 bytes longer.
     pub fn mtu(&self) -> u32 {
