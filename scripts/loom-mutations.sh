@@ -21,10 +21,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 scratch=$root/target/loom-mutations/src
-# The loom build's target dir, for its dependencies (built with --cfg
-# loom once); the scratch copy lives at another path, so its crates are
-# other units and never replace the build scripts/test.sh checks.
-export CARGO_TARGET_DIR=$root/target/loom
+# A target dir of its own, seeded with a copy of the loom build's (its
+# dependencies, built with --cfg loom once). Not the loom build's itself:
+# cargo names a workspace's crates by their path within the workspace, so
+# the scratch copy's mutated `ipn` would overwrite the real one there, and
+# the sources being older than it, the next `cargo test` of the models
+# would run the last mutation without rebuilding (and fail).
+mutants_target=$root/target/loom-mutations/target
+if [ ! -d "$mutants_target" ] && [ -d "$root/target/loom" ]; then
+  mkdir -p "$mutants_target"
+  cp -a "$root/target/loom/." "$mutants_target/"
+fi
+export CARGO_TARGET_DIR=$mutants_target
 export RUSTFLAGS="--cfg loom"
 
 # NAME|FILES|PERL|WHAT: PERL (substitutions) runs on each of FILES

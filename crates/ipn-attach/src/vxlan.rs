@@ -858,9 +858,10 @@ impl Vxlan {
     }
 
     /// Sends the datagrams gathered: one `sendmsg`, with `UDP_SEGMENT`
-    /// when there are several. If the kernel refuses the batch (a segment
-    /// over the route's MTU cannot be fragmented with GSO), each datagram
-    /// goes on its own.
+    /// when there are several. If the kernel refuses the batch (say, the
+    /// path's MTU fell below a segment since it was last probed), each
+    /// datagram goes on its own, and those too big are counted as
+    /// oversized.
     fn flush_batch(&mut self) {
         let (Some(to), count) = (self.batch.to, self.batch.count) else {
             return;

@@ -1026,4 +1026,8 @@ fn planted_counters_are_not_followed_trusted_or_shown_raw() {
             .is_none_or(|p| p["state"] == "dead" && p["vxlan"].is_null())
     });
     assert!(stats.is_file(), "left by the killed process");
+    // `ipn rm` knows the name for one of its own.
+    let out = run(&["rm", net.p()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!net.path.exists());
 }

@@ -44,8 +44,10 @@
 //! - `switch`: a port's private MAC table (switch mode).
 //! - `config`, `error`: what networks and ports are made with, and what
 //!   goes wrong.
-//! - `port` ([`Port`]: joining, sending, receiving, pacing) and `network`
-//!   ([`Network`]: creating, inspecting, removing): the public API;
+//! - `port` ([`Port`]: joining, sending, receiving, pacing; split by
+//!   [`Port::split`] into a [`PortSender`] and a [`PortReceiver`] for two
+//!   threads) and `network` ([`Network`]: creating, inspecting, removing):
+//!   the public API;
 //!   `published` ([`Publisher`]): what a port's program says about itself
 //!   for `status`, in a file of its own.
 //! - `loom_tests`: the concurrency core under the model checker (only

@@ -649,12 +649,15 @@ impl Rx {
                     .cursor(port.index, sender)
                     .store(*cursor, Ordering::Release);
             }
-            match read {
-                Read::Frame {
+            // Matched by reference: the header is read only where a port
+            // with offloads uses it, not copied out of the result for every
+            // frame (a copy that stalled on store forwarding).
+            match &read {
+                &Read::Frame {
                     len,
                     tag,
                     tagged,
-                    hdr,
+                    ref hdr,
                     in_gso_buf,
                 } => {
                     // The longest wire frame this one may be, or stand for.
@@ -708,11 +711,11 @@ impl Rx {
                     self.count_received(port, len);
                     return Some((header + len).min(buf.len()));
                 }
-                Read::Lapped { skipped } => {
+                &Read::Lapped { skipped } => {
                     count_lost(&mut self.dropped, &port.shm, port.index, skipped)
                 }
                 Read::OverMtu => count_lost(&mut self.dropped, &port.shm, port.index, 1),
-                Read::NotForUs { source, tag } => {
+                &Read::NotForUs { source, tag } => {
                     // Frames are coming, if not for us: stay awake to step
                     // over them (a lossless sender waits for our cursor).
                     self.pace.frame();
