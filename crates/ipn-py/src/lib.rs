@@ -108,7 +108,8 @@ fn remove(py: Python<'_>, path: PathBuf, force: bool) -> PyResult<()> {
 }
 
 /// A snapshot of the network at `path` and every port in it: the dict
-/// `ipn status --json` prints (format_version 1), with the same keys.
+/// `ipn status --json` prints (format_version 1), with the same keys
+/// (each port's `vxlan` is None: `ipn status` reads those counters).
 /// Needs read permission only.
 #[pyfunction]
 fn status<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {

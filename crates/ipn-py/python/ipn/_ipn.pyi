@@ -30,7 +30,9 @@ def remove(path: _Path, force: bool = False) -> None:
     """Removes the network at ``path``, as ``ipn rm`` does."""
 
 def status(path: _Path) -> dict[str, Any]:
-    """The network's snapshot: the dict ``ipn status --json`` prints."""
+    """The network's snapshot: the dict ``ipn status --json`` prints,
+    except that each port's ``vxlan`` is None (``ipn status`` reads the
+    counters an ``ipn vxlan`` port publishes)."""
 
 def join(
     path: _Path,
