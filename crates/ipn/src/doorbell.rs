@@ -24,7 +24,7 @@
 //! that a port's sending half rings others with its own while its
 //! receiving half (which owns the doorbell, and rings only itself or, after
 //! a sweep for dead ports, everyone) may run on another thread. The two
-//! share the directory's descriptor.
+//! share the directory's descriptor and the unbound socket.
 //!
 //! Other errors while ringing are ignored on purpose: the only receivers
 //! that can refuse a doorbell are dead ports, which have nothing to wake.
@@ -64,8 +64,10 @@ pub struct Doorbell {
 
 /// Rings other ports' doorbells (or our own).
 pub struct Ringer {
-    /// Unbound socket used to ring ports we keep no connection to.
-    unbound: OwnedFd,
+    /// Unbound socket used to ring ports we keep no connection to: one per
+    /// port, shared by its ringers (a `sendto` needs no state of its own),
+    /// so that the split costs no descriptor.
+    unbound: Arc<OwnedFd>,
     /// The network directory.
     dir: Arc<NetDir>,
     connected: HashMap<u32, OwnedFd>,
@@ -145,7 +147,12 @@ impl Doorbell {
         let dir = Arc::new(dir);
         Ok(Doorbell {
             socket,
-            ringer: Ringer::new(&dir).map_err(PlaceError::Io)?,
+            ringer: Ringer {
+                unbound: Arc::new(datagram_socket().map_err(PlaceError::Io)?),
+                dir: Arc::clone(&dir),
+                connected: HashMap::new(),
+                occupants: HashMap::new(),
+            },
             dir,
             own_name,
             own_identity,
@@ -153,9 +160,15 @@ impl Doorbell {
         })
     }
 
-    /// Another ringer into the same network, for a port's sending side.
-    pub fn ringer(&self) -> io::Result<Ringer> {
-        Ringer::new(&self.dir)
+    /// Another ringer into the same network, for a port's sending side:
+    /// its own connections, the same directory and unbound socket.
+    pub fn ringer(&self) -> Ringer {
+        Ringer {
+            unbound: Arc::clone(&self.ringer.unbound),
+            dir: Arc::clone(&self.dir),
+            connected: HashMap::new(),
+            occupants: HashMap::new(),
+        }
     }
 
     /// Consumes waiting doorbells so the fd stops being readable: `expected`
@@ -188,15 +201,6 @@ impl Doorbell {
 }
 
 impl Ringer {
-    fn new(dir: &Arc<NetDir>) -> io::Result<Ringer> {
-        Ok(Ringer {
-            unbound: datagram_socket()?,
-            dir: Arc::clone(dir),
-            connected: HashMap::new(),
-            occupants: HashMap::new(),
-        })
-    }
-
     /// The address of port `index`'s socket, and the descriptor that makes
     /// that address mean exactly the socket found at `bell.N` now (it must
     /// stay open while the address is used).

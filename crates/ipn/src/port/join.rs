@@ -23,9 +23,7 @@ impl Port {
         let file = dir.open_shm(true)?;
         let shm = open_shared(dir.path(), file, true)?;
         let (index, bell) = claim_slot(&shm, &dir)?;
-        let ringer = bell
-            .ringer()
-            .map_err(|e| files::io_error(&dir.display_path(&files::bell_name(index)), e))?;
+        let ringer = bell.ringer();
         Ok(Port::activate(
             dir.path(),
             std::sync::Arc::new(shm),
