@@ -33,10 +33,14 @@
 use std::time::{Duration, Instant};
 
 /// What a wake-up costs a sleeping receiver in CPU time, about: the
-/// per-frame CPU of an AF_UNIX datagram receiver woken for each frame
-/// (9-12 µs on the 2-vCPU machine of BENCHMARKS.md). Gaps shorter than
-/// this make looking ahead cheaper than sleeping.
-pub const WAKE_COST: Duration = Duration::from_micros(10);
+/// per-frame CPU of an AF_UNIX datagram receiver woken for each frame.
+/// On the quiet 2-vCPU machine of BENCHMARKS.md that is 2.3-2.6 µs at 5 000
+/// and 100 000 frames/s (ipn's own sleeping receiver: 3.2 µs); under load
+/// it is 9-12 µs, but a receiver that looks ahead as if wake-ups were that
+/// dear spins through every gap of a 100 000 frames/s stream on a quiet
+/// machine (7.3 µs of CPU a frame against AF_UNIX's 2.6). Gaps shorter
+/// than this make looking ahead cheaper than sleeping.
+pub const WAKE_COST: Duration = Duration::from_micros(4);
 /// Share of a CPU looking ahead may cost above what sleeping would have.
 pub const SPIN_SHARE: u32 = 10; // percent
 /// Most budget banked, so that a long quiet spell does not pay for a long
