@@ -54,7 +54,10 @@ run_loom() {
 copy_sources() {
   rm -rf "$scratch"
   mkdir -p "$scratch"
-  git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$scratch"
+  # -m: every file dated now, newer than any mutant built before, so the
+  # copy is always compiled from what it holds (tar would keep the
+  # originals' dates, older than the last mutant in the target dir).
+  git ls-files -z | tar --null -T - -cf - | tar -xmf - -C "$scratch"
 }
 
 want=("$@")
