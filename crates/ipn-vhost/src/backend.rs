@@ -1155,6 +1155,18 @@ mod no_alloc {
     /// VIRTQ_DESC_F_WRITE.
     const WRITE: u16 = 2;
 
+    /// A megabyte of guest memory and a ready queue of [`QUEUE`] entries
+    /// laid out in it at [`DESC`], [`AVAIL`] and [`USED`].
+    fn ready_queue() -> (GuestMemoryMmap, Mem, Vring) {
+        let guest = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem: Mem = GuestMemoryAtomic::new(guest.clone());
+        let vring = Vring::new(mem.clone(), QUEUE).unwrap();
+        vring.set_queue_size(QUEUE);
+        vring.set_queue_info(DESC, AVAIL, USED).unwrap();
+        vring.set_queue_ready(true);
+        (guest, mem, vring)
+    }
+
     /// Makes `count` one-buffer chains available, from avail index `next`.
     fn post(mem: &GuestMemoryMmap, next: &mut u16, count: u16) {
         for _ in 0..count {
@@ -1205,12 +1217,7 @@ mod no_alloc {
 
     #[test]
     fn reading_frames_from_the_transmit_queue_allocates_nothing_once_warm() {
-        let guest = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let mem: Mem = GuestMemoryAtomic::new(guest.clone());
-        let vring = Vring::new(mem.clone(), QUEUE).unwrap();
-        vring.set_queue_size(QUEUE);
-        vring.set_queue_info(DESC, AVAIL, USED).unwrap();
-        vring.set_queue_ready(true);
+        let (guest, mem, vring) = ready_queue();
         let frame: Vec<u8> = (0..1514u32).map(|i| i as u8).collect();
         let mut buf = vec![0u8; 12 + 1514];
         let mut next = 0u16;
@@ -1245,12 +1252,7 @@ mod no_alloc {
 
     #[test]
     fn a_transmit_chain_larger_than_the_buffer_or_outside_memory_is_refused() {
-        let guest = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let mem: Mem = GuestMemoryAtomic::new(guest.clone());
-        let vring = Vring::new(mem.clone(), QUEUE).unwrap();
-        vring.set_queue_size(QUEUE);
-        vring.set_queue_info(DESC, AVAIL, USED).unwrap();
-        vring.set_queue_ready(true);
+        let (guest, mem, vring) = ready_queue();
         let mut next = 0u16;
         post_tx(&guest, &mut next, 1, &[7u8; 1514]);
         // The frame's buffer now says it lies past the end of memory.
@@ -1278,12 +1280,7 @@ mod no_alloc {
 
     #[test]
     fn writing_frames_into_the_receive_queue_allocates_nothing_once_warm() {
-        let guest = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let mem: Mem = GuestMemoryAtomic::new(guest.clone());
-        let vring = Vring::new(mem.clone(), QUEUE).unwrap();
-        vring.set_queue_size(QUEUE);
-        vring.set_queue_info(DESC, AVAIL, USED).unwrap();
-        vring.set_queue_ready(true);
+        let (guest, mem, vring) = ready_queue();
         let acked = Acked(bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_F_VERSION_1));
         let mut chains = RxChains::default();
         let frame = [0x5au8; 1514];
