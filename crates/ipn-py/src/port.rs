@@ -13,9 +13,11 @@
 //! Python's signals (so Ctrl-C interrupts a `recv()` that waits forever)
 //! and at whether another thread closed the port.
 //!
-//! Calls that cannot wait (a send on a lossy network, a receive with
-//! `timeout=0`, a send on a lossless network with room) run with the GIL
-//! held: releasing and taking it back would cost more than the call.
+//! Calls first do what they can without waiting with the GIL held (a
+//! send on a lossy network, or on a lossless one with room; a receive of
+//! a frame that is waiting, and the rest of a `recv_many` batch), and
+//! release it only to wait: releasing and taking it back would cost more
+//! than the call (about 100 ns of a 230 ns `recv()`).
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -46,7 +48,8 @@ struct Inner {
     port: ipn::Port,
     /// One frame: `Port::max_frame` bytes, so nothing is truncated.
     buf: Vec<u8>,
-    /// Frames of a batch, one after the other, and where each ends.
+    /// Frames of a `send_many` batch, one after the other, and where each
+    /// ends.
     batch: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -81,22 +84,6 @@ impl Inner {
     /// Receives into `buf[..len]`, waiting at most `wait`.
     fn recv_for(&mut self, len: usize, wait: Duration) -> Result<usize, RecvError> {
         self.port.recv_timeout(&mut self.buf[..len], wait)
-    }
-
-    /// Appends what is waiting, without waiting, until the batch holds
-    /// `max` frames.
-    fn gather(&mut self, max: usize) -> Result<(), RecvError> {
-        while self.ends.len() < max {
-            match self.port.try_recv(&mut self.buf) {
-                Ok(n) => {
-                    self.batch.extend_from_slice(&self.buf[..n]);
-                    self.ends.push(self.batch.len());
-                }
-                Err(RecvError::WouldBlock) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -303,42 +290,34 @@ impl PyPort {
         Ok(())
     }
 
-    /// Receives one frame into `buf[..len]` (the first frame of the batch
-    /// too when `batch` > 0, and what else waits, up to `batch` frames).
+    /// Receives one frame into `buf[..len]`: what is waiting with the GIL
+    /// held (releasing and retaking it would cost more than the receive),
+    /// else waiting for it with the GIL released.
     fn receive(
         &self,
         py: Python<'_>,
         co: &mut Checkout<'_>,
         len: usize,
         deadline: Deadline,
-        batch: usize,
     ) -> PyResult<usize> {
-        if let Deadline::Now = deadline {
-            let inner = co.get();
-            let n = inner
-                .port
-                .try_recv(&mut inner.buf[..len])
-                .map_err(recv_error)?;
-            if batch > 0 {
-                inner.push_frame_from_buf(n);
-                inner.gather(batch).map_err(recv_error)?;
-            }
-            return Ok(n);
+        let inner = co.get();
+        let buf = &mut inner.buf[..len];
+        let first = match deadline {
+            // Arms the doorbell if nothing waits: the fd then sleeps.
+            Deadline::Now => inner.port.try_recv(buf),
+            // Leaves that, and the look-ahead, to the wait below.
+            _ => inner.port.try_recv_before_wait(buf),
+        };
+        match first {
+            Err(RecvError::WouldBlock) if !matches!(deadline, Deadline::Now) => {}
+            other => return other.map_err(recv_error),
         }
         loop {
             let Some(wait) = deadline.next_slice() else {
                 return Err(recv_error(RecvError::TimedOut));
             };
             let inner = co.get();
-            let got = py.detach(|| {
-                let n = inner.recv_for(len, wait)?;
-                if batch > 0 {
-                    inner.push_frame_from_buf(n);
-                    inner.gather(batch)?;
-                }
-                Ok(n)
-            });
-            match got {
+            match py.detach(|| inner.recv_for(len, wait)) {
                 Ok(n) => return Ok(n),
                 Err(RecvError::TimedOut) => self.between_slices(py)?,
                 Err(e) => return Err(recv_error(e)),
@@ -410,17 +389,6 @@ impl PyPort {
             }
         }
         Ok(true)
-    }
-}
-
-impl Inner {
-    fn push_frame_from_buf(&mut self, n: usize) {
-        self.clear_batch();
-        let Inner {
-            buf, batch, ends, ..
-        } = self;
-        batch.extend_from_slice(&buf[..n]);
-        ends.push(batch.len());
     }
 }
 
@@ -521,7 +489,7 @@ impl PyPort {
         let deadline = Deadline::from_timeout(timeout)?;
         let mut co = self.checkout(py)?;
         let len = co.get().buf.len();
-        let n = self.receive(py, &mut co, len, deadline, 0)?;
+        let n = self.receive(py, &mut co, len, deadline)?;
         Ok(PyBytes::new(py, &co.get().buf[..n]))
     }
 
@@ -540,7 +508,7 @@ impl PyPort {
         let target = Writable::new(frame_buffer(buffer)?)?;
         let mut co = self.checkout(py)?;
         let len = target.len().min(self.max_frame);
-        let n = self.receive(py, &mut co, len, deadline, 0)?;
+        let n = self.receive(py, &mut co, len, deadline)?;
         let n = target.write_start(py, &co.get().buf[..n]);
         Ok(n)
     }
@@ -562,12 +530,20 @@ impl PyPort {
         let deadline = Deadline::from_timeout(timeout)?;
         let mut co = self.checkout(py)?;
         let len = co.get().buf.len();
-        self.receive(py, &mut co, len, deadline, max_frames)?;
+        let n = self.receive(py, &mut co, len, deadline)?;
         let inner = co.get();
-        PyList::new(
-            py,
-            (0..inner.ends.len()).map(|i| PyBytes::new(py, &inner.batch[inner.frame_range(i)])),
-        )
+        let frames = PyList::empty(py);
+        frames.append(PyBytes::new(py, &inner.buf[..n]))?;
+        // The rest with the GIL held, straight into bytes objects. An
+        // error after the first frame ends the batch (the next call
+        // raises it), so that no frame taken is lost.
+        while frames.len() < max_frames {
+            match inner.port.try_recv_before_wait(&mut inner.buf) {
+                Ok(n) => frames.append(PyBytes::new(py, &inner.buf[..n]))?,
+                Err(_) => break,
+            }
+        }
+        Ok(frames)
     }
 
     /// The port's doorbell socket: readable while frames wait for this
