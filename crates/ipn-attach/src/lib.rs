@@ -21,7 +21,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use ipn::{Port, RecvError, SendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ipn::{Port, PortReceiver, PortSender, RecvError, SendError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 pub mod grab;
@@ -71,6 +73,125 @@ pub trait Link {
     }
 }
 
+/// The half of a link that takes frames, for [`bridge_split`]: what
+/// [`Link`] has for sending.
+pub trait LinkSender {
+    /// [`Link::offloads`].
+    fn offloads(&self) -> bool {
+        false
+    }
+    /// [`Link::send`].
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// [`Link::send_vnet`].
+    fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.send(buf)
+    }
+    /// [`Link::flush`].
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// [`Link::check`], on the sending half's thread.
+    fn check(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The half of a link that gives frames, for [`bridge_split`]: what
+/// [`Link`] has for receiving.
+pub trait LinkReceiver {
+    /// [`Link::describe`].
+    fn describe(&self) -> String;
+    /// [`Link::fd`].
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// [`Link::offloads`].
+    fn offloads(&self) -> bool {
+        false
+    }
+    /// [`Link::recv`].
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+    /// [`Link::recv_vnet`].
+    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.recv(buf)
+    }
+    /// [`Link::check`], on the receiving half's thread.
+    fn check(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A whole [`Link`] as either half, for the one thread of [`bridge`].
+struct Whole<'a>(&'a mut dyn Link);
+
+impl LinkSender for Whole<'_> {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.0.send(frame)
+    }
+    fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.send_vnet(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl LinkReceiver for Whole<'_> {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.fd()
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.0.recv(buf)
+    }
+    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.0.recv_vnet(buf)
+    }
+}
+
+/// Where a bridge takes frames from the network: a whole [`Port`], or its
+/// receiving half.
+trait NetworkReceiver {
+    fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError>;
+    fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError>;
+}
+
+/// Where a bridge puts frames into the network: a whole [`Port`], or its
+/// sending half.
+trait NetworkSender {
+    fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError>;
+}
+
+impl NetworkReceiver for Port {
+    fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        Port::try_recv_after_poll(self, buf)
+    }
+    fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        Port::try_recv(self, buf)
+    }
+}
+
+impl NetworkReceiver for PortReceiver<'_> {
+    fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        PortReceiver::try_recv_after_poll(self, buf)
+    }
+    fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        PortReceiver::try_recv(self, buf)
+    }
+}
+
+impl NetworkSender for Port {
+    fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
+        Port::send_timeout(self, frame, timeout)
+    }
+}
+
+impl NetworkSender for PortSender<'_> {
+    fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
+        PortSender::send_timeout(self, frame, timeout)
+    }
+}
+
 /// What a [`bridge`] moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BridgeStats {
@@ -102,6 +223,9 @@ pub enum BridgeError {
     /// poll(2) failed.
     #[error("poll: {0}")]
     Poll(io::Error),
+    /// The second thread of [`bridge_split`] could not start, or died.
+    #[error("bridge thread: {0}")]
+    Thread(io::Error),
 }
 
 /// Most frames moved in one direction before looking at the other.
@@ -116,10 +240,10 @@ pub const LINK_BUFFER: usize = 65536 + ipn::ethernet::TAG_LEN;
 /// network) before asking its caller whether to stop.
 pub const STOP_CHECK: Duration = Duration::from_millis(100);
 
-/// Moves frames between `port` and `link` until `stop` returns true. It is
-/// asked at least every [`STOP_CHECK`], also while a frame from the link
-/// waits for room in a lossless network: that frame is then dropped, and
-/// the bridge returns the totals so far.
+/// Moves frames between `port` and `link` until `stop` returns true, on
+/// this thread. It is asked at least every [`STOP_CHECK`], also while a
+/// frame from the link waits for room in a lossless network: that frame
+/// is then dropped, and the bridge returns the totals so far.
 pub fn bridge(
     port: &mut Port,
     link: &mut dyn Link,
@@ -132,12 +256,12 @@ pub fn bridge(
     // Headers and frames cross together when both sides take offloads.
     let vnet = port.offload() && link.offloads();
     while !stop() {
-        let (port_ready, link_ready) = wait(port, link)?;
+        let [port_ready, link_ready] = wait([port.as_fd(), link.fd()])?;
         if port_ready {
-            network_to_link(port, link, &mut buf, &mut stats, vnet)?;
+            network_to_link(port, &mut Whole(link), &mut buf, &mut stats, vnet)?;
         }
         if link_ready {
-            link_to_network(port, link, &mut buf, &mut stats, stop, vnet)?;
+            link_to_network(port, &mut Whole(link), &mut buf, &mut stats, stop, vnet)?;
         }
         link.check().map_err(|source| BridgeError::Link {
             link: link.describe(),
@@ -147,28 +271,106 @@ pub fn bridge(
     Ok(stats)
 }
 
-/// Waits up to [`STOP_CHECK`] for either side; says which is readable.
-fn wait(port: &Port, link: &dyn Link) -> Result<(bool, bool), BridgeError> {
-    let mut fds = [
-        PollFd::new(port.as_fd(), PollFlags::POLLIN),
-        PollFd::new(link.fd(), PollFlags::POLLIN),
-    ];
+/// [`bridge`] with each direction on a thread of its own: from the network
+/// to the link on a new thread, through `sender`; from the link to the
+/// network on this one, through `receiver`. The port is split
+/// ([`Port::split`]) the same way, so that neither direction waits for
+/// the other: a burst one way, or a send waiting for room in a lossless
+/// network, does not hold up the other way. Both threads ask `stop` at
+/// least every [`STOP_CHECK`]; when either ends with an error, the other
+/// ends within as long, and the first error is returned.
+pub fn bridge_split(
+    port: &mut Port,
+    sender: &mut (dyn LinkSender + Send),
+    receiver: &mut (dyn LinkReceiver + Send),
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<BridgeStats, BridgeError> {
+    let vnet = port.offload() && sender.offloads() && receiver.offloads();
+    let size = port.max_frame().max(LINK_BUFFER);
+    let name = receiver.describe();
+    let (mut to_network, mut from_network) = port.split();
+    let failed = AtomicBool::new(false);
+    let ended = || failed.load(Ordering::Relaxed) || stop();
+    let failing = |result: Result<BridgeStats, BridgeError>| {
+        if result.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        result
+    };
+    let link_error = |source| BridgeError::Link {
+        link: name.clone(),
+        source,
+    };
+    std::thread::scope(|scope| {
+        let outbound = std::thread::Builder::new()
+            .name("network->link".into())
+            .spawn_scoped(scope, || {
+                failing((|| {
+                    let mut stats = BridgeStats::default();
+                    let mut buf = vec![0u8; size];
+                    while !ended() {
+                        let [ready] = wait([from_network.as_fd()])?;
+                        if ready {
+                            network_to_link(&mut from_network, sender, &mut buf, &mut stats, vnet)?;
+                        }
+                        sender.check().map_err(link_error)?;
+                    }
+                    Ok(stats)
+                })())
+            })
+            .map_err(BridgeError::Thread)?;
+        let inbound = failing((|| {
+            let mut stats = BridgeStats::default();
+            let mut buf = vec![0u8; size];
+            while !ended() {
+                let [ready] = wait([receiver.fd()])?;
+                if ready {
+                    link_to_network(
+                        &mut to_network,
+                        receiver,
+                        &mut buf,
+                        &mut stats,
+                        &ended,
+                        vnet,
+                    )?;
+                }
+                receiver.check().map_err(link_error)?;
+            }
+            Ok(stats)
+        })());
+        let outbound = outbound
+            .join()
+            .unwrap_or(Err(BridgeError::Thread(io::Error::other(
+                "the thread from the network to the link panicked",
+            ))));
+        let (inbound, outbound) = (inbound?, outbound?);
+        Ok(BridgeStats {
+            to_network: inbound.to_network,
+            network_refused: inbound.network_refused,
+            from_network: outbound.from_network,
+            link_refused: outbound.link_refused,
+        })
+    })
+}
+
+/// Waits up to [`STOP_CHECK`] for any of `fds`; says which is readable.
+fn wait<const N: usize>(fds: [BorrowedFd<'_>; N]) -> Result<[bool; N], BridgeError> {
+    let mut polled = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
     let timeout = PollTimeout::try_from(STOP_CHECK).unwrap_or(PollTimeout::MAX);
-    match poll(&mut fds, timeout) {
+    match poll(&mut polled, timeout) {
         Ok(_) => {}
-        Err(nix::errno::Errno::EINTR) => return Ok((false, false)),
+        Err(nix::errno::Errno::EINTR) => return Ok([false; N]),
         Err(e) => return Err(BridgeError::Poll(e.into())),
     }
-    let readable = |fd: &PollFd| {
+    Ok(polled.map(|fd| {
         fd.revents()
             .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
-    };
-    Ok((readable(&fds[0]), readable(&fds[1])))
+    }))
 }
 
 fn network_to_link(
-    port: &mut Port,
-    link: &mut dyn Link,
+    port: &mut impl NetworkReceiver,
+    link: &mut dyn LinkSender,
     buf: &mut [u8],
     stats: &mut BridgeStats,
     vnet: bool,
@@ -202,8 +404,8 @@ fn network_to_link(
 /// Moves up to [`BATCH`] frames from the link into the network; returns
 /// early when `stop` says so while a send waits for room.
 fn link_to_network(
-    port: &mut Port,
-    link: &mut dyn Link,
+    port: &mut impl NetworkSender,
+    link: &mut dyn LinkReceiver,
     buf: &mut [u8],
     stats: &mut BridgeStats,
     stop: &dyn Fn() -> bool,
@@ -250,7 +452,11 @@ enum SendOutcome {
 
 /// Sends `frame`, waiting for room in a lossless network as long as it
 /// takes, unless `stop` (asked every [`STOP_CHECK`]) says otherwise.
-fn send_unless_stopped(port: &mut Port, frame: &[u8], stop: &dyn Fn() -> bool) -> SendOutcome {
+fn send_unless_stopped(
+    port: &mut impl NetworkSender,
+    frame: &[u8],
+    stop: &dyn Fn() -> bool,
+) -> SendOutcome {
     loop {
         match port.send_timeout(frame, STOP_CHECK) {
             Ok(()) => return SendOutcome::Written,

@@ -29,7 +29,7 @@ use ipn::offload::{
     segment, HdrLayout, VirtioNetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6,
     GSO_UDP_L4, MAX_GSO_FRAME,
 };
-use ipn_attach::tap::{Offloads, Tap, TapOptions};
+use ipn_attach::tap::{Offloads, Tap, TapError, TapOptions};
 use ipn_attach::Link;
 use ipn_test_support::netns::{add_address, ifname, link_up, must_in, static_neighbour};
 use ipn_test_support::{in_netns, must, require_root, tag, Lab};
@@ -507,6 +507,24 @@ fn a_header_and_frame_sent_into_a_tap_with_offloads_reach_a_socket() {
     assert_eq!(&buf[..len], b"plain");
 }
 
+/// Opens the persistent TAP `name` that this process just closed. The
+/// kernel detaches a TAP when the last reference to its file goes, and a
+/// child that another test's thread is starting holds a copy of every fd
+/// from fork to exec (close-on-exec closes it only then): for that long
+/// the TAP is still attached and opening it says busy. So busy is waited
+/// out here, for a generous while; any other error fails at once.
+fn reopen(ns: &str, name: &str, options: TapOptions) -> Tap {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match in_netns(ns, || Tap::open_with(name, options)) {
+            Err(TapError::Busy { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            result => return result.unwrap(),
+        }
+    }
+}
+
 #[test]
 fn a_persistent_tap_left_with_offloads_gives_plain_frames_when_opened_without() {
     require_root_and_tools();
@@ -524,7 +542,7 @@ fn a_persistent_tap_left_with_offloads_gives_plain_frames_when_opened_without() 
     assert!(with.offloads().contains(Offloads::TSO4));
     drop(with);
 
-    let mut tap = in_netns(&ns, || Tap::open(&name)).unwrap();
+    let mut tap = reopen(&ns, &name, TapOptions::default());
     wait_until_frames_pass(&mut tap, &ns, &v4);
     send_udp(&ns, &v4, 10_000, Some(1000));
     let got = read_udp_frames(&mut tap, false, |g| {
@@ -544,7 +562,7 @@ fn a_persistent_tap_left_with_offloads_gives_plain_frames_when_opened_without() 
     drop(tap);
 
     // And the next user with offloads gets them back.
-    let mut tap = in_netns(&ns, || Tap::open_with(&name, OFFLOAD)).unwrap();
+    let mut tap = reopen(&ns, &name, OFFLOAD);
     wait_until_frames_pass(&mut tap, &ns, &v4);
     send_udp(&ns, &v4, 100, None);
     let got = read_udp_frames(&mut tap, false, |g| !g.is_empty());

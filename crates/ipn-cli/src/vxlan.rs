@@ -15,15 +15,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use ipn::{Config, JoinOptions, Port, Publisher};
-use ipn_attach::vxlan::{Vxlan, VxlanConfig, IANA_PORT, MAX_VNI};
-use ipn_attach::{bridge, Link};
+use ipn_attach::vxlan::{Vxlan, VxlanConfig, VxlanSender, IANA_PORT, MAX_VNI};
+use ipn_attach::{bridge_split, Link, LinkSender};
 
 use crate::busypoll::BusyPollArgs;
 use crate::signals;
@@ -110,7 +109,7 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
     if let (Some(group), Some(dev)) = (args.group, &args.dev) {
         config.group = Some((group, dev.clone()));
     }
-    let link = Vxlan::open(&config)?;
+    let mut link = Vxlan::open(&config)?;
     let options = JoinOptions {
         // TSO frames cross whole to the endpoint, which cuts them for UDP
         // GSO, and joined ones come back.
@@ -129,15 +128,20 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
         Port::join(&args.path, &options)?
     };
     let what = link.describe();
-    let mut reporting = Reporting::new(link, &port, args.vni);
+    let (sender, mut receiver) = link.split();
+    let mut reporting = Reporting::new(sender, &port, args.vni);
     eprintln!(
         "ipn: {what} joined {} as port {}{}; Ctrl-C to stop",
         args.path.display(),
         port.index(),
         vlan::joined_as(&port)
     );
-    let result = bridge(&mut port, &mut reporting, &|| signals::caught().is_some());
-    let v = reporting.link.stats();
+    // Each direction on a thread of its own (the sending half's reports
+    // its counters too).
+    let result = bridge_split(&mut port, &mut reporting, &mut receiver, &|| {
+        signals::caught().is_some()
+    });
+    let v = link.stats();
     let summary = |b: &ipn_attach::BridgeStats| {
         format!(
             "ipn: {what}: {} frames in from remote VTEPs, {} out to them ({} datagrams \
@@ -170,11 +174,11 @@ pub fn run(args: &VxlanArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// The endpoint, as the bridge sees it, and what it tells the outside
-/// while the bridge runs (see the module doc); the bridge calls
-/// [`Link::check`] at least every 100 ms.
-struct Reporting {
-    link: Vxlan,
+/// The endpoint's sending half, as the bridge sees it, and what it tells
+/// the outside while the bridge runs (see the module doc); the bridge
+/// calls [`LinkSender::check`] on its thread at least every 100 ms.
+struct Reporting<'a> {
+    link: VxlanSender<'a>,
     what: String,
     port: u32,
     vni: u32,
@@ -186,11 +190,11 @@ struct Reporting {
     last_warning: Option<Instant>,
 }
 
-impl Reporting {
+impl<'a> Reporting<'a> {
     /// Starts reporting on `link`, bridged to `port`: publishes at once, so
     /// that `ipn status` shows the counters as soon as the start line is
     /// out.
-    fn new(link: Vxlan, port: &Port, vni: u32) -> Reporting {
+    fn new(link: VxlanSender<'a>, port: &Port, vni: u32) -> Reporting<'a> {
         let what = link.describe();
         let mut said_unpublished = false;
         let publisher = Publisher::new(port)
@@ -253,21 +257,21 @@ impl Reporting {
     }
 }
 
-impl Link for Reporting {
-    fn describe(&self) -> String {
-        self.link.describe()
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.link.fd()
-    }
-
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        self.link.recv(buf)
+impl LinkSender for Reporting<'_> {
+    fn offloads(&self) -> bool {
+        self.link.offloads()
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         self.link.send(frame)
+    }
+
+    fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.link.send_vnet(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.link.flush()
     }
 
     fn check(&mut self) -> io::Result<()> {
@@ -277,22 +281,6 @@ impl Link for Reporting {
             self.publish();
         }
         self.link.check()
-    }
-
-    fn offloads(&self) -> bool {
-        self.link.offloads()
-    }
-
-    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        self.link.recv_vnet(buf)
-    }
-
-    fn send_vnet(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.link.send_vnet(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.link.flush()
     }
 }
 

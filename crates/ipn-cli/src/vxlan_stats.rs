@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipn::ethernet::Mac;
 use ipn::{Network, PortState, PortStatus};
-use ipn_attach::vxlan::{RemoteKind, RemoteReport, Vxlan, MAX_VNI};
+use ipn_attach::vxlan::{RemoteKind, RemoteReport, VxlanSender, MAX_VNI};
 use serde::{Deserialize, Serialize};
 
 use crate::escape;
@@ -137,7 +137,7 @@ fn unix_ms(time: SystemTime) -> u64 {
 
 impl Published {
     /// What `link`, bridged to port `port` of this process, has to say now.
-    pub fn of(link: &Vxlan, port: u32, vni: u32) -> anyhow::Result<Published> {
+    pub fn of(link: &VxlanSender<'_>, port: u32, vni: u32) -> anyhow::Result<Published> {
         let stats = link.stats();
         Ok(Published {
             format: FORMAT,
