@@ -575,7 +575,9 @@ impl Rx {
             };
             wait = Some(wait.map_or(longest, |w| w.min(longest)));
             self.publish_cursors(port);
+            let asleep = Instant::now();
             let woken = self.bell.wait(wait).map_err(RecvError::Io)?;
+            self.pace.slept(asleep.elapsed());
             if woken == Woken::TookOne {
                 // The wait took the doorbell: one fewer to drain. If its
                 // ringer died before counting it, the count is one ahead
