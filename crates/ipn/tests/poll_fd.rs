@@ -240,3 +240,53 @@ fn poll_driven_reader_never_misses_a_wakeup() {
     assert!(!readable(&me, 50));
     sender.finish();
 }
+
+/// `try_recv_before_wait`, for callers that wait with `recv_timeout` when
+/// it finds nothing (the Python binding, which holds its interpreter lock
+/// only while not waiting): it takes the frames that wait, in order, and
+/// finding none it leaves the doorbell as it was: a readable fd stays
+/// readable (not drained), a quiet one quiet; a `recv_timeout` after it
+/// gets the frame another process sends meanwhile.
+#[test]
+fn try_recv_before_wait_leaves_the_doorbell_as_it_was() {
+    let net = TestNet::create("poll-before-wait", &Config::default());
+    let mut me = Port::join(net.path(), &JoinOptions::described("me")).unwrap();
+    let mut sender = peer(&net);
+    sender.ok("tag 1");
+    let mut buf = [0u8; 1514];
+    let mut seq = 0;
+    for round in 0..20 {
+        // A receive that finds nothing arms the doorbell: a send rings it.
+        assert!(matches!(me.try_recv(&mut buf), Err(RecvError::WouldBlock)));
+        settle(&mut me);
+        assert!(matches!(
+            me.try_recv_before_wait(&mut buf),
+            Err(RecvError::WouldBlock)
+        ));
+        assert!(
+            !readable(&me, 0),
+            "round {round}: readable with nothing sent"
+        );
+        sender.ok("send 3 100");
+        assert!(readable(&me, 1000), "round {round}: 3 frames, not readable");
+        for _ in 0..3 {
+            let n = me.try_recv_before_wait(&mut buf).unwrap();
+            assert_eq!(frame::check(&buf[..n]).unwrap(), (1, seq));
+            seq += 1;
+        }
+        assert!(matches!(
+            me.try_recv_before_wait(&mut buf),
+            Err(RecvError::WouldBlock)
+        ));
+        assert!(
+            readable(&me, 0),
+            "round {round}: the doorbell was drained by a receive that does not arm"
+        );
+        sender.tell("send 1 100");
+        let n = me.recv_timeout(&mut buf, LONG).unwrap();
+        assert_eq!(frame::check(&buf[..n]).unwrap(), (1, seq));
+        seq += 1;
+        assert_eq!(sender.expect(LONG), "ok 1");
+    }
+    sender.finish();
+}

@@ -125,6 +125,19 @@ impl Port {
         self.receiver().try_recv_after_poll(buf)
     }
 
+    /// [`Port::try_recv`] for callers that, finding nothing, go on to wait
+    /// with [`Port::recv`] or [`Port::recv_timeout`] (say, after releasing
+    /// a lock they hold only while not waiting): it takes a frame that is
+    /// waiting, and finding none it leaves everything as it was: it neither
+    /// arms the doorbell (senders would ring for the frames the wait then
+    /// looks ahead for) nor looks ahead itself, nor reads the clock. Not
+    /// for callers that sleep in `poll` after it: only a receive that
+    /// found nothing after arming makes the fd sleep.
+    #[inline]
+    pub fn try_recv_before_wait(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.receiver().try_recv_before_wait(buf)
+    }
+
     /// Receives one frame, waiting as long as it takes.
     #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
@@ -166,6 +179,12 @@ impl PortReceiver<'_> {
     #[inline]
     pub fn try_recv_after_poll(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.rx.try_recv_after_poll(&mut self.cx, buf)
+    }
+
+    /// [`Port::try_recv_before_wait`].
+    #[inline]
+    pub fn try_recv_before_wait(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.rx.try_recv_before_wait(&mut self.cx, buf)
     }
 
     /// [`Port::recv`].
@@ -334,6 +353,29 @@ impl Rx {
         loop {
             if let Message::Frame(len) = self.try_recv_message(cx, buf)? {
                 return Ok(len);
+            }
+        }
+    }
+
+    /// See [`Port::try_recv_before_wait`].
+    pub(super) fn try_recv_before_wait(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, RecvError> {
+        let port = cx.port;
+        if port.caps & CAP_READ == 0 {
+            return Err(RecvError::NotReading);
+        }
+        port.check_damage()
+            .map_err(|path| RecvError::Damaged { path })?;
+        // Membership events are not for this caller: skip them, as
+        // `try_recv` does.
+        loop {
+            match self.poll_once(cx, buf) {
+                Some(Message::Frame(len)) => return Ok(len),
+                Some(Message::Membership(_)) => {}
+                None => return Err(RecvError::WouldBlock),
             }
         }
     }
