@@ -112,6 +112,24 @@ cpu_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
+# thread_ticks PID: "name:ticks" for each thread of PID (the bridge's
+# two directions: `ipn` moves link->network, `network->link` the other).
+thread_ticks() {
+	local t
+	for t in /proc/"$1"/task/*; do
+		printf '%s:%s ' "$(tr ' ' _ < "$t/comm")" "$(awk '{ print $14 + $15 }' "$t/stat")"
+	done
+}
+
+# thread_shares BEFORE AFTER: each thread's share of a CPU in between.
+thread_shares() {
+	awk -v before="$1" -v after="$2" -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN {
+		n = split(before, b, " "); for (i = 1; i <= n; i++) { split(b[i], kv, ":"); t0[kv[1]] = kv[2] }
+		n = split(after, a, " "); out = ""
+		for (i = 1; i <= n; i++) { split(a[i], kv, ":"); out = out sprintf("%s%s %.0f%%", (out == "" ? "" : ", "), kv[1], 100 * (kv[2] - t0[kv[1]]) / hz / s) }
+		print out }'
+}
+
 # measure NAME SERVER_NS CLIENT_NS SERVER_IP ARGS...: prints "bits/s cpu_s"
 measure() {
 	local server=$1 client=$2 ip=$3
@@ -119,11 +137,12 @@ measure() {
 	ip netns exec "$server" iperf3 -s -1 -D -I "$work/iperf.pid" >/dev/null
 	sleep 0.3
 	local t0=0 t1=0 p0=0 p1=0
-	[ -n "$vxlan_pid" ] && t0=$(cpu_ticks "$vxlan_pid") && p0=$(cpu_ticks "$tap_pid")
+	local th0="" th1=""
+	[ -n "$vxlan_pid" ] && t0=$(cpu_ticks "$vxlan_pid") && p0=$(cpu_ticks "$tap_pid") && th0=$(thread_ticks "$vxlan_pid")
 	local out
 	out=$(ip netns exec "$client" iperf3 -c "$ip" -t "$secs" -J "$@")
-	[ -n "$vxlan_pid" ] && t1=$(cpu_ticks "$vxlan_pid") && p1=$(cpu_ticks "$tap_pid")
-	[ -n "$vxlan_pid" ] && echo "  (ipn tap: $(awk -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }') of a CPU; ipn vxlan: $(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }'))" >&2
+	[ -n "$vxlan_pid" ] && t1=$(cpu_ticks "$vxlan_pid") && p1=$(cpu_ticks "$tap_pid") && th1=$(thread_ticks "$vxlan_pid")
+	[ -n "$vxlan_pid" ] && echo "  (ipn tap: $(awk -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }') of a CPU; ipn vxlan: $(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }'), by thread: $(thread_shares "$th0" "$th1"))" >&2
 	kill "$(cat "$work/iperf.pid" 2>/dev/null)" 2>/dev/null || true
 	local hz
 	hz=$(getconf CLK_TCK)

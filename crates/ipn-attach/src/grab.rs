@@ -50,7 +50,7 @@
 //! `ENODEV` error.
 //!
 //! The `unsafe` calls (bind, setsockopt, recvmsg with a `sockaddr_ll` and
-//! control messages) are in [`crate::sys::packet`].
+//! control messages) are in `sys::packet` (private).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

@@ -34,7 +34,7 @@
 //! eventfd, so that a caller that polls first comes back for them);
 //! [`Link::send`] sends a frame with an empty header.
 //!
-//! The ioctls, which need `unsafe`, are in [`crate::sys::tun`].
+//! The ioctls, which need `unsafe`, are in `sys::tun` (private).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};

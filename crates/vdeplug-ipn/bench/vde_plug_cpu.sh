@@ -3,7 +3,10 @@
 # network that a paced sender (vdebench -R, one receiver of its own) sends
 # 64-byte frames to, for ipn:// and for a vde_switch, at each RATE.
 # vde_plug's CPU time is read from /proc/PID/schedstat (nanoseconds of
-# run time, not the 10 ms ticks of /proc/PID/stat) before and after.
+# run time, not the 10 ms ticks of /proc/PID/stat) before and after; so
+# is vde_switch's, the process in the middle that an ipn network does
+# not have (it relays each frame to vdebench's own receiver and to
+# vde_plug: its CPU per frame sent is what the switch adds).
 #
 #   crates/vdeplug-ipn/bench/vde_plug_cpu.sh [SECONDS] [RATE...]   (default 4 s; 5000 20000)
 #
@@ -45,22 +48,27 @@ run_time() { cut -d' ' -f1 "/proc/$1/schedstat"; }
 
 echo "vde_plug_cpu.sh: $secs s per case; $(nproc) CPUs; $(uname -r); load average before the run: $load"
 echo
-echo "| rate | URL | frames sent | vde_plug CPU per frame | share of a CPU |"
-echo "|---:|---|---:|---:|---:|"
+echo "| rate | URL | frames sent | vde_plug CPU per frame | share of a CPU | vde_switch CPU per frame |"
+echo "|---:|---|---:|---:|---:|---:|"
 for rate in $rates; do
 	for url in "vde://$work/sw" "ipn://$work/net$rate"; do
 		vde_plug "$url" null:// &
 		plug=$!
 		sleep 0.5
 		before=$(run_time "$plug")
+		sw_before=$(run_time "$swpid")
 		out=$("$work/vdebench" -s "$url" -r "$url" -n 1 -l 64 -t "$secs" -p once -R "$rate")
 		after=$(run_time "$plug")
+		sw_after=$(run_time "$swpid")
 		kill "$plug"
 		wait "$plug" 2>/dev/null || true
 		plug=""
 		sent=$(echo "$out" | sed 's/.*sent=\([0-9]*\).*/\1/')
-		case $url in vde://*) name="vde:// (vde_switch)" ;; *) name="ipn://" ;; esac
-		awk -v r="$rate" -v n="$name" -v s="$sent" -v a="$before" -v b="$after" -v t="$secs" \
-			'BEGIN { printf "| %d/s | %s | %d | %.1f us | %.1f%% |\n", r, n, s, (b - a) / s / 1000, (b - a) / (t * 1e9) * 100 }'
+		case $url in
+		vde://*) name="vde:// (vde_switch)" switch=$(awk -v s="$sent" -v a="$sw_before" -v b="$sw_after" 'BEGIN { printf "%.1f us", (b - a) / s / 1000 }') ;;
+		*) name="ipn://" switch="(none)" ;;
+		esac
+		awk -v r="$rate" -v n="$name" -v s="$sent" -v a="$before" -v b="$after" -v t="$secs" -v sw="$switch" \
+			'BEGIN { printf "| %d/s | %s | %d | %.1f us | %.1f%% | %s |\n", r, n, s, (b - a) / s / 1000, (b - a) / (t * 1e9) * 100, sw }'
 	done
 done

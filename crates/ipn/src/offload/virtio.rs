@@ -86,7 +86,7 @@ pub enum Gso {
 
 /// A virtio-net header (`struct virtio_net_hdr`, and `num_buffers` of the
 /// 12-byte form). The fields are the raw values; [`VirtioNetHdr::gso`]
-/// decodes the type, [`segment`] checks the rest against the frame.
+/// decodes the type, [`segment`](super::segment) checks the rest against the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VirtioNetHdr {
     /// `F_NEEDS_CSUM`, `F_DATA_VALID`.

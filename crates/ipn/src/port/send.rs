@@ -101,8 +101,7 @@ impl PortSender<'_> {
     /// [`Port::send_timeout`].
     #[inline]
     pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
-        let wait = Wait::Until(Instant::now() + timeout);
-        self.tx.send_until(&mut self.cx, frame, wait)
+        self.tx.send_until(&mut self.cx, frame, Wait::For(timeout))
     }
 
     /// [`Port::sweep_dead`].
@@ -376,7 +375,13 @@ impl Tx {
         wait: Wait,
     ) -> Result<(), SendError> {
         let mut spins = 0u32;
-        let mut next_death_check = Instant::now() + DEATH_CHECK_INTERVAL;
+        let now = Instant::now();
+        let mut next_death_check = now + DEATH_CHECK_INTERVAL;
+        // From the first wait on: a send with room reads no clock.
+        let deadline = match wait {
+            Wait::For(timeout) => Some(now + timeout),
+            Wait::Never | Wait::Forever => None,
+        };
         loop {
             port.check_damage()
                 .map_err(|path| SendError::Damaged { path })?;
@@ -387,7 +392,7 @@ impl Tx {
             }
             match wait {
                 Wait::Never => return Err(SendError::WouldBlock),
-                Wait::Until(deadline) if Instant::now() >= deadline => {
+                Wait::For(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
                     return Err(SendError::TimedOut)
                 }
                 _ => {}
@@ -412,6 +417,7 @@ impl Tx {
 #[derive(Debug, Clone, Copy)]
 enum Wait {
     Never,
-    Until(Instant),
+    /// At most this long, from when the send finds no room.
+    For(Duration),
     Forever,
 }
