@@ -138,9 +138,10 @@ impl Deadline {
 /// `fileno()` is readable while frames wait, for `selectors`, `select`
 /// and asyncio's `loop.add_reader`.
 ///
-/// A port may be used from several threads; its calls then take turns (a
-/// thread waiting in `recv()` holds it for up to 0.1 s at a time). Every
-/// call that waits releases the GIL.
+/// A port may be used from several threads; its calls then take turns: a
+/// thread waiting in `recv()` holds the port until its wait ends, so a
+/// `send()` from another thread waits that long too (a thread each: a port
+/// each). Every call that waits releases the GIL.
 #[pyclass(module = "ipn", name = "Port", frozen)]
 pub struct PyPort {
     slot: Slot,
