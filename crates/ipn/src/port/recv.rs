@@ -343,6 +343,17 @@ impl Rx {
     }
 }
 
+/// Whether `port` may receive now: it joined to read, and the network
+/// has not been found damaged.
+#[inline]
+fn readable(port: &Common) -> Result<(), RecvError> {
+    if port.caps & CAP_READ == 0 {
+        return Err(RecvError::NotReading);
+    }
+    port.check_damage()
+        .map_err(|path| RecvError::Damaged { path })
+}
+
 impl Rx {
     /// See [`Port::try_recv`].
     pub(super) fn try_recv(
@@ -364,11 +375,7 @@ impl Rx {
         buf: &mut [u8],
     ) -> Result<usize, RecvError> {
         let port = cx.port;
-        if port.caps & CAP_READ == 0 {
-            return Err(RecvError::NotReading);
-        }
-        port.check_damage()
-            .map_err(|path| RecvError::Damaged { path })?;
+        readable(port)?;
         // Membership events are not for this caller: skip them, as
         // `try_recv` does.
         loop {
@@ -387,11 +394,7 @@ impl Rx {
         buf: &mut [u8],
     ) -> Result<usize, RecvError> {
         let port = cx.port;
-        if port.caps & CAP_READ == 0 {
-            return Err(RecvError::NotReading);
-        }
-        port.check_damage()
-            .map_err(|path| RecvError::Damaged { path })?;
+        readable(port)?;
         // Look, and keep looking, all before arming: arming first would
         // make the sender ring for the very frames we wait for.
         while let Some(message) = self.look_for_frames(cx, buf) {
@@ -521,11 +524,7 @@ impl Rx {
         buf: &mut [u8],
     ) -> Result<Message, RecvError> {
         let port = cx.port;
-        if port.caps & CAP_READ == 0 {
-            return Err(RecvError::NotReading);
-        }
-        port.check_damage()
-            .map_err(|path| RecvError::Damaged { path })?;
+        readable(port)?;
         if let Some(message) = self.poll_once(cx, buf) {
             return Ok(message);
         }
