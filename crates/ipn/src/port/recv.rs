@@ -374,8 +374,7 @@ impl Rx {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Result<usize, RecvError> {
-        let port = cx.port;
-        readable(port)?;
+        readable(cx.port)?;
         // Membership events are not for this caller: skip them, as
         // `try_recv` does.
         loop {
