@@ -130,6 +130,36 @@ thread_shares() {
 		print out }'
 }
 
+# counters: where 64-byte frames are lost, and who had the CPU, as
+# "name=value" words: frames the TAP (or A's kernel vxlan device) dropped
+# on the way out (`tx_dropped`: its queue was full), frames each ipn port
+# lost (`rx_dropped`: lapped in the ring, read too slowly), datagrams B's
+# UDP sockets dropped for a full receive buffer (UdpRcvbufErrors: the
+# receiving iperf3 read too slowly).
+counters() {
+	local out
+	out="A_vx0_tx_dropped=$(ip -n "$A" -s -j link show vx0 | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["dropped"])')"
+	out+=" B_UdpRcvbufErrors=$(ip netns exec "$B" awk '/^Udp:/ { if (n++) print $6 }' /proc/net/snmp)"
+	if [ -n "$vxlan_pid" ]; then
+		out+=" $("$ipn" status "$work/net" --json | python3 -c 'import json, sys
+for p in json.load(sys.stdin)["ports"]:
+    print("%s_port_rx_dropped=%d" % (p["description"].split()[0], p["rx_dropped"]), end=" ")')"
+	fi
+	echo "$out"
+}
+
+# counters_between BEFORE AFTER: the counters' growth, CPU as a share.
+counters_between() {
+	awk -v before="$1" -v after="$2" 'BEGIN {
+		n = split(before, b, " "); for (i = 1; i <= n; i++) { split(b[i], kv, "="); t0[kv[1]] = kv[2] }
+		n = split(after, a, " "); out = ""
+		for (i = 1; i <= n; i++) {
+			split(a[i], kv, "=")
+			out = out sprintf("%s%s %d", (out == "" ? "" : ", "), kv[1], kv[2] - t0[kv[1]])
+		}
+		print out }'
+}
+
 # measure NAME SERVER_NS CLIENT_NS SERVER_IP ARGS...: prints "bits/s cpu_s"
 measure() {
 	local server=$1 client=$2 ip=$3
@@ -139,9 +169,16 @@ measure() {
 	local t0=0 t1=0 p0=0 p1=0
 	local th0="" th1=""
 	[ -n "$vxlan_pid" ] && t0=$(cpu_ticks "$vxlan_pid") && p0=$(cpu_ticks "$tap_pid") && th0=$(thread_ticks "$vxlan_pid")
+	local udp="" c0="" c1=""
+	[ "${*: -1}" = 0 ] && udp=yes # the 64 B case ends with "-b 0"
+	[ -n "$udp" ] && c0=$(counters)
 	local out
 	out=$(ip netns exec "$client" iperf3 -c "$ip" -t "$secs" -J "$@")
+	[ -n "$udp" ] && c1=$(counters)
 	[ -n "$vxlan_pid" ] && t1=$(cpu_ticks "$vxlan_pid") && p1=$(cpu_ticks "$tap_pid") && th1=$(thread_ticks "$vxlan_pid")
+	[ -n "$udp" ] && echo "  (64 B UDP, $name: $(python3 -c 'import json, sys
+r = json.loads(sys.argv[1])["end"]; s = r["sum"]; cpu = r["cpu_utilization_percent"]
+print("sent %.0f frames/s, sending iperf3 %.0f%% of a CPU, receiving iperf3 %.0f%%" % (s["packets"] / s["seconds"], cpu["host_total"], cpu["remote_total"]))' "$out"); lost on the way, frames: $(counters_between "$c0" "$c1"))" >&2
 	[ -n "$vxlan_pid" ] && echo "  (ipn tap: $(awk -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }') of a CPU; ipn vxlan: $(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }'), by thread: $(thread_shares "$th0" "$th1"))" >&2
 	kill "$(cat "$work/iperf.pid" 2>/dev/null)" 2>/dev/null || true
 	local hz

@@ -90,8 +90,9 @@ pub struct CreateArgs {
     #[arg(long, value_name = "BYTES", value_parser = values::count, default_value_t = Config::default().mtu)]
     pub mtu: u32,
     /// Frames buffered per sender, a power of two (2..=65536)
-    #[arg(long, value_name = "FRAMES", value_parser = values::count, default_value_t = Config::default().ring_slots)]
-    pub ring: u32,
+    /// [default: 256, or one per KiB of --ring-bytes if more: 4096 for 4M]
+    #[arg(long, value_name = "FRAMES", value_parser = values::count)]
+    pub ring: Option<u32>,
     /// Bytes of frames buffered per sender, a power of two (e.g. 256K, 1M);
     /// at least two frames of the MTU. Frames take only their own length,
     /// so this, not the MTU, sets the memory a network uses
@@ -150,6 +151,20 @@ pub struct RmArgs {
     pub force: bool,
 }
 
+/// Descriptors a ring gets when `--ring` is not given: the default, or one
+/// per KiB of `--ring-bytes` if that is more (at most the largest ring).
+/// Bytes asked for are room for frames, and a ring holds no more frames
+/// than it has descriptors: 4 MiB behind 256 descriptors would hold 256
+/// frames of 64 bytes, 16 KiB, a third of a millisecond of a 64-byte
+/// flood, and a reader that loses its CPU for longer is lapped.
+fn ring_slots_for(ring_bytes: Option<u64>) -> u32 {
+    const MAX_RING_SLOTS: u64 = 1 << 16;
+    let per_kib = ring_bytes.map_or(0, |bytes| (bytes >> 10).min(MAX_RING_SLOTS));
+    // `--ring-bytes` is a power of two, and so is `per_kib` when it is
+    // over the default; the geometry check names any other value.
+    (per_kib as u32).max(Config::default().ring_slots)
+}
+
 pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
     let group = match &args.group {
         None => None,
@@ -161,7 +176,7 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
     let config = Config {
         max_ports: args.ports,
         mtu: args.mtu,
-        ring_slots: args.ring,
+        ring_slots: args.ring.unwrap_or_else(|| ring_slots_for(args.ring_bytes)),
         ring_bytes: args.ring_bytes,
         lossless: args.lossless,
         mode: args.mode,
@@ -483,6 +498,24 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    /// Without `--ring`, a ring gets one descriptor per KiB of
+    /// `--ring-bytes`, never fewer than the default nor more than the
+    /// largest ring; `--ring` wins.
+    #[test]
+    fn ring_slots_follow_ring_bytes_unless_given() {
+        let slots = |args: &[&str]| {
+            let a = create_args(args).unwrap();
+            a.ring.unwrap_or_else(|| ring_slots_for(a.ring_bytes))
+        };
+        let default = Config::default().ring_slots;
+        assert_eq!(slots(&[]), default);
+        assert_eq!(slots(&["--ring-bytes", "4096"]), default);
+        assert_eq!(slots(&["--ring-bytes", "256K"]), default);
+        assert_eq!(slots(&["--ring-bytes", "4M"]), 4096);
+        assert_eq!(slots(&["--ring-bytes", "1G"]), 1 << 16);
+        assert_eq!(slots(&["--ring-bytes", "4M", "--ring", "64"]), 64);
+    }
+
     /// The numbers of `ipn create` take the grammar of `ipn::values` (the
     /// URL's too); a refusal names the option and what to write.
     #[test]
@@ -491,29 +524,23 @@ mod tests {
         let a = create_args(&[]).unwrap();
         assert_eq!(
             (a.ports, a.mtu, a.ring, a.ring_bytes, a.mode),
-            (
-                defaults.max_ports,
-                defaults.mtu,
-                defaults.ring_slots,
-                None,
-                0o770
-            )
+            (defaults.max_ports, defaults.mtu, None, None, 0o770)
         );
         for (args, expected) in [
             (
                 &["--ports", "0x10"][..],
-                (16, defaults.mtu, defaults.ring_slots, None, 0o770),
+                (16, defaults.mtu, None, None, 0o770),
             ),
             (
                 &["--mtu", "9k", "--ring", "1K"][..],
-                (defaults.max_ports, 9216, 1024, None, 0o770),
+                (defaults.max_ports, 9216, Some(1024), None, 0o770),
             ),
             (
                 &["--ring-bytes", "256K", "--mode", "0o750"][..],
                 (
                     defaults.max_ports,
                     defaults.mtu,
-                    defaults.ring_slots,
+                    None,
                     Some(256 << 10),
                     0o750,
                 ),
@@ -523,20 +550,14 @@ mod tests {
                 (
                     defaults.max_ports,
                     defaults.mtu,
-                    defaults.ring_slots,
+                    None,
                     Some(2 << 30),
                     0o2770,
                 ),
             ),
             (
                 &["--ring-bytes", "4096"][..],
-                (
-                    defaults.max_ports,
-                    defaults.mtu,
-                    defaults.ring_slots,
-                    Some(4096),
-                    0o770,
-                ),
+                (defaults.max_ports, defaults.mtu, None, Some(4096), 0o770),
             ),
         ] {
             let a = create_args(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
