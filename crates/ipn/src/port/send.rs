@@ -213,6 +213,13 @@ impl<'a> Batch<'a> {
         self.tx
             .send_until(&mut self.cx, frame, Wait::For(timeout), Announce::AtEnd)
     }
+
+    /// Tells the readers of the frames sent so far, as the batch's end
+    /// would, and goes on: for a long batch whose first frames should not
+    /// wait for its last.
+    pub fn flush(&mut self) {
+        self.tx.announce(self.cx.port);
+    }
 }
 
 impl Drop for Batch<'_> {
