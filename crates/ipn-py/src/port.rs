@@ -344,8 +344,10 @@ impl PyPort {
     }
 
     /// Sends every frame of an iterable of bytes-like objects, in order,
-    /// as `send()` each would, for a fraction of the cost per frame.
-    /// Returns how many were sent. If one cannot be sent (too big, or no
+    /// as `send()` each would, for a fraction of the cost per frame: a
+    /// subscriber that sleeps is woken once, when the last frame is sent
+    /// (or before a wait for room), not for every frame. Returns how many
+    /// were sent. If one cannot be sent (too big, or no
     /// room before `timeout`), the exception raised has the count of the
     /// frames sent before it as its `frames_sent` attribute.
     #[pyo3(signature = (frames, timeout=None))]
