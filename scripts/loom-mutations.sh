@@ -39,7 +39,9 @@ export RUSTFLAGS="--cfg loom"
 # (comma-separated) and must change each.
 mutations=(
   "arm-without-fence|crates/ipn/src/wake.rs|s/(entry\.armed\.store\(1, Ordering::SeqCst\);)\n    fence\(Ordering::SeqCst\);/\$1/|the sleeper arms without the full fence before its last look (lost wake-up)"
-  "send-without-fence|crates/ipn/src/port/send.rs|s/(self\.count_sent\(port, frame\.len\(\)\);)\n        fence\(Ordering::SeqCst\);/\$1/|the sender looks at armed without a full fence after writing (lost wake-up)"
+  "send-without-fence|crates/ipn/src/port/send.rs|s/\n        fence\(Ordering::SeqCst\);\n        \/\/ A reader that joined/\n        \/\/ A reader that joined/|the sender looks at armed without a full fence after writing (lost wake-up)"
+  "mark-without-fence|crates/ipn/src/port/send.rs|s/if newly_marked \{/if false {/|a sender that set its pending bit looks at armed without a second fence (lost wake-up)"
+  "batch-waits-unannounced|crates/ipn/src/port/send.rs|s/\n            self\.announce\(port\);\n            match wait \{/\n            match wait {/|a lossless batch waits for room without telling the readers of its frames (hang)"
   "seq-done-relaxed|crates/ipn/src/ring.rs|s/desc\.seq\.store\(seq_done\(n\), Ordering::Release\)/desc.seq.store(seq_done(n), Ordering::Relaxed)/|a frame's descriptor says done before its bytes are visible (torn frame)"
   "writer-without-release-fence|crates/ipn/src/ring.rs|s/(entry\.byte_reserve\.store\(end, Ordering::Relaxed\);)\n        fence\(Ordering::Release\);/\$1/|bytes overwritten before the descriptor says it is being written (torn frame)"
   "reader-without-acquire-fence|crates/ipn/src/ring.rs|s/\n    fence\(Ordering::Acquire\);\n    let intact/\n    let intact/|the reader checks the seqlock again without ordering its copy first (torn frame)"

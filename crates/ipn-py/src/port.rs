@@ -246,18 +246,20 @@ impl PyPort {
     }
 
     /// Sends `frame`, which is the port's own `buf[..len]` if `frame` is
-    /// `None`: at once if it can, else waiting with the GIL released.
+    /// `None`, in `batch`: at once if it can, else waiting with the GIL
+    /// released.
     fn transmit(
         &self,
         py: Python<'_>,
-        inner: &mut Inner,
+        batch: &mut ipn::Batch<'_>,
+        buf: &mut [u8],
         frame: Option<&[u8]>,
         len: usize,
         deadline: Deadline,
     ) -> PyResult<()> {
         let first = match frame {
-            Some(frame) => inner.port.try_send(frame),
-            None => inner.port.try_send(&inner.buf[..len]),
+            Some(frame) => batch.try_send(frame),
+            None => batch.try_send(&buf[..len]),
         };
         match first {
             Err(SendError::WouldBlock) if !matches!(deadline, Deadline::Now) => {}
@@ -266,17 +268,14 @@ impl PyPort {
         // A lossless network with a reader that has no room: wait for it,
         // from our own copy of the frame (the caller's needs the GIL).
         if let Some(frame) = frame {
-            inner.buf[..frame.len()].copy_from_slice(frame);
+            buf[..frame.len()].copy_from_slice(frame);
         }
         let len = frame.map_or(len, <[u8]>::len);
         loop {
             let Some(wait) = deadline.next_slice() else {
                 return Err(send_error(SendError::TimedOut));
             };
-            let sent = py.detach(|| {
-                let Inner { port, buf, .. } = &mut *inner;
-                port.send_timeout(&buf[..len], wait)
-            });
+            let sent = py.detach(|| batch.send_timeout(&buf[..len], wait));
             match sent {
                 Ok(()) => return Ok(()),
                 Err(SendError::TimedOut) => self.between_slices(py)?,
@@ -285,24 +284,25 @@ impl PyPort {
         }
     }
 
-    /// Sends one bytes-like object, as `send()` does.
+    /// Sends one bytes-like object in `batch`, as `send()` does.
     fn send_one(
         &self,
         py: Python<'_>,
-        inner: &mut Inner,
+        batch: &mut ipn::Batch<'_>,
+        buf: &mut [u8],
         frame: &Bound<'_, PyAny>,
         deadline: Deadline,
     ) -> PyResult<()> {
         if let Ok(bytes) = frame.cast::<PyBytes>() {
-            return self.transmit(py, inner, Some(bytes.as_bytes()), 0, deadline);
+            return self.transmit(py, batch, buf, Some(bytes.as_bytes()), 0, deadline);
         }
         let buffer = frame_buffer(frame)?;
         let len = buffer.len_bytes();
-        if len > inner.buf.len() {
+        if len > buf.len() {
             return Err(send_error(SendError::TooBig { len, mtu: self.mtu }));
         }
-        buffer.copy_to_slice(py, &mut inner.buf[..len])?;
-        self.transmit(py, inner, None, len, deadline)
+        buffer.copy_to_slice(py, &mut buf[..len])?;
+        self.transmit(py, batch, buf, None, len, deadline)
     }
 }
 
@@ -338,12 +338,16 @@ impl PyPort {
     fn send(&self, py: Python<'_>, frame: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let deadline = Deadline::from_timeout(timeout)?;
         let mut co = self.checkout(py)?;
-        self.send_one(py, co.get(), frame, deadline)
+        let Inner { port, buf } = co.get();
+        let mut batch = port.batch();
+        self.send_one(py, &mut batch, buf, frame, deadline)
     }
 
     /// Sends every frame of an iterable of bytes-like objects, in order,
-    /// as `send()` each would, for a fraction of the cost per frame.
-    /// Returns how many were sent. If one cannot be sent (too big, or no
+    /// as `send()` each would, for a fraction of the cost per frame: a
+    /// subscriber that sleeps is woken once, when the last frame is sent
+    /// (or before a wait for room), not for every frame. Returns how many
+    /// were sent. If one cannot be sent (too big, or no
     /// room before `timeout`), the exception raised has the count of the
     /// frames sent before it as its `frames_sent` attribute.
     #[pyo3(signature = (frames, timeout=None))]
@@ -356,12 +360,16 @@ impl PyPort {
         let deadline = Deadline::from_timeout(timeout)?;
         let items = frames.try_iter()?;
         let mut co = self.checkout(py)?;
-        let inner = co.get();
+        let Inner { port, buf } = co.get();
+        // One batch: each sleeping subscriber is woken once for all of
+        // it (or before a wait for room), not again for every frame sent
+        // after it fell asleep.
+        let mut batch = port.batch();
         let mut sent = 0;
         // Each straight from the caller's object, with the GIL held (as
         // the iteration needs it anyway), released only to wait for room.
         for item in items {
-            let result = item.and_then(|item| self.send_one(py, inner, &item, deadline));
+            let result = item.and_then(|item| self.send_one(py, &mut batch, buf, &item, deadline));
             if let Err(e) = result {
                 let _ = e.value(py).setattr("frames_sent", sent);
                 return Err(e);

@@ -86,6 +86,10 @@ pub(crate) const RX_TIMER_EVENT: u16 = NUM_QUEUES as u16 + 4;
 const MAX_QUEUE_SIZE: usize = 1024;
 /// Most frames moved in one direction before the other gets a turn.
 const BATCH: usize = 256;
+
+/// Most of the guest's frames written into the network before its sleeping
+/// readers are told.
+const ANNOUNCE_EVERY: usize = 32;
 /// How long a send into a full lossless network waits before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(1);
 /// How often, while a lossless network stays full, we look for dead
@@ -436,7 +440,11 @@ impl NetBackend {
         let guest_hdr = self.acked.hdr_layout().size();
         let mut sent = 0;
         let mut used = false;
+        let mut blocked = false;
         let mut result = Ok(());
+        // One batch: the network's sleeping readers are woken once for the
+        // chains taken here (and every ANNOUNCE_EVERY), not for each.
+        let mut batch = port.batch();
         // Each round after the first follows a re-enabled notification
         // that said more chains wait, and must take at least one: a guest
         // whose avail index promises chains that cannot be taken would
@@ -473,7 +481,7 @@ impl NetBackend {
                         // guest's: move them next to the frame.
                         let at = guest_hdr - PORT_HDR;
                         self.tx.buf.copy_within(..PORT_HDR, at);
-                        port.try_send(&self.tx.buf[at..len])
+                        batch.try_send(&self.tx.buf[at..len])
                     }
                     _ => Err(SendError::Empty),
                 };
@@ -486,7 +494,7 @@ impl NetBackend {
                         // A full lossless network: the chain waits in the
                         // queue, and we try again shortly.
                         state.get_queue_mut().go_to_previous_position();
-                        self.tx_blocked(port);
+                        blocked = true;
                         break 'queue;
                     }
                     Err(SendError::Damaged { path }) => {
@@ -504,6 +512,9 @@ impl NetBackend {
                 }
                 used = true;
                 sent += 1;
+                if sent % ANNOUNCE_EVERY == 0 {
+                    batch.flush();
+                }
             }
             if round > 0 && taken == 0 {
                 result = Err(virtio_queue::Error::InvalidAvailRingIndex);
@@ -520,6 +531,10 @@ impl NetBackend {
                     break;
                 }
             }
+        }
+        drop(batch);
+        if blocked {
+            self.tx_blocked(port);
         }
         if let Err(e) = result {
             self.broken(format!("transmit queue: {e}"));

@@ -92,7 +92,7 @@ pub use config::{Config, JoinOptions, Protocol};
 pub use error::{OpenError, RecvError, SendError};
 pub use membership::Membership;
 pub use network::{Access, Network, PortState, PortStatus, Status};
-pub use port::{Message, Port, PortReceiver, PortSender, Shutdown};
+pub use port::{Batch, Message, Port, PortReceiver, PortSender, Shutdown};
 #[cfg(not(loom))]
 pub use published::{published_name, PublishedError, Publisher, MAX_PUBLISHED};
 

@@ -12,15 +12,21 @@
 //! ```text
 //! sender                                 reader (about to sleep)
 //!   write frame; fence(SeqCst)             taken = swap(bits, 0)
-//!   if bit clear: fetch_or(bit)            armed = 1; fence(SeqCst)
-//!   if swap(armed, 0) == 1: ring           scan taken | bits
+//!   if bit clear:                          armed = 1; fence(SeqCst)
+//!     fetch_or(bit); fence(SeqCst)         scan taken | bits
+//!   if swap(armed, 0) == 1: ring
 //! ```
 //!
 //! A sender that found its bit still set wrote its frame before the
 //! reader's swap, so the reader's scan of the senders it took sees the
 //! frame; a sender that found it clear sets it, and then either the reader
 //! sees the bit in its last look, or the sender sees `armed` and rings
-//! (see `wake`). The loom tests check this with the real send and receive
+//! (see `wake`). That second case needs the sender's second fence: without
+//! it, the set bit and the reader's `armed` are two stores each side
+//! loads the other's of, and the C++ memory model lets both loads miss
+//! (loom found it: `loom_no_lost_wakeup_for_a_new_writer`). It costs one
+//! fence per reader sleep, not per frame: the bit stays set until the
+//! reader sleeps again. The loom tests check this with the real send and receive
 //! code.
 //!
 //! Bits are only hints: a scribbled bitmap makes a reader scan more rings,
@@ -38,14 +44,21 @@ fn bit(index: u32) -> (usize, u64) {
 }
 
 /// Sender's half: says to `reader` that `sender` wrote a frame. The
-/// caller issued a SeqCst fence after writing it.
+/// caller issued a SeqCst fence after writing it. Returns whether the bit
+/// was clear and is now set: then the caller must issue a second SeqCst
+/// fence before it looks at the reader's `armed` word, or the reader's
+/// look after arming and the sender's look at `armed` may both miss (the
+/// store-buffering pattern: each side stores, then loads what the other
+/// stored; only a fence between on both sides forbids both loads missing).
 #[inline]
-pub fn mark(shm: &SharedFile, reader: u32, sender: u32) {
+pub fn mark(shm: &SharedFile, reader: u32, sender: u32) -> bool {
     let (word, mask) = bit(sender);
-    if let Some(w) = shm.pending(reader).get(word) {
-        if w.load(Ordering::Relaxed) & mask == 0 {
+    match shm.pending(reader).get(word) {
+        Some(w) if w.load(Ordering::Relaxed) & mask == 0 => {
             w.fetch_or(mask, Ordering::SeqCst);
+            true
         }
+        _ => false,
     }
 }
 

@@ -290,3 +290,77 @@ fn try_recv_before_wait_leaves_the_doorbell_as_it_was() {
     }
     sender.finish();
 }
+
+/// A batch (`Port::batch`) wakes a sleeping reader once, when it ends:
+/// while it is open the reader's fd stays quiet, after it the fd is
+/// readable, every frame of the batch waits, and once they are read (and
+/// one `WouldBlock`) the fd is quiet again.
+#[test]
+fn a_batch_rings_a_sleeping_reader_once_at_its_end() {
+    let net = TestNet::create("poll-batch", &Config::default());
+    let mut me = Port::join(net.path(), &JoinOptions::described("me")).unwrap();
+    let mut sender = Port::join(net.path(), &JoinOptions::described("sender")).unwrap();
+    settle(&mut me);
+    let mut buf = [0u8; 1514];
+    for round in 0..20u8 {
+        assert!(
+            !readable(&me, 0),
+            "round {round}: readable before the batch"
+        );
+        let mut batch = sender.batch();
+        for n in 0..10u8 {
+            batch.send(&[round, n, 0, 0, 0, 0, 0, 0]).unwrap();
+        }
+        assert!(
+            !readable(&me, 0),
+            "round {round}: rung before the batch ended"
+        );
+        drop(batch);
+        assert!(readable(&me, 1000), "round {round}: not rung at the end");
+        for n in 0..10u8 {
+            let len = me.try_recv(&mut buf).expect("a frame of the batch");
+            assert_eq!(&buf[..2], &[round, n][..], "round {round}");
+            assert_eq!(len, 8);
+        }
+        assert_eq!(
+            settle(&mut me),
+            1,
+            "round {round}: one WouldBlock, then quiet"
+        );
+    }
+}
+
+/// Lossless, a batch ten times longer than the ring, to a reader blocked
+/// in `recv` on another thread: the batch tells the reader of its frames
+/// before each wait for room, so the reader makes room and gets every
+/// frame, in order (a batch that waited unannounced would hang here).
+#[test]
+fn a_lossless_batch_longer_than_the_ring_reaches_a_blocked_reader() {
+    let config = Config {
+        lossless: true,
+        ring_slots: 8,
+        ..Config::default()
+    };
+    let net = TestNet::create("poll-batch-lossless", &config);
+    let mut me = Port::join(net.path(), &JoinOptions::described("me")).unwrap();
+    let mut sender = Port::join(net.path(), &JoinOptions::described("sender")).unwrap();
+    settle(&mut me);
+    const FRAMES: u32 = 80;
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1514];
+        for n in 0..FRAMES {
+            let len = me
+                .recv_timeout(&mut buf, LONG)
+                .unwrap_or_else(|e| panic!("frame {n}: {e}"));
+            assert_eq!(&buf[..len], &n.to_be_bytes()[..]);
+        }
+    });
+    let mut batch = sender.batch();
+    for n in 0..FRAMES {
+        batch
+            .send_timeout(&n.to_be_bytes(), LONG)
+            .unwrap_or_else(|e| panic!("frame {n}: {e}"));
+    }
+    drop(batch);
+    reader.join().unwrap();
+}

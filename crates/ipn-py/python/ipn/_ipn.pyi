@@ -83,7 +83,8 @@ class Port:
     def send(self, frame: Buffer, timeout: float | None = None) -> None:
         """Sends one frame to every other port."""
     def send_many(self, frames: Iterable[Buffer], timeout: float | None = None) -> int:
-        """Sends every frame of ``frames``; returns how many."""
+        """Sends every frame of ``frames``, waking each sleeping subscriber
+        once for all of them; returns how many."""
     def recv(self, timeout: float | None = None) -> bytes:
         """Receives one frame."""
     def recv_into(self, buffer: Buffer, timeout: float | None = None) -> int:

@@ -71,6 +71,7 @@ use crate::switch::MacTable;
 use crate::sync::{Mutex, Ordering};
 use crate::wake::{self, Bell, PortBell, PortRinger};
 use recv::Rx;
+pub use send::Batch;
 use send::Tx;
 
 /// What a receive can return.
@@ -169,6 +170,15 @@ impl<'a> Table<'a> {
     #[inline]
     fn whole(lock: &'a mut Mutex<MacTable>) -> Table<'a> {
         Table::Whole(lock.get_mut().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The same way, for a shorter borrow.
+    #[inline]
+    fn reborrow(&mut self) -> Table<'_> {
+        match self {
+            Table::Whole(table) => Table::Whole(table),
+            Table::Split(lock) => Table::Split(lock),
+        }
     }
 
     /// Runs `f` on the table, under its lock if the port is split. A

@@ -3,6 +3,11 @@
 //! network, first wait until every live reading port has room (never for a
 //! port that died or stopped reading).
 //!
+//! A [`Batch`] defers the last two steps: frames sent through it are
+//! marked pending and their readers woken once, when the batch ends (or
+//! before it waits for room), so that a reader that sleeps while the batch
+//! is written is rung once for all of it, not once per frame it missed.
+//!
 //! All of it is [`Tx`]'s: the sending half of a port, which reads the
 //! port's [`Common`] part and (switch mode) looks destinations up in the
 //! table the receiving half fills. [`Port`]'s and [`PortSender`]'s send
@@ -11,7 +16,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::{Common, Context, Port, PortSender, DEATH_CHECK_INTERVAL};
+use super::{Common, Context, Port, PortSender, Table, DEATH_CHECK_INTERVAL};
 use crate::error::SendError;
 use crate::ethernet::{self, Ingress, Mac, Vlan};
 use crate::membership;
@@ -52,6 +57,58 @@ pub(super) struct Tx {
     /// Switch mode: the (VLAN, source address) pairs we published for
     /// `status`.
     published: HashSet<(VlanKey, Mac)>,
+    /// Frames written and not yet announced to their readers: a batch's.
+    unannounced: Unannounced,
+}
+
+/// Frames written that no reader has been told of yet (a [`Batch`]'s),
+/// and whom they must wake.
+#[derive(Debug, Default)]
+struct Unannounced {
+    /// Frames were written since the last announcement.
+    written: bool,
+    /// One of them was for every reader.
+    everyone: bool,
+    /// Otherwise, the readers they were for (switch mode, unicast).
+    addressees: Vec<u32>,
+}
+
+impl Unannounced {
+    /// Notes a frame for `dst` (or everyone: [`DST_ALL`]).
+    fn note(&mut self, dst: u32) {
+        self.written = true;
+        if dst == DST_ALL {
+            self.everyone = true;
+        } else if !self.everyone && !self.addressees.contains(&dst) {
+            self.addressees.push(dst);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.written = false;
+        self.everyone = false;
+        self.addressees.clear();
+    }
+}
+
+/// A batch of sends ([`Port::batch`], [`PortSender::batch`]): the send
+/// methods of [`Port`], except that the frames' readers are woken once,
+/// when the batch is dropped, rather than after each frame. A reader that
+/// falls asleep while the batch is written is then rung once, not again
+/// for every frame after it. A batch that has to wait for room on a
+/// lossless network wakes the readers first (they must read to make
+/// room), as does a send that finds no room and returns
+/// [`SendError::WouldBlock`].
+///
+/// Frames written in a batch are in the ring at once, and a reader that
+/// is looking may take them before the batch ends; only a reader asleep
+/// waits for the end. So keep a batch as short as the frames at hand: a
+/// caller that sends a frame and then waits for something else (a timer,
+/// its input) ends the batch first.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    tx: &'a mut Tx,
+    cx: Context<'a>,
 }
 
 impl Port {
@@ -75,6 +132,14 @@ impl Port {
         self.sender().send_timeout(frame, timeout)
     }
 
+    /// Starts a [`Batch`] of sends, which wakes each sleeping reader once,
+    /// when it ends.
+    #[inline]
+    pub fn batch(&mut self) -> Batch<'_> {
+        let PortSender { tx, cx } = self.sender();
+        Batch::new(tx, cx)
+    }
+
     /// Marks the ports whose process died (their slot lock is free) as
     /// dead, so that lossless senders stop waiting for them, and wakes the
     /// others to see it. `send` does this itself while it waits for room;
@@ -89,24 +154,78 @@ impl PortSender<'_> {
     /// [`Port::send`].
     #[inline]
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        self.tx.send_until(&mut self.cx, frame, Wait::Forever)
+        self.tx
+            .send_until(&mut self.cx, frame, Wait::Forever, Announce::Now)
     }
 
     /// [`Port::try_send`].
     #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        self.tx.send_until(&mut self.cx, frame, Wait::Never)
+        self.tx
+            .send_until(&mut self.cx, frame, Wait::Never, Announce::Now)
     }
 
     /// [`Port::send_timeout`].
     #[inline]
     pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
-        self.tx.send_until(&mut self.cx, frame, Wait::For(timeout))
+        self.tx
+            .send_until(&mut self.cx, frame, Wait::For(timeout), Announce::Now)
     }
 
     /// [`Port::sweep_dead`].
     pub fn sweep_dead(&mut self) {
         self.tx.sweep_dead(self.cx.port);
+    }
+
+    /// [`Port::batch`].
+    #[inline]
+    pub fn batch(&mut self) -> Batch<'_> {
+        let cx = Context {
+            port: self.cx.port,
+            switch: self.cx.switch.as_mut().map(Table::reborrow),
+        };
+        Batch::new(&mut *self.tx, cx)
+    }
+}
+
+impl<'a> Batch<'a> {
+    fn new(tx: &'a mut Tx, cx: Context<'a>) -> Batch<'a> {
+        Batch { tx, cx }
+    }
+
+    /// [`Port::send`], in the batch.
+    #[inline]
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        self.tx
+            .send_until(&mut self.cx, frame, Wait::Forever, Announce::AtEnd)
+    }
+
+    /// [`Port::try_send`], in the batch.
+    #[inline]
+    pub fn try_send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        self.tx
+            .send_until(&mut self.cx, frame, Wait::Never, Announce::AtEnd)
+    }
+
+    /// [`Port::send_timeout`], in the batch.
+    #[inline]
+    pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.tx
+            .send_until(&mut self.cx, frame, Wait::For(timeout), Announce::AtEnd)
+    }
+
+    /// Tells the readers of the frames sent so far, as the batch's end
+    /// would, and goes on: for a long batch whose first frames should not
+    /// wait for its last.
+    pub fn flush(&mut self) {
+        self.tx.announce(self.cx.port);
+    }
+}
+
+impl Drop for Batch<'_> {
+    /// Ends the batch: marks its frames pending and wakes their readers.
+    fn drop(&mut self) {
+        self.tx.announce(self.cx.port);
     }
 }
 
@@ -128,6 +247,7 @@ impl Tx {
             scratch: Vec::new(),
             cut_buf: Vec::new(),
             published: HashSet::new(),
+            unannounced: Unannounced::default(),
         }
     }
 
@@ -162,6 +282,7 @@ impl Tx {
         cx: &mut Context<'_>,
         frame: &[u8],
         wait: Wait,
+        announce: Announce,
     ) -> Result<(), SendError> {
         let port = cx.port;
         if port.caps & CAP_WRITE == 0 {
@@ -170,12 +291,12 @@ impl Tx {
         port.check_damage()
             .map_err(|path| SendError::Damaged { path })?;
         if !port.offload {
-            return self.send_frame(cx, frame, None, wait);
+            return self.send_frame(cx, frame, None, wait, announce);
         }
         let (hdr, frame) =
             VirtioNetHdr::split(frame, HdrLayout::Basic).map_err(SendError::Offload)?;
         if hdr.is_plain() {
-            return self.send_frame(cx, frame, None, wait);
+            return self.send_frame(cx, frame, None, wait, announce);
         }
         // Every port must be able to take it: one without offloads gets
         // the frames it stands for, none larger than the MTU (+ its tag).
@@ -204,7 +325,7 @@ impl Tx {
             buf.resize(wire_mtu, 0);
             let mut sent = Ok(());
             while let Some(len) = segments.pop_into(frame, &mut buf) {
-                sent = self.send_frame(cx, &buf[..len], None, wait);
+                sent = self.send_frame(cx, &buf[..len], None, wait, announce);
                 if sent.is_err() {
                     break;
                 }
@@ -213,7 +334,7 @@ impl Tx {
             sent?;
             return Ok(());
         }
-        self.send_frame(cx, frame, Some(hdr), wait)
+        self.send_frame(cx, frame, Some(hdr), wait, announce)
     }
 
     /// Sends `frame` (with `hdr`, if it asks for offloads) as the port's
@@ -224,6 +345,7 @@ impl Tx {
         frame: &[u8],
         mut hdr: Option<VirtioNetHdr>,
         wait: Wait,
+        announce: Announce,
     ) -> Result<(), SendError> {
         let port = cx.port;
         if frame.is_empty() {
@@ -296,22 +418,45 @@ impl Tx {
         // Bytes as the port gave them, its tag included: what a receiver
         // counts is the frame as it is handed over, tag included too.
         self.count_sent(port, frame.len());
+        // Only the addressee reads it. (Lossless: every reader must still
+        // step over it, or its cursor would hold us back.)
+        let wakes = if lossless { DST_ALL } else { dst };
+        self.unannounced.note(wakes);
+        if announce == Announce::Now {
+            self.announce(port);
+        }
+        Ok(())
+    }
+
+    /// Tells the readers of the frames written since the last time: marks
+    /// us pending for every reader, and wakes those the frames were for
+    /// that sleep.
+    fn announce(&mut self, port: &Common) {
+        if !self.unannounced.written {
+            return;
+        }
         fence(Ordering::SeqCst);
         // A reader that joined since our last look must be told too.
         self.check_membership(port);
+        let mut newly_marked = false;
         for &reader in &self.readers {
-            pending::mark(&port.shm, reader, port.index);
+            newly_marked |= pending::mark(&port.shm, reader, port.index);
         }
-        if dst != DST_ALL && !lossless {
-            // Only the addressee reads it. (Lossless: every reader must
-            // still step over it, or its cursor would hold us back.)
-            wake::wake(&port.shm, &mut self.ringer, dst);
-            return Ok(());
+        if newly_marked {
+            // A bit set after our fence: fence again before looking at
+            // `armed` (see `pending`).
+            fence(Ordering::SeqCst);
         }
-        for &reader in &self.readers {
-            wake::wake(&port.shm, &mut self.ringer, reader);
+        if self.unannounced.everyone {
+            for &reader in &self.readers {
+                wake::wake(&port.shm, &mut self.ringer, reader);
+            }
+        } else {
+            for &reader in &self.unannounced.addressees {
+                wake::wake(&port.shm, &mut self.ringer, reader);
+            }
         }
-        Ok(())
+        self.unannounced.clear();
     }
 
     fn count_dropped(&mut self, port: &Common) {
@@ -390,6 +535,10 @@ impl Tx {
             if self.room_frames > 0 && self.room_bytes >= footprint {
                 return Ok(());
             }
+            // Readers make room only once they know of our frames (a
+            // batch's, so far unannounced), and so does a caller that
+            // waits for them itself after `WouldBlock`.
+            self.announce(port);
             match wait {
                 Wait::Never => return Err(SendError::WouldBlock),
                 Wait::For(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
@@ -420,4 +569,14 @@ enum Wait {
     /// At most this long, from when the send finds no room.
     For(Duration),
     Forever,
+}
+
+/// When a send tells the readers of its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    /// At once.
+    Now,
+    /// When the batch ends (or before a wait for room); a later send that
+    /// announces tells of these frames too.
+    AtEnd,
 }

@@ -1,0 +1,56 @@
+#!/bin/bash
+# `perf stat` of a real client receiving: `vde_plug URL null://` joined to
+# a network a paced vdebench sends 64-byte frames to (as vde_plug_cpu.sh),
+# for a vde_switch and for ipn://, ROUNDS times each, alternating. Prints
+# vdebench's summary and vde_plug's task-clock, context switches, CPU
+# migrations, page faults and system calls over the run.
+#
+#   crates/vdeplug-ipn/bench/vde_plug_perfstat.sh [RATE] [SECONDS] [ROUNDS]   (default 20000 4 2)
+#
+# Needs perf (linux-perf), cc, libvdeplug-dev, vdeplug and vde2; root or
+# kernel.perf_event_paranoid <= 1 for the syscall tracepoint.
+set -euo pipefail
+rate=${1:-20000}
+secs=${2:-4}
+rounds=${3:-2}
+for n in "$rate" "$secs" "$rounds"; do
+	case $n in '' | *[!0-9]*) echo "vde_plug_perfstat.sh: '$n' is not a whole number" >&2; exit 2 ;; esac
+done
+for tool in cc perf vde_switch vde_plug cargo; do
+	command -v "$tool" >/dev/null || { echo "vde_plug_perfstat.sh: $tool is not installed" >&2; exit 1; }
+done
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+work=$(mktemp -d /tmp/vde_plug_perfstat.XXXXXX)
+plug=""
+cleanup() {
+	[ -n "$plug" ] && kill "$plug" 2>/dev/null || true
+	[ -s "$work/sw.pid" ] && kill "$(cat "$work/sw.pid")" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+(cd "$root" && cargo build --quiet --release -p vdeplug-ipn)
+cc -O2 -Wall -Werror -o "$work/vdebench" "$here/vdebench.c" -lvdeplug
+export LD_LIBRARY_PATH="$root/target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+vde_switch -d -s "$work/sw" -p "$work/sw.pid"
+for _ in $(seq 50); do [ -s "$work/sw.pid" ] && [ -e "$work/sw/ctl" ] && break; sleep 0.1; done
+echo "vde_plug_perfstat.sh: $rate frames/s, $secs s, $rounds rounds; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq "$rounds"); do
+	for url in "vde://$work/sw" "ipn://$work/net"; do
+		vde_plug "$url" null:// &
+		plug=$!
+		sleep 0.5
+		perf stat -e task-clock,context-switches,cpu-migrations,page-faults,raw_syscalls:sys_enter \
+			-p "$plug" -o "$work/stat.txt" &
+		stat=$!
+		sleep 0.2
+		out=$("$work/vdebench" -s "$url" -r "$url" -n 1 -l 64 -t "$secs" -p once -R "$rate")
+		kill -INT "$stat"
+		wait "$stat" 2>/dev/null || true
+		kill "$plug"
+		wait "$plug" 2>/dev/null || true
+		plug=""
+		echo "== round $round ${url%%://*}:// vdebench: $out"
+		grep -E "task-clock|switches|migrations|faults|sys_enter" "$work/stat.txt"
+	done
+done
