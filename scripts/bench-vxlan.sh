@@ -7,8 +7,8 @@
 #   kernel<->kernel  a kernel vxlan device on each host (the reference),
 # measured one after the other in the same run with iperf3: TCP A->B and
 # B->A, 1 and 4 streams, and 64-byte UDP sent flat out (frames/s received,
-# loss), with the CPU the `ipn vxlan` process used (seconds per Gbit/s
-# moved, share of a CPU). The tunnel's inner MTU is 1450 everywhere (1500
+# loss, and where frames were lost: see `counters`), with the CPU the
+# `ipn vxlan` process used (seconds per Gbit/s moved, share of a CPU). The tunnel's inner MTU is 1450 everywhere (1500
 # minus the 50 bytes of VXLAN over IPv4). The kernel devices get
 # `ethtool -K vx0 tx off`: over a veth the inner checksums are otherwise
 # left to a NIC that is not there.
@@ -170,7 +170,7 @@ measure() {
 	local th0="" th1=""
 	[ -n "$vxlan_pid" ] && t0=$(cpu_ticks "$vxlan_pid") && p0=$(cpu_ticks "$tap_pid") && th0=$(thread_ticks "$vxlan_pid")
 	local udp="" c0="" c1=""
-	[ "${*: -1}" = 0 ] && udp=yes # the 64 B case ends with "-b 0"
+	[[ " $* " == *" -u "* ]] && udp=yes # the 64 B case
 	[ -n "$udp" ] && c0=$(counters)
 	local out
 	out=$(ip netns exec "$client" iperf3 -c "$ip" -t "$secs" -J "$@")
