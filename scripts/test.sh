@@ -27,6 +27,9 @@ cargo fmt --all -- --check
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -q -- -D warnings
 
+step "API docs (cargo doc -D warnings: no broken intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+
 step "stated MSRV (scripts/msrv.py: no normal dependency needs a newer Rust)"
 # No toolchain of the stated rust-version can be had offline; this checks
 # Cargo.lock's crates against it, and clippy's incompatible_msrv (above)
