@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of ipn: installs what the tests need (Debian packages),
-# checks formatting and lints, runs the Rust test suites (unit, multi-process,
+# checks formatting, lints and API docs, runs the Rust test suites (unit, multi-process,
 # CLI, vdeplug plugin with vde_plug / vde_switch / C clients), the Python
 # package's pytest suite (scripts/test-python.sh), model-checks
 # the concurrency core with loom, then the system tests that boot QEMU
