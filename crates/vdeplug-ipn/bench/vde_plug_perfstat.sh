@@ -2,8 +2,11 @@
 # `perf stat` of a real client receiving: `vde_plug URL null://` joined to
 # a network a paced vdebench sends 64-byte frames to (as vde_plug_cpu.sh),
 # for a vde_switch and for ipn://, ROUNDS times each, alternating. Prints
-# vdebench's summary and vde_plug's task-clock, context switches, CPU
-# migrations, page faults and system calls over the run.
+# vdebench's summary, vde_plug's task-clock, context switches, CPU
+# migrations, page faults and system calls over the run, and beside them
+# its run time from /proc/PID/schedstat (what vde_plug_cpu.sh reads) over
+# the same frames: the scheduler's count includes each context switch
+# around the task, perf's task-clock only the time the task ran.
 #
 #   crates/vdeplug-ipn/bench/vde_plug_perfstat.sh [RATE] [SECONDS] [ROUNDS]   (default 20000 4 2)
 #
@@ -44,13 +47,17 @@ for round in $(seq "$rounds"); do
 			-p "$plug" -o "$work/stat.txt" &
 		stat=$!
 		sleep 0.2
+		before=$(cut -d' ' -f1 "/proc/$plug/schedstat")
 		out=$("$work/vdebench" -s "$url" -r "$url" -n 1 -l 64 -t "$secs" -p once -R "$rate")
+		after=$(cut -d' ' -f1 "/proc/$plug/schedstat")
 		kill -INT "$stat"
 		wait "$stat" 2>/dev/null || true
 		kill "$plug"
 		wait "$plug" 2>/dev/null || true
 		plug=""
+		sent=$(echo "$out" | sed 's/.*sent=\([0-9]*\).*/\1/')
 		echo "== round $round ${url%%://*}:// vdebench: $out"
 		grep -E "task-clock|switches|migrations|faults|sys_enter" "$work/stat.txt"
+		awk -v s="$sent" -v a="$before" -v b="$after" 'BEGIN { printf "     schedstat run time: %.1f ms, %.2f us a frame sent\n", (b - a) / 1e6, (b - a) / s / 1000 }'
 	done
 done
