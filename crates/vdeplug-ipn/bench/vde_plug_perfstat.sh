@@ -10,6 +10,10 @@
 #
 #   crates/vdeplug-ipn/bench/vde_plug_perfstat.sh [RATE] [SECONDS] [ROUNDS]   (default 20000 4 2)
 #
+# PIN=apart in the environment runs vde_plug on CPU 1 and vdebench and
+# vde_switch on CPU 0 (taskset): the client is then always woken on a CPU
+# that was idle, whoever woke it.
+#
 # Needs perf (linux-perf), cc, libvdeplug-dev, vdeplug and vde2; root or
 # kernel.perf_event_paranoid <= 1 for the syscall tracepoint.
 set -euo pipefail
@@ -35,12 +39,17 @@ trap cleanup EXIT
 (cd "$root" && cargo build --quiet --release -p vdeplug-ipn)
 cc -O2 -Wall -Werror -o "$work/vdebench" "$here/vdebench.c" -lvdeplug
 export LD_LIBRARY_PATH="$root/target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-vde_switch -d -s "$work/sw" -p "$work/sw.pid"
+case ${PIN:-} in
+'') on_client=() on_sender=() ;;
+apart) on_client=(taskset -c 1) on_sender=(taskset -c 0) ;;
+*) echo "vde_plug_perfstat.sh: PIN is 'apart' or unset, not '$PIN'" >&2; exit 2 ;;
+esac
+"${on_sender[@]}" vde_switch -d -s "$work/sw" -p "$work/sw.pid"
 for _ in $(seq 50); do [ -s "$work/sw.pid" ] && [ -e "$work/sw/ctl" ] && break; sleep 0.1; done
-echo "vde_plug_perfstat.sh: $rate frames/s, $secs s, $rounds rounds; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "vde_plug_perfstat.sh: $rate frames/s, $secs s, $rounds rounds, PIN=${PIN:-none}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$rounds"); do
 	for url in "vde://$work/sw" "ipn://$work/net"; do
-		vde_plug "$url" null:// &
+		"${on_client[@]}" vde_plug "$url" null:// &
 		plug=$!
 		sleep 0.5
 		perf stat -e task-clock,context-switches,cpu-migrations,page-faults,raw_syscalls:sys_enter \
@@ -48,7 +57,7 @@ for round in $(seq "$rounds"); do
 		stat=$!
 		sleep 0.2
 		before=$(cut -d' ' -f1 "/proc/$plug/schedstat")
-		out=$("$work/vdebench" -s "$url" -r "$url" -n 1 -l 64 -t "$secs" -p once -R "$rate")
+		out=$("${on_sender[@]}" "$work/vdebench" -s "$url" -r "$url" -n 1 -l 64 -t "$secs" -p once -R "$rate")
 		after=$(cut -d' ' -f1 "/proc/$plug/schedstat")
 		kill -INT "$stat"
 		wait "$stat" 2>/dev/null || true
