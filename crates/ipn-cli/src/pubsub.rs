@@ -101,6 +101,11 @@ pub fn publish(args: &PubArgs) -> anyhow::Result<Outcome> {
     outcome
 }
 
+/// Most lines (or records) sent before the subscribers are told, when the
+/// input keeps coming: bounds how long a burst's first line waits for a
+/// sleeping subscriber.
+const ANNOUNCE_EVERY: u64 = 32;
+
 /// Sends every line or record of standard input.
 fn send_input(args: &PubArgs, port: &mut Port) -> anyhow::Result<Outcome> {
     let mtu = port.mtu() as usize;
@@ -111,11 +116,15 @@ fn send_input(args: &PubArgs, port: &mut Port) -> anyhow::Result<Outcome> {
     let what = if args.raw { "record" } else { "line" };
     let mut input = Input::new(io::stdin());
     let mut number: u64 = 0;
+    // Lines that arrive together go out as one batch: each sleeping
+    // subscriber is woken once for them, when the input has no more for
+    // now (or every ANNOUNCE_EVERY lines), not once per line.
+    let mut batch = port.batch();
     loop {
         let next = if args.raw {
-            input.next_record(longest)
+            input.next_record(longest, &mut || batch.flush())
         } else {
-            input.next_line(longest)
+            input.next_line(longest, &mut || batch.flush())
         }
         .context("reading standard input")?;
         number += 1;
@@ -149,8 +158,13 @@ fn send_input(args: &PubArgs, port: &mut Port) -> anyhow::Result<Outcome> {
             );
         }
         loop {
-            match port.send_timeout(frame, TICK) {
-                Ok(()) => break,
+            match batch.send_timeout(frame, TICK) {
+                Ok(()) => {
+                    if number.is_multiple_of(ANNOUNCE_EVERY) {
+                        batch.flush();
+                    }
+                    break;
+                }
                 Err(SendError::TimedOut | SendError::WouldBlock) => {
                     if let Some(signal) = signals::caught() {
                         return Ok(Outcome::Signal(signal));

@@ -78,7 +78,10 @@ impl<F: AsFd> Input<F> {
     }
 
     /// Reads more input into the buffer, waiting at most a tick at a time.
-    fn fill(&mut self) -> io::Result<Fill> {
+    /// Calls `idle` once before it waits, if nothing is there to read: the
+    /// caller's chance to finish what it holds (a batch of frames) before
+    /// the input leaves it idle.
+    fn fill(&mut self, idle: &mut dyn FnMut()) -> io::Result<Fill> {
         if self.eof {
             return Ok(Fill::End);
         }
@@ -88,15 +91,24 @@ impl<F: AsFd> Input<F> {
             self.start = 0;
         }
         debug_assert!(self.end < self.buf.len());
+        let tick =
+            PollTimeout::try_from(signals::TICK.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+        let mut waited = false;
         loop {
             if let Some(signal) = signals::caught() {
                 return Ok(Fill::Signal(signal));
             }
             let fd: BorrowedFd<'_> = self.source.as_fd();
             let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-            let tick =
-                PollTimeout::try_from(signals::TICK.as_millis() as i32).unwrap_or(PollTimeout::MAX);
-            match poll(&mut fds, tick) {
+            // First a look without waiting: input that is there is read
+            // at once; only input that is not makes us call `idle`.
+            let timeout = if waited { tick } else { PollTimeout::ZERO };
+            match poll(&mut fds, timeout) {
+                Ok(0) if !waited => {
+                    idle();
+                    waited = true;
+                    continue;
+                }
                 Ok(0) | Err(Errno::EINTR) => continue,
                 Ok(_) => {}
                 Err(e) => return Err(e.into()),
@@ -118,7 +130,8 @@ impl<F: AsFd> Input<F> {
 
     /// The next line, without its `\n`. Lines over `max` bytes are
     /// consumed and reported as [`Next::TooLong`] with their full length.
-    pub fn next_line(&mut self, max: usize) -> io::Result<Next> {
+    /// `idle` is called before waiting for input (see `fill`).
+    pub fn next_line(&mut self, max: usize, idle: &mut dyn FnMut()) -> io::Result<Next> {
         loop {
             let pending = &self.buf[self.start..self.end];
             if let Some(pos) = pending.iter().position(|&b| b == b'\n') {
@@ -131,9 +144,9 @@ impl<F: AsFd> Input<F> {
                 });
             }
             if pending.len() > max {
-                return self.skip_rest_of_line();
+                return self.skip_rest_of_line(idle);
             }
-            match self.fill()? {
+            match self.fill(idle)? {
                 Fill::More => {}
                 Fill::Signal(signal) => return Ok(Next::Signal(signal)),
                 Fill::End if self.start < self.end => {
@@ -148,7 +161,7 @@ impl<F: AsFd> Input<F> {
     }
 
     /// Consumes the rest of an over-long line, counting its bytes.
-    fn skip_rest_of_line(&mut self) -> io::Result<Next> {
+    fn skip_rest_of_line(&mut self, idle: &mut dyn FnMut()) -> io::Result<Next> {
         let mut len = 0;
         loop {
             let pending = &self.buf[self.start..self.end];
@@ -158,7 +171,7 @@ impl<F: AsFd> Input<F> {
             }
             len += pending.len();
             self.start = self.end;
-            match self.fill()? {
+            match self.fill(idle)? {
                 Fill::More => {}
                 Fill::End => return Ok(Next::TooLong(len)),
                 Fill::Signal(signal) => return Ok(Next::Signal(signal)),
@@ -168,8 +181,9 @@ impl<F: AsFd> Input<F> {
 
     /// The next stream record's payload; zero-length records are skipped.
     /// A record over `max` bytes is reported as [`Next::TooLong`] (its
-    /// payload is not consumed: the caller stops there).
-    pub fn next_record(&mut self, max: usize) -> io::Result<Next> {
+    /// payload is not consumed: the caller stops there). `idle` is called
+    /// before waiting for input (see `fill`).
+    pub fn next_record(&mut self, max: usize, idle: &mut dyn FnMut()) -> io::Result<Next> {
         loop {
             let pending = self.end - self.start;
             if pending >= 2 {
@@ -188,7 +202,7 @@ impl<F: AsFd> Input<F> {
                     return Ok(Next::Frame(frame));
                 }
             }
-            match self.fill()? {
+            match self.fill(idle)? {
                 Fill::More => {}
                 Fill::Signal(signal) => return Ok(Next::Signal(signal)),
                 Fill::End if pending == 0 => return Ok(Next::End),
@@ -244,9 +258,9 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let next = if record {
-                input.next_record(100).unwrap()
+                input.next_record(100, &mut || {}).unwrap()
             } else {
-                input.next_line(100).unwrap()
+                input.next_line(100, &mut || {}).unwrap()
             };
             match next {
                 Next::Frame(r) => out.push(Ok(input.bytes(r).to_vec())),

@@ -414,6 +414,64 @@ fn sigint_makes_sub_leave_with_status_130_and_its_port_disappears() {
     assert!(!net.path.join(format!("bell.{index}")).exists());
 }
 
+/// `ipn pub` sends lines that arrive together as one batch: a line
+/// followed by no more input (standard input open and silent) must still
+/// ring a sleeping reader at once, not wait for the next line or the end.
+/// The reader is a port of the library's whose fd becomes readable only
+/// when a doorbell rings (a frame that is written but never announced
+/// leaves it quiet, and the 10 s wait fails). Three rounds: a line,
+/// silence, the fd is readable, the line is read.
+#[test]
+fn pub_rings_readers_for_a_line_while_its_input_stays_open_and_silent() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let net = Net::created("pub-silent", &[]);
+    let mut reader = ipn::Port::join(&net.path, &ipn::JoinOptions::described("reader")).unwrap();
+    let mut child = ipn()
+        .args(["pub", net.p()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let pub_ = Bg::adopt(child);
+    net.wait_for("pub join", |s| s["writers"] == 2);
+    let readable = |port: &ipn::Port, ms: u16| {
+        let mut fds = [PollFd::new(port.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(ms)).unwrap() == 1
+    };
+    let mut buf = [0u8; 1514];
+    // The pub's join may have rung us: settle until the fd is quiet (as
+    // QEMU would: a receive after each readiness).
+    while readable(&reader, 0) {
+        let got = reader.try_recv_after_poll(&mut buf);
+        assert!(matches!(got, Err(ipn::RecvError::WouldBlock)), "{got:?}");
+    }
+    for n in 1..=3u32 {
+        writeln!(stdin, "line {n}").unwrap();
+        stdin.flush().unwrap();
+        assert!(
+            readable(&reader, 10_000),
+            "line {n}: the reader was never rung"
+        );
+        let len = reader.try_recv_after_poll(&mut buf).unwrap();
+        assert_eq!(&buf[..len], format!("line {n}").as_bytes());
+        // Quiet again after at most one receive that finds nothing.
+        let mut spurious = 0;
+        while readable(&reader, 0) {
+            let got = reader.try_recv_after_poll(&mut buf);
+            assert!(matches!(got, Err(ipn::RecvError::WouldBlock)), "{got:?}");
+            spurious += 1;
+            assert!(spurious <= 1, "line {n}: readable with nothing waiting");
+        }
+    }
+    drop(stdin);
+    let out = pub_.finish(LONG);
+    assert!(out.status.success(), "pub: {}", stderr(&out));
+}
+
 #[test]
 fn sigterm_makes_a_waiting_pub_leave_with_status_143() {
     let net = Net::created("sigterm", &[]);
