@@ -132,8 +132,11 @@ enum Command {
             input (the line without its newline; empty lines are skipped, since there are \
             no empty frames). With --raw, standard input is the vde_plug stream format \
             instead: each frame a 2-byte big-endian length, then that many bytes. On a \
-            lossless network a send waits until every live reader has room. A line or \
-            record longer than the network's MTU stops with an error naming it.",
+            lossless network a send waits until every live reader has room. Lines that \
+            arrive together are sent as one batch: a sleeping subscriber is woken once for \
+            them, as soon as standard input has no more for now (and at least every 32 \
+            lines). A line or record longer than the network's MTU stops with an error \
+            naming it.",
         after_help = "Examples:\n  seq 1000 | ipn pub /tmp/net\n  tail -f /var/log/syslog | ipn pub --create /tmp/log\n  vde_plug vde:///tmp/sw | ipn pub --raw /tmp/net\n  vde_plug vde:///tmp/sw | ipn pub --raw /tmp/lan --vlan 10    its frames join VLAN 10"
     )]
     Pub(pubsub::PubArgs),
