@@ -62,6 +62,20 @@ fn through_sub(net: &Net, sub_args: &[&str], pub_args: &[&str], input: &[u8]) ->
     out
 }
 
+/// Starts `ipn pub PATH` with its standard input a pipe the caller
+/// holds open (and writes lines to, or not).
+fn pub_with_open_input(net: &Net) -> (Bg, std::process::ChildStdin) {
+    let mut child = ipn()
+        .args(["pub", net.p()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (Bg::adopt(child), stdin)
+}
+
 #[test]
 fn create_prints_one_line_and_status_shows_parameters_as_table_and_json() {
     let net = Net::new("create");
@@ -428,15 +442,7 @@ fn pub_rings_readers_for_a_line_while_its_input_stays_open_and_silent() {
     use std::os::fd::AsFd;
     let net = Net::created("pub-silent", &[]);
     let mut reader = ipn::Port::join(&net.path, &ipn::JoinOptions::described("reader")).unwrap();
-    let mut child = ipn()
-        .args(["pub", net.p()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let pub_ = Bg::adopt(child);
+    let (pub_, mut stdin) = pub_with_open_input(&net);
     net.wait_for("pub join", |s| s["writers"] == 2);
     let readable = |port: &ipn::Port, ms: u16| {
         let mut fds = [PollFd::new(port.as_fd(), PollFlags::POLLIN)];
@@ -476,15 +482,7 @@ fn pub_rings_readers_for_a_line_while_its_input_stays_open_and_silent() {
 fn sigterm_makes_a_waiting_pub_leave_with_status_143() {
     let net = Net::created("sigterm", &[]);
     // Standard input stays open and empty: pub waits for lines.
-    let mut child = ipn()
-        .args(["pub", net.p()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let pub_ = Bg::adopt(child);
+    let (pub_, stdin) = pub_with_open_input(&net);
     net.wait_for("pub join", |s| s["writers"] == 1);
     kill(pub_.pid(), Signal::SIGTERM).unwrap();
     let out = pub_.finish(LONG);
