@@ -180,7 +180,7 @@ impl Runner<'_> {
             Transport::Ipn | Transport::Plugin => {
                 let config = ipn::Config {
                     lossless: case.lossless,
-                    ring_slots: self.ring,
+                    ring_slots: Some(self.ring),
                     max_ports: case.network_ports(),
                     mode: 0o700,
                     mtu: 1514.max(case.size as u32),

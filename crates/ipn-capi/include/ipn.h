@@ -90,7 +90,8 @@ struct ipn_config {
     uint32_t mtu;         /* largest frame in bytes, Ethernet header included,
                              64..65535 (default 1514) */
     uint32_t ring_frames; /* frames buffered per sender, a power of two,
-                             2..65536 (default 256) */
+                             2..65536; 0: the default, 256 or one per KiB
+                             of ring_bytes if that is more */
     uint64_t ring_bytes;  /* bytes of frames buffered per sender, a power of
                              two from two frames of the MTU to 1 GiB;
                              0: the default, 256 KiB or four frames of the

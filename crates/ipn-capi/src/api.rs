@@ -86,7 +86,7 @@ pub struct CConfig {
     pub ports: u32,
     /// Largest frame in bytes.
     pub mtu: u32,
-    /// Frames buffered per sender.
+    /// Frames buffered per sender; 0: the default.
     pub ring_frames: u32,
     /// Bytes buffered per sender; 0: the default.
     pub ring_bytes: u64,
@@ -140,7 +140,7 @@ impl CConfig {
             size: CONFIG_SIZE_V1 as u32,
             ports: d.max_ports,
             mtu: d.mtu,
-            ring_frames: d.ring_slots,
+            ring_frames: 0,
             ring_bytes: 0,
             group: -1,
             lossless: u32::from(d.lossless),
@@ -291,7 +291,7 @@ impl CConfig {
             protocol,
             max_ports: self.ports,
             mtu: self.mtu,
-            ring_slots: self.ring_frames,
+            ring_slots: (self.ring_frames != 0).then_some(self.ring_frames),
             ring_bytes: (self.ring_bytes != 0).then_some(self.ring_bytes),
             lossless,
             mode: self.mode,
@@ -548,13 +548,15 @@ mod tests {
                 protocol: Protocol::Switch,
                 max_ports: 8,
                 mtu: 9000,
-                ring_slots: 64,
+                ring_slots: Some(64),
                 ring_bytes: Some(1 << 20),
                 lossless: true,
                 mode: 0o700,
                 group: Some(100),
             }
         );
+        // 0 leaves the choice to the library, as for ring_bytes.
+        assert_eq!(CConfig::defaults().to_config().unwrap(), Config::default());
     }
 
     #[test]

@@ -151,20 +151,6 @@ pub struct RmArgs {
     pub force: bool,
 }
 
-/// Descriptors a ring gets when `--ring` is not given: the default, or one
-/// per KiB of `--ring-bytes` if that is more (at most the largest ring).
-/// Bytes asked for are room for frames, and a ring holds no more frames
-/// than it has descriptors: 4 MiB behind 256 descriptors would hold 256
-/// frames of 64 bytes, 16 KiB, a third of a millisecond of a 64-byte
-/// flood, and a reader that loses its CPU for longer is lapped.
-fn ring_slots_for(ring_bytes: Option<u64>) -> u32 {
-    const MAX_RING_SLOTS: u64 = 1 << 16;
-    let per_kib = ring_bytes.map_or(0, |bytes| (bytes >> 10).min(MAX_RING_SLOTS));
-    // `--ring-bytes` is a power of two, and so is `per_kib` when it is
-    // over the default; the geometry check names any other value.
-    (per_kib as u32).max(Config::default().ring_slots)
-}
-
 pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
     let group = match &args.group {
         None => None,
@@ -176,7 +162,7 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
     let config = Config {
         max_ports: args.ports,
         mtu: args.mtu,
-        ring_slots: args.ring.unwrap_or_else(|| ring_slots_for(args.ring_bytes)),
+        ring_slots: args.ring,
         ring_bytes: args.ring_bytes,
         lossless: args.lossless,
         mode: args.mode,
@@ -202,7 +188,7 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<()> {
         config.protocol.name(),
         config.max_ports,
         config.mtu,
-        config.ring_slots,
+        status.ring_slots,
         human(status.ring_bytes),
         human(status.memory),
         config.directory_mode(),
@@ -496,24 +482,6 @@ mod tests {
         Create::try_parse_from(all)
             .map(|c| c.args)
             .map_err(|e| e.to_string())
-    }
-
-    /// Without `--ring`, a ring gets one descriptor per KiB of
-    /// `--ring-bytes`, never fewer than the default nor more than the
-    /// largest ring; `--ring` wins.
-    #[test]
-    fn ring_slots_follow_ring_bytes_unless_given() {
-        let slots = |args: &[&str]| {
-            let a = create_args(args).unwrap();
-            a.ring.unwrap_or_else(|| ring_slots_for(a.ring_bytes))
-        };
-        let default = Config::default().ring_slots;
-        assert_eq!(slots(&[]), default);
-        assert_eq!(slots(&["--ring-bytes", "4096"]), default);
-        assert_eq!(slots(&["--ring-bytes", "256K"]), default);
-        assert_eq!(slots(&["--ring-bytes", "4M"]), 4096);
-        assert_eq!(slots(&["--ring-bytes", "1G"]), 1 << 16);
-        assert_eq!(slots(&["--ring-bytes", "4M", "--ring", "64"]), 64);
     }
 
     /// The numbers of `ipn create` take the grammar of `ipn::values` (the

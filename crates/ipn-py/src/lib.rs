@@ -46,7 +46,7 @@ impl Group {
 fn config(
     ports: u32,
     mtu: u32,
-    ring: u32,
+    ring: Option<u32>,
     ring_bytes: Option<u64>,
     lossless: bool,
     switch: bool,
@@ -72,21 +72,22 @@ fn config(
 /// Creates a network at `path` (a new directory, or an empty one of
 /// yours), as `ipn create` does: `ports` port slots, frames of up to `mtu`
 /// bytes, `ring` frames and `ring_bytes` bytes buffered per sender
-/// (None: 256 KiB, or four frames if more), senders that wait for slow
+/// (None: 256 frames, or one per KiB of the ring's bytes if more; 256 KiB,
+/// or four frames if more), senders that wait for slow
 /// readers if `lossless`, a learning switch instead of a hub if `switch`,
 /// permission bits `mode` and owning `group` (name or number).
 ///
 /// FileExistsError if a network is there; ValueError for an impossible
 /// configuration.
 #[pyfunction]
-#[pyo3(signature = (path, *, ports=64, mtu=1514, ring=256, ring_bytes=None, lossless=false, switch=false, mode=0o770, group=None))]
+#[pyo3(signature = (path, *, ports=64, mtu=1514, ring=None, ring_bytes=None, lossless=false, switch=false, mode=0o770, group=None))]
 #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one each.
 fn create(
     py: Python<'_>,
     path: PathBuf,
     ports: u32,
     mtu: u32,
-    ring: u32,
+    ring: Option<u32>,
     ring_bytes: Option<u64>,
     lossless: bool,
     switch: bool,
@@ -131,7 +132,7 @@ fn status<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
 /// FileNotFoundError if there is no network, PermissionError (naming the
 /// group to ask to join) if you may not join it.
 #[pyfunction]
-#[pyo3(signature = (path, *, description=String::new(), read=true, write=true, busy_poll=0.0, create=false, ports=64, mtu=1514, ring=256, ring_bytes=None, lossless=false, switch=false, mode=0o770, group=None))]
+#[pyo3(signature = (path, *, description=String::new(), read=true, write=true, busy_poll=0.0, create=false, ports=64, mtu=1514, ring=None, ring_bytes=None, lossless=false, switch=false, mode=0o770, group=None))]
 #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one each.
 fn join(
     py: Python<'_>,
@@ -143,7 +144,7 @@ fn join(
     create: bool,
     ports: u32,
     mtu: u32,
-    ring: u32,
+    ring: Option<u32>,
     ring_bytes: Option<u64>,
     lossless: bool,
     switch: bool,

@@ -52,6 +52,16 @@ def test_create_status_remove(scratch: Path, ipn_bin: Path):
         ipn.status(path)
 
 
+def test_ring_frames_follow_ring_bytes_unless_given(scratch: Path):
+    # As `ipn create`: one frame per KiB of ring_bytes, at least 256.
+    for name, kwargs, slots in [("a", {}, 256), ("b", {"ring_bytes": 4 << 20}, 4096),
+                                ("c", {"ring_bytes": 4 << 20, "ring": 64}, 64)]:
+        path = str(scratch / name)
+        ipn.create(path, **kwargs)
+        assert ipn.status(path)["ring_slots"] == slots, kwargs
+        ipn.remove(path)
+
+
 def test_default_description_names_the_script(net: str):
     with ipn.join(net) as port:
         mine = port.status()["ports"][0]

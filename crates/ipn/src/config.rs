@@ -53,8 +53,10 @@ pub struct Config {
     pub max_ports: u32,
     /// Largest frame, in bytes (64..=65535).
     pub mtu: u32,
-    /// Frames buffered per sender; a power of two (2..=65536).
-    pub ring_slots: u32,
+    /// Frames buffered per sender; a power of two (2..=65536). `None`:
+    /// 256, or one per KiB of the ring's bytes if that is more (4096 for
+    /// 4 MiB), so that a ring made larger holds more small frames too.
+    pub ring_slots: Option<u32>,
     /// Bytes of frames buffered per sender; a power of two, at least two
     /// frames of `mtu` bytes, at most 1 GiB. `None`: 256 KiB, or four
     /// frames of `mtu` bytes if that is more. Frames take only their own
@@ -75,7 +77,7 @@ impl Default for Config {
             protocol: Protocol::Hub,
             max_ports: 64,
             mtu: 1514,
-            ring_slots: 256,
+            ring_slots: None,
             ring_bytes: None,
             lossless: false,
             mode: 0o770,
@@ -106,13 +108,18 @@ impl Config {
             )));
         }
         let flags = if self.lossless { FLAG_LOSSLESS } else { 0 };
+        let ring_bytes = self
+            .ring_bytes
+            .unwrap_or_else(|| Geometry::default_ring_bytes(self.mtu));
+        let ring_slots = self
+            .ring_slots
+            .unwrap_or_else(|| Geometry::default_ring_slots(ring_bytes));
         Geometry::compute(
             self.protocol.code(),
             self.max_ports,
             self.mtu,
-            self.ring_slots,
-            self.ring_bytes
-                .unwrap_or_else(|| Geometry::default_ring_bytes(self.mtu)),
+            ring_slots,
+            ring_bytes,
             flags,
         )
         .map_err(|e| OpenError::InvalidConfig(describe_geometry(&e)))

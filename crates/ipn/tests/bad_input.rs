@@ -229,7 +229,7 @@ fn impossible_configurations_are_refused() {
             ..Config::default()
         },
         Config {
-            ring_slots: 100,
+            ring_slots: Some(100),
             ..Config::default()
         },
         Config {
@@ -260,7 +260,7 @@ fn impossible_configurations_are_refused() {
 fn scribbled_ring_head_never_panics_a_reader() {
     let config = Config {
         max_ports: 2,
-        ring_slots: 8,
+        ring_slots: Some(8),
         ..Config::default()
     };
     let net = TestNet::create("scribbled-head", &config);
@@ -305,7 +305,7 @@ fn scribbled_ring_head_never_panics_a_reader() {
 fn lossless_sender_recovers_from_a_scribbled_reader_cursor() {
     let config = Config {
         max_ports: 3,
-        ring_slots: 8,
+        ring_slots: Some(8),
         lossless: true,
         ..Config::default()
     };
@@ -369,7 +369,7 @@ fn lossless_sender_recovers_from_a_scribbled_reader_cursor() {
 fn poisoned_heads_left_by_a_member_never_stall_a_lossless_sender() {
     let config = Config {
         max_ports: 4,
-        ring_slots: 8,
+        ring_slots: Some(8),
         lossless: true,
         ..Config::default()
     };
@@ -608,7 +608,7 @@ fn fresh(name: &str, lossless: bool) -> (TestNet, u64) {
         name,
         &Config {
             max_ports: PROP_PORTS,
-            ring_slots: PROP_SLOTS,
+            ring_slots: Some(PROP_SLOTS),
             mtu: PROP_MTU,
             lossless,
             ..Config::default()

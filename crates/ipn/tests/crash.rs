@@ -164,7 +164,7 @@ fn crash_loop(name: &str, lossless: bool, iterations: u64) {
     let _watchdog = Watchdog::new(name, Duration::from_secs(90));
     let config = Config {
         max_ports: 4,
-        ring_slots: 32,
+        ring_slots: Some(32),
         lossless,
         ..Config::default()
     };

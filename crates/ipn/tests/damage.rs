@@ -125,7 +125,7 @@ fn create_on_a_file_system_too_small_fails_naming_the_path_and_the_lack_of_space
     // byte of every ring, with no SIGBUS.
     let small = Config {
         max_ports: 2,
-        ring_slots: 16,
+        ring_slots: Some(16),
         ..Config::default()
     };
     Network::create(&path, &small).unwrap();

@@ -89,7 +89,7 @@ fn ring_bytes_out_of_range_is_refused_with_the_range() {
 fn lossless_frames_of_every_length_cross_a_ring_limited_by_bytes() {
     let config = Config {
         lossless: true,
-        ring_slots: 64,
+        ring_slots: Some(64),
         ring_bytes: Some(4096),
         ..Config::default()
     };
@@ -104,7 +104,7 @@ fn lossless_frames_of_every_length_cross_a_ring_limited_by_bytes() {
 #[test]
 fn a_lapped_lossy_reader_gets_whole_frames_and_counts_the_rest() {
     let config = Config {
-        ring_slots: 256,
+        ring_slots: Some(256),
         ring_bytes: Some(8192),
         ..Config::default()
     };

@@ -25,7 +25,7 @@ const LONG: Duration = Duration::from_secs(30);
 fn lossless(ring_slots: u32) -> Config {
     Config {
         lossless: true,
-        ring_slots,
+        ring_slots: Some(ring_slots),
         ..Config::default()
     }
 }

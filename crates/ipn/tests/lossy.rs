@@ -137,7 +137,7 @@ fn lossy_accounting_is_exact_with_several_senders() {
     let net = TestNet::create(
         "lossy-multi",
         &Config {
-            ring_slots: 32,
+            ring_slots: Some(32),
             ..Config::default()
         },
     );

@@ -196,7 +196,7 @@ fn poll_driven_reader_never_misses_a_wakeup() {
         "poll-driven",
         &Config {
             lossless: true,
-            ring_slots: 16,
+            ring_slots: Some(16),
             ..Config::default()
         },
     );
@@ -338,7 +338,7 @@ fn a_batch_rings_a_sleeping_reader_once_at_its_end() {
 fn a_lossless_batch_longer_than_the_ring_reaches_a_blocked_reader() {
     let config = Config {
         lossless: true,
-        ring_slots: 8,
+        ring_slots: Some(8),
         ..Config::default()
     };
     let net = TestNet::create("poll-batch-lossless", &config);

@@ -99,7 +99,7 @@ fn every_frame_reaches_every_other_reading_port_never_the_sender() {
 fn senders_interleave_but_each_senders_order_is_kept() {
     let config = Config {
         lossless: true,
-        ring_slots: 64,
+        ring_slots: Some(64),
         ..Config::default()
     };
     let net = TestNet::create("interleave", &config);
@@ -238,7 +238,7 @@ fn frame_over_the_mtu_is_refused_and_nothing_is_sent() {
         "mtu-jumbo",
         &Config {
             mtu: 9000,
-            ring_slots: 8,
+            ring_slots: Some(8),
             ..Config::default()
         },
     );

@@ -498,7 +498,7 @@ impl Options {
             config.mtu = mtu;
         }
         if let Some(ring) = self.ring {
-            config.ring_slots = ring;
+            config.ring_slots = Some(ring);
         }
         if let Some(lossless) = self.lossless {
             config.lossless = lossless;
@@ -629,7 +629,7 @@ mod tests {
                 c.mode,
                 c.group
             ),
-            (32, 9000, 1024, true, 0o750, Some(0))
+            (32, 9000, Some(1024), true, 0o750, Some(0))
         );
     }
 

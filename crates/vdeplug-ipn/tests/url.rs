@@ -174,7 +174,7 @@ fn check_meaning(meant: &Meant, options: &Options) -> Result<(), TestCaseError> 
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(config.max_ports, meant.ports.unwrap_or(defaults.max_ports));
         prop_assert_eq!(config.mtu, meant.mtu.unwrap_or(defaults.mtu));
-        prop_assert_eq!(config.ring_slots, meant.ring.unwrap_or(defaults.ring_slots));
+        prop_assert_eq!(config.ring_slots, meant.ring.or(defaults.ring_slots));
         prop_assert_eq!(config.lossless, meant.lossless.unwrap_or(defaults.lossless));
         prop_assert_eq!(config.mode, meant.mode.unwrap_or(defaults.mode));
         prop_assert_eq!(config.group, None);

@@ -99,7 +99,7 @@ static void bad_configs(void)
     struct ipn_config c;
     CHECK(ipn_config_init(&c) == 0, "init");
     CHECK(c.size == sizeof c && c.size == IPN_CONFIG_SIZE_V1, "size %u", c.size);
-    CHECK(c.ports == 64 && c.mtu == 1514 && c.ring_frames == 256 && c.ring_bytes == 0 &&
+    CHECK(c.ports == 64 && c.mtu == 1514 && c.ring_frames == 0 && c.ring_bytes == 0 &&
               c.group == -1 && c.lossless == 0 && c.protocol == IPN_HUB &&
               c.mode == 0770 && c.reserved == 0,
           "defaults");

@@ -74,7 +74,7 @@ def join(
     create: bool = False,
     ports: int = 64,
     mtu: int = 1514,
-    ring: int = 256,
+    ring: int | None = None,
     ring_bytes: int | None = None,
     lossless: bool = False,
     switch: bool = False,

@@ -424,6 +424,23 @@ impl Geometry {
             .max(256 << 10)
     }
 
+    /// The descriptors a ring gets when none are asked for: 256, or one
+    /// per KiB of `ring_bytes` if that is more (at most the largest
+    /// ring). A ring holds no more frames than it has descriptors: 4 MiB
+    /// behind 256 of them would hold 256 frames of 64 bytes, 16 KiB, a
+    /// third of a millisecond of a 64-byte flood, and a reader that lost
+    /// its CPU for longer would be lapped.
+    pub fn default_ring_slots(ring_bytes: u64) -> u32 {
+        let per_kib = (ring_bytes >> 10).min(u64::from(MAX_RING_SLOTS)) as u32;
+        // Rounded down to a power of two, so that a byte size that is not
+        // one is refused for what it is, not for the count it gave.
+        let per_kib = match per_kib.checked_ilog2() {
+            Some(log) => 1 << log,
+            None => 0,
+        };
+        per_kib.max(256)
+    }
+
     pub fn compute(
         protocol: u32,
         max_ports: u32,
@@ -659,5 +676,20 @@ mod tests {
             Geometry::compute(0, 64, 1514, 256, Geometry::default_ring_bytes(1514), 0).unwrap();
         let fixed_slots = 64 * 256 * round_up(16 + 1514, 64);
         assert!(default.total_size <= fixed_slots, "{}", default.total_size);
+    }
+
+    /// Without a count, a ring gets one descriptor per KiB of its bytes,
+    /// never fewer than 256 nor more than the largest ring.
+    #[test]
+    fn ring_slots_follow_ring_bytes() {
+        assert_eq!(Geometry::default_ring_slots(4096), 256);
+        assert_eq!(Geometry::default_ring_slots(256 << 10), 256);
+        assert_eq!(
+            Geometry::default_ring_slots(Geometry::default_ring_bytes(1514)),
+            256
+        );
+        assert_eq!(Geometry::default_ring_slots(4 << 20), 4096);
+        assert_eq!(Geometry::default_ring_slots(1 << 30), MAX_RING_SLOTS);
+        assert_eq!(Geometry::default_ring_slots(3 << 20), 2048);
     }
 }
