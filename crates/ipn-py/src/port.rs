@@ -12,19 +12,29 @@
 //! Python's signals (so Ctrl-C interrupts a `recv()` that waits forever)
 //! and at whether another thread closed the port.
 //!
+//! A receive that waits does not hold the port while it waits: it sleeps
+//! in `poll` on a duplicate of the port's fd (readable once a frame comes,
+//! as for `selectors`), and takes the port again to receive. A send from
+//! another thread therefore goes out while a `recv()` waits, as a request
+//! must while its thread waits for the answer. A send that waits for room
+//! on a lossless network holds the port while it waits.
+//!
 //! Calls first do what they can without waiting with the GIL held (a
 //! send on a lossy network, or on a lossless one with room; a receive of
 //! a frame that is waiting, and the rest of a `recv_many` batch), and
 //! release it only to wait: releasing and taking it back would cost more
 //! than the call (about 100 ns of a 230 ns `recv()`).
 
-use std::os::fd::AsRawFd;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ipn::{JoinOptions, RecvError, SendError, Shutdown};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -52,11 +62,6 @@ impl Inner {
             port,
             buf: vec![0; max],
         }
-    }
-
-    /// Receives into `buf[..len]`, waiting at most `wait`.
-    fn recv_for(&mut self, len: usize, wait: Duration) -> Result<usize, RecvError> {
-        self.port.recv_timeout(&mut self.buf[..len], wait)
     }
 }
 
@@ -138,14 +143,19 @@ impl Deadline {
 /// `fileno()` is readable while frames wait, for `selectors`, `select`
 /// and asyncio's `loop.add_reader`.
 ///
-/// A port may be used from several threads; its calls then take turns: a
-/// thread waiting in `recv()` holds the port until its wait ends, so a
-/// `send()` from another thread waits that long too (a thread each: a port
-/// each). Every call that waits releases the GIL.
+/// A port may be used from several threads; its calls then take turns,
+/// except that a thread waiting in `recv()` lets the others use the port
+/// meanwhile: one thread may wait for frames while another sends. A
+/// `send()` that waits for room (a lossless network) holds the port till
+/// it has room. Every call that waits releases the GIL.
 #[pyclass(module = "ipn", name = "Port", frozen)]
 pub struct PyPort {
     slot: Slot,
     fd: i32,
+    /// A duplicate of the port's fd, for a receive to wait on without the
+    /// port. Closed with this object, not by `close()`, so that a wait in
+    /// progress never polls a number reused by another file.
+    waiter: OwnedFd,
     index: u32,
     mtu: u32,
     max_frame: usize,
@@ -167,9 +177,10 @@ impl std::fmt::Debug for PyPort {
 }
 
 impl PyPort {
-    pub fn new(port: ipn::Port) -> PyPort {
-        PyPort {
+    pub fn new(port: ipn::Port) -> io::Result<PyPort> {
+        Ok(PyPort {
             fd: port.as_raw_fd(),
+            waiter: port.as_fd().try_clone_to_owned()?,
             index: port.index(),
             mtu: port.mtu(),
             max_frame: port.max_frame(),
@@ -179,7 +190,7 @@ impl PyPort {
                 port: Mutex::new(Some(Inner::new(port))),
                 closed: AtomicBool::new(false),
             },
-        }
+        })
     }
 
     fn is_closed(&self) -> bool {
@@ -210,36 +221,58 @@ impl PyPort {
         Ok(())
     }
 
-    /// Receives one frame into `buf[..len]`: what is waiting with the GIL
-    /// held (releasing and retaking it would cost more than the receive),
-    /// else waiting for it with the GIL released.
+    /// Receives one frame into the port's `buf[..len]`, and returns the
+    /// port with it: a frame that is waiting with the GIL held (releasing
+    /// and retaking it would cost more than the receive), else waiting
+    /// with the GIL released and the port free for other threads (module
+    /// docs).
     fn receive(
         &self,
         py: Python<'_>,
-        co: &mut Checkout<'_>,
         len: usize,
         deadline: Deadline,
-    ) -> PyResult<usize> {
+    ) -> PyResult<(Checkout<'_>, usize)> {
+        let mut co = self.checkout(py)?;
         let inner = co.get();
         let buf = &mut inner.buf[..len];
         let first = match deadline {
-            // Arms the doorbell if nothing waits: the fd then sleeps.
+            // Finding nothing, it arms the doorbell: the fd then sleeps
+            // until a frame comes.
             Deadline::Now => inner.port.try_recv(buf),
-            // Leaves that, and the look-ahead, to the wait below.
-            _ => inner.port.try_recv_before_wait(buf),
+            // The same, for a caller that waits next: finding nothing it
+            // first looks on while frames come closer together than a
+            // wake-up costs (the port's pace, as a blocking receive does);
+            // taking the last frame it arms at once, so that a wait after
+            // it sleeps till the next one.
+            _ => inner.port.try_recv_after_poll(buf),
         };
         match first {
+            Ok(n) => return Ok((co, n)),
             Err(RecvError::WouldBlock) if !matches!(deadline, Deadline::Now) => {}
-            other => return other.map_err(recv_error),
+            Err(e) => return Err(recv_error(e)),
         }
+        drop(co);
         loop {
             let Some(wait) = deadline.next_slice() else {
                 return Err(recv_error(RecvError::TimedOut));
             };
+            let readable = py.detach(|| wait_readable(self.waiter.as_fd(), wait))?;
+            self.between_slices(py)?;
+            let mut co = self.checkout(py)?;
             let inner = co.get();
-            match py.detach(|| inner.recv_for(len, wait)) {
-                Ok(n) => return Ok(n),
-                Err(RecvError::TimedOut) => self.between_slices(py)?,
+            let buf = &mut inner.buf[..len];
+            // Readable: one receive per readiness, as QEMU's pattern. A
+            // slice's end: a receive that also looks at who joined or
+            // died. Either, finding nothing (another thread's receive took
+            // it), arms again.
+            let got = if readable {
+                inner.port.try_recv_after_poll(buf)
+            } else {
+                inner.port.try_recv(buf)
+            };
+            match got {
+                Ok(n) => return Ok((co, n)),
+                Err(RecvError::WouldBlock) => {}
                 Err(e) => return Err(recv_error(e)),
             }
         }
@@ -303,6 +336,19 @@ impl PyPort {
         }
         buffer.copy_to_slice(py, &mut buf[..len])?;
         self.transmit(py, batch, buf, None, len, deadline)
+    }
+}
+
+/// Waits at most `wait` for `fd` to be readable; whether it is. A signal
+/// ends the wait early, as not readable: the caller looks at signals next.
+fn wait_readable(fd: BorrowedFd<'_>, wait: Duration) -> PyResult<bool> {
+    // Rounded up: a wait of 0.3 ms is not a look that does not wait.
+    let ms = wait.as_micros().div_ceil(1000);
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    match poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(io::Error::from(e).into()),
     }
 }
 
@@ -385,9 +431,7 @@ impl PyPort {
     #[pyo3(signature = (timeout=None))]
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
         let deadline = Deadline::from_timeout(timeout)?;
-        let mut co = self.checkout(py)?;
-        let len = co.get().buf.len();
-        let n = self.receive(py, &mut co, len, deadline)?;
+        let (mut co, n) = self.receive(py, self.max_frame, deadline)?;
         Ok(PyBytes::new(py, &co.get().buf[..n]))
     }
 
@@ -404,9 +448,8 @@ impl PyPort {
     ) -> PyResult<usize> {
         let deadline = Deadline::from_timeout(timeout)?;
         let target = Writable::new(frame_buffer(buffer)?)?;
-        let mut co = self.checkout(py)?;
         let len = target.len().min(self.max_frame);
-        let n = self.receive(py, &mut co, len, deadline)?;
+        let (mut co, n) = self.receive(py, len, deadline)?;
         let n = target.write_start(py, &co.get().buf[..n]);
         Ok(n)
     }
@@ -426,9 +469,7 @@ impl PyPort {
             return Err(PyValueError::new_err("max_frames must be at least 1"));
         }
         let deadline = Deadline::from_timeout(timeout)?;
-        let mut co = self.checkout(py)?;
-        let len = co.get().buf.len();
-        let n = self.receive(py, &mut co, len, deadline)?;
+        let (mut co, n) = self.receive(py, self.max_frame, deadline)?;
         let inner = co.get();
         let frames = PyList::empty(py);
         frames.append(PyBytes::new(py, &inner.buf[..n]))?;
@@ -605,5 +646,5 @@ pub fn join(
             None => ipn::Port::join(&path, &options),
         })
         .map_err(crate::errors::open_error)?;
-    Ok(PyPort::new(port))
+    Ok(PyPort::new(port)?)
 }

@@ -187,6 +187,36 @@ def test_waiting_releases_the_gil(net: str):
         assert got == [b"wake up"]
 
 
+def test_a_send_goes_out_while_another_thread_waits_in_recv(net: str):
+    # A request sent while its thread's twin waits, forever, for the
+    # answer: the wait must not hold the port.
+    with ipn.join(net) as client, ipn.join(net) as server:
+        answers = []
+        waiter = threading.Thread(target=lambda: answers.append(client.recv()))
+        waiter.start()
+        time.sleep(0.2)  # in its wait
+        started = time.monotonic()
+        sender = threading.Thread(target=client.send, args=(b"request",))
+        sender.start()
+        sender.join(2)
+        assert not sender.is_alive(), "send() waited for the other thread's recv()"
+        assert time.monotonic() - started < 0.5
+        assert server.recv(timeout=2) == b"request"
+        server.send(b"answer")
+        waiter.join(5)
+        assert answers == [b"answer"]
+        # Twice more, each thread again: the port is as it was.
+        for n in range(2):
+            waiter = threading.Thread(target=lambda: answers.append(client.recv(timeout=5)))
+            waiter.start()
+            time.sleep(0.05)
+            client.send(b"again")
+            assert server.recv(timeout=2) == b"again"
+            server.send(b"answer %d" % n)
+            waiter.join(5)
+        assert answers == [b"answer", b"answer 0", b"answer 1"]
+
+
 def test_close_from_another_thread_ends_a_wait(net: str):
     port = ipn.join(net)
     outcome = []
