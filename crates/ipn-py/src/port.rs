@@ -17,7 +17,8 @@
 //! as for `selectors`), and takes the port again to receive. A send from
 //! another thread therefore goes out while a `recv()` waits, as a request
 //! must while its thread waits for the answer. A send that waits for room
-//! on a lossless network holds the port while it waits.
+//! on a lossless network holds the port for at most [`HOLD`] at a time,
+//! and lets other threads have it in between.
 //!
 //! Calls first do what they can without waiting with the GIL held (a
 //! send on a lossy network, or on a lossless one with room; a receive of
@@ -47,6 +48,13 @@ use crate::snapshot::status_dict;
 
 /// Longest a call waits without looking at signals and at `close()`.
 const SLICE: Duration = Duration::from_millis(100);
+/// Longest a send that waits for room holds the port at a time: between
+/// two such waits other threads may use it (say, for the receive that
+/// the room depends on).
+const HOLD: Duration = Duration::from_millis(10);
+/// How often a send that waits for room looks for dead readers, so as
+/// to stop waiting for them (`Port::sweep_dead`).
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A joined port and its scratch buffer.
 struct Inner {
@@ -144,10 +152,9 @@ impl Deadline {
 /// and asyncio's `loop.add_reader`.
 ///
 /// A port may be used from several threads; its calls then take turns,
-/// except that a thread waiting in `recv()` lets the others use the port
-/// meanwhile: one thread may wait for frames while another sends. A
-/// `send()` that waits for room (a lossless network) holds the port till
-/// it has room. Every call that waits releases the GIL.
+/// and a call that waits lets the others use the port meanwhile: one
+/// thread may wait for frames while another sends, or send while another
+/// waits for room. Every call that waits releases the GIL.
 #[pyclass(module = "ipn", name = "Port", frozen)]
 pub struct PyPort {
     slot: Slot,
@@ -278,9 +285,9 @@ impl PyPort {
         }
     }
 
-    /// Sends `frame`, which is the port's own `buf[..len]` if `frame` is
-    /// `None`, in `batch`: at once if it can, else waiting with the GIL
-    /// released.
+    /// Offers `frame`, which is the port's own `buf[..len]` if `frame` is
+    /// `None`, to `batch`: sent at once if it can be, else after waiting
+    /// for room with the GIL released, for at most [`HOLD`].
     fn transmit(
         &self,
         py: Python<'_>,
@@ -289,35 +296,33 @@ impl PyPort {
         frame: Option<&[u8]>,
         len: usize,
         deadline: Deadline,
-    ) -> PyResult<()> {
+    ) -> PyResult<Offer> {
         let first = match frame {
             Some(frame) => batch.try_send(frame),
             None => batch.try_send(&buf[..len]),
         };
         match first {
+            Ok(()) => return Ok(Offer::Sent),
             Err(SendError::WouldBlock) if !matches!(deadline, Deadline::Now) => {}
-            other => return other.map_err(send_error),
+            Err(e) => return Err(send_error(e)),
         }
+        let Some(wait) = deadline.next_slice() else {
+            return Err(send_error(SendError::TimedOut));
+        };
         // A lossless network with a reader that has no room: wait for it,
         // from our own copy of the frame (the caller's needs the GIL).
         if let Some(frame) = frame {
             buf[..frame.len()].copy_from_slice(frame);
         }
         let len = frame.map_or(len, <[u8]>::len);
-        loop {
-            let Some(wait) = deadline.next_slice() else {
-                return Err(send_error(SendError::TimedOut));
-            };
-            let sent = py.detach(|| batch.send_timeout(&buf[..len], wait));
-            match sent {
-                Ok(()) => return Ok(()),
-                Err(SendError::TimedOut) => self.between_slices(py)?,
-                Err(e) => return Err(send_error(e)),
-            }
+        match py.detach(|| batch.send_timeout(&buf[..len], wait.min(HOLD))) {
+            Ok(()) => Ok(Offer::Sent),
+            Err(SendError::TimedOut) => Ok(Offer::NoRoomYet),
+            Err(e) => Err(send_error(e)),
         }
     }
 
-    /// Sends one bytes-like object in `batch`, as `send()` does.
+    /// Offers one bytes-like object to `batch` ([`PyPort::transmit`]).
     fn send_one(
         &self,
         py: Python<'_>,
@@ -325,7 +330,7 @@ impl PyPort {
         buf: &mut [u8],
         frame: &Bound<'_, PyAny>,
         deadline: Deadline,
-    ) -> PyResult<()> {
+    ) -> PyResult<Offer> {
         if let Ok(bytes) = frame.cast::<PyBytes>() {
             return self.transmit(py, batch, buf, Some(bytes.as_bytes()), 0, deadline);
         }
@@ -337,6 +342,59 @@ impl PyPort {
         buffer.copy_to_slice(py, &mut buf[..len])?;
         self.transmit(py, batch, buf, None, len, deadline)
     }
+
+    /// Sends every frame of `frames`, in order, in one batch while none
+    /// has to wait for room; one that has to holds the port for at most
+    /// [`HOLD`] at a time, and the batch starts again after it. Returns
+    /// how many were sent, also with the error that stopped it.
+    fn send_all<'py>(
+        &self,
+        py: Python<'py>,
+        mut frames: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
+        deadline: Deadline,
+    ) -> Result<usize, (PyErr, usize)> {
+        let mut sent = 0;
+        // A frame that found no room yet, to offer again.
+        let mut waiting: Option<Bound<'py, PyAny>> = None;
+        let mut next_sweep = None;
+        loop {
+            let mut co = self.checkout(py).map_err(|e| (e, sent))?;
+            let Inner { port, buf } = co.get();
+            if next_sweep.is_some_and(|at| Instant::now() >= at) {
+                port.sweep_dead();
+                next_sweep = None;
+            }
+            let mut batch = port.batch();
+            loop {
+                let frame = match waiting.take().map(Ok).or_else(|| frames.next()) {
+                    None => return Ok(sent),
+                    Some(frame) => frame.map_err(|e| (e, sent))?,
+                };
+                match self.send_one(py, &mut batch, buf, &frame, deadline) {
+                    Ok(Offer::Sent) => sent += 1,
+                    Ok(Offer::NoRoomYet) => {
+                        waiting = Some(frame);
+                        break;
+                    }
+                    Err(e) => return Err((e, sent)),
+                }
+            }
+            // The batch ends here (its frames announced), and the port is
+            // free for other threads till the next offer.
+            drop(batch);
+            drop(co);
+            next_sweep.get_or_insert_with(|| Instant::now() + SWEEP_INTERVAL);
+            self.between_slices(py).map_err(|e| (e, sent))?;
+        }
+    }
+}
+
+/// What became of a frame offered to a send.
+enum Offer {
+    Sent,
+    /// No room before [`HOLD`] (nor the deadline) was over: offer it again
+    /// after letting other threads have the port.
+    NoRoomYet,
 }
 
 /// Waits at most `wait` for `fd` to be readable; whether it is. A signal
@@ -383,10 +441,9 @@ impl PyPort {
     #[pyo3(signature = (frame, timeout=None))]
     fn send(&self, py: Python<'_>, frame: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let deadline = Deadline::from_timeout(timeout)?;
-        let mut co = self.checkout(py)?;
-        let Inner { port, buf } = co.get();
-        let mut batch = port.batch();
-        self.send_one(py, &mut batch, buf, frame, deadline)
+        self.send_all(py, std::iter::once(Ok(frame.clone())), deadline)
+            .map(drop)
+            .map_err(|(e, _)| e)
     }
 
     /// Sends every frame of an iterable of bytes-like objects, in order,
@@ -404,25 +461,16 @@ impl PyPort {
         timeout: Option<f64>,
     ) -> PyResult<usize> {
         let deadline = Deadline::from_timeout(timeout)?;
-        let items = frames.try_iter()?;
-        let mut co = self.checkout(py)?;
-        let Inner { port, buf } = co.get();
         // One batch: each sleeping subscriber is woken once for all of
         // it (or before a wait for room), not again for every frame sent
-        // after it fell asleep.
-        let mut batch = port.batch();
-        let mut sent = 0;
-        // Each straight from the caller's object, with the GIL held (as
-        // the iteration needs it anyway), released only to wait for room.
-        for item in items {
-            let result = item.and_then(|item| self.send_one(py, &mut batch, buf, &item, deadline));
-            if let Err(e) = result {
+        // after it fell asleep. Each frame straight from the caller's
+        // object, with the GIL held (as the iteration needs it anyway),
+        // released only to wait for room.
+        self.send_all(py, frames.try_iter()?, deadline)
+            .map_err(|(e, sent)| {
                 let _ = e.value(py).setattr("frames_sent", sent);
-                return Err(e);
-            }
-            sent += 1;
-        }
-        Ok(sent)
+                e
+            })
     }
 
     /// Receives one frame and returns it as bytes. Waits as long as it

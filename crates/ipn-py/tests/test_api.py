@@ -217,6 +217,33 @@ def test_a_send_goes_out_while_another_thread_waits_in_recv(net: str):
         assert answers == [b"answer", b"answer 0", b"answer 1"]
 
 
+def test_a_recv_goes_on_while_another_thread_waits_for_room(scratch: Path):
+    path = str(scratch / "n")
+    ipn.create(path, lossless=True, ring=16)
+    with ipn.join(path) as a, ipn.join(path) as b:
+        for i in range(16):
+            a.send(frame(i), timeout=1)
+        # b's room is gone: this waits until b reads.
+        sender = threading.Thread(target=a.send, args=(b"the 17th",))
+        sender.start()
+        time.sleep(0.1)
+        assert sender.is_alive()
+        b.send(b"to a")
+        got = []
+        started = time.monotonic()
+        receiver = threading.Thread(target=lambda: got.append(a.recv(timeout=5)))
+        receiver.start()
+        receiver.join(2)
+        assert got == [b"to a"], "recv() waited for the other thread's send()"
+        assert time.monotonic() - started < 0.5
+        frames = []
+        while len(frames) < 17:
+            frames += b.recv_many(64, timeout=2)
+        sender.join(5)
+        assert not sender.is_alive()
+        assert frames[-1] == b"the 17th" and len(frames) == 17
+
+
 def test_close_from_another_thread_ends_a_wait(net: str):
     port = ipn.join(net)
     outcome = []
