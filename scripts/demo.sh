@@ -58,7 +58,7 @@ trap 'exit 143' TERM
 # Waits until the network has $1 readers.
 wait_for_readers() {
     local tries=0
-    until "$ipn" status "$net" --json | grep -q "\"readers\": $1,"; do
+    until "$ipn" status "$net" --json | grep "\"readers\": $1," >/dev/null; do
         (( ++tries < 200 )) || { echo "demo: never saw $1 readers" >&2; exit 1; }
         sleep 0.02
     done
@@ -210,7 +210,7 @@ if ((with_vms)); then
         vde_plug "ipn://$world/user/net" slirp:// &
     pid[slirp]=$!
     for _ in $(seq 100); do
-        "$ipn" status "$world/user/net" --json 2>/dev/null | grep -q '"readers": 1,' && break
+        "$ipn" status "$world/user/net" --json 2>/dev/null | grep '"readers": 1,' >/dev/null && break
         sleep 0.05
     done
 

@@ -26,7 +26,7 @@ log() { printf '[package-test] %s\n' "$*" >&2; }
 die() { printf '[package-test] FAIL: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "installing a package needs root"
-if dpkg-query -W -f='${Status}' ipn 2>/dev/null | grep -q 'install ok installed'; then
+if dpkg-query -W -f='${Status}' ipn 2>/dev/null | grep 'install ok installed' >/dev/null; then
   die "a package named ipn is installed already; this test installs its own build and \
 removes it afterwards, so remove that one first (dpkg --purge ipn)"
 fi
@@ -50,7 +50,7 @@ cleanup() {
     if ! dpkg --purge ipn >/dev/null; then
       log "dpkg --purge ipn failed: the package is still installed"
       rc=1
-    elif [ -e /usr/bin/ipn ] || [ -e "$plugin" ] || ldconfig -p | grep -q libipn.so; then
+    elif [ -e /usr/bin/ipn ] || [ -e "$plugin" ] || ldconfig -p | grep libipn.so >/dev/null; then
       log "files of the package are still there after dpkg --purge ipn"
       rc=1
     fi
@@ -82,11 +82,11 @@ log "the files are where libvdeplug, ld.so, man and pkg-config look"
 [ "$(command -v ipn)" = /usr/bin/ipn ] || die "ipn is not /usr/bin/ipn but '$(command -v ipn)'"
 [ -f "$plugin" ] || die "$plugin is missing"
 # (/lib is /usr/lib on merged-/usr systems: ldconfig may name either.)
-ldconfig -p | grep -Eq 'libipn\.so\.0 \(libc6,x86-64\) => (/usr)?/lib/x86_64-linux-gnu/libipn\.so\.0$' \
+ldconfig -p | grep -E 'libipn\.so\.0 \(libc6,x86-64\) => (/usr)?/lib/x86_64-linux-gnu/libipn\.so\.0$' >/dev/null \
   || die "ld.so.cache does not know libipn.so.0 (the ldconfig trigger did not run?)"
 [ "$(man -w ipn)" = /usr/share/man/man1/ipn.1.gz ] || die "man -w ipn: $(man -w ipn 2>&1)"
-man -P cat ipn 2>/dev/null | grep -q 'REACHING THE WORLD WITHOUT ROOT' || die "man ipn does not open"
-man -P cat libvdeplug_ipn 2>/dev/null | grep -q 'URL SYNTAX' || die "man libvdeplug_ipn does not open"
+man -P cat ipn 2>/dev/null | grep 'REACHING THE WORLD WITHOUT ROOT' >/dev/null || die "man ipn does not open"
+man -P cat libvdeplug_ipn 2>/dev/null | grep 'URL SYNTAX' >/dev/null || die "man libvdeplug_ipn does not open"
 [ "$(pkg-config --modversion ipn)" = "$(dpkg-deb --field "$deb" Version)" ] \
   || die "pkg-config --modversion ipn: '$(pkg-config --modversion ipn 2>&1)'"
 
@@ -115,7 +115,7 @@ done
 
 log "ipn create, status, rm"
 ipn create "$work/net" --ports 8 >/dev/null
-ipn status "$work/net" | grep -q '8 port slots' || die "ipn status: $(ipn status "$work/net" 2>&1)"
+ipn status "$work/net" | grep '8 port slots' >/dev/null || die "ipn status: $(ipn status "$work/net" 2>&1)"
 ipn rm "$work/net"
 
 log "vde_plug bridges two networks through the installed plugin"
@@ -126,11 +126,11 @@ pids+=($!)
 vde_plug "ipn://$work/a" "ipn://$work/b" 2>"$work/vde_plug.err" &
 pids+=($!)
 for _ in $(seq 200); do
-  ipn status "$work/a" --json | grep -q '"readers": 1,' \
-    && ipn status "$work/b" --json | grep -q '"readers": 2,' && break
+  ipn status "$work/a" --json | grep '"readers": 1,' >/dev/null \
+    && ipn status "$work/b" --json | grep '"readers": 2,' >/dev/null && break
   sleep 0.05
 done
-ipn status "$work/a" --json | grep -q '"readers": 1,' \
+ipn status "$work/a" --json | grep '"readers": 1,' >/dev/null \
   || die "vde_plug did not join ipn://$work/a: $(cat "$work/vde_plug.err")"
 # vde_plug forwards frames of at least an Ethernet header (14 bytes).
 echo "a frame through vde_plug, from a to b" | ipn pub "$work/a"
@@ -145,7 +145,7 @@ example=/usr/share/doc/ipn/examples/exchange.c
 [ -f "$example" ] || die "$example is missing"
 # shellcheck disable=SC2046  # pkg-config's output is a list of flags
 cc -Wall -Wextra -Werror -o "$work/exchange" "$example" $(pkg-config --cflags --libs ipn)
-ldd "$work/exchange" | grep -Eq 'libipn\.so\.0 => (/usr)?/lib/x86_64-linux-gnu/libipn\.so\.0 ' \
+ldd "$work/exchange" | grep -E 'libipn\.so\.0 => (/usr)?/lib/x86_64-linux-gnu/libipn\.so\.0 ' >/dev/null \
   || die "the example is not linked to the installed library: $(ldd "$work/exchange")"
 "$work/exchange" "$work/exchange-net" 20 | tee "$work/exchange.out"
 grep -q '20 of 20 pongs' "$work/exchange.out" || die "the example did not exchange its frames"

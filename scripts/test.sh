@@ -30,6 +30,15 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "API docs (cargo doc -D warnings: no broken intra-doc links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 
+step "shell scripts: no grep -q at the end of a pipe"
+# Under pipefail, grep -q exits at its first match and the writer (ldd,
+# say: one run in 150 here) dies of SIGPIPE, failing the pipeline: write
+# grep PATTERN >/dev/null, which reads all its input.
+if grep -rnE '[|] *grep -[a-zA-Z]*q' --include='*.sh' scripts crates; then
+  echo "scripts/test.sh: the lines above end a pipe with grep -q; use grep PATTERN >/dev/null" >&2
+  exit 1
+fi
+
 step "stated MSRV (scripts/msrv.py: no normal dependency needs a newer Rust)"
 # No toolchain of the stated rust-version can be had offline; this checks
 # Cargo.lock's crates against it, and clippy's incompatible_msrv (above)

@@ -112,11 +112,11 @@ say "as $user: vde_plug ipn://$net 'slirp:///tcpfwd=127.0.0.1:$fwd_port:10.0.2.1
 slirp_pid=$!
 pids+=("$slirp_pid")
 for _ in $(seq 200); do
-  "$ipn" status "$net" --json 2>/dev/null | grep -q '"readers": 1,' && break
+  "$ipn" status "$net" --json 2>/dev/null | grep '"readers": 1,' >/dev/null && break
   kill -0 "$slirp_pid" 2>/dev/null || die "vde_plug exited: $(cat "$work/vde_plug.err")"
   sleep 0.05
 done
-"$ipn" status "$net" --json | grep -q '"readers": 1,' \
+"$ipn" status "$net" --json | grep '"readers": 1,' >/dev/null \
   || die "vde_plug did not join $net: $(cat "$work/vde_plug.err")"
 wait_listening ss -Htln "sport = :$fwd_port" || die "slirp did not listen on 127.0.0.1:$fwd_port"
 # The slirp side is the user's, without any capability.

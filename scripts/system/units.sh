@@ -89,7 +89,7 @@ status() { "$ipn" status "/run/ipn/$name" --json; }
 # Waits until the network has a port described $1.
 wait_joined() {
   for _ in $(seq 100); do
-    status 2>/dev/null | grep -q "\"description\": \"$1\"" && return 0
+    status 2>/dev/null | grep "\"description\": \"$1\"" >/dev/null && return 0
     sleep 0.1
   done
   die "no port '$1' joined: $(status 2>&1)"
@@ -113,7 +113,7 @@ assert_caps() {
   eff=$(awk '/^CapEff:/ {print $2}' "/proc/$1/status")
   [ "$((16#$eff))" = "$((16#$2))" ] || die "$3 runs with capabilities $eff, not $2"
   # And in the unit's sandbox: / read-only.
-  awk '$5 == "/" {print $6}' "/proc/$1/mountinfo" | grep -q '^ro' \
+  awk '$5 == "/" {print $6}' "/proc/$1/mountinfo" | grep '^ro' >/dev/null \
     || die "$3 sees / writable: $(awk '$5 == "/"' "/proc/$1/mountinfo")"
 }
 
@@ -130,8 +130,8 @@ EOF
 say "ipn-network@$name: ExecStart creates /run/ipn/$name (options from /etc/ipn/$name.conf)"
 mkdir -p /run/ipn # RuntimeDirectory=ipn
 (unit_exec network ExecStart)
-status | grep -q '"protocol": "switch"' || die "the network is not the switch the file asked for: $(status)"
-status | grep -q '"max_ports": 8' || die "the network does not have the 8 ports the file asked for: $(status)"
+status | grep '"protocol": "switch"' >/dev/null || die "the network is not the switch the file asked for: $(status)"
+status | grep '"max_ports": 8' >/dev/null || die "the network does not have the 8 ports the file asked for: $(status)"
 [ "$(stat -c %G "/run/ipn/$name")" = nogroup ] || die "the network's group is not nogroup (CAP_CHOWN)"
 
 say "ipn-tap@$name: the TAP is made and up, with CAP_NET_ADMIN only"
@@ -139,7 +139,7 @@ unit_exec tap ExecStart 2>"$work/tap.err" &
 tap=$!; pids+=("$tap")
 wait_joined "tap tp$tag"
 assert_caps "$tap" 1000 "ipn tap" # CAP_NET_ADMIN: bit 12
-ip -o link show "tp$tag" | grep -q 'UP' || die "tp$tag is not up: $(ip -o link show "tp$tag" 2>&1)"
+ip -o link show "tp$tag" | grep 'UP' >/dev/null || die "tp$tag is not up: $(ip -o link show "tp$tag" 2>&1)"
 stop_unit "$tap" "ipn tap"
 ! ip link show "tp$tag" >/dev/null 2>&1 || die "tp$tag outlived its unit"
 
@@ -152,10 +152,10 @@ unit_exec grab ExecStart 2>"$work/grab.err" &
 grab=$!; pids+=("$grab")
 wait_joined "grab va$tag"
 assert_caps "$grab" 2000 "ipn grab" # CAP_NET_RAW: bit 13
-ip -d -o link show "va$tag" | grep -q "promiscuity 1" || die "--promisc did not make va$tag promiscuous"
+ip -d -o link show "va$tag" | grep "promiscuity 1" >/dev/null || die "--promisc did not make va$tag promiscuous"
 "$ipn" sub "/run/ipn/$name" --hex --count 1 --timeout 10 >"$work/grab.out" &
 sub=$!; pids+=("$sub")
-for _ in $(seq 50); do status | grep -q '"readers": 2' && break; sleep 0.1; done
+for _ in $(seq 50); do status | grep '"readers": 2' >/dev/null && break; sleep 0.1; done
 ping -c 3 -W 1 -I "vb$tag" 10.199.77.2 >/dev/null 2>&1 || true # ARP requests (and IPv6 chatter)
 wait "$sub" || die "no frame of va$tag reached the network: $(cat "$work/grab.err")"
 vb_mac=$(tr ':' ' ' <"/sys/class/net/vb$tag/address")

@@ -159,7 +159,7 @@ pids+=($!)
 slirp=$!
 pids+=("$slirp")
 for _ in $(seq 100); do
-  [ -n "$(ss -Htln "sport = :$port")" ] && "$ipn" status "$net" --json | grep -q '"readers": 2,' && break
+  [ -n "$(ss -Htln "sport = :$port")" ] && "$ipn" status "$net" --json | grep '"readers": 2,' >/dev/null && break
   kill -0 "$slirp" 2>/dev/null || die "vde_plug slirp:// exited: $(cat "$work/slirp.err")"
   sleep 0.1
 done

@@ -23,7 +23,7 @@ trap cleanup EXIT
 "$ipn" sub "$net" --hex --description bystander >"$work/seen.hex" &
 sub_pid=$!
 for _ in $(seq 100); do
-  "$ipn" status "$net" --json | grep -q '"readers": 1,' && break
+  "$ipn" status "$net" --json | grep '"readers": 1,' >/dev/null && break
   sleep 0.05
 done
 

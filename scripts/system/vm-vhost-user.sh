@@ -156,7 +156,7 @@ stop_backend() { # NAME WHAT [NETWORK]
     [ "$took" -le 1000 ] || fail "backend $name ($what) took ${took} ms to leave after SIGTERM"
     [ ! -e "$work/$name.sock" ] || fail "backend $name ($what) left its socket behind"
     # (A dead slot of the backend killed in step 3 may still be listed.)
-    if "$ipn" status "$network" | grep -q " active .*vhost-user $work/$name.sock"; then
+    if "$ipn" status "$network" | grep " active .*vhost-user $work/$name.sock" >/dev/null; then
         fail "backend $name's port is still joined"
     fi
     log "   backend $name ($what) left in ${took} ms, socket removed, port gone"

@@ -51,7 +51,7 @@ echo "[vm-vlan] 2. VLAN 10 <-> VLAN 20, same subnet: must not ping"
 "$ipn" dump "$net" -w "$work/across.pcap" --description "vlan bystander" 2>/dev/null &
 dump_pid=$!
 for _ in $(seq 100); do
-  "$ipn" status "$net" --json | grep -q '"description": "vlan bystander"' && break
+  "$ipn" status "$net" --json | grep '"description": "vlan bystander"' >/dev/null && break
   sleep 0.05
 done
 rc=0

@@ -109,7 +109,7 @@ if [ ! -s "$moddir/modules.dep" ]; then
 fi
 
 # --- busybox -------------------------------------------------------------------
-if dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' \
+if dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep 'install ok installed' >/dev/null \
     && [ -x /bin/busybox ]; then
     busybox=/bin/busybox
     log "using busybox from the installed busybox-static package"

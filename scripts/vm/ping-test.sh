@@ -100,7 +100,7 @@ kvm_probe() {
         -kernel "$imagedir/vmlinuz" -initrd "$imagedir/initramfs.cpio.gz" \
         -append "console=ttyS0 quiet loglevel=3 panic=-1 ipn.probe" \
         -serial stdio -monitor none </dev/null 2>&1) || rc=$?
-    if printf '%s' "$out" | grep -q IPN-PROBE-OK; then
+    if printf '%s' "$out" | grep IPN-PROBE-OK >/dev/null; then
         return 0
     fi
     kvm_probe_error=$(printf '%s\n' "$out" | grep -v '^$' | tail -n 1)
