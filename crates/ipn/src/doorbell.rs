@@ -172,8 +172,8 @@ impl Doorbell {
     }
 
     /// Consumes waiting doorbells so the fd stops being readable: `expected`
-    /// of them if known (each was counted after it was sent, so it is
-    /// already queued), else all of them.
+    /// of them if known (counted by their ringers; one counted but not yet
+    /// sent is not waited for), else all of them.
     fn drain_queued(&self, expected: Option<u64>) {
         let mut byte = [0u8; 1];
         let mut drained = 0u64;

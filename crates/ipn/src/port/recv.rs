@@ -16,9 +16,13 @@
 //! nothing. The exceptions, each at most one readiness: a look-ahead the
 //! pace decided on keeps the fd readable (the next receive looks for its
 //! frame); in switch mode a frame for another port looks like a waiting
-//! frame; a doorbell from a ringer that died before counting it. `rings`
-//! counts doorbells, so draining takes one `recv` per doorbell, none to
-//! find out there are no more.
+//! frame; a doorbell nobody counted (our own, for a ring we could not
+//! finish reading; or one a misbehaving member sent); a doorbell counted
+//! while the receiver was awake, and queued by its ringer only after the
+//! receiver drained. `rings` counts doorbells, so draining takes one `recv`
+//! per doorbell, none to find out there are no more. A ringer counts before
+//! it rings (see `wake`): a receiver woken by a doorbell finds it counted,
+//! even when it runs before its ringer's `send` has returned.
 //!
 //! All of it is [`Rx`]'s: the receiving half of a port, which owns the
 //! doorbell (the pollable fd), the cursors, the pace and the membership
@@ -577,13 +581,13 @@ impl Rx {
             let woken = self.bell.wait(wait).map_err(RecvError::Io)?;
             self.pace.slept(asleep.elapsed());
             if woken == Woken::TookOne {
-                // The wait took the doorbell: one fewer to drain. If its
-                // ringer died before counting it, the count is one ahead
-                // and the next drain, seeing no sensible count, drains all.
+                // The wait took the doorbell: one fewer to drain. If nobody
+                // counted it, our count is one ahead and the next drain,
+                // seeing no sensible count, drains all.
                 self.seen_rings = self.seen_rings.wrapping_add(1);
             } else if woken == Woken::Readable {
-                // Readable: the next empty receive must drain, even if the
-                // doorbell came from a ringer that died before counting it.
+                // Readable: the next empty receive must drain, even if
+                // nobody counted the doorbell.
                 self.armed = false;
             } else {
                 // No doorbell: look at every live writer, whatever the
@@ -791,11 +795,13 @@ impl Rx {
         if self.armed && entry.armed.load(Ordering::Acquire) == 1 && rings == self.seen_rings {
             return false; // Already armed, no doorbell since: nothing to do.
         }
-        // While armed, every doorbell was counted after it was sent, so the
-        // count says how many to drain. After a readable fd we had not
+        // While armed, every doorbell is counted before it is sent, so the
+        // count says how many to drain (one still on its way is not there
+        // yet: draining stops at an empty socket, and it makes the fd
+        // readable once when it lands). After a readable fd we had not
         // accounted for (`armed == false`) too, if doorbells were counted
-        // since: a doorbell nobody counted (its ringer died) then keeps the
-        // fd readable, and the empty receive that follows drains all.
+        // since: a doorbell nobody counted then keeps the fd readable, and
+        // the empty receive that follows drains all.
         let counted = rings.wrapping_sub(self.seen_rings);
         let sensible = counted <= u64::from(u32::MAX);
         let expected = ((self.armed || counted > 0) && sensible).then_some(counted);
@@ -816,8 +822,8 @@ impl Rx {
     fn disarm_after_finding(&mut self, port: &Common) {
         let entry = port.shm.port(port.index);
         if wake::disarm(entry) {
-            self.bell.ring(port.index);
             entry.rings.fetch_add(1, Ordering::Release);
+            self.bell.ring(port.index);
         }
         self.armed = false;
     }

@@ -154,7 +154,7 @@ pub struct PortEntry {
     /// it to 0 must ring.
     pub armed: AtomicU32,
     _pad3: AtomicU32,
-    /// Number of doorbells rung, added by senders after each ring.
+    /// Number of doorbells rung, added by senders just before each ring.
     pub rings: AtomicU64,
     _pad4: [AtomicU64; 6],
     // Line 4: receive counters, written by the owner for every frame (kept
