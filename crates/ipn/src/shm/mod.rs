@@ -284,6 +284,15 @@ impl SharedFile {
         self.at(g.cursor_table_offset + index * 8)
     }
 
+    /// Lossless networks: how far `reader` has read each sender's ring,
+    /// indexed by sender (one bounds check for a loop over all of them).
+    pub fn cursors(&self, reader: u32) -> &[AtomicU64] {
+        let g = &self.geometry;
+        assert!(g.lossless() && reader < g.max_ports);
+        let row = u64::from(reader) * u64::from(g.max_ports) * 8;
+        self.words(g.cursor_table_offset + row, g.max_ports as usize)
+    }
+
     /// Port `index`'s VLAN membership and published addresses.
     pub fn vlan(&self, index: u32) -> &VlanEntry {
         let g = &self.geometry;
@@ -424,6 +433,14 @@ impl SharedFile {
         let g = &self.geometry;
         assert!(g.lossless() && reader < g.max_ports && sender < g.max_ports);
         &self.memory.cursors[reader as usize * g.max_ports as usize + sender as usize]
+    }
+
+    /// Lossless networks: how far `reader` has read each sender's ring.
+    pub fn cursors(&self, reader: u32) -> &[AtomicU64] {
+        let g = &self.geometry;
+        assert!(g.lossless() && reader < g.max_ports);
+        let ports = g.max_ports as usize;
+        &self.memory.cursors[reader as usize * ports..(reader as usize + 1) * ports]
     }
 
     /// Port `index`'s VLAN membership and published addresses.
