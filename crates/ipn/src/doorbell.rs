@@ -34,6 +34,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::socket::{
     bind, connect, recv, send, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockType,
     UnixAddr,
@@ -44,6 +45,13 @@ use crate::files::{self, NetDir, PlaceError};
 /// Most readers a port keeps a connected socket for; beyond that it rings
 /// with `sendto()`, to bound the descriptors a port holds.
 pub const MAX_CONNECTED: usize = 256;
+
+/// Longest a drain waits for doorbells that were counted but are not
+/// queued yet (see [`Doorbell::drain_queued`]): a ringer counts, then
+/// sends, a microsecond later unless it loses its CPU in between. Past
+/// this the doorbell is left to land on its own, and the fd is readable
+/// once for nothing; a ringer that died between the two never sends.
+pub const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// A port's bound socket (its pollable fd), and a [`Ringer`] of its own.
 pub struct Doorbell {
@@ -172,16 +180,37 @@ impl Doorbell {
     }
 
     /// Consumes waiting doorbells so the fd stops being readable: `expected`
-    /// of them if known (counted by their ringers; one counted but not yet
-    /// sent is not waited for), else all of them.
-    fn drain_queued(&self, expected: Option<u64>) {
+    /// of them if known, else all of them (until none is queued).
+    ///
+    /// `expected` counts doorbells whose ringers counted them, and a ringer
+    /// counts before it sends: a doorbell may be counted and not queued
+    /// yet. The drain then waits for it, at most [`IN_FLIGHT_WAIT`], in
+    /// `ppoll` (which leaves the CPU to a ringer that lost it): drained
+    /// now, it will not make the fd readable later with nothing to read.
+    fn drain_queued(&self, expected: Option<u64>) -> u64 {
         let mut byte = [0u8; 1];
+        let fd = self.socket.as_raw_fd();
+        let mut take = || recv(fd, &mut byte, MsgFlags::MSG_DONTWAIT).is_ok();
         let mut drained = 0u64;
-        while expected != Some(drained)
-            && recv(self.socket.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT).is_ok()
-        {
+        while expected != Some(drained) && take() {
             drained += 1;
         }
+        let Some(expected) = expected else {
+            return drained;
+        };
+        let deadline = std::time::Instant::now() + IN_FLIGHT_WAIT;
+        while drained < expected {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            // Timed out, interrupted or failed: leave the rest to land.
+            if left.is_zero() || !matches!(ppoll(&mut fds, Some(left.into()), None), Ok(1..)) {
+                break;
+            }
+            while drained < expected && take() {
+                drained += 1;
+            }
+        }
+        drained
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -290,8 +319,8 @@ impl crate::wake::Ring for Doorbell {
 }
 
 impl crate::wake::Bell for Doorbell {
-    fn drain(&self, expected: Option<u64>) {
-        self.drain_queued(expected);
+    fn drain(&self, expected: Option<u64>) -> u64 {
+        self.drain_queued(expected)
     }
 
     /// One blocking `recv` of the doorbell, with `SO_RCVTIMEO` as the

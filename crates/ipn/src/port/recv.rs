@@ -17,12 +17,16 @@
 //! pace decided on keeps the fd readable (the next receive looks for its
 //! frame); in switch mode a frame for another port looks like a waiting
 //! frame; a doorbell nobody counted (our own, for a ring we could not
-//! finish reading; or one a misbehaving member sent); a doorbell counted
-//! while the receiver was awake, and queued by its ringer only after the
-//! receiver drained. `rings` counts doorbells, so draining takes one `recv`
-//! per doorbell, none to find out there are no more. A ringer counts before
-//! it rings (see `wake`): a receiver woken by a doorbell finds it counted,
-//! even when it runs before its ringer's `send` has returned.
+//! finish reading; or one a misbehaving member sent); a doorbell whose
+//! ringer lost its CPU between counting and sending it for longer than a
+//! drain waits for it ([`crate::doorbell::IN_FLIGHT_WAIT`]); a sender that
+//! checks `armed` after the frame it rings for was taken (the handshake
+//! lets both sides act). `rings` counts doorbells, so draining takes one
+//! `recv` per doorbell, none to find out there are no more. A ringer
+//! counts before it rings (see `wake`): a receiver woken by a doorbell
+//! finds it counted, even when it runs before its ringer's `send` has
+//! returned; a receiver that drains a doorbell counted, or owed by a claim
+//! it saw, but not yet sent waits for it ([`Doorbells`]).
 //!
 //! All of it is [`Rx`]'s: the receiving half of a port, which owns the
 //! doorbell (the pollable fd), the cursors, the pace and the membership
@@ -78,9 +82,14 @@ pub(super) struct Rx {
     /// Senders whose rings are worth reading (see `pending`).
     scan: ScanSet,
     next_sender: u32,
-    /// Whether we asked for a doorbell and every doorbell since is counted.
-    armed: bool,
+    /// What we know of the doorbells queued at our socket.
+    doorbells: Doorbells,
+    /// The `rings` count up to which doorbells are drained (or taken, or
+    /// owed by a claim and drained before their count showed).
     seen_rings: u64,
+    /// The last drain came up short even after waiting: the next one takes
+    /// all that are queued, whatever the count says.
+    drain_all_next: bool,
     pace: pace::Pace,
     /// A look-ahead decided after the last frame: when it started, and
     /// until when the next receive keeps looking.
@@ -94,6 +103,25 @@ pub(super) struct Rx {
     /// not read into while one waits.
     segments: offload::Segments,
     pub(super) events: Events,
+}
+
+/// What a receiver knows of the doorbells queued at its socket, for the
+/// next drain (`prepare_to_sleep`). Wakers count a doorbell before they
+/// send it; a drain waits, briefly, for doorbells counted but not yet
+/// queued (`Bell::drain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doorbells {
+    /// We armed: every doorbell since is counted. If a waker claimed the
+    /// arming (`armed` is 0 now), it owes one, counted or about to be.
+    Armed,
+    /// A waker claimed our arming as we found its frame ourselves: its
+    /// doorbell is ours to drain, whether or not its count shows yet.
+    Claimed,
+    /// Every doorbell is counted, and none owed beyond the count.
+    Counted,
+    /// The fd was readable for doorbells we may not have counted: the next
+    /// drain takes all that are queued.
+    Unknown,
 }
 
 /// Membership events for the receiver.
@@ -256,7 +284,8 @@ impl Rx {
             cursors,
             scan: ScanSet::new(shm.geometry().max_ports),
             next_sender: 0,
-            armed: true,
+            doorbells: Doorbells::Armed,
+            drain_all_next: false,
             seen_rings: shm.port(port.index).rings.load(Ordering::Acquire),
             pace: pace::Pace::new(busy_poll),
             look_ahead: None,
@@ -409,7 +438,7 @@ impl Rx {
             }
         }
         // Nothing: drain every doorbell, counted or not, arm, look once more.
-        self.armed = false;
+        self.doorbells = Doorbells::Unknown;
         let len = self.try_recv(cx, buf)?;
         self.settle_readiness(cx);
         Ok(len)
@@ -583,14 +612,16 @@ impl Rx {
             let woken = self.bell.wait(wait).map_err(RecvError::Io)?;
             self.pace.slept(asleep.elapsed());
             if woken == Woken::TookOne {
-                // The wait took the doorbell: one fewer to drain. If nobody
-                // counted it, our count is one ahead and the next drain,
-                // seeing no sensible count, drains all.
+                // The wait took the doorbell of the claim on our arming:
+                // one fewer to drain, none owed. If nobody counted it, our
+                // count is one ahead and the next drain, seeing no sensible
+                // count, drains all.
                 self.seen_rings = self.seen_rings.wrapping_add(1);
+                self.doorbells = Doorbells::Counted;
             } else if woken == Woken::Readable {
                 // Readable: the next empty receive must drain, even if
                 // nobody counted the doorbell.
-                self.armed = false;
+                self.doorbells = Doorbells::Unknown;
             } else {
                 // No doorbell: look at every live writer, whatever the
                 // pending bits say (they may have been scribbled on).
@@ -794,40 +825,68 @@ impl Rx {
     fn prepare_to_sleep(&mut self, port: &Common) -> bool {
         let entry = port.shm.port(port.index);
         let rings = entry.rings.load(Ordering::Acquire);
-        if self.armed && entry.armed.load(Ordering::Acquire) == 1 && rings == self.seen_rings {
-            return false; // Already armed, no doorbell since: nothing to do.
-        }
-        // While armed, every doorbell is counted before it is sent, so the
-        // count says how many to drain (one still on its way is not there
-        // yet: draining stops at an empty socket, and it makes the fd
-        // readable once when it lands). After a readable fd we had not
-        // accounted for (`armed == false`) too, if doorbells were counted
-        // since: a doorbell nobody counted then keeps the fd readable, and
-        // the empty receive that follows drains all.
+        let claimed = match self.doorbells {
+            _ if self.drain_all_next => false,
+            Doorbells::Armed => {
+                let still_armed = entry.armed.load(Ordering::Acquire) == 1;
+                if still_armed && rings == self.seen_rings {
+                    return false; // Already armed, no doorbell since: nothing to do.
+                }
+                !still_armed
+            }
+            Doorbells::Claimed => true,
+            Doorbells::Counted | Doorbells::Unknown => false,
+        };
+        // Every doorbell is counted before it is sent, so the count says how
+        // many to drain (one still on its way is waited for, briefly:
+        // `Bell::drain`). A claim on our arming owes one more if its count
+        // does not show yet (its waker swapped `armed`, then counts): drain
+        // it now, and count it as seen. After a readable fd we could not
+        // account for, the count if doorbells were counted since (one
+        // nobody counted then keeps the fd readable, and the empty receive
+        // that follows drains all), else all.
         let counted = rings.wrapping_sub(self.seen_rings);
-        let sensible = counted <= u64::from(u32::MAX);
-        let expected = ((self.armed || counted > 0) && sensible).then_some(counted);
-        self.seen_rings = rings;
-        self.bell.drain(expected);
+        let expected = if counted > u64::from(u32::MAX) || self.drain_all_next {
+            None // Not a count any waker made, or a drain came up short.
+        } else if claimed {
+            Some(counted.max(1))
+        } else if counted == 0 && self.doorbells == Doorbells::Unknown {
+            None
+        } else {
+            Some(counted)
+        };
+        let drained = self.bell.drain(expected);
+        // Short even after waiting (a waker lost its CPU between counting
+        // and sending, or died; or the count was scribbled on): the late
+        // doorbell makes the fd readable once, and the receive that
+        // follows drains all. Never wait for a count again.
+        self.drain_all_next = expected.is_some_and(|n| drained < n);
+        self.seen_rings = match expected {
+            Some(n) if drained == n => self.seen_rings.wrapping_add(n),
+            _ => rings,
+        };
         self.publish_cursors(port);
         // Every sender we scan was just found empty: from now on, scan only
         // those that mark their bit again (they may have raced us: the look
         // after arming reads them).
         self.scan.take(&port.shm, port.index);
         wake::arm(entry);
-        self.armed = true;
+        self.doorbells = Doorbells::Armed;
         true
     }
 
     /// Found a frame right after arming: nobody may ring for it, so keep
-    /// the fd readable ourselves until an empty receive drains it.
+    /// the fd readable ourselves until an empty receive drains it. If a
+    /// waker claimed the arming first, it rings instead.
     fn disarm_after_finding(&mut self, port: &Common) {
         let entry = port.shm.port(port.index);
-        if wake::disarm(entry) {
+        self.doorbells = if wake::disarm(entry) {
             entry.rings.fetch_add(1, Ordering::Release);
             self.bell.ring(port.index);
-        }
-        self.armed = false;
+            Doorbells::Counted
+        } else {
+            Doorbells::Claimed
+        };
     }
 }
 
