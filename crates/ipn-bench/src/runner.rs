@@ -80,6 +80,8 @@ pub struct Outcome {
     pub rx_cpu_ns: Vec<u64>,
     /// Per receiver: polls that timed out (a second without readiness).
     pub poll_timeouts: Vec<u64>,
+    /// Per receiver: readiness whose one receive found no frame.
+    pub empty_wakeups: Vec<u64>,
     /// Every latency sample of every receiver, sorted.
     pub latencies: Vec<u64>,
 }
@@ -155,6 +157,7 @@ impl Outcome {
             "rx_cpu_ns_per_frame": self.rx_cpu_per_frame_ns(),
             "rx_cpu_percent": self.rx_cpu_share().map(|s| s * 100.0),
             "poll_timeouts": self.poll_timeouts,
+            "empty_wakeups": self.empty_wakeups,
             "latency_samples": self.latencies.len(),
             "p50_ns": self.percentile(0.50),
             "p99_ns": self.percentile(0.99),
@@ -279,14 +282,16 @@ impl Runner<'_> {
             rx_elapsed_ns: Vec::new(),
             rx_cpu_ns: Vec::new(),
             poll_timeouts: Vec::new(),
+            empty_wakeups: Vec::new(),
             latencies: Vec::new(),
         };
         for line in &recv_lines {
-            let f = fields(line, 4)?;
+            let f = fields(line, 5)?;
             outcome.received.push(f[0]);
             outcome.rx_elapsed_ns.push(f[1]);
             outcome.rx_cpu_ns.push(f[2]);
             outcome.poll_timeouts.push(f[3]);
+            outcome.empty_wakeups.push(f[4]);
         }
         if case.interval_ns > 0 {
             for line in children.expect_lines(&receivers, "lat", run_timeout)? {

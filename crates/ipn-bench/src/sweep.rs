@@ -298,8 +298,10 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
     }
     println!(
         "rx CPU/frame: each receiver's user+system CPU per frame it received (mean over \
-         receivers), in us; CPU %: share of one CPU over its run; latency one-way, us; \
-         x AF_UNIX, x vde_switch: CPU per frame over theirs at the same rate."
+         receivers), in us; CPU %: share of one CPU over its run; empty wake-ups: per 100 \
+         frames, readiness whose one receive found no frame (the poll pattern; ipn recv does \
+         not poll); latency one-way, us; x AF_UNIX, x vde_switch: CPU per frame over theirs \
+         at the same rate."
     );
     for &receivers in &args.sweep_receivers {
         println!();
@@ -307,9 +309,9 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
         println!();
         println!(
             "| rate | transport | delivered/s per receiver | loss | rx CPU/frame us | CPU % | \
-             p50 us | p99 us | p99.9 us | x AF_UNIX | x vde_switch |"
+             empty wake-ups | p50 us | p99 us | p99.9 us | x AF_UNIX | x vde_switch |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut rates: Vec<u32> = points
             .iter()
             .filter(|p| p.receivers == receivers)
@@ -329,7 +331,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
             for p in &at {
                 match &p.outcome {
                     Err(e) => println!(
-                        "| {} | {} | failed: {} |  |  |  |  |  |  |  |  |",
+                        "| {} | {} | failed: {} |  |  |  |  |  |  |  |  |  |",
                         rate_name(rate),
                         p.peer.label(),
                         e.replace('|', "/")
@@ -339,7 +341,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
                         let all = o.sent * o.received.len() as u64;
                         let latency = |q| if rate > 0 { o.percentile(q) } else { None };
                         println!(
-                            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                             rate_name(rate),
                             p.peer.label(),
                             o.frames_per_s(),
@@ -351,6 +353,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
                             cpu_us(o.rx_cpu_per_frame_ns()),
                             o.rx_cpu_share()
                                 .map_or("-".into(), |s| format!("{:.1}", s * 100.0)),
+                            empty_wakeups(p.peer, o),
                             us(latency(0.5)),
                             us(latency(0.99)),
                             us(latency(0.999)),
@@ -386,4 +389,15 @@ pub fn to_json(args: &SuiteArgs, points: &[Point], notes: &[String]) -> serde_js
         "notes": notes,
         "cases": cases,
     })
+}
+
+/// Readiness that brought no frame, per 100 frames received ("-" for a
+/// reader that does not poll).
+fn empty_wakeups(peer: Peer, o: &Outcome) -> String {
+    if peer == Peer::IpnRecv {
+        return "-".into();
+    }
+    let frames: u64 = o.received.iter().sum();
+    let empty: u64 = o.empty_wakeups.iter().sum();
+    format!("{:.1}", empty as f64 * 100.0 / frames.max(1) as f64)
 }

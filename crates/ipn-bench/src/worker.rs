@@ -327,11 +327,41 @@ fn linger_repeating_stop(stop: &[u8], mut send: impl FnMut(&[u8]) -> Result<()>)
 /// How often a sender repeats STOP while it waits for the parent.
 const STOP_REPEAT_MS: u16 = 10;
 
+/// What a receiver in the poll pattern saw of its fd: polls that timed
+/// out (a second without readiness), and readiness that brought no frame
+/// (the one receive after it found nothing: what the fd should never do).
+#[derive(Default)]
+struct PollStats {
+    timeouts: std::cell::Cell<u64>,
+    empty: std::cell::Cell<u64>,
+}
+
+impl PollStats {
+    /// QEMU's pattern, first half: waits at most a second for `fd` to be
+    /// readable; `false` (counted) if it was not.
+    fn wait(&self, fd: BorrowedFd<'_>) -> Result<bool> {
+        let readable = wait_readable(fd)?;
+        if !readable {
+            self.timeouts.set(self.timeouts.get() + 1);
+        }
+        Ok(readable)
+    }
+
+    /// Second half: what the one receive after readiness got (`None`, a
+    /// readiness for nothing, is counted).
+    fn received(&self, got: Result<Option<usize>>) -> Result<Option<usize>> {
+        if matches!(got, Ok(None)) {
+            self.empty.set(self.empty.get() + 1);
+        }
+        got
+    }
+}
+
 /// Receives until STOP; `recv` returns the length of one frame, or None
 /// if it came back without one. Reports on stdout.
 fn recv_loop(
     spec: &WorkerSpec,
-    poll_timeouts: &dyn Fn() -> u64,
+    polls: &PollStats,
     mut recv: impl FnMut(&mut [u8]) -> Result<Option<usize>>,
 ) -> Result<()> {
     let mut buf = vec![0u8; 65536];
@@ -362,7 +392,11 @@ fn recv_loop(
             } else {
                 (0, 0)
             };
-            say(&format!("recv {count} {elapsed} {cpu} {}", poll_timeouts()))?;
+            say(&format!(
+                "recv {count} {elapsed} {cpu} {} {}",
+                polls.timeouts.get(),
+                polls.empty.get()
+            ))?;
             if latency {
                 let mut line = String::with_capacity(samples.len() * 6 + 4);
                 line.push_str("lat");
@@ -428,27 +462,25 @@ fn ipn_recv(spec: &WorkerSpec) -> Result<()> {
     let mut port = ipn::Port::join(&spec.path, &options)
         .with_context(|| format!("joining {}", spec.path.display()))?;
     say("ready")?;
-    let timeouts = std::cell::Cell::new(0u64);
-    let count = || timeouts.get();
+    let polls = PollStats::default();
     match spec.reader {
-        Reader::Busy => recv_loop(spec, &count, |buf| match port.try_recv(buf) {
+        Reader::Busy => recv_loop(spec, &polls, |buf| match port.try_recv(buf) {
             Ok(n) => Ok(Some(n)),
             Err(ipn::RecvError::WouldBlock) => Ok(None),
             Err(e) => Err(e.into()),
         }),
-        Reader::Sleep => recv_loop(spec, &count, |buf| Ok(Some(port.recv(buf)?))),
+        Reader::Sleep => recv_loop(spec, &polls, |buf| Ok(Some(port.recv(buf)?))),
         // QEMU's vde backend: the main loop polls the fd; on POLLIN,
         // vde_to_qemu calls vde_recv exactly once.
-        Reader::Poll => recv_loop(spec, &count, |buf| {
-            if !wait_readable(port.as_fd())? {
-                timeouts.set(timeouts.get() + 1);
+        Reader::Poll => recv_loop(spec, &polls, |buf| {
+            if !polls.wait(port.as_fd())? {
                 return Ok(None);
             }
-            match port.try_recv_after_poll(buf) {
+            polls.received(match port.try_recv_after_poll(buf) {
                 Ok(n) => Ok(Some(n)),
                 Err(ipn::RecvError::WouldBlock) => Ok(None),
                 Err(e) => Err(e.into()),
-            }
+            })
         }),
     }
 }
@@ -544,17 +576,15 @@ fn unix_recv(spec: &WorkerSpec) -> Result<()> {
         Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(None),
         Err(e) => Err(e).context("recv"),
     };
-    let timeouts = std::cell::Cell::new(0u64);
-    let count = || timeouts.get();
+    let polls = PollStats::default();
     match spec.reader {
-        Reader::Busy => recv_loop(spec, &count, |buf| receive(MsgFlags::MSG_DONTWAIT, buf)),
-        Reader::Sleep => recv_loop(spec, &count, |buf| receive(MsgFlags::empty(), buf)),
-        Reader::Poll => recv_loop(spec, &count, |buf| {
-            if !wait_readable(fd.as_fd())? {
-                timeouts.set(timeouts.get() + 1);
+        Reader::Busy => recv_loop(spec, &polls, |buf| receive(MsgFlags::MSG_DONTWAIT, buf)),
+        Reader::Sleep => recv_loop(spec, &polls, |buf| receive(MsgFlags::empty(), buf)),
+        Reader::Poll => recv_loop(spec, &polls, |buf| {
+            if !polls.wait(fd.as_fd())? {
                 return Ok(None);
             }
-            receive(MsgFlags::MSG_DONTWAIT, buf)
+            polls.received(receive(MsgFlags::MSG_DONTWAIT, buf))
         }),
     }
 }
@@ -573,25 +603,27 @@ fn vde_send(spec: &WorkerSpec) -> Result<()> {
 fn vde_recv(spec: &WorkerSpec) -> Result<()> {
     let conn = crate::vdeplug::Conn::open(&spec.url, &format!("bench receiver {}", spec.index))?;
     say("ready")?;
-    let timeouts = std::cell::Cell::new(0u64);
-    let count = || timeouts.get();
-    recv_loop(spec, &count, |buf| {
+    let polls = PollStats::default();
+    recv_loop(spec, &polls, |buf| {
         // QEMU's vde backend: poll the datafd; on POLLIN, one vde_recv.
-        if !wait_readable(conn.datafd())? {
-            timeouts.set(timeouts.get() + 1);
+        if !polls.wait(conn.datafd())? {
             return Ok(None);
         }
-        let n = conn.recv(buf);
-        if n >= STAMPED as isize {
-            return Ok(Some(n as usize));
-        }
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
-                return Err(e).context("vde_recv");
-            }
-        }
-        // 1 (nothing for us) or a runt: no frame.
-        Ok(None)
+        polls.received(vde_recv_once(&conn, buf))
     })
+}
+
+/// One `vde_recv`: a frame, or `None` (nothing for us, or a runt).
+fn vde_recv_once(conn: &crate::vdeplug::Conn, buf: &mut [u8]) -> Result<Option<usize>> {
+    let n = conn.recv(buf);
+    if n >= STAMPED as isize {
+        return Ok(Some(n as usize));
+    }
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+            return Err(e).context("vde_recv");
+        }
+    }
+    Ok(None)
 }
