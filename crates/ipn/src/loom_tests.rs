@@ -41,8 +41,7 @@
 //! (run by scripts/test.sh): each of its mutations — the sleeper's or the
 //! sender's SeqCst fence removed, the seqlock's Release store, Release
 //! fence or Acquire fence weakened or removed, a sender that counts dead
-//! readers, a waker that counts its doorbell after ringing — makes these
-//! models fail, and the script fails if one does
+//! readers — makes these models fail, and the script fails if one does
 //! not.
 //!
 //! Limits: loom explores interleavings of whole operations, so it never
@@ -272,11 +271,11 @@ fn loom_readable_exactly_while_frames_wait() {
 /// wakes as soon as the doorbell is queued, which may be before its ringer
 /// runs another instruction: a wake-up on the ringer's CPU preempts it.
 /// The reader takes the frame and, with nothing else waiting, must drain
-/// that doorbell: the fd is then quiet, not readable for nothing. This
-/// holds only if the ringer counts the doorbell before it rings (counting
-/// after, the reader could find no doorbell counted yet, drain none and
-/// leave the fd readable: one spurious readiness per such frame, found at
-/// about half the frames of a 5 000 frames/s stream on a 2-CPU machine).
+/// that doorbell: the fd is then quiet, not readable for nothing. The
+/// claim on its arming owes it that doorbell whether or not the count
+/// shows yet. (Draining by the count alone, a reader woken before a ringer
+/// that counted after ringing drained none and left the fd readable: at
+/// about half the frames of a 5 000 frames/s stream on a 2-CPU machine.)
 #[test]
 fn loom_poll_reader_woken_before_its_ringer_returns() {
     model(|| {

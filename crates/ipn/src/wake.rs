@@ -13,11 +13,11 @@
 //! waker wins the swap, so a sleeping port gets one doorbell per sleep.
 //! The waker adds one to the port's `rings` count, and only then rings,
 //! so that the port knows, without a system call, how many doorbells to
-//! drain. Counting first matters: the receiver the doorbell wakes often
-//! runs before the waker's `send` has returned, and one that found the
-//! doorbell not yet counted would leave it queued, its fd readable for
-//! nothing (at about half the frames of a 5 000 frames/s stream, in
-//! QEMU's pattern, on a 2-CPU machine).
+//! drain: the receiver a doorbell wakes often runs before its waker's
+//! `send` has returned. A doorbell may thus be counted and not queued yet
+//! (the drain waits for it, briefly), and a claim the receiver saw may be
+//! neither (it owes one doorbell all the same): see `Doorbells` in
+//! `port/recv.rs`.
 //!
 //! The bell itself is behind [`Bell`]: in normal builds the port's socket
 //! doorbell ([`crate::doorbell::Doorbell`]), whose fd is the port's
