@@ -29,7 +29,7 @@ fn peer_process_entry() {
 // Offsets in the shared file, derived from the layout itself.
 use ipn::raw_layout::{
     DESCRIPTOR_OFFLOAD, DESCRIPTOR_POS, DESCRIPTOR_SIZE, DESCRIPTOR_TAG, DESCRIPTOR_TAGGED,
-    DESCRIPTOR_WITH_VNET_HDR, ENTRY_ARMED, ENTRY_HEAD, HEADER_CURSOR_TABLE_OFFSET,
+    DESCRIPTOR_WITH_VNET_HDR, ENTRY_ARMED, ENTRY_HEAD, ENTRY_RINGS, HEADER_CURSOR_TABLE_OFFSET,
     HEADER_MTU as MTU, HEADER_PENDING_TABLE_OFFSET, HEADER_PROTOCOL as PROTOCOL,
     HEADER_RINGS_OFFSET as RINGS_OFFSET, HEADER_RING_STRIDE, HEADER_VERSION as VERSION,
     PORT_ENTRY_SIZE as PORT_ENTRY, PORT_ENTRY_WORDS, PORT_TABLE,
@@ -445,6 +445,60 @@ fn a_scribbled_armed_word_delays_a_blocking_reader_but_never_deafens_it() {
     assert!(
         !common::readable_now(reader.as_fd()),
         "a doorbell rang for a reader whose armed word was cleared"
+    );
+}
+
+/// A member raises a poll-pattern reader's doorbell count, by a little
+/// (doorbells that will never come: the reader's next drain waits for
+/// them, at most `IN_FLIGHT_WAIT`, and the one after takes what is
+/// queued) or by a lot (no count a waker could make: it drains all),
+/// before every frame. The reader still gets every frame, promptly, and
+/// once the frames stop, one empty receive leaves its fd quiet.
+#[test]
+fn a_scribbled_doorbell_count_never_stalls_or_deafens_a_poll_reader() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let net = TestNet::create("scribbled-rings", &Config::default());
+    let mut sender = Port::join(net.path(), &JoinOptions::described("sender")).unwrap();
+    let mut reader = Port::join(net.path(), &JoinOptions::described("reader")).unwrap();
+    let rings = PORT_TABLE + u64::from(reader.index()) * PORT_ENTRY + ENTRY_RINGS;
+    let mut buf = [0u8; 1514];
+    let _ = reader.try_recv(&mut buf);
+    let frames = 200u64;
+    let started = std::time::Instant::now();
+    for n in 0..frames {
+        let count = read_u64(&net.shm(), rings);
+        let raised = count.wrapping_add(if n % 2 == 0 { 3 } else { 1 << 40 });
+        patch(&net.shm(), rings, &raised.to_le_bytes());
+        sender.send(&n.to_le_bytes()).unwrap();
+        let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(
+            poll(&mut fds, PollTimeout::from(5000u16)).expect("poll"),
+            1,
+            "frame {n} never made the fd readable"
+        );
+        match reader.try_recv_after_poll(&mut buf) {
+            Ok(8) => assert_eq!(buf[..8], n.to_le_bytes(), "frame {n}"),
+            other => panic!("frame {n}: readable, yet {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    eprintln!("{frames} frames with scribbled counts in {took:?}");
+    // A wait of 100 us at most every other frame, and the rest: far less
+    // than a second (a stall of a poll timeout or more would show).
+    assert!(
+        took < Duration::from_secs(2),
+        "{took:?} for {frames} frames"
+    );
+    if common::readable_now(reader.as_fd()) {
+        assert!(matches!(
+            reader.try_recv_after_poll(&mut buf),
+            Err(ipn::RecvError::WouldBlock)
+        ));
+    }
+    assert!(
+        !common::readable_now(reader.as_fd()),
+        "the fd stays readable with nothing to read"
     );
 }
 
