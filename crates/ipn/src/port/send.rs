@@ -503,7 +503,8 @@ impl Tx {
                 // No consistent cursor is ahead of our head or more than a
                 // ring behind: it was scribbled on. Not waiting for it costs
                 // that reader frames (counted as lapped), never a hang; the
-                // reader republishes its cursors before sleeping.
+                // reader republishes its cursors now and then
+                // (`Rx::publish_cursors`).
                 continue;
             }
             frames = frames.min(slots - lag);
