@@ -152,17 +152,20 @@ impl ScanSet {
     /// The first sender in the set at or after `start`, wrapping around
     /// (so that scans can go round-robin and a busy sender cannot starve
     /// the others). Looks at whole words: cheap for any number of ports.
+    /// No division: this runs several times per frame received, and a
+    /// division by the word count (known only at run time) costs more than
+    /// the rest of it.
     pub fn next_from(&self, start: u32) -> Option<u32> {
         let count = self.words.len();
         if count == 0 {
             return None;
         }
-        let start = start % (count as u32 * 64);
-        let (first, _) = bit(start);
-        let first = first % count;
+        let ports = count as u32 * 64;
+        // Callers pass a port index or one past it: rarely out of range.
+        let start = if start < ports { start } else { start % ports };
+        let (mut index, _) = bit(start);
         let below_start = (1u64 << (start % 64)) - 1;
         for k in 0..=count {
-            let index = (first + k) % count;
             let mut word = self.words[index];
             if k == 0 {
                 word &= !below_start;
@@ -171,6 +174,10 @@ impl ScanSet {
             }
             if word != 0 {
                 return Some(index as u32 * 64 + word.trailing_zeros());
+            }
+            index += 1;
+            if index == count {
+                index = 0;
             }
         }
         None

@@ -88,6 +88,12 @@ impl TxRing {
         round_up(len as u64, FRAME_ALIGN) + if with_hdr { VNET_HDR_SPACE } else { 0 }
     }
 
+    /// Index of frame `n` in `positions`: `n % ring_slots`, a power of
+    /// two (the geometry checks), by mask, not a division per frame.
+    fn slot(&self, n: u64) -> usize {
+        (n & (self.positions.len() as u64 - 1)) as usize
+    }
+
     /// Bytes between where frame `n` (at most a ring behind the head)
     /// starts and where the next frame will; frames before our time count
     /// as starting at the first byte we wrote.
@@ -96,8 +102,7 @@ impl TxRing {
         if self.head.wrapping_sub(n) > slots || n == self.head {
             return 0;
         }
-        self.byte_head
-            .wrapping_sub(self.positions[(n % slots) as usize])
+        self.byte_head.wrapping_sub(self.positions[self.slot(n)])
     }
 
     /// Writes the next frame (`frame.len() <= mtu`, or with a header up to
@@ -143,8 +148,8 @@ impl TxRing {
         );
         desc.seq.store(seq_done(n), Ordering::Release);
         entry.head.store(n.wrapping_add(1), Ordering::Release);
-        let slots = self.positions.len() as u64;
-        self.positions[(n % slots) as usize] = start;
+        let slot = self.slot(n);
+        self.positions[slot] = start;
         self.head = n.wrapping_add(1);
         self.byte_head = end;
     }
