@@ -159,6 +159,25 @@ const A: u32 = 0;
 const B: u32 = 1;
 const READER: u32 = 2;
 
+/// Sends frame 0 (20 bytes) from port A and has the reader take it, so
+/// that the reader starts what follows neither armed nor fresh. Returns
+/// the reader and the sender.
+fn reader_past_frame_0(net: &Net, buf: &mut [u8]) -> (Port, Port) {
+    let mut reader = net.port(READER);
+    let mut sender = net.port(A);
+    sender.try_send(&frame(0, 20)).unwrap();
+    assert_eq!(reader.try_recv(buf).ok(), Some(20));
+    (reader, sender)
+}
+
+/// Sends frame 1 (20 bytes) from `sender`, on a thread of its own.
+fn send_frame_1(mut sender: Port) -> thread::JoinHandle<Port> {
+    thread::spawn(move || {
+        sender.try_send(&frame(1, 20)).unwrap();
+        sender
+    })
+}
+
 /// The reader has read one frame (so it starts neither armed nor fresh),
 /// then a sender sends while the reader looks, finds nothing, arms and
 /// looks again.
@@ -166,15 +185,9 @@ const READER: u32 = 2;
 fn loom_no_lost_wakeup() {
     model(|| {
         let net = Net::new(Protocol::Hub, 4, 0);
-        let mut reader = net.port(READER);
-        let mut sender = net.port(A);
         let mut buf = [0u8; 64];
-        sender.try_send(&frame(0, 20)).unwrap();
-        assert_eq!(reader.try_recv(&mut buf).ok(), Some(20));
-        let sending = thread::spawn(move || {
-            sender.try_send(&frame(1, 20)).unwrap();
-            sender
-        });
+        let (mut reader, sender) = reader_past_frame_0(&net, &mut buf);
+        let sending = send_frame_1(sender);
         let first = reader.try_recv(&mut buf);
         let _sender = sending.join().unwrap();
         match first {
@@ -204,12 +217,9 @@ fn loom_no_lost_wakeup_for_a_new_writer() {
     model(|| {
         let net = Net::new(Protocol::Hub, 4, 0);
         let mut reader = net.port(READER);
-        let mut sender = net.port(A);
+        let sender = net.port(A);
         let mut buf = [0u8; 64];
-        let sending = thread::spawn(move || {
-            sender.try_send(&frame(1, 20)).unwrap();
-            sender
-        });
+        let sending = send_frame_1(sender);
         let first = reader.try_recv(&mut buf);
         let _sender = sending.join().unwrap();
         match first {
@@ -241,10 +251,7 @@ fn loom_readable_exactly_while_frames_wait() {
         // Joined armed: the first frame rings; poll would now say readable.
         sender.try_send(&frame(0, 20)).unwrap();
         assert_eq!(net.queued(READER), 1);
-        let sending = thread::spawn(move || {
-            sender.try_send(&frame(1, 20)).unwrap();
-            sender
-        });
+        let sending = send_frame_1(sender);
         let len = reader
             .try_recv_after_poll(&mut buf)
             .expect("the first frame");
@@ -291,10 +298,7 @@ fn loom_poll_reader_woken_before_its_ringer_returns() {
             Err(RecvError::WouldBlock)
         ));
         assert_eq!(net.queued(READER), 0);
-        let sending = thread::spawn(move || {
-            sender.try_send(&frame(1, 20)).unwrap();
-            sender
-        });
+        let sending = send_frame_1(sender);
         // `poll`: returns once the doorbell is queued.
         while net.queued(READER) == 0 {
             thread::yield_now();
@@ -327,15 +331,9 @@ fn loom_poll_reader_woken_before_its_ringer_returns() {
 fn loom_doorbell_counted_before_it_is_sent_is_drained() {
     model(|| {
         let net = Net::new(Protocol::Hub, 4, 0);
-        let mut reader = net.port(READER);
-        let mut sender = net.port(A);
         let mut buf = [0u8; 64];
-        sender.try_send(&frame(0, 20)).unwrap();
-        assert_eq!(reader.try_recv(&mut buf).ok(), Some(20));
-        let sending = thread::spawn(move || {
-            sender.try_send(&frame(1, 20)).unwrap();
-            sender
-        });
+        let (mut reader, sender) = reader_past_frame_0(&net, &mut buf);
+        let sending = send_frame_1(sender);
         let mut got = false;
         loop {
             match reader.try_recv(&mut buf) {
