@@ -73,7 +73,10 @@ the ratios, not the absolute numbers.";
         Latency: a paced sender (--rate frames/s, absolute deadlines: it sleeps with \
         clock_nanosleep, 1 ns timer slack, until shortly before each deadline and spins \
         the last microseconds) to 4 poll-pattern receivers, and to 1 receiver of each \
-        pattern; one-way latency p50, p99, p99.9 from a CLOCK_MONOTONIC stamp in the frame.\n\n\
+        pattern; one-way latency p50, p99, p99.9 from each frame's deadline (a CLOCK_MONOTONIC \
+        stamp in the frame) to its receive: a sender that falls behind, preempted or blocked \
+        in a send, sends the frames it owes at once, each with its own deadline, so a \
+        transport's stall counts for every frame it delays.\n\n\
         --idle-ports and --idle-sweep join write-only ports that never send, as `ipn pub` \
         waiting on its standard input does, all held by one helper process, to show what \
         a receive costs as ports join.",

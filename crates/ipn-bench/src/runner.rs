@@ -60,7 +60,8 @@ impl Case {
 /// How the paced sender kept to its deadlines (see `pace`).
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
-    pub missed: u64,
+    /// Sends more than an interval after their deadline.
+    pub late_sends: u64,
     pub late_p50_ns: u64,
     pub late_p99_ns: u64,
     pub late_max_ns: u64,
@@ -137,7 +138,7 @@ impl Outcome {
     pub fn to_json(&self) -> Value {
         let pacing = self.pacing.map(|p| {
             json!({
-                "missed_deadlines": p.missed,
+                "late_sends": p.late_sends,
                 "late_p50_ns": p.late_p50_ns,
                 "late_p99_ns": p.late_p99_ns,
                 "late_max_ns": p.late_max_ns,
@@ -260,7 +261,7 @@ impl Runner<'_> {
                 4,
             )?;
             Some(Pacing {
-                missed: f[0],
+                late_sends: f[0],
                 late_p50_ns: f[1],
                 late_p99_ns: f[2],
                 late_max_ns: f[3],
