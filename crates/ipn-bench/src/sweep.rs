@@ -300,8 +300,10 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
         "rx CPU/frame: each receiver's user+system CPU per frame it received (mean over \
          receivers), in us; CPU %: share of one CPU over its run; empty wake-ups: per 100 \
          frames, readiness whose one receive found no frame (the poll pattern; ipn recv does \
-         not poll); latency one-way, us; x AF_UNIX, x vde_switch: CPU per frame over theirs \
-         at the same rate."
+         not poll); latency one-way, us, from each frame's deadline; sender late p99: how late \
+         the paced sender itself was for its deadlines (its share of the latency: the same \
+         for every transport but for what the transport makes it wait); x AF_UNIX, x \
+         vde_switch: CPU per frame over theirs at the same rate."
     );
     for &receivers in &args.sweep_receivers {
         println!();
@@ -309,9 +311,10 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
         println!();
         println!(
             "| rate | transport | delivered/s per receiver | loss | rx CPU/frame us | CPU % | \
-             empty wake-ups | p50 us | p99 us | p99.9 us | x AF_UNIX | x vde_switch |"
+             empty wake-ups | p50 us | p99 us | p99.9 us | sender late p99 us | x AF_UNIX | \
+             x vde_switch |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut rates: Vec<u32> = points
             .iter()
             .filter(|p| p.receivers == receivers)
@@ -331,7 +334,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
             for p in &at {
                 match &p.outcome {
                     Err(e) => println!(
-                        "| {} | {} | failed: {} |  |  |  |  |  |  |  |  |  |",
+                        "| {} | {} | failed: {} |  |  |  |  |  |  |  |  |  |  |",
                         rate_name(rate),
                         p.peer.label(),
                         e.replace('|', "/")
@@ -341,7 +344,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
                         let all = o.sent * o.received.len() as u64;
                         let latency = |q| if rate > 0 { o.percentile(q) } else { None };
                         println!(
-                            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                             rate_name(rate),
                             p.peer.label(),
                             o.frames_per_s(),
@@ -357,6 +360,7 @@ pub fn print_tables(args: &SuiteArgs, load: &str, points: &[Point], notes: &[Str
                             us(latency(0.5)),
                             us(latency(0.99)),
                             us(latency(0.999)),
+                            us(o.pacing.map(|p| p.late_p99_ns)),
                             ratio(o.rx_cpu_per_frame_ns(), peer_cpu(Peer::Unix)),
                             ratio(o.rx_cpu_per_frame_ns(), peer_cpu(Peer::VdeSwitch)),
                         );
