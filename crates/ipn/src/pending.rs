@@ -145,6 +145,18 @@ impl ScanSet {
     }
 
     /// How many senders are in the set.
+    /// The members, in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &word)| {
+            let base = i as u32 * 64;
+            std::iter::successors((word != 0).then_some(word), |&w| {
+                let rest = w & (w - 1);
+                (rest != 0).then_some(rest)
+            })
+            .map(move |w| base + w.trailing_zeros())
+        })
+    }
+
     pub fn len(&self) -> u32 {
         self.words.iter().map(|w| w.count_ones()).sum()
     }
@@ -215,6 +227,9 @@ mod tests {
         let one = set(64, &[5]);
         assert_eq!(one.next_from(6), Some(5), "wraps within one word");
         assert_eq!(set(64, &[]).next_from(9), None);
+        assert_eq!(s.iter().collect::<Vec<_>>(), [3, 70, 130, 199]);
+        assert_eq!(set(64, &[0, 63]).iter().collect::<Vec<_>>(), [0, 63]);
+        assert_eq!(set(64, &[]).iter().count(), 0);
         assert!(set(64, &[]).is_empty());
     }
 

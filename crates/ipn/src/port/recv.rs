@@ -488,21 +488,11 @@ impl Rx {
             return true;
         }
         self.scan.gather(&port.shm, port.index);
-        let mut from = 0;
-        for _ in 0..self.scan.len() {
-            let Some(sender) = self.scan.next_from(from) else {
-                return false;
-            };
-            from = sender.wrapping_add(1);
-            if sender == port.index {
-                continue;
-            }
-            let head = port.shm.port(sender).head.load(Ordering::Acquire);
-            if head != self.cursors[sender as usize] {
-                return true;
-            }
-        }
-        false
+        self.scan.iter().any(|sender| {
+            sender != port.index
+                && port.shm.port(sender).head.load(Ordering::Acquire)
+                    != self.cursors[sender as usize]
+        })
     }
 
     /// Looks for a frame (or event) now, and again, yielding the processor
