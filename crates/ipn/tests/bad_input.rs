@@ -49,6 +49,19 @@ fn read_u64(file: &Path, offset: u64) -> u64 {
 
 /// Every way of opening the network at `path`, each within 2 s: joining,
 /// joining or creating, and opening for status. Returns the join error.
+/// A network with default settings, a port that sends and one that reads.
+fn sender_and_reader(name: &str) -> (TestNet, Port, Port) {
+    let net = TestNet::create(name, &Config::default());
+    let sender = Port::join(net.path(), &JoinOptions::described("sender")).unwrap();
+    let reader = Port::join(net.path(), &JoinOptions::described("reader")).unwrap();
+    (net, sender, reader)
+}
+
+/// Offset in the shared file of the word at `field` of `port`'s entry.
+fn entry_word(port: &Port, field: u64) -> u64 {
+    PORT_TABLE + u64::from(port.index()) * PORT_ENTRY + field
+}
+
 fn open_all_ways(path: &Path) -> OpenError {
     let p = path.to_owned();
     within("opening a bad network", Duration::from_secs(2), move || {
@@ -412,10 +425,8 @@ fn poisoned_heads_left_by_a_member_never_stall_a_lossless_sender() {
 #[test]
 fn a_scribbled_armed_word_delays_a_blocking_reader_but_never_deafens_it() {
     use std::os::fd::AsFd;
-    let net = TestNet::create("scribbled-armed", &Config::default());
-    let mut sender = Port::join(net.path(), &JoinOptions::described("sender")).unwrap();
-    let mut reader = Port::join(net.path(), &JoinOptions::described("reader")).unwrap();
-    let armed = PORT_TABLE + u64::from(reader.index()) * PORT_ENTRY + ENTRY_ARMED;
+    let (net, mut sender, mut reader) = sender_and_reader("scribbled-armed");
+    let armed = entry_word(&reader, ENTRY_ARMED);
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let receiving = std::thread::spawn(move || {
         tid_tx.send(common::thread_id()).unwrap();
@@ -458,10 +469,8 @@ fn a_scribbled_armed_word_delays_a_blocking_reader_but_never_deafens_it() {
 fn a_scribbled_doorbell_count_never_stalls_or_deafens_a_poll_reader() {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    let net = TestNet::create("scribbled-rings", &Config::default());
-    let mut sender = Port::join(net.path(), &JoinOptions::described("sender")).unwrap();
-    let mut reader = Port::join(net.path(), &JoinOptions::described("reader")).unwrap();
-    let rings = PORT_TABLE + u64::from(reader.index()) * PORT_ENTRY + ENTRY_RINGS;
+    let (net, mut sender, mut reader) = sender_and_reader("scribbled-rings");
+    let rings = entry_word(&reader, ENTRY_RINGS);
     let mut buf = [0u8; 1514];
     let _ = reader.try_recv(&mut buf);
     let frames = 200u64;
