@@ -66,8 +66,8 @@ impl Pacer {
     }
 
     /// Waits for the next deadline, if it is still ahead; returns the
-    /// deadline: when the frame sent now was due.
-    pub fn wait(&mut self) -> u64 {
+    /// deadline (when the frame sent now was due) and the time now.
+    pub fn wait(&mut self) -> (u64, u64) {
         let deadline = self.next;
         let mut now = now_ns();
         let wake = deadline.saturating_sub(self.overshoot + self.spin);
@@ -92,7 +92,7 @@ impl Pacer {
             self.late_sends += 1;
         }
         self.next = deadline + self.interval;
-        deadline
+        (deadline, now)
     }
 }
 
@@ -123,8 +123,8 @@ mod tests {
                 // sent late, not skipped.
                 std::thread::sleep(std::time::Duration::from_nanos(5 * interval));
             }
-            let deadline = pacer.wait();
-            assert!(now_ns() >= deadline, "send {k} before its deadline");
+            let (deadline, now) = pacer.wait();
+            assert!(now >= deadline, "send {k} before its deadline");
             due.push(deadline);
         }
         for (k, &deadline) in due.iter().enumerate() {

@@ -267,13 +267,16 @@ fn send_loop(spec: &WorkerSpec, mut send: impl FnMut(&[u8]) -> Result<()>) -> Re
     loop {
         // The stamp latency is measured from: a paced frame's deadline
         // (see `pace`), else the time of the send.
-        let due = match &mut pacer {
+        let (due, now) = match &mut pacer {
             Some(pacer) => pacer.wait(),
-            None => now_ns(),
+            None => {
+                let now = now_ns();
+                (now, now)
+            }
         };
         // A sender still behind at the end stops too: what the transport
         // did not carry by then is not made up after it.
-        if due >= end || (pacer.is_some() && now_ns() >= end) {
+        if due >= end || now >= end {
             break;
         }
         stamp(&mut frame, seq, due);
