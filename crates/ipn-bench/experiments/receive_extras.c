@@ -9,6 +9,9 @@
  *   pages K   read one line of each of K pages of its own memory
  *   shared K  read K cache lines the sender wrote just before sending
  *   work K    K iterations of a multiply-add (about 4 instructions each)
+ *   code K    K cache lines of code, one jump in each (K instructions
+ *             spread over K lines: what a receive path's code size costs
+ *             when it runs once per wake-up)
  *
  *   cc -O2 -o receive_extras receive_extras.c
  *   for k in 0 8 32; do ./receive_extras 5000 pages $k; done
@@ -25,7 +28,23 @@
 #include <time.h>
 #include <unistd.h>
 
-enum extra { PAGES, SHARED, WORK };
+enum extra { PAGES, SHARED, WORK, CODE };
+
+/*
+ * 512 cache lines of code, each a jump to the next: entering K lines before
+ * the end runs K instructions on K lines.
+ */
+#define CODE_LINES 512
+__asm__(".text\n.p2align 6\ncode_lines:\n"
+	".rept 512\njmp 1f\n.p2align 6\n1:\n.endr\n"
+	"code_lines_end:\nret\n");
+extern char code_lines[], code_lines_end[];
+
+static void run_code_lines(int k)
+{
+	void (*entry)(void) = (void (*)(void))(code_lines_end - 64 * k);
+	entry();
+}
 
 /* One line in each of K pages, 7 pages apart, at different offsets. */
 static size_t line_of(int k) { return (size_t)k * 4096 * 7 + 64 * (k & 31); }
@@ -48,6 +67,10 @@ static void receive(int fd, long frames, enum extra extra, int k, volatile char 
 		poll(&pfd, 1, -1);
 		if (recv(fd, buf, sizeof buf, 0) > 0)
 			got++;
+		if (extra == CODE) {
+			run_code_lines(k);
+			continue;
+		}
 		for (int i = 0; i < k; i++) {
 			if (extra == WORK) {
 				sum = sum * 31 + i;
@@ -58,7 +81,7 @@ static void receive(int fd, long frames, enum extra extra, int k, volatile char 
 		}
 	}
 	printf("%s %d: %.2f us a frame (%lu)\n",
-	       extra == PAGES ? "pages" : extra == SHARED ? "shared" : "work", k,
+	       extra == PAGES ? "pages" : extra == SHARED ? "shared" : extra == CODE ? "code" : "work", k,
 	       (cpu_us() - start) / got, sum & 1);
 	fflush(stdout);
 }
@@ -66,13 +89,16 @@ static void receive(int fd, long frames, enum extra extra, int k, volatile char 
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
-		fprintf(stderr, "usage: %s RATE pages|shared|work K\n", argv[0]);
+		fprintf(stderr, "usage: %s RATE pages|shared|work|code K\n", argv[0]);
 		return 2;
 	}
 	int rate = atoi(argv[1]), k = atoi(argv[3]);
-	enum extra extra = !strcmp(argv[2], "pages") ? PAGES : !strcmp(argv[2], "shared") ? SHARED : WORK;
-	if (rate <= 0 || k < 0 || (extra != WORK && k > 512)) {
-		fprintf(stderr, "RATE must be positive, K at least 0 (pages, shared: at most 512)\n");
+	enum extra extra = !strcmp(argv[2], "pages")	 ? PAGES :
+			   !strcmp(argv[2], "shared") ? SHARED :
+			   !strcmp(argv[2], "code")	 ? CODE :
+							   WORK;
+	if (rate <= 0 || k < 0 || (extra != WORK && k > CODE_LINES)) {
+		fprintf(stderr, "RATE must be positive, K at least 0 (pages, shared, code: at most 512)\n");
 		return 2;
 	}
 	long frames = (long)rate * 3;
