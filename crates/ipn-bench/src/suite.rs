@@ -80,6 +80,15 @@ pub struct SuiteArgs {
     /// Rate sweep: the fan-outs to measure
     #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [1u32, 4])]
     pub sweep_receivers: Vec<u32>,
+    /// Rate sweep: the transports to measure (all by default; ratios are
+    /// to AF_UNIX, so keep `unix` for them)
+    #[arg(
+        long,
+        value_name = "PEER,PEER,...",
+        value_delimiter = ',',
+        default_values = ["ipn", "ipn-busy-poll", "ipn-recv", "plugin", "vde-switch", "unix"]
+    )]
+    pub sweep_peers: Vec<crate::sweep::Peer>,
     /// Rate sweep: frame size in bytes, Ethernet header included
     #[arg(long, default_value_t = 64)]
     pub sweep_size: usize,

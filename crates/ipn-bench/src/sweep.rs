@@ -40,14 +40,20 @@ const MIN_FRAMES: f64 = 300.0;
 /// Longest a paced case runs to get them.
 const MAX_SECONDS: f64 = 3.0;
 
-/// One transport of the sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One transport of the sweep (`--sweep-peers` names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
+    /// ipn in QEMU's pattern, default options
     Ipn,
+    /// the same, with busy polling opted in (`--busy-poll-us`)
     IpnBusyPoll,
+    /// ipn's blocking receive
     IpnRecv,
+    /// ipn's plugin through libvdeplug (`ipn://`)
     Plugin,
+    /// vde2's vde_switch through libvdeplug
     VdeSwitch,
+    /// AF_UNIX datagram sockets
     Unix,
 }
 
@@ -186,14 +192,16 @@ pub fn run(
 ) -> Result<(Vec<Point>, Vec<String>)> {
     let (seconds, _) = args.durations();
     let mut notes = Vec::new();
-    let vde = match crate::vdeplug::available() {
-        Ok(()) => true,
-        Err(e) => {
-            notes.push(format!("no ipn:// or vde_switch rows: {e:#}"));
-            false
-        }
-    };
-    let switch = if vde {
+    let wanted = |peer: Peer| args.sweep_peers.contains(&peer);
+    let vde = (wanted(Peer::Plugin) || wanted(Peer::VdeSwitch))
+        && match crate::vdeplug::available() {
+            Ok(()) => true,
+            Err(e) => {
+                notes.push(format!("no ipn:// or vde_switch rows: {e:#}"));
+                false
+            }
+        };
+    let switch = if vde && wanted(Peer::VdeSwitch) {
         match VdeSwitch::start(runner.dir) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -207,7 +215,7 @@ pub fn run(
     let mut points = Vec::new();
     for &receivers in &args.sweep_receivers {
         for &rate in rates {
-            for peer in Peer::ALL {
+            for peer in Peer::ALL.into_iter().filter(|&p| wanted(p)) {
                 let transport = match peer {
                     Peer::Ipn | Peer::IpnBusyPoll | Peer::IpnRecv => Transport::Ipn,
                     Peer::Unix => Transport::Unix,
