@@ -144,8 +144,25 @@ impl ScanSet {
         self.drop_beyond_last_port();
     }
 
-    /// How many senders are in the set.
+    /// Whether `f` holds for a member, trying them in ascending order.
+    /// A plain loop over the words: this runs twice per frame received,
+    /// and an iterator chain over the bits cost several times more.
+    #[inline]
+    pub fn any(&self, mut f: impl FnMut(u32) -> bool) -> bool {
+        for (i, &word) in self.words.iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                if f(i as u32 * 64 + rest.trailing_zeros()) {
+                    return true;
+                }
+                rest &= rest - 1;
+            }
+        }
+        false
+    }
+
     /// The members, in ascending order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &word)| {
             let base = i as u32 * 64;
@@ -157,6 +174,7 @@ impl ScanSet {
         })
     }
 
+    /// How many senders are in the set.
     pub fn len(&self) -> u32 {
         self.words.iter().map(|w| w.count_ones()).sum()
     }

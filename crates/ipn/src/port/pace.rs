@@ -41,8 +41,62 @@
 //! a p50 latency of 12-63 µs instead of 1.5-1.7 µs in `ipn bench --sweep`.)
 //! Under the model checker (`cfg(loom)`) the receiver never looks ahead:
 //! wall-clock time is not modelled.
+//!
+//! Times are [`Moment`]s, nanoseconds of the monotonic clock in a `u64`:
+//! the pace reads the clock after every frame a receiver takes last, and
+//! `Instant`'s reading and subtracting (seconds and nanoseconds apart)
+//! cost about a hundred instructions more each time.
 
-use std::time::{Duration, Instant};
+use std::ops::{Add, AddAssign, Sub};
+use std::time::Duration;
+
+/// A reading of the monotonic clock (`CLOCK_MONOTONIC`, as `Instant`'s),
+/// in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Moment(u64);
+
+impl Moment {
+    /// Now. (The monotonic clock cannot fail to be read on Linux; if it
+    /// somehow did, the pace would see no time pass, and sleep.)
+    #[inline]
+    pub fn now() -> Moment {
+        use nix::time::{clock_gettime, ClockId};
+        clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(Moment(0), |t| {
+            Moment(
+                (t.tv_sec() as u64)
+                    .wrapping_mul(1_000_000_000)
+                    .wrapping_add(t.tv_nsec() as u64),
+            )
+        })
+    }
+
+    /// Nanoseconds from `earlier` to `self`, zero if `earlier` is later.
+    #[inline]
+    pub fn nanos_since(self, earlier: Moment) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl Add<Duration> for Moment {
+    type Output = Moment;
+    fn add(self, d: Duration) -> Moment {
+        Moment(self.0.saturating_add(nanos(d)))
+    }
+}
+
+impl AddAssign<Duration> for Moment {
+    fn add_assign(&mut self, d: Duration) {
+        *self = *self + d;
+    }
+}
+
+impl Sub for Moment {
+    type Output = Duration;
+    /// The time from `earlier` to `self` (zero if `earlier` is later).
+    fn sub(self, earlier: Moment) -> Duration {
+        Duration::from_nanos(self.nanos_since(earlier))
+    }
+}
 
 /// What a wake-up costs a sleeping receiver in CPU time, about: the
 /// per-frame CPU of an AF_UNIX datagram receiver woken for each frame.
@@ -65,9 +119,9 @@ pub const MAX_SKIP: u32 = 64;
 #[derive(Debug, Clone)]
 pub struct Pace {
     /// Opt-in busy polling: look this long every time (zero: off).
-    busy_poll: Duration,
+    busy_poll_ns: u64,
     /// When we last found nothing.
-    last_empty: Option<Instant>,
+    last_empty: Option<Moment>,
     /// Frames received since.
     frames_since: u32,
     /// Time spent asleep since, in nanoseconds.
@@ -87,7 +141,7 @@ impl Pace {
     /// [`crate::JoinOptions::busy_poll`].
     pub fn new(busy_poll: Duration) -> Pace {
         Pace {
-            busy_poll,
+            busy_poll_ns: nanos(busy_poll),
             last_empty: None,
             frames_since: 0,
             asleep_ns: 0,
@@ -113,16 +167,15 @@ impl Pace {
     /// The receive found nothing at `now`: until when to keep looking
     /// (`None`: sleep now). The caller reports what came of it with
     /// [`Pace::looked`].
-    pub fn keep_looking_until(&mut self, now: Instant) -> Option<Instant> {
+    pub fn keep_looking_until(&mut self, now: Moment) -> Option<Moment> {
         self.observe_empty(now);
         if cfg!(loom) {
             return None;
         }
-        if !self.busy_poll.is_zero() {
-            return Some(now + self.busy_poll);
+        if self.busy_poll_ns != 0 {
+            return Some(Moment(now.0.saturating_add(self.busy_poll_ns)));
         }
-        let gap = Duration::from_nanos(self.gap_ns);
-        if gap >= WAKE_COST {
+        if self.gap_ns >= nanos(WAKE_COST) {
             return None;
         }
         if self.skip > 0 {
@@ -131,17 +184,17 @@ impl Pace {
         }
         // Two gaps: the next frame is due within one. Not a partial look
         // on a thin budget: it would miss, and only cost.
-        let look = (gap * 2).clamp(Duration::from_micros(1), WAKE_COST);
-        (nanos(look) <= self.budget_ns).then(|| now + look)
+        let look = (self.gap_ns * 2).clamp(1_000, nanos(WAKE_COST));
+        (look <= self.budget_ns).then(|| Moment(now.0.saturating_add(look)))
     }
 
     /// A look-ahead that started at `started` ended at `now`, having
     /// found a frame or not.
-    pub fn looked(&mut self, started: Instant, now: Instant, found: bool) {
-        if !self.busy_poll.is_zero() {
+    pub fn looked(&mut self, started: Moment, now: Moment, found: bool) {
+        if self.busy_poll_ns != 0 {
             return;
         }
-        let spent = nanos(now.saturating_duration_since(started));
+        let spent = now.nanos_since(started);
         self.budget_ns = self.budget_ns.saturating_sub(spent);
         if found {
             self.earn(nanos(WAKE_COST));
@@ -154,9 +207,9 @@ impl Pace {
     }
 
     /// Updates the gap estimate and the budget at an empty look.
-    fn observe_empty(&mut self, now: Instant) {
+    fn observe_empty(&mut self, now: Moment) {
         if let Some(last) = self.last_empty {
-            let elapsed = nanos(now.saturating_duration_since(last));
+            let elapsed = now.nanos_since(last);
             self.earn(elapsed / 100 * u64::from(SPIN_SHARE));
             if self.frames_since > 0 {
                 let gap = self.burst_time(elapsed) / u64::from(self.frames_since);
@@ -198,8 +251,13 @@ impl Pace {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    d.as_nanos().min(u128::from(u64::MAX)) as u64
+const fn nanos(d: Duration) -> u64 {
+    let n = d.as_nanos();
+    if n > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        n as u64
+    }
 }
 
 #[cfg(test)]
@@ -209,7 +267,7 @@ mod tests {
     /// Feeds `pace` frames every `gap`, with an empty look after each,
     /// starting at `t`; returns the time after the last one and the
     /// look-aheads it was offered.
-    fn stream(pace: &mut Pace, mut t: Instant, gap: Duration, frames: u32) -> (Instant, u32) {
+    fn stream(pace: &mut Pace, mut t: Moment, gap: Duration, frames: u32) -> (Moment, u32) {
         let mut offered = 0;
         for _ in 0..frames {
             t += gap;
@@ -228,7 +286,7 @@ mod tests {
     #[test]
     fn sleeps_at_once_when_frames_are_further_apart_than_a_wake_up() {
         let mut pace = Pace::new(Duration::ZERO);
-        let t = Instant::now();
+        let t = Moment::now();
         assert_eq!(pace.keep_looking_until(t), None, "no history: sleep");
         for gap_us in [20u64, 50, 200, 1000, 10_000] {
             let (_, offered) = stream(&mut pace, t, Duration::from_micros(gap_us), 1000);
@@ -239,7 +297,7 @@ mod tests {
     #[test]
     fn looks_ahead_on_a_fast_stream_and_it_pays() {
         let mut pace = Pace::new(Duration::ZERO);
-        let t = Instant::now();
+        let t = Moment::now();
         let (_, offered) = stream(&mut pace, t, Duration::from_micros(2), 10_000);
         assert!(offered > 9_000, "offered {offered} of 10000");
         assert!(pace.gap().unwrap() <= Duration::from_micros(3));
@@ -250,7 +308,7 @@ mod tests {
         // Gaps just under a wake-up, and every look-ahead misses (the
         // frame comes right after it gives up): the worst case.
         let mut pace = Pace::new(Duration::ZERO);
-        let start = Instant::now();
+        let start = Moment::now();
         let gap = WAKE_COST - Duration::from_micros(1);
         pace.frame();
         pace.keep_looking_until(start);
@@ -272,7 +330,7 @@ mod tests {
     #[test]
     fn a_quiet_network_stops_the_look_ahead() {
         let mut pace = Pace::new(Duration::ZERO);
-        let (t, offered) = stream(&mut pace, Instant::now(), Duration::from_micros(2), 100);
+        let (t, offered) = stream(&mut pace, Moment::now(), Duration::from_micros(2), 100);
         assert!(offered > 0);
         // Nothing comes for a millisecond: the next empty look sleeps.
         assert_eq!(pace.keep_looking_until(t + Duration::from_millis(1)), None);
@@ -284,7 +342,7 @@ mod tests {
         // sender scheduled in slices): the gap is the burst's, and the
         // receiver looks ahead at its end.
         let mut pace = Pace::new(Duration::ZERO);
-        let mut t = Instant::now();
+        let mut t = Moment::now();
         let pause = Duration::from_micros(200);
         let mut offered = 0;
         pace.keep_looking_until(t);
@@ -309,7 +367,7 @@ mod tests {
         // One frame per wake-up, 50 µs apart: the receiver sleeps at once,
         // as at any rate below one frame per wake-up's cost.
         let mut pace = Pace::new(Duration::ZERO);
-        let mut t = Instant::now();
+        let mut t = Moment::now();
         pace.keep_looking_until(t);
         for _ in 0..1000 {
             t += Duration::from_micros(50);
@@ -324,7 +382,7 @@ mod tests {
     fn busy_poll_looks_every_time_for_as_long_as_asked() {
         let busy = Duration::from_micros(50);
         let mut pace = Pace::new(busy);
-        let t = Instant::now();
+        let t = Moment::now();
         assert_eq!(pace.keep_looking_until(t), Some(t + busy));
         let (_, offered) = stream(&mut pace, t, Duration::from_millis(1), 10);
         assert_eq!(offered, 10);

@@ -36,9 +36,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{
-    pace, Common, Context, Message, Port, PortReceiver, DEATH_CHECK_INTERVAL, VNET_HDR_LEN,
-};
+use super::pace::{self, Moment};
+use super::{Common, Context, Message, Port, PortReceiver, DEATH_CHECK_INTERVAL, VNET_HDR_LEN};
 use crate::error::RecvError;
 use crate::ethernet::TAG_LEN;
 use crate::membership::{self, Membership};
@@ -97,7 +96,7 @@ pub(super) struct Rx {
     pace: pace::Pace,
     /// A look-ahead decided after the last frame: when it started, and
     /// until when the next receive keeps looking.
-    look_ahead: Option<(Instant, Instant)>,
+    look_ahead: Option<(Moment, Moment)>,
     frames: u64,
     /// `frames` when we last armed, and how many times we armed since we
     /// last published every cursor (see `heal_cursors`).
@@ -466,7 +465,7 @@ impl Rx {
         if self.frames_waiting(cx) {
             return;
         }
-        let now = Instant::now();
+        let now = Moment::now();
         if let Some(until) = self.pace.keep_looking_until(now) {
             // The next receive (the fd is still readable) looks until then.
             self.look_ahead = Some((now, until));
@@ -488,10 +487,12 @@ impl Rx {
             return true;
         }
         self.scan.gather(&port.shm, port.index);
-        self.scan.iter().any(|sender| {
+        let cursors = &self.cursors;
+        self.scan.any(|sender| {
             sender != port.index
-                && port.shm.port(sender).head.load(Ordering::Acquire)
-                    != self.cursors[sender as usize]
+                && cursors.get(sender as usize).is_some_and(|&cursor| {
+                    port.shm.port(sender).head.load(Ordering::Acquire) != cursor
+                })
         })
     }
 
@@ -502,21 +503,21 @@ impl Rx {
         let decided = self.look_ahead.take();
         if let Some(message) = self.poll_once(cx, buf) {
             if let Some((started, _)) = decided {
-                self.pace.looked(started, Instant::now(), true);
+                self.pace.looked(started, Moment::now(), true);
             }
             return Some(message);
         }
         let (started, until) = match decided {
             Some(look) => look,
             None => {
-                let now = Instant::now();
+                let now = Moment::now();
                 (now, self.pace.keep_looking_until(now)?)
             }
         };
         loop {
             std::thread::yield_now();
             let found = self.poll_once(cx, buf);
-            let now = Instant::now();
+            let now = Moment::now();
             if found.is_some() || now >= until {
                 self.pace.looked(started, now, found.is_some());
                 return found;
@@ -640,11 +641,13 @@ impl Rx {
     /// cut from a frame with offloads, then from the rings).
     fn poll_once(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Option<Message> {
         let port = cx.port;
-        if let Some(len) = self.segments.pop_into(&self.gso_buf, buf) {
-            // Truncated to `buf`, as any frame is.
-            let len = len.min(buf.len());
-            self.count_received(port, len);
-            return Some(Message::Frame(len));
+        if !self.segments.is_empty() {
+            if let Some(len) = self.segments.pop_into(&self.gso_buf, buf) {
+                // Truncated to `buf`, as any frame is.
+                let len = len.min(buf.len());
+                self.count_received(port, len);
+                return Some(Message::Frame(len));
+            }
         }
         self.check_membership(cx);
         if self.events.pending && !self.frames_before_event() {
