@@ -9,7 +9,10 @@
 //!   later cannot move any offset;
 //! - every reference it returns lies inside the mapping, is aligned for its
 //!   type, and refers only to atomics, so concurrent access from other
-//!   processes is never a data race in the Rust memory model;
+//!   processes is never a data race in the Rust memory model (the tables
+//!   every frame touches, ports, cursors, pending bitmaps and rings, are
+//!   checked once, when mapped, so that an access is a slice index: see
+//!   `Tables`; the header and VLAN entries at each access);
 //! - the mapping outlives every reference (they borrow `&self`).
 //!
 //! - the file's blocks are allocated when it is created, so a file system
@@ -67,10 +70,83 @@ pub struct SharedFile {
     /// Registered with the SIGBUS handler while mapped.
     #[cfg(not(loom))]
     registration: Option<sigbus::Registration>,
+    /// How many entries of the tables every frame touches are inside the
+    /// mapping, checked once when mapped (none for a header-only mapping).
+    #[cfg(not(loom))]
+    tables: Tables,
     #[cfg(loom)]
     memory: InMemory,
     geometry: Geometry,
     writable: bool,
+}
+
+/// The lengths of the tables every frame touches, as mapped: each was
+/// checked once, when the file was mapped, to lie inside the mapping and to
+/// be aligned for its type, so that an access after that is a slice index
+/// (one comparison) instead of an offset computed and checked again. A
+/// table that does not fit (a header-only mapping's) has length zero: an
+/// access to it panics, as any index out of range.
+#[cfg(not(loom))]
+#[derive(Debug, Clone, Copy, Default)]
+struct Tables {
+    /// Port entries at `port_table_offset`.
+    ports: usize,
+    /// Words at `cursor_table_offset`: `max_ports` per reader (lossless).
+    cursor_words: usize,
+    /// Words at `pending_table_offset`: `pending_stride / 8` per reader.
+    pending_words: usize,
+    /// Rings at `rings_offset`, `ring_stride` apart: each `ring_slots`
+    /// descriptors, then `ring_words` data words at `ring_data_offset`.
+    rings: usize,
+}
+
+#[cfg(not(loom))]
+impl Tables {
+    /// The tables of `g` that fit in a mapping of `g.total_size` bytes.
+    fn of(g: &Geometry) -> Tables {
+        let fits = |offset: u64, count: u64, size: usize, align: usize| -> usize {
+            let end = count
+                .checked_mul(size as u64)
+                .and_then(|bytes| offset.checked_add(bytes));
+            let inside = end.is_some_and(|end| end <= g.total_size);
+            if inside && offset.is_multiple_of(align as u64) {
+                usize::try_from(count).unwrap_or(0)
+            } else {
+                0
+            }
+        };
+        let ports = u64::from(g.max_ports);
+        let cursors = if g.lossless() { ports * ports } else { 0 };
+        Tables {
+            ports: fits(
+                g.port_table_offset,
+                ports,
+                std::mem::size_of::<PortEntry>(),
+                std::mem::align_of::<PortEntry>(),
+            ),
+            cursor_words: fits(g.cursor_table_offset, cursors, 8, 8),
+            pending_words: fits(g.pending_table_offset, ports * (g.pending_stride / 8), 8, 8),
+            rings: if Self::ring_fits(g) {
+                fits(g.rings_offset, ports, g.ring_stride as usize, 8)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Whether one ring's descriptors and data fit in its stride, aligned.
+    fn ring_fits(g: &Geometry) -> bool {
+        let descriptors = u64::from(g.ring_slots) * DESCRIPTOR_SIZE;
+        g.ring_slots > 0
+            && descriptors <= g.ring_data_offset
+            && (g.ring_words() as u64)
+                .checked_mul(8)
+                .and_then(|bytes| g.ring_data_offset.checked_add(bytes))
+                .is_some_and(|end| end <= g.ring_stride)
+            && g.ring_stride.is_multiple_of(8)
+            && g.ring_data_offset.is_multiple_of(8)
+            && std::mem::align_of::<Descriptor>() <= 8
+    }
 }
 
 /// The loom build's stand-in for the mapping: the same structures,
@@ -211,6 +287,7 @@ impl SharedFile {
             file,
             base: base.cast(),
             registration: None,
+            tables: Tables::of(&geometry),
             geometry,
             writable,
         };
@@ -271,26 +348,58 @@ impl SharedFile {
 
     /// The port table entry of slot `index` (`index < max_ports`).
     pub fn port(&self, index: u32) -> &PortEntry {
-        assert!(index < self.geometry.max_ports, "port index out of range");
-        let g = &self.geometry;
-        self.at(g.port_table_offset + u64::from(index) * std::mem::size_of::<PortEntry>() as u64)
+        &self.port_table()[index as usize]
+    }
+
+    /// The port table, as checked when mapped ([`Tables`]).
+    fn port_table(&self) -> &[PortEntry] {
+        // SAFETY: `tables.ports` entries at `port_table_offset` lie inside
+        // the mapping and are aligned (checked by `Tables::of` when mapped;
+        // the geometry never changes); `PortEntry: SharedPlain` is made only
+        // of atomics, valid for any bit pattern and made for sharing. The
+        // slice borrows `&self`, so the mapping outlives it.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base
+                    .as_ptr()
+                    .add(self.geometry.port_table_offset as usize)
+                    .cast::<PortEntry>(),
+                self.tables.ports,
+            )
+        }
+    }
+
+    /// `count` words at `offset`.
+    ///
+    /// # Safety
+    /// `offset..offset + 8 * count` lies inside the mapping and `offset` is
+    /// a multiple of 8: a table `Tables::of` checked when mapped.
+    unsafe fn table_words(&self, offset: u64, count: usize) -> &[AtomicU64] {
+        // SAFETY: inside the mapping and aligned (the caller's promise; the
+        // mapping is page aligned); `AtomicU64` is valid for any bit pattern
+        // and made for sharing. The slice borrows `&self`, so the mapping
+        // outlives it.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.as_ptr().add(offset as usize).cast::<AtomicU64>(),
+                count,
+            )
+        }
     }
 
     /// Lossless networks: how far `reader` has read `sender`'s ring.
     pub fn cursor(&self, reader: u32, sender: u32) -> &AtomicU64 {
-        let g = &self.geometry;
-        assert!(g.lossless() && reader < g.max_ports && sender < g.max_ports);
-        let index = u64::from(reader) * u64::from(g.max_ports) + u64::from(sender);
-        self.at(g.cursor_table_offset + index * 8)
+        &self.cursors(reader)[sender as usize]
     }
 
     /// Lossless networks: how far `reader` has read each sender's ring,
     /// indexed by sender (one bounds check for a loop over all of them).
     pub fn cursors(&self, reader: u32) -> &[AtomicU64] {
         let g = &self.geometry;
-        assert!(g.lossless() && reader < g.max_ports);
-        let row = u64::from(reader) * u64::from(g.max_ports) * 8;
-        self.words(g.cursor_table_offset + row, g.max_ports as usize)
+        // SAFETY: the cursor table, checked when mapped (`Tables::of`).
+        let table = unsafe { self.table_words(g.cursor_table_offset, self.tables.cursor_words) };
+        let row = g.max_ports as usize;
+        &table[reader as usize * row..][..row]
     }
 
     /// Port `index`'s VLAN membership and published addresses.
@@ -304,46 +413,41 @@ impl SharedFile {
     /// sender `s` may have frames for it.
     pub fn pending(&self, reader: u32) -> &[AtomicU64] {
         let g = &self.geometry;
-        assert!(reader < g.max_ports, "reader index out of range");
-        let offset = g.pending_table_offset + u64::from(reader) * g.pending_stride;
-        self.words(offset, g.pending_words())
+        // SAFETY: the pending table, checked when mapped (`Tables::of`).
+        let table = unsafe { self.table_words(g.pending_table_offset, self.tables.pending_words) };
+        let stride = (g.pending_stride / 8) as usize;
+        &table[reader as usize * stride..][..g.pending_words()]
     }
 
     /// The descriptor of `sender`'s ring that holds frame number `seq`.
     pub fn descriptor(&self, sender: u32, seq: u64) -> &Descriptor {
         let g = &self.geometry;
-        assert!(sender < g.max_ports, "sender index out of range");
+        assert!(
+            (sender as usize) < self.tables.rings,
+            "sender index out of range"
+        );
+        // At most `ring_slots - 1`, whatever `seq` is.
         let index = seq & u64::from(g.ring_slots - 1);
-        self.at(g.rings_offset + u64::from(sender) * g.ring_stride + index * DESCRIPTOR_SIZE)
+        let offset = g.rings_offset + u64::from(sender) * g.ring_stride + index * DESCRIPTOR_SIZE;
+        // SAFETY: ring `sender` lies inside the mapping and its
+        // `ring_slots` descriptors within its stride, 8-aligned (checked by
+        // `Tables::of` when mapped: `sender < tables.rings`), and
+        // `index < ring_slots`; `Descriptor: SharedPlain` is made only of
+        // atomics. The reference borrows `&self`, so the mapping outlives it.
+        unsafe { &*self.base.as_ptr().add(offset as usize).cast::<Descriptor>() }
     }
 
     /// The data words of `sender`'s ring.
     pub fn ring_data(&self, sender: u32) -> &[AtomicU64] {
         let g = &self.geometry;
-        assert!(sender < g.max_ports, "sender index out of range");
-        let offset = g.rings_offset + u64::from(sender) * g.ring_stride + g.ring_data_offset;
-        self.words(offset, g.ring_words())
-    }
-
-    /// `count` words at `offset`.
-    fn words(&self, offset: u64, count: usize) -> &[AtomicU64] {
-        let end = (count as u64)
-            .checked_mul(8)
-            .and_then(|len| offset.checked_add(len));
         assert!(
-            end.is_some_and(|end| end <= self.geometry.total_size) && offset.is_multiple_of(8),
-            "shared memory access out of bounds"
+            (sender as usize) < self.tables.rings,
+            "sender index out of range"
         );
-        // SAFETY: `offset..offset + 8 * count` lies inside the mapping
-        // (asserted) and is 8-aligned (asserted; the mapping is page
-        // aligned); AtomicU64 is valid for any bit pattern and made for
-        // sharing. The slice borrows `&self`, so the mapping outlives it.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.base.as_ptr().add(offset as usize).cast::<AtomicU64>(),
-                count,
-            )
-        }
+        let offset = g.rings_offset + u64::from(sender) * g.ring_stride + g.ring_data_offset;
+        // SAFETY: ring `sender` lies inside the mapping, its data words
+        // within its stride, 8-aligned (checked when mapped, `Tables::of`).
+        unsafe { self.table_words(offset, g.ring_words()) }
     }
 }
 
