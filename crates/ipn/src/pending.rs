@@ -175,6 +175,7 @@ impl ScanSet {
     }
 
     /// How many senders are in the set.
+    #[cfg(test)]
     pub fn len(&self) -> u32 {
         self.words.iter().map(|w| w.count_ones()).sum()
     }

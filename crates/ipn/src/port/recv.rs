@@ -682,9 +682,28 @@ impl Rx {
         let port = cx.port;
         self.scan.gather(&port.shm, port.index);
         let budget = steps_per_sender(port.shm.geometry().ring_slots);
-        let mut from = self.next_sender;
-        for _ in 0..self.scan.len() {
+        // Once round the set from `start`: senders come in ascending order
+        // until the walk wraps past the last port; it stops where it began,
+        // or at a second wrap (every member left is below `start`).
+        // (Counting the set first cost more than the rest of this.)
+        let start = if (self.next_sender as usize) < self.cursors.len() {
+            self.next_sender
+        } else {
+            0
+        };
+        let mut from = start;
+        let mut wrapped = false;
+        loop {
             let sender = self.scan.next_from(from)?;
+            if sender < from {
+                if wrapped {
+                    return None;
+                }
+                wrapped = true;
+            }
+            if wrapped && sender >= start {
+                return None;
+            }
             from = sender.wrapping_add(1);
             if sender == port.index {
                 continue;
@@ -699,11 +718,15 @@ impl Rx {
                 self.scan.remove(sender);
             }
         }
-        None
     }
 
     /// Reads `sender`'s ring until a frame for us, or nothing, or `budget`
     /// reads without a frame.
+    ///
+    /// A plain frame (a hub, or switch mode's frame for us is not plain:
+    /// its source is learned; no header to cut or write) is delivered
+    /// here; everything else is [`Rx::deliver_other`]'s, out of line, so
+    /// that the path of nearly every frame stays a few dozen instructions.
     fn read_from(
         &mut self,
         cx: &mut Context<'_>,
@@ -713,6 +736,7 @@ impl Rx {
     ) -> Option<usize> {
         let port = cx.port;
         let lossless = port.shm.geometry().lossless();
+        let plain = cx.switch.is_none() && !port.offload;
         let filter = ring::Filter {
             me: cx.switch.is_some().then_some(port.index),
             vlan: &port.vlan,
@@ -725,95 +749,133 @@ impl Rx {
             0
         };
         for _ in 0..budget {
-            let cursor = &mut self.cursors[sender as usize];
+            let cursor = self.cursors.get_mut(sender as usize)?;
             let out = &mut buf[header..];
             let read =
                 ring::read_frame_for(&port.shm, sender, cursor, out, &mut self.gso_buf, filter);
-            if lossless && read != Read::Empty {
+            if lossless && !matches!(read, Read::Empty) {
                 port.shm
                     .cursor(port.index, sender)
                     .store(*cursor, Ordering::Release);
             }
-            // Matched by reference: the header is read only where a port
-            // with offloads uses it, not copied out of the result for every
-            // frame (a copy that stalled on store forwarding).
-            match &read {
-                &Read::Frame {
+            match read {
+                Read::Frame {
                     len,
-                    tag,
-                    tagged,
-                    ref hdr,
-                    in_gso_buf,
-                } => {
-                    // The longest wire frame this one may be, or stand for.
-                    let wire_mtu =
-                        port.shm.geometry().mtu as usize + if tagged { TAG_LEN } else { 0 };
-                    let frame: &[u8] = if in_gso_buf {
-                        &self.gso_buf[..len]
-                    } else {
-                        &buf[header..]
-                    };
-                    if let (Some(table), Some(source)) = (&mut cx.switch, frame.get(6..12)) {
-                        let mut mac = [0u8; 6];
-                        mac.copy_from_slice(source);
-                        let vlan = switch::vlan_key(tag);
-                        table.with(|table| table.learn(&port.shm, vlan, mac, sender));
-                    }
-                    if in_gso_buf {
-                        // Cut it into the wire frames it stands for.
-                        let hdr = hdr.unwrap_or_default();
-                        let (segments, frame) = (&mut self.segments, &self.gso_buf[..len]);
-                        let cut = segments.start(&hdr, frame, wire_mtu);
-                        let first = cut.ok().and_then(|_| segments.pop_into(frame, buf));
-                        match first.map(|n| n.min(buf.len())) {
-                            Some(n) => {
-                                self.count_received(port, n);
-                                return Some(n);
-                            }
-                            None => {
-                                // A header that does not describe its
-                                // frame: the frame cannot be delivered.
-                                count_lost(&mut self.dropped, &port.shm, port.index, 1);
-                                continue;
-                            }
-                        }
-                    }
-                    if port.offload {
-                        let hdr = hdr.unwrap_or_default();
-                        // A GSO frame whose segments would exceed the MTU
-                        // (a sender refuses it; any member can write any
-                        // descriptor) is not delivered. Checked when the
-                        // buffer holds the whole frame.
-                        let whole = buf.get(header..header + len);
-                        if hdr.is_gso()
-                            && whole.is_some_and(|f| offload::check(&hdr, f, wire_mtu).is_err())
-                        {
-                            count_lost(&mut self.dropped, &port.shm, port.index, 1);
-                            continue;
-                        }
-                        let _ = hdr.write(&mut buf[..header], HdrLayout::Basic);
-                    }
+                    in_gso_buf: false,
+                    ..
+                } if plain => {
                     self.count_received(port, len);
-                    return Some((header + len).min(buf.len()));
-                }
-                &Read::Lapped { skipped } => {
-                    count_lost(&mut self.dropped, &port.shm, port.index, skipped)
-                }
-                Read::OverMtu => count_lost(&mut self.dropped, &port.shm, port.index, 1),
-                &Read::NotForUs { source, tag } => {
-                    // Frames are coming, if not for us: stay awake to step
-                    // over them (a lossless sender waits for our cursor).
-                    self.pace.frame();
-                    if let Some(table) = &mut cx.switch {
-                        let vlan = switch::vlan_key(tag);
-                        table.with(|table| table.learn(&port.shm, vlan, source, sender));
-                    }
+                    return Some(len.min(buf.len()));
                 }
                 Read::Empty => return None,
+                read => {
+                    if let Some(len) = self.deliver_other(cx, sender, &read, header, buf) {
+                        return Some(len);
+                    }
+                }
             }
         }
         self.bell.ring(port.index);
         None
+    }
+
+    /// What [`Rx::read_from`] does with a read other than a plain frame or
+    /// nothing: learns where a frame's source lives (switch mode), cuts a
+    /// frame with offloads into wire frames, writes the header for a port
+    /// that takes offloads, counts what is lost. Returns the bytes of a
+    /// frame delivered into `buf`, or `None` to read on.
+    #[cold]
+    #[inline(never)]
+    fn deliver_other(
+        &mut self,
+        cx: &mut Context<'_>,
+        sender: u32,
+        read: &Read,
+        header: usize,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let port = cx.port;
+        // Matched by reference: the header is read only where a port
+        // with offloads uses it, not copied out of the result for every
+        // frame (a copy that stalled on store forwarding).
+        match read {
+            &Read::Frame {
+                len,
+                tag,
+                tagged,
+                ref hdr,
+                in_gso_buf,
+            } => {
+                // The longest wire frame this one may be, or stand for.
+                let wire_mtu = port.shm.geometry().mtu as usize + if tagged { TAG_LEN } else { 0 };
+                let frame: &[u8] = if in_gso_buf {
+                    &self.gso_buf[..len]
+                } else {
+                    &buf[header..]
+                };
+                if let (Some(table), Some(source)) = (&mut cx.switch, frame.get(6..12)) {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(source);
+                    let vlan = switch::vlan_key(tag);
+                    table.with(|table| table.learn(&port.shm, vlan, mac, sender));
+                }
+                if in_gso_buf {
+                    // Cut it into the wire frames it stands for.
+                    let hdr = hdr.unwrap_or_default();
+                    let (segments, frame) = (&mut self.segments, &self.gso_buf[..len]);
+                    let cut = segments.start(&hdr, frame, wire_mtu);
+                    let first = cut.ok().and_then(|_| segments.pop_into(frame, buf));
+                    return match first.map(|n| n.min(buf.len())) {
+                        Some(n) => {
+                            self.count_received(port, n);
+                            Some(n)
+                        }
+                        None => {
+                            // A header that does not describe its
+                            // frame: the frame cannot be delivered.
+                            count_lost(&mut self.dropped, &port.shm, port.index, 1);
+                            None
+                        }
+                    };
+                }
+                if port.offload {
+                    let hdr = hdr.unwrap_or_default();
+                    // A GSO frame whose segments would exceed the MTU
+                    // (a sender refuses it; any member can write any
+                    // descriptor) is not delivered. Checked when the
+                    // buffer holds the whole frame.
+                    let whole = buf.get(header..header + len);
+                    if hdr.is_gso()
+                        && whole.is_some_and(|f| offload::check(&hdr, f, wire_mtu).is_err())
+                    {
+                        count_lost(&mut self.dropped, &port.shm, port.index, 1);
+                        return None;
+                    }
+                    let _ = hdr.write(&mut buf[..header], HdrLayout::Basic);
+                }
+                self.count_received(port, len);
+                Some((header + len).min(buf.len()))
+            }
+            &Read::Lapped { skipped } => {
+                count_lost(&mut self.dropped, &port.shm, port.index, skipped);
+                None
+            }
+            Read::OverMtu => {
+                count_lost(&mut self.dropped, &port.shm, port.index, 1);
+                None
+            }
+            &Read::NotForUs { source, tag } => {
+                // Frames are coming, if not for us: stay awake to step
+                // over them (a lossless sender waits for our cursor).
+                self.pace.frame();
+                if let Some(table) = &mut cx.switch {
+                    let vlan = switch::vlan_key(tag);
+                    table.with(|table| table.learn(&port.shm, vlan, source, sender));
+                }
+                None
+            }
+            Read::Empty => None,
+        }
     }
 
     fn count_received(&mut self, port: &Common, len: usize) {
