@@ -129,6 +129,37 @@ impl ScanSet {
         self.drop_beyond_last_port();
     }
 
+    /// [`ScanSet::gather`], then whether `f` holds for a member (trying
+    /// them in ascending order), in one pass over the words: after every
+    /// frame a receive takes, it asks whether another one waits. Words
+    /// after the member `f` holds for are not gathered yet: their bits stay
+    /// set in the shared bitmap for the next gather.
+    #[inline]
+    pub fn gather_any(
+        &mut self,
+        shm: &SharedFile,
+        reader: u32,
+        mut f: impl FnMut(u32) -> bool,
+    ) -> bool {
+        let shared = shm.pending(reader);
+        let last = self.words.len().wrapping_sub(1);
+        let last_word_ports = self.last_word_ports;
+        for (i, mine) in self.words.iter_mut().enumerate() {
+            let mut word = *mine | shared.get(i).map_or(0, |w| w.load(Ordering::Acquire));
+            if i == last {
+                word &= last_word_ports;
+            }
+            *mine = word;
+            while word != 0 {
+                if f(i as u32 * 64 + word.trailing_zeros()) {
+                    return true;
+                }
+                word &= word - 1;
+            }
+        }
+        false
+    }
+
     /// Before sleeping: the set becomes exactly the senders that set their
     /// bit since the last time (taken from the shared bitmap, which is left
     /// all zero). The caller arms, then scans this set and the bitmap once
@@ -142,23 +173,6 @@ impl ScanSet {
             };
         }
         self.drop_beyond_last_port();
-    }
-
-    /// Whether `f` holds for a member, trying them in ascending order.
-    /// A plain loop over the words: this runs twice per frame received,
-    /// and an iterator chain over the bits cost several times more.
-    #[inline]
-    pub fn any(&self, mut f: impl FnMut(u32) -> bool) -> bool {
-        for (i, &word) in self.words.iter().enumerate() {
-            let mut rest = word;
-            while rest != 0 {
-                if f(i as u32 * 64 + rest.trailing_zeros()) {
-                    return true;
-                }
-                rest &= rest - 1;
-            }
-        }
-        false
     }
 
     /// The members, in ascending order.

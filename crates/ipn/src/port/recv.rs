@@ -486,9 +486,8 @@ impl Rx {
         if !self.segments.is_empty() || self.events.pending {
             return true;
         }
-        self.scan.gather(&port.shm, port.index);
         let cursors = &self.cursors;
-        self.scan.any(|sender| {
+        self.scan.gather_any(&port.shm, port.index, |sender| {
             sender != port.index
                 && cursors.get(sender as usize).is_some_and(|&cursor| {
                     port.shm.port(sender).head.load(Ordering::Acquire) != cursor
