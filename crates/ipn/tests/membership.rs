@@ -236,34 +236,3 @@ fn peer_process_sees_membership_events_about_others() {
     assert!(took < Duration::from_secs(5), "death seen after {took:?}");
     watcher.finish();
 }
-
-/// A port that leaves gives its slot back at once: its slot lock (held by
-/// the shared file's descriptor) and its mapping go with it. Joining and
-/// leaving many more times than the network has ports, in one process,
-/// never finds it full, and the process's mappings do not grow.
-#[test]
-fn leaving_gives_the_slot_and_the_mapping_back() {
-    let net = TestNet::create(
-        "leave-gives-back",
-        &Config {
-            max_ports: 2,
-            ..Config::default()
-        },
-    );
-    let mappings = || {
-        std::fs::read_to_string("/proc/self/maps")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("leave-gives-back"))
-            .count()
-    };
-    for round in 0..20 {
-        let a = Port::join(net.path(), &JoinOptions::described("a"))
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        let b = Port::join(net.path(), &JoinOptions::described("b"))
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        assert_eq!(mappings(), 2, "round {round}: one mapping per joined port");
-        drop((a, b));
-        assert_eq!(mappings(), 0, "round {round}: mappings left behind");
-    }
-}

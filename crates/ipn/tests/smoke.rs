@@ -162,3 +162,36 @@ fn new_occupant_of_a_reader_slot_is_woken_even_if_the_old_socket_lives_on() {
     drop((sender, survivor));
     Network::remove(&path, false).unwrap();
 }
+
+/// A port that leaves gives its slot back at once: its slot lock (held by
+/// the shared file's descriptor) and its mapping go with it. Joining and
+/// leaving many more times than the network has ports, in one process,
+/// never finds it full, and the process's mappings do not grow. (Here,
+/// where no test spawns a process: a child holds a copy of every
+/// descriptor from its fork to its exec, and with it the slot locks.)
+#[test]
+fn leaving_gives_the_slot_and_the_mapping_back() {
+    let net = TestNet::create(
+        "leave-gives-back",
+        &Config {
+            max_ports: 2,
+            ..Config::default()
+        },
+    );
+    let mappings = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("leave-gives-back"))
+            .count()
+    };
+    for round in 0..20 {
+        let a = Port::join(net.path(), &JoinOptions::described("a"))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let b = Port::join(net.path(), &JoinOptions::described("b"))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(mappings(), 2, "round {round}: one mapping per joined port");
+        drop((a, b));
+        assert_eq!(mappings(), 0, "round {round}: mappings left behind");
+    }
+}

@@ -609,9 +609,9 @@ impl Rx {
                 LONGEST_SLEEP
             };
             wait = Some(wait.map_or(longest, |w| w.min(longest)));
-            let asleep = Instant::now();
+            let asleep = Moment::now();
             let woken = self.bell.wait(wait).map_err(RecvError::Io)?;
-            self.pace.slept(asleep.elapsed());
+            self.pace.slept(Moment::now() - asleep);
             if woken == Woken::TookOne {
                 // The wait took the doorbell of the claim on our arming:
                 // one fewer to drain, none owed. If nobody counted it, our
