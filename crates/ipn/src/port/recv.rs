@@ -722,10 +722,12 @@ impl Rx {
     /// Reads `sender`'s ring until a frame for us, or nothing, or `budget`
     /// reads without a frame.
     ///
-    /// A plain frame (a hub, or switch mode's frame for us is not plain:
-    /// its source is learned; no header to cut or write) is delivered
-    /// here; everything else is [`Rx::deliver_other`]'s, out of line, so
-    /// that the path of nearly every frame stays a few dozen instructions.
+    /// A plain frame (on a hub, to a port that takes no offloads: nothing
+    /// to learn, no header to cut or write) is delivered here; everything
+    /// else (switch mode learns each frame's source; frames with offloads;
+    /// losses) is [`Rx::deliver_other`]'s, out of line, so that the plain
+    /// path stays short. Not marked cold: switch-mode and offload ports
+    /// take every frame through it.
     fn read_from(
         &mut self,
         cx: &mut Context<'_>,
@@ -783,7 +785,6 @@ impl Rx {
     /// frame with offloads into wire frames, writes the header for a port
     /// that takes offloads, counts what is lost. Returns the bytes of a
     /// frame delivered into `buf`, or `None` to read on.
-    #[cold]
     #[inline(never)]
     fn deliver_other(
         &mut self,
